@@ -1,0 +1,100 @@
+"""The 2D (dilated) neighborhood-attention module of NAT / DiNAT."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import na_checks
+from .na_functional import IntOrTuple, na2d, na2d_av, na2d_qk
+
+
+class NeighborhoodAttention2D(nn.Module):
+    """Multi-head 2D neighborhood attention with relative positional bias.
+
+    Input and output are channels-last (B, H, W, dim). Inputs smaller than
+    kernel_size * dilation on an axis are zero-padded at the bottom/right before the qkv
+    projection and the output is cropped back, so any input size works.
+
+    Args:
+        dim: channels of the input and output.
+        num_heads: attention heads; must divide `dim`.
+        kernel_size: odd window size >= 3, an int or (kh, kw).
+        dilation: an int or (dh, dw), >= 1.
+        qkv_bias: whether the qkv projection has a bias.
+        qk_scale: logit scale; defaults to head_dim ** -0.5.
+        rel_pos_bias: learn a relative positional bias `rpb` of shape (heads, 2kh-1, 2kw-1).
+        attn_drop: dropout on the attention weights (uses the unfused ops when active).
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        kernel_size: IntOrTuple,
+        dilation: IntOrTuple = 1,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        rel_pos_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if num_heads < 1 or dim % num_heads != 0:
+            raise ValueError(
+                f"{name}: num_heads must be >= 1 and divide dim, got dim={dim}, num_heads={num_heads}"
+            )
+        self.kernel_size, self.dilation = na_checks.kernel_and_dilation(
+            name, kernel_size, dilation, 2
+        )
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = qk_scale if qk_scale is not None else self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        if rel_pos_bias:
+            self.rpb = nn.Parameter(
+                torch.zeros(num_heads, 2 * self.kernel_size[0] - 1, 2 * self.kernel_size[1] - 1)
+            )
+            nn.init.trunc_normal_(self.rpb, std=0.02, a=-2.0, b=2.0)
+        else:
+            self.register_parameter("rpb", None)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, dim) -> (B, H, W, dim)."""
+        if x.dim() != 4 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"{type(self).__name__}: input must have shape (batch, height, width, {self.dim}),"
+                f" got {tuple(x.shape)}"
+            )
+        batch, height, width, _ = x.shape
+        min_h, min_w = (k * d for k, d in zip(self.kernel_size, self.dilation))
+        pad_h, pad_w = max(0, min_h - height), max(0, min_w - width)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        padded_h, padded_w = height + pad_h, width + pad_w
+        qkv = self.qkv(x).reshape(batch, padded_h, padded_w, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.unbind(3)
+        if self.training and self.attn_drop.p > 0:
+            logits = na2d_qk(query * self.scale, key, self.kernel_size, self.dilation, self.rpb)
+            attn = self.attn_drop(logits.softmax(dim=-1))
+            out = na2d_av(attn, value, self.kernel_size, self.dilation)
+        else:
+            out = na2d(
+                query, key, value, self.kernel_size, self.dilation, self.rpb, scale=self.scale
+            )
+        out = out.reshape(batch, padded_h, padded_w, self.dim)[:, :height, :width]
+        return self.proj_drop(self.proj(out))
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
+            f"kernel_size={self.kernel_size}, dilation={self.dilation}, "
+            f"rel_pos_bias={self.rpb is not None}"
+        )

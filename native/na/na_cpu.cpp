@@ -1,0 +1,248 @@
+// CPU kernels of the NA ops: parallel over tokens with at::parallel_for, inner loops over the
+// head dim written for the compiler to vectorise (omp simd), accumulation in opmath_type
+// (float for half/bfloat16).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <vector>
+
+#include "na_kernels.h"
+#include "na_tiled.h"
+
+namespace dinat_m2f {
+namespace na {
+namespace {
+
+// Tokens per parallel chunk: enough work per task to amortise scheduling.
+int64_t grain_for(const Problem& p) {
+  const int64_t work = int64_t(p.heads) * p.neighbors() * p.dim;
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, work));
+}
+
+template <typename Acc, typename T>
+inline Acc dot(const Acc* a, const T* b, int n) {
+  Acc sum = Acc(0);
+#pragma omp simd reduction(+ : sum)
+  for (int i = 0; i < n; ++i) sum += a[i] * Acc(b[i]);
+  return sum;
+}
+
+template <typename Acc, typename T>
+inline void axpy(Acc alpha, const T* x, Acc* y, int n) {
+#pragma omp simd
+  for (int i = 0; i < n; ++i) y[i] += alpha * Acc(x[i]);
+}
+
+struct TokenCoords {
+  int64_t batch;
+  int h;
+  int w;
+};
+
+inline TokenCoords coords_of(int64_t token, const Problem& p) {
+  return {token / (int64_t(p.h.length) * p.w.length), int((token / p.w.length) % p.h.length),
+          int(token % p.w.length)};
+}
+
+inline int64_t token_of(int64_t batch, int h, int w, const Problem& p) {
+  return (batch * p.h.length + h) * p.w.length + w;
+}
+
+template <typename T>
+void qk_kernel(const T* query, const T* key, const T* rpb, T* attn, const Problem& p) {
+  using Acc = at::opmath_type<T>;
+  const int K = p.neighbors(), D = p.dim;
+  const int bias_w = 2 * p.w.kernel - 1, bias_hw = (2 * p.h.kernel - 1) * bias_w;
+  at::parallel_for(0, p.tokens(), grain_for(p), [&](int64_t begin, int64_t end) {
+    std::vector<Acc> q(D);
+    for (int64_t t = begin; t < end; ++t) {
+      const TokenCoords tc = coords_of(t, p);
+      const Window wh = window_of(tc.h, p.h), ww = window_of(tc.w, p.w);
+      for (int head = 0; head < p.heads; ++head) {
+        const T* qp = query + (t * p.heads + head) * D;
+        for (int d = 0; d < D; ++d) q[d] = Acc(qp[d]);
+        T* out = attn + (t * p.heads + head) * K;
+        for (int i = 0; i < p.h.kernel; ++i) {
+          for (int j = 0; j < p.w.kernel; ++j) {
+            const int64_t s = token_of(tc.batch, wh.first + i * wh.step, ww.first + j * ww.step, p);
+            Acc logit = dot(q.data(), key + (s * p.heads + head) * D, D);
+            if (rpb != nullptr)
+              logit += Acc(rpb[head * bias_hw + (wh.bias_first + i) * bias_w + ww.bias_first + j]);
+            out[i * p.w.kernel + j] = T(logit);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void av_kernel(const T* attn, const T* value, T* out, const Problem& p) {
+  using Acc = at::opmath_type<T>;
+  const int K = p.neighbors(), D = p.dim;
+  at::parallel_for(0, p.tokens(), grain_for(p), [&](int64_t begin, int64_t end) {
+    std::vector<Acc> acc(D);
+    for (int64_t t = begin; t < end; ++t) {
+      const TokenCoords tc = coords_of(t, p);
+      const Window wh = window_of(tc.h, p.h), ww = window_of(tc.w, p.w);
+      for (int head = 0; head < p.heads; ++head) {
+        std::fill(acc.begin(), acc.end(), Acc(0));
+        const T* a = attn + (t * p.heads + head) * K;
+        for (int i = 0; i < p.h.kernel; ++i) {
+          for (int j = 0; j < p.w.kernel; ++j) {
+            const int64_t s = token_of(tc.batch, wh.first + i * wh.step, ww.first + j * ww.step, p);
+            axpy(Acc(a[i * p.w.kernel + j]), value + (s * p.heads + head) * D, acc.data(), D);
+          }
+        }
+        T* o = out + (t * p.heads + head) * D;
+        for (int d = 0; d < D; ++d) o[d] = T(acc[d]);
+      }
+    }
+  });
+}
+
+template <typename T>
+void inverse_kernel(const T* weights, const T* source, T* out, const Problem& p) {
+  using Acc = at::opmath_type<T>;
+  const int K = p.neighbors(), D = p.dim;
+  at::parallel_for(0, p.tokens(), grain_for(p), [&](int64_t begin, int64_t end) {
+    std::vector<Acc> acc(D);
+    for (int64_t s = begin; s < end; ++s) {
+      const TokenCoords sc = coords_of(s, p);
+      const InverseRange rh = inverse_range(sc.h, p.h), rw = inverse_range(sc.w, p.w);
+      for (int head = 0; head < p.heads; ++head) {
+        std::fill(acc.begin(), acc.end(), Acc(0));
+        for (int ph = rh.first_pos; ph <= rh.last_pos; ++ph) {
+          const int slot_h = slot_in_window(rh, ph, p.h.kernel);
+          if (slot_h < 0) continue;
+          for (int pw = rw.first_pos; pw <= rw.last_pos; ++pw) {
+            const int slot_w = slot_in_window(rw, pw, p.w.kernel);
+            if (slot_w < 0) continue;
+            const int64_t t = token_of(sc.batch, rh.group + ph * p.h.dilation,
+                                       rw.group + pw * p.w.dilation, p);
+            const Acc weight = Acc(weights[(t * p.heads + head) * K + slot_h * p.w.kernel + slot_w]);
+            axpy(weight, source + (t * p.heads + head) * D, acc.data(), D);
+          }
+        }
+        T* o = out + (s * p.heads + head) * D;
+        for (int d = 0; d < D; ++d) o[d] = T(acc[d]);
+      }
+    }
+  });
+}
+
+// One task per (head, bias row): no two tasks write the same output.
+template <typename T>
+void rpb_grad_kernel(const T* grad_attn, T* grad_rpb, const Problem& p) {
+  using Acc = at::opmath_type<T>;
+  const int K = p.neighbors();
+  const int rows = 2 * p.h.kernel - 1, cols = 2 * p.w.kernel - 1;
+  at::parallel_for(0, int64_t(p.heads) * rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Acc> acc(cols);
+    for (int64_t task = begin; task < end; ++task) {
+      const int head = int(task / rows), row = int(task % rows);
+      std::fill(acc.begin(), acc.end(), Acc(0));
+      for (int64_t t = 0; t < p.tokens(); ++t) {
+        const TokenCoords tc = coords_of(t, p);
+        const int i = row - window_of(tc.h, p.h).bias_first;
+        if (i < 0 || i >= p.h.kernel) continue;
+        const Window ww = window_of(tc.w, p.w);
+        const T* g = grad_attn + (t * p.heads + head) * K + i * p.w.kernel;
+        for (int j = 0; j < p.w.kernel; ++j) acc[ww.bias_first + j] += Acc(g[j]);
+      }
+      T* o = grad_rpb + (int64_t(head) * rows + row) * cols;
+      for (int c = 0; c < cols; ++c) o[c] = T(acc[c]);
+    }
+  });
+}
+
+// One emulated CUDA thread runs every phase of the block program whole.
+struct SerialBlock {
+  int tid = 0;
+  int threads = 1;
+  void sync() const {}
+};
+
+template <typename T, typename Program>
+void emulate_tiles(const Problem& p, int tile, int64_t smem_elems, Program program) {
+  using Acc = at::opmath_type<T>;
+  std::vector<Acc> smem(smem_elems);
+  tiled::Tile t;
+  for (int64_t block = 0; block < tiled::num_blocks(p, tile); ++block)
+    if (tiled::locate_tile(block, p, tile, &t)) program(SerialBlock{}, t, smem.data());
+}
+
+template <typename T>
+const T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
+}  // namespace
+
+#define NA_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+void qk_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& rpb,
+            at::Tensor& attn, const Problem& problem) {
+  NA_DISPATCH(query.scalar_type(), "na_qk_cpu", [&] {
+    qk_kernel<scalar_t>(query.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
+                        data_or_null<scalar_t>(rpb), attn.mutable_data_ptr<scalar_t>(), problem);
+  });
+}
+
+void av_cpu(const at::Tensor& attn, const at::Tensor& value, at::Tensor& out,
+            const Problem& problem) {
+  NA_DISPATCH(attn.scalar_type(), "na_av_cpu", [&] {
+    av_kernel<scalar_t>(attn.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
+                        out.mutable_data_ptr<scalar_t>(), problem);
+  });
+}
+
+void inverse_cpu(const at::Tensor& weights, const at::Tensor& source, at::Tensor& out,
+                 const Problem& problem) {
+  NA_DISPATCH(weights.scalar_type(), "na_inverse_cpu", [&] {
+    inverse_kernel<scalar_t>(weights.const_data_ptr<scalar_t>(),
+                             source.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                             problem);
+  });
+}
+
+void rpb_grad_cpu(const at::Tensor& grad_attn, at::Tensor& grad_rpb, const Problem& problem) {
+  NA_DISPATCH(grad_attn.scalar_type(), "na_rpb_grad_cpu", [&] {
+    rpb_grad_kernel<scalar_t>(grad_attn.const_data_ptr<scalar_t>(),
+                              grad_rpb.mutable_data_ptr<scalar_t>(), problem);
+  });
+}
+
+void qk_tiled_emulated_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& rpb,
+                           at::Tensor& attn, const Problem& problem, int tile, int chunk) {
+  NA_DISPATCH(query.scalar_type(), "na_qk_tiled_emulated", [&] {
+    const scalar_t* q = query.const_data_ptr<scalar_t>();
+    const scalar_t* k = key.const_data_ptr<scalar_t>();
+    const scalar_t* bias = data_or_null<scalar_t>(rpb);
+    scalar_t* a = attn.mutable_data_ptr<scalar_t>();
+    emulate_tiles<scalar_t>(problem, tile, tiled::qk_smem_elems(problem, tile, chunk),
+                            [&](const SerialBlock& block, const tiled::Tile& t, auto* smem) {
+                              tiled::qk_tile_program(block, problem, t, tile, chunk, q, k, bias,
+                                                     a, smem);
+                            });
+  });
+}
+
+void av_tiled_emulated_cpu(const at::Tensor& attn, const at::Tensor& value, at::Tensor& out,
+                           const Problem& problem, int tile, int chunk) {
+  NA_DISPATCH(attn.scalar_type(), "na_av_tiled_emulated", [&] {
+    const scalar_t* a = attn.const_data_ptr<scalar_t>();
+    const scalar_t* v = value.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    emulate_tiles<scalar_t>(problem, tile, tiled::av_smem_elems(problem, tile, chunk),
+                            [&](const SerialBlock& block, const tiled::Tile& t, auto* smem) {
+                              tiled::av_tile_program(block, problem, t, tile, chunk, a, v, o,
+                                                     smem);
+                            });
+  });
+}
+
+}  // namespace na
+}  // namespace dinat_m2f

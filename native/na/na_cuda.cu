@@ -1,0 +1,288 @@
+// CUDA kernels of the NA ops.
+//
+// Naive kernels (one thread per output element, grid-stride loops) cover every op, dtype,
+// kernel size and head dim. The 2D QK and AV kernels for DiNAT's sizes (kernel 3..13, head
+// dim 32 or 64) use the shared-memory tiled block programs of na_tiled.h. Accumulation is in
+// opmath_type (fp32 for fp16/bf16).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "na_kernels.h"
+#include "na_tiled.h"
+
+namespace dinat_m2f {
+namespace na {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = int64_t(1) << 20;  // grid-stride loops cover the rest
+constexpr int64_t kSharedBudget = 48 * 1024;      // no opt-in needed below this
+
+inline unsigned int blocks_for(int64_t elements) {
+  return unsigned(std::min<int64_t>(kMaxBlocks, (elements + kThreads - 1) / kThreads));
+}
+
+#define NA_GRID_STRIDE(index, total)                                                   \
+  for (int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; index < (total); \
+       index += int64_t(gridDim.x) * blockDim.x)
+
+__device__ __forceinline__ int64_t token_of(int64_t batch, int h, int w, const Problem& p) {
+  return (batch * p.h.length + h) * p.w.length + w;
+}
+
+// One thread per logit (token, head, neighbor).
+template <typename T>
+__global__ void qk_naive_kernel(const T* __restrict__ query, const T* __restrict__ key,
+                                const T* __restrict__ rpb, T* __restrict__ attn, Problem p) {
+  using Acc = at::opmath_type<T>;
+  const int K = p.neighbors();
+  const int bias_w = 2 * p.w.kernel - 1, bias_hw = (2 * p.h.kernel - 1) * bias_w;
+  NA_GRID_STRIDE(e, p.tokens() * p.heads * K) {
+    const int n = int(e % K);
+    const int head = int((e / K) % p.heads);
+    const int64_t t = e / (int64_t(K) * p.heads);
+    const int w = int(t % p.w.length), h = int((t / p.w.length) % p.h.length);
+    const int64_t b = t / (int64_t(p.w.length) * p.h.length);
+    const Window wh = window_of(h, p.h), ww = window_of(w, p.w);
+    const int i = n / p.w.kernel, j = n % p.w.kernel;
+    const int64_t s = token_of(b, wh.first + i * wh.step, ww.first + j * ww.step, p);
+    const T* qp = query + (t * p.heads + head) * p.dim;
+    const T* kp = key + (s * p.heads + head) * p.dim;
+    Acc sum = Acc(0);
+    for (int d = 0; d < p.dim; ++d) sum += Acc(qp[d]) * Acc(kp[d]);
+    if (rpb != nullptr) sum += Acc(rpb[head * bias_hw + (wh.bias_first + i) * bias_w + ww.bias_first + j]);
+    attn[e] = T(sum);
+  }
+}
+
+// One thread per output channel (token, head, channel).
+template <typename T>
+__global__ void av_naive_kernel(const T* __restrict__ attn, const T* __restrict__ value,
+                                T* __restrict__ out, Problem p) {
+  using Acc = at::opmath_type<T>;
+  const int K = p.neighbors();
+  NA_GRID_STRIDE(e, p.tokens() * p.heads * p.dim) {
+    const int d = int(e % p.dim);
+    const int head = int((e / p.dim) % p.heads);
+    const int64_t t = e / (int64_t(p.dim) * p.heads);
+    const int w = int(t % p.w.length), h = int((t / p.w.length) % p.h.length);
+    const int64_t b = t / (int64_t(p.w.length) * p.h.length);
+    const Window wh = window_of(h, p.h), ww = window_of(w, p.w);
+    const T* a = attn + (t * p.heads + head) * K;
+    Acc sum = Acc(0);
+    for (int i = 0; i < p.h.kernel; ++i) {
+      for (int j = 0; j < p.w.kernel; ++j) {
+        const int64_t s = token_of(b, wh.first + i * wh.step, ww.first + j * ww.step, p);
+        sum += Acc(a[i * p.w.kernel + j]) * Acc(value[(s * p.heads + head) * p.dim + d]);
+      }
+    }
+    out[e] = T(sum);
+  }
+}
+
+// One thread per output channel of a key: gathers from the queries whose window holds it.
+template <typename T>
+__global__ void inverse_naive_kernel(const T* __restrict__ weights, const T* __restrict__ source,
+                                     T* __restrict__ out, Problem p) {
+  using Acc = at::opmath_type<T>;
+  const int K = p.neighbors();
+  NA_GRID_STRIDE(e, p.tokens() * p.heads * p.dim) {
+    const int d = int(e % p.dim);
+    const int head = int((e / p.dim) % p.heads);
+    const int64_t s = e / (int64_t(p.dim) * p.heads);
+    const int w = int(s % p.w.length), h = int((s / p.w.length) % p.h.length);
+    const int64_t b = s / (int64_t(p.w.length) * p.h.length);
+    const InverseRange rh = inverse_range(h, p.h), rw = inverse_range(w, p.w);
+    Acc sum = Acc(0);
+    for (int ph = rh.first_pos; ph <= rh.last_pos; ++ph) {
+      const int slot_h = slot_in_window(rh, ph, p.h.kernel);
+      if (slot_h < 0) continue;
+      for (int pw = rw.first_pos; pw <= rw.last_pos; ++pw) {
+        const int slot_w = slot_in_window(rw, pw, p.w.kernel);
+        if (slot_w < 0) continue;
+        const int64_t t =
+            token_of(b, rh.group + ph * p.h.dilation, rw.group + pw * p.w.dilation, p);
+        sum += Acc(weights[(t * p.heads + head) * K + slot_h * p.w.kernel + slot_w]) *
+               Acc(source[(t * p.heads + head) * p.dim + d]);
+      }
+    }
+    out[e] = T(sum);
+  }
+}
+
+// One block per bias entry (head, row, col), reducing over all tokens.
+template <typename T>
+__global__ void rpb_grad_kernel(const T* __restrict__ grad_attn, T* __restrict__ grad_rpb,
+                                Problem p) {
+  using Acc = at::opmath_type<T>;
+  __shared__ Acc partial[kThreads];
+  const int K = p.neighbors();
+  const int rows = 2 * p.h.kernel - 1, cols = 2 * p.w.kernel - 1;
+  const int head = blockIdx.x / (rows * cols);
+  const int row = (blockIdx.x / cols) % rows, col = blockIdx.x % cols;
+  Acc sum = Acc(0);
+  for (int64_t t = threadIdx.x; t < p.tokens(); t += blockDim.x) {
+    const int w = int(t % p.w.length), h = int((t / p.w.length) % p.h.length);
+    const int i = row - window_of(h, p.h).bias_first;
+    const int j = col - window_of(w, p.w).bias_first;
+    if (i >= 0 && i < p.h.kernel && j >= 0 && j < p.w.kernel)
+      sum += Acc(grad_attn[(t * p.heads + head) * K + i * p.w.kernel + j]);
+  }
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) grad_rpb[blockIdx.x] = T(partial[0]);
+}
+
+struct CudaBlock {
+  int tid;
+  int threads;
+  __host__ __device__ void sync() const {
+#ifdef __CUDA_ARCH__
+    __syncthreads();
+#endif
+  }
+};
+
+template <typename T>
+__global__ void qk_tiled_kernel(const T* query, const T* key, const T* rpb, T* attn, Problem p,
+                                int tile, int chunk) {
+  using Acc = at::opmath_type<T>;
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  tiled::Tile t;
+  if (!tiled::locate_tile(blockIdx.x, p, tile, &t)) return;
+  tiled::qk_tile_program(CudaBlock{int(threadIdx.x), int(blockDim.x)}, p, t, tile, chunk, query,
+                         key, rpb, attn, reinterpret_cast<Acc*>(smem_bytes));
+}
+
+template <typename T>
+__global__ void av_tiled_kernel(const T* attn, const T* value, T* out, Problem p, int tile,
+                                int chunk) {
+  using Acc = at::opmath_type<T>;
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  tiled::Tile t;
+  if (!tiled::locate_tile(blockIdx.x, p, tile, &t)) return;
+  tiled::av_tile_program(CudaBlock{int(threadIdx.x), int(blockDim.x)}, p, t, tile, chunk, attn,
+                         value, out, reinterpret_cast<Acc*>(smem_bytes));
+}
+
+struct TilePlan {
+  bool use;
+  int tile;
+  int chunk;
+  int64_t smem_bytes;
+};
+
+// The tiled kernels cover DiNAT's shapes: 2D, kernel 3..13, head dim 32 or 64. The tile is
+// the largest that fits the shared-memory budget, and no larger than the longest group.
+template <typename Elems>
+TilePlan plan_tiles(const Problem& p, int64_t acc_size, Elems smem_elems) {
+  TilePlan plan{false, 0, 0, 0};
+  if (p.h.kernel < 3 || p.h.kernel > 13 || p.w.kernel < 3 || p.w.kernel > 13) return plan;
+  if (p.dim != 32 && p.dim != 64) return plan;
+  const int longest = std::max((p.h.length + p.h.dilation - 1) / p.h.dilation,
+                               (p.w.length + p.w.dilation - 1) / p.w.dilation);
+  for (int tile : {16, 8, 4, 2}) {
+    if (tile / 2 >= longest) continue;
+    if (tiled::num_blocks(p, tile) > INT32_MAX) return plan;
+    for (int chunk : {32, 16}) {
+      const int64_t bytes = smem_elems(p, tile, chunk) * acc_size;
+      if (bytes <= kSharedBudget) return TilePlan{true, tile, chunk, bytes};
+    }
+  }
+  return plan;
+}
+
+template <typename T>
+const T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
+}  // namespace
+
+#define NA_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+void qk_cuda(const at::Tensor& query, const at::Tensor& key, const at::Tensor& rpb,
+             at::Tensor& attn, const Problem& p) {
+  const c10::cuda::CUDAGuard guard(query.device());
+  const int64_t total = p.tokens() * p.heads * p.neighbors();
+  if (total == 0) return;
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  NA_DISPATCH(query.scalar_type(), "na_qk_cuda", [&] {
+    using Acc = at::opmath_type<scalar_t>;
+    const TilePlan plan = plan_tiles(p, sizeof(Acc), tiled::qk_smem_elems);
+    if (plan.use) {
+      qk_tiled_kernel<scalar_t><<<unsigned(tiled::num_blocks(p, plan.tile)), kThreads,
+                                  plan.smem_bytes, stream>>>(
+          query.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
+          data_or_null<scalar_t>(rpb), attn.mutable_data_ptr<scalar_t>(), p, plan.tile,
+          plan.chunk);
+    } else {
+      qk_naive_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+          query.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
+          data_or_null<scalar_t>(rpb), attn.mutable_data_ptr<scalar_t>(), p);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void av_cuda(const at::Tensor& attn, const at::Tensor& value, at::Tensor& out, const Problem& p) {
+  const c10::cuda::CUDAGuard guard(attn.device());
+  const int64_t total = p.tokens() * p.heads * p.dim;
+  if (total == 0) return;
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  NA_DISPATCH(attn.scalar_type(), "na_av_cuda", [&] {
+    using Acc = at::opmath_type<scalar_t>;
+    const TilePlan plan = plan_tiles(p, sizeof(Acc), tiled::av_smem_elems);
+    if (plan.use) {
+      av_tiled_kernel<scalar_t><<<unsigned(tiled::num_blocks(p, plan.tile)), kThreads,
+                                  plan.smem_bytes, stream>>>(
+          attn.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
+          out.mutable_data_ptr<scalar_t>(), p, plan.tile, plan.chunk);
+    } else {
+      av_naive_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+          attn.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
+          out.mutable_data_ptr<scalar_t>(), p);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void inverse_cuda(const at::Tensor& weights, const at::Tensor& source, at::Tensor& out,
+                  const Problem& p) {
+  const c10::cuda::CUDAGuard guard(weights.device());
+  const int64_t total = p.tokens() * p.heads * p.dim;
+  if (total == 0) return;
+  NA_DISPATCH(weights.scalar_type(), "na_inverse_cuda", [&] {
+    inverse_naive_kernel<scalar_t><<<blocks_for(total), kThreads, 0,
+                                     c10::cuda::getCurrentCUDAStream()>>>(
+        weights.const_data_ptr<scalar_t>(), source.const_data_ptr<scalar_t>(),
+        out.mutable_data_ptr<scalar_t>(), p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void rpb_grad_cuda(const at::Tensor& grad_attn, at::Tensor& grad_rpb, const Problem& p) {
+  const c10::cuda::CUDAGuard guard(grad_attn.device());
+  const int64_t entries = int64_t(p.heads) * (2 * p.h.kernel - 1) * (2 * p.w.kernel - 1);
+  if (entries == 0) return;
+  NA_DISPATCH(grad_attn.scalar_type(), "na_rpb_grad_cuda", [&] {
+    rpb_grad_kernel<scalar_t><<<unsigned(entries), kThreads, 0,
+                                c10::cuda::getCurrentCUDAStream()>>>(
+        grad_attn.const_data_ptr<scalar_t>(), grad_rpb.mutable_data_ptr<scalar_t>(), p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+}  // namespace na
+}  // namespace dinat_m2f

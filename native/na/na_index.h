@@ -1,0 +1,102 @@
+// Index maths of (dilated) neighborhood attention, shared by the CPU and CUDA kernels.
+//
+// Semantics (NATTEN's, see docs): on an axis of length L with odd kernel k and dilation d,
+// token i belongs to group g = i % d at in-group position p = i / d; its window in group
+// coordinates starts at clamp(p - k/2, 0, Lg - k) and holds k keys, so windows shift inward
+// at the borders instead of being cut. The relative-position-bias index of neighbor j is
+// start + j - p + k - 1.
+//
+// 1D problems run through the 2D kernels with a dummy leading axis of length 1, kernel 1
+// and dilation 1: that axis then contributes exactly one neighbor (the token itself) and one
+// bias column.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define NA_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define NA_HOST_DEVICE inline
+#endif
+
+namespace dinat_m2f {
+namespace na {
+
+// One spatial axis of the problem.
+struct Axis {
+  int length;
+  int kernel;
+  int dilation;
+};
+
+// Shapes of a 2D problem; tensors are contiguous (batch, height, width, heads, dim).
+struct Problem {
+  int64_t batch;
+  int heads;
+  int dim;  // head dim of the tensor being reduced or produced
+  Axis h;
+  Axis w;
+
+  NA_HOST_DEVICE int neighbors() const { return h.kernel * w.kernel; }
+  NA_HOST_DEVICE int64_t tokens() const { return batch * h.length * w.length; }
+};
+
+// Tokens in dilation group `group`.
+NA_HOST_DEVICE int group_length(const Axis& a, int group) {
+  return (a.length - group + a.dilation - 1) / a.dilation;
+}
+
+// First in-group position of the window of the query at in-group position `pos`.
+NA_HOST_DEVICE int window_start(int pos, int group_len, int kernel) {
+  int start = pos - kernel / 2;
+  if (start < 0) start = 0;
+  const int last = group_len - kernel;
+  return start > last ? last : start;
+}
+
+// Window of token `index` on one axis: neighbor j is `first + j * step` and its bias index
+// is `bias_first + j`.
+struct Window {
+  int first;
+  int step;
+  int bias_first;
+};
+
+NA_HOST_DEVICE Window window_of(int index, const Axis& a) {
+  const int group = index % a.dilation;
+  const int pos = index / a.dilation;
+  const int start = window_start(pos, group_length(a, group), a.kernel);
+  return {group + start * a.dilation, a.dilation, start - pos + a.kernel - 1};
+}
+
+// Queries on one axis whose window holds key `key`: candidates are the in-group positions
+// within kernel-1 of the key (a query is always inside its own window), and `slot_in_window`
+// says whether (and where) a candidate's window holds the key.
+struct InverseRange {
+  int group;
+  int key_pos;
+  int group_len;
+  int first_pos;
+  int last_pos;  // inclusive
+};
+
+NA_HOST_DEVICE InverseRange inverse_range(int key, const Axis& a) {
+  InverseRange r;
+  r.group = key % a.dilation;
+  r.key_pos = key / a.dilation;
+  r.group_len = group_length(a, r.group);
+  r.first_pos = r.key_pos - a.kernel + 1 < 0 ? 0 : r.key_pos - a.kernel + 1;
+  r.last_pos = r.key_pos + a.kernel - 1 > r.group_len - 1 ? r.group_len - 1
+                                                          : r.key_pos + a.kernel - 1;
+  return r;
+}
+
+// Neighbor slot of the key within the window of the query at in-group position `pos`,
+// or -1 when the window does not hold it.
+NA_HOST_DEVICE int slot_in_window(const InverseRange& r, int pos, int kernel) {
+  const int slot = r.key_pos - window_start(pos, r.group_len, kernel);
+  return (slot >= 0 && slot < kernel) ? slot : -1;
+}
+
+}  // namespace na
+}  // namespace dinat_m2f

@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+from dinat_m2f._native import native_backends
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU and the CUDA kernels (skipped otherwise)")
+
+
+def pytest_collection_modifyitems(config, items):
+    has_cuda = torch.cuda.is_available() and "CUDA" in native_backends()
+    skip = pytest.mark.skip(reason="needs a CUDA GPU and dinat_m2f._C built with CUDA")
+    for item in items:
+        if "cuda" in item.keywords and not has_cuda:
+            item.add_marker(skip)
+
+
+requires_native = pytest.mark.skipif(
+    "CPU" not in native_backends(), reason="dinat_m2f._C (native CPU kernels) is not built"
+)

@@ -1,0 +1,58 @@
+"""The CUDA tiled QK/AV kernels' block programs (native/na/na_tiled.h), run on the CPU by the
+test-only ops `_na_*_tiled_emulation`, agree with the plain kernels for DiNAT's sizes
+(kernel 3..13, head dim 32/64), dilations, borders, partial tiles and head-dim chunks."""
+
+import pytest
+import torch
+
+from tests.conftest import requires_native
+
+pytestmark = requires_native
+
+# (spatial, kernel, dilation, heads, dim, tile, chunk)
+CASES = [
+    ((9, 10), (3, 3), (1, 1), 2, 32, 16, 32),
+    ((13, 17), (3, 5), (2, 3), 1, 32, 4, 16),
+    ((15, 16), (7, 7), (1, 1), 2, 64, 8, 16),
+    ((29, 31), (7, 7), (4, 3), 1, 32, 4, 32),
+    ((20, 23), (9, 9), (2, 2), 1, 64, 2, 24),
+    ((22, 24), (11, 11), (2, 1), 2, 32, 4, 16),
+    ((13, 13), (13, 13), (1, 1), 1, 64, 4, 16),
+    ((27, 40), (13, 11), (2, 3), 1, 32, 8, 32),
+]
+
+
+def ids(case):
+    return "L{}-k{}-d{}-D{}-t{}-c{}".format(case[0], case[1], case[2], case[4], case[5], case[6])
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_tiled_programs_match_plain_kernels(case):
+    spatial, kernel, dilation, heads, dim, tile, chunk = case
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, *spatial, heads, dim, generator=g, dtype=torch.float64) for _ in range(3))
+    rpb = torch.randn(heads, *(2 * x - 1 for x in kernel), generator=g, dtype=torch.float64)
+    ops, ks, ds = torch.ops.dinat_m2f, list(kernel), list(dilation)
+
+    for bias in (rpb, None):
+        expected = ops.na_qk(q, k, bias, ks, ds)
+        got = ops._na_qk_tiled_emulation(q, k, bias, ks, ds, tile, chunk)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+    attn = expected.softmax(-1)
+    torch.testing.assert_close(
+        ops._na_av_tiled_emulation(attn, v, ks, ds, tile, chunk),
+        ops.na_av(attn, v, ks, ds),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+
+
+def test_tiled_programs_in_half_precision_accumulate_in_float():
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 16, 16, 2, 64, generator=g) for _ in range(3))
+    ops = torch.ops.dinat_m2f
+    half = [x.to(torch.bfloat16) for x in (q, k, v)]
+    logits = ops._na_qk_tiled_emulation(half[0], half[1], None, [7, 7], [2, 2], 8, 16)
+    expected = ops.na_qk(*(x.float() for x in half[:2]), None, [7, 7], [2, 2])
+    torch.testing.assert_close(logits.float(), expected, rtol=1e-2, atol=5e-2)
