@@ -1,0 +1,38 @@
+"""The NA benchmark runs on a small selection of DiNAT shapes and prints its table."""
+
+import pytest
+
+from dinat_m2f.benchmarks import na as bench
+from tests.conftest import requires_native
+
+
+def test_dinat_shapes_follow_the_schedules():
+    shapes = bench.dinat_shapes([224, 1024], ["tiny", "large"], [1, 2, 3, 4], [7, 11])
+    by_key = {(s.input_size, s.variant, s.level, s.kernel): s for s in shapes}
+    # 224 input: levels of side 56/28/14/7; 7x7 maps cannot hold an 11x11 window
+    assert {s.side for s in shapes if s.input_size == 224} == {56, 28, 14, 7}
+    assert (224, "tiny", 4, 11) not in by_key
+    # the largest dilation is the schedule's, capped so that side // d >= kernel
+    dilations = {(s.input_size, s.level, s.kernel): s.dilation for s in shapes if s.dilation > 1}
+    assert dilations[(224, 1, 7)] == 8 and dilations[(224, 1, 11)] == 5
+    assert dilations[(1024, 1, 11)] == 14 and dilations[(1024, 3, 11)] == 3
+    assert all(s.side // s.dilation >= s.kernel for s in shapes)
+    assert by_key[(1024, "large", 1, 11)].heads == 6 and by_key[(1024, "large", 1, 11)].side == 256
+
+
+@requires_native
+def test_benchmark_prints_table(capsys):
+    rows = bench.main(["--quick", "--variants", "tiny", "--levels", "4", "--repeats", "1",
+                       "--warmup", "0", "--impls", "native", "torch", "sdpa"])
+    out = capsys.readouterr().out
+    assert "| input | model | level |" in out and "threads" in out
+    assert len(rows) == 3
+    for row in rows:
+        assert row["fwd"] > 0 and row["fwdbwd"] > 0, row
+    assert "| 224 | tiny | 4 | 49 | 16 | 7 | 1 | native |" in out
+
+
+def test_benchmark_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--kernels", "4"])
+    assert "--kernels must be odd and >= 3, got [4]" in capsys.readouterr().err
