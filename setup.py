@@ -86,7 +86,15 @@ def extensions():
 def build_ext_class():
     from torch.utils.cpp_extension import BuildExtension
 
-    return BuildExtension.with_options(use_ninja=True)
+    class BuildExtensionKeepingObjects(BuildExtension):
+        """pip's editable builds compile in a fresh temporary folder; keeping the objects in
+        build/ lets ninja recompile only the sources that changed."""
+
+        def finalize_options(self):
+            super().finalize_options()
+            self.build_temp = os.path.join(ROOT, "build", "temp")
+
+    return BuildExtensionKeepingObjects.with_options(use_ninja=True)
 
 
 setup(

@@ -282,21 +282,23 @@ def device_description(device: torch.device) -> str:
     return f"{model}, {torch.get_num_threads()} threads"
 
 
-def format_table(rows: list[dict]) -> str:
-    header = ("input", "model", "level", "tokens", "heads", "k", "d", "impl",
-              "fwd ms", "fwd+bwd ms", "peak MB", "note")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+TABLE_HEADER = ("input", "model", "level", "tokens", "heads", "k", "d", "impl",
+                "fwd ms", "fwd+bwd ms", "peak MB", "note")
 
+
+def format_header() -> str:
+    return "| " + " | ".join(TABLE_HEADER) + " |\n|" + "---|" * len(TABLE_HEADER)
+
+
+def format_row(row: dict) -> str:
     def ms(seconds):
         return "-" if seconds is None else f"{seconds * 1e3:.2f}"
 
-    for row in rows:
-        s = row["shape"]
-        mem = "-" if row["mem"] is None else f"{row['mem']:.1f}"
-        cells = (s.input_size, s.variant, s.level, s.tokens, s.heads, s.kernel, s.dilation,
-                 row["impl"], ms(row["fwd"]), ms(row["fwdbwd"]), mem, row["note"])
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
+    s = row["shape"]
+    mem = "-" if row["mem"] is None else f"{row['mem']:.1f}"
+    cells = (s.input_size, s.variant, s.level, s.tokens, s.heads, s.kernel, s.dilation,
+             row["impl"], ms(row["fwd"]), ms(row["fwdbwd"]), mem, row["note"])
+    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def parse_args(argv=None):
@@ -342,11 +344,12 @@ def main(argv=None) -> list[dict]:
           f"{HEAD_DIM}, median of {args.repeats} after {args.warmup} warm-up; "
           f"native backends: {', '.join(native_backends()) or 'none'}")
     print(f"# peak MB: {'allocator peak' if device.type == 'cuda' else 'resident-memory growth (estimate)'}")
+    print(format_header(), flush=True)
     rows = []
-    for shape in shapes:
+    for shape in shapes:  # rows print as they finish, so an interrupted run keeps its rows
         for impl in args.impls:
             rows.append(benchmark_row(impl, shape, args))
-    print(format_table(rows), flush=True)
+            print(format_row(rows[-1]), flush=True)
     flops = sum(4 * s.tokens * s.heads * s.kernel**2 * HEAD_DIM * args.batch for s in shapes)
     print(f"# {len(shapes)} shapes; NA forward work summed over shapes: {flops / 1e9:.2f} GFLOP")
     return rows

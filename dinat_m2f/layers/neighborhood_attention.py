@@ -81,14 +81,14 @@ class NeighborhoodAttention2D(nn.Module):
         padded_h, padded_w = height + pad_h, width + pad_w
         qkv = self.qkv(x).reshape(batch, padded_h, padded_w, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.unbind(3)
+        # under autocast the projections return fp16/bf16 while the bias stays fp32
+        rpb = None if self.rpb is None else self.rpb.to(query.dtype)
         if self.training and self.attn_drop.p > 0:
-            logits = na2d_qk(query * self.scale, key, self.kernel_size, self.dilation, self.rpb)
+            logits = na2d_qk(query * self.scale, key, self.kernel_size, self.dilation, rpb)
             attn = self.attn_drop(logits.softmax(dim=-1))
             out = na2d_av(attn, value, self.kernel_size, self.dilation)
         else:
-            out = na2d(
-                query, key, value, self.kernel_size, self.dilation, self.rpb, scale=self.scale
-            )
+            out = na2d(query, key, value, self.kernel_size, self.dilation, rpb, scale=self.scale)
         out = out.reshape(batch, padded_h, padded_w, self.dim)[:, :height, :width]
         return self.proj_drop(self.proj(out))
 

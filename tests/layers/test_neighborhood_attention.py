@@ -84,3 +84,15 @@ def test_extra_repr_and_parameter_names():
     # names of the released NAT/DiNAT checkpoints
     assert sorted(module.state_dict()) == ["proj.bias", "proj.weight", "qkv.bias", "qkv.weight", "rpb"]
     assert module.rpb.shape == (2, 21, 21)
+
+
+def test_module_under_autocast_uses_the_low_precision_path():
+    torch.manual_seed(0)
+    module = NeighborhoodAttention2D(32, 2, 5, 2)
+    x = torch.randn(1, 12, 12, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module(x)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert module.rpb.grad is not None and module.rpb.grad.dtype == torch.float32
+    torch.testing.assert_close(out.float(), module(x), rtol=0.05, atol=0.05)
