@@ -64,3 +64,20 @@ def native_backends() -> tuple[str, ...]:
 def native_supports(device: torch.device) -> bool:
     """Whether the native kernels run on tensors of `device`."""
     return device.type.upper() in _NATIVE_BACKENDS
+
+
+_warned_devices: set[str] = set()
+
+
+def warn_fallback_once(device: torch.device) -> None:
+    """One warning per device type whose tensors run on the pure-PyTorch path although the
+    extension is loaded (e.g. CUDA tensors with a CPU-only build)."""
+    if NATIVE_AVAILABLE and device.type not in _warned_devices:
+        _warned_devices.add(device.type)
+        warnings.warn(
+            f"dinat_m2f: the native kernels are not built for {device.type} tensors (built: "
+            f"{', '.join(_NATIVE_BACKENDS) or 'none'}); using the pure-PyTorch implementation. "
+            "Rebuild with a CUDA toolkit visible (CUDA_HOME) for GPU kernels.",
+            RuntimeWarning,
+            stacklevel=3,
+        )

@@ -266,7 +266,8 @@ def benchmark_row(impl: str, shape: Shape, args) -> dict:
         row["fwdbwd"], row["mem"] = measure(forward_backward, device, args.warmup, args.repeats)
     except Exception as error:
         stage = "forward" if row["fwd"] is None else "backward"
-        row["note"] = f"{stage} failed: {type(error).__name__}: {str(error).splitlines()[0][:70]}"
+        first_sentence = str(error).splitlines()[0].split(". ")[0][:80]
+        row["note"] = f"{stage} failed: {type(error).__name__}: {first_sentence}"
     return row
 
 

@@ -10,6 +10,9 @@ import torch
 
 _SPATIAL_NAMES = {1: "length", 2: "height, width"}
 
+# Per-axis kernel sizes and dilations.
+Window = tuple[tuple[int, ...], tuple[int, ...]]
+
 
 def per_axis(op: str, name: str, value: int | Sequence[int], rank: int) -> tuple[int, ...]:
     """An int or a sequence of `rank` ints, as a tuple of `rank` ints."""
@@ -25,7 +28,7 @@ def per_axis(op: str, name: str, value: int | Sequence[int], rank: int) -> tuple
 
 def kernel_and_dilation(
     op: str, kernel_size: int | Sequence[int], dilation: int | Sequence[int], rank: int
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
+) -> Window:
     """Validated per-axis kernel sizes (odd, >= 3) and dilations (>= 1)."""
     kernel = per_axis(op, "kernel_size", kernel_size, rank)
     dil = per_axis(op, "dilation", dilation, rank)
@@ -126,7 +129,15 @@ def attn_tensor(op: str, attn: torch.Tensor, kernel: tuple[int, ...], value: tor
     same_placement(op, "attn", attn, "value", value)
 
 
-def qk_inputs(op, query, key, kernel_size, dilation, rpb, rank):
+def qk_inputs(
+    op: str,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    kernel_size: int | Sequence[int],
+    dilation: int | Sequence[int],
+    rpb: torch.Tensor | None,
+    rank: int,
+) -> Window:
     """Checks the inputs of a QK op; returns the per-axis kernel sizes and dilations."""
     kernel, dil = kernel_and_dilation(op, kernel_size, dilation, rank)
     tokens_tensor(op, "query", query, rank)
@@ -138,7 +149,14 @@ def qk_inputs(op, query, key, kernel_size, dilation, rpb, rank):
     return kernel, dil
 
 
-def av_inputs(op, attn, value, kernel_size, dilation, rank):
+def av_inputs(
+    op: str,
+    attn: torch.Tensor,
+    value: torch.Tensor,
+    kernel_size: int | Sequence[int],
+    dilation: int | Sequence[int],
+    rank: int,
+) -> Window:
     """Checks the inputs of an AV op; returns the per-axis kernel sizes and dilations."""
     kernel, dil = kernel_and_dilation(op, kernel_size, dilation, rank)
     tokens_tensor(op, "value", value, rank)
@@ -147,7 +165,16 @@ def av_inputs(op, attn, value, kernel_size, dilation, rank):
     return kernel, dil
 
 
-def qkv_inputs(op, query, key, value, kernel_size, dilation, rpb, rank):
+def qkv_inputs(
+    op: str,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    kernel_size: int | Sequence[int],
+    dilation: int | Sequence[int],
+    rpb: torch.Tensor | None,
+    rank: int,
+) -> Window:
     """Checks the inputs of a fused NA op; returns the per-axis kernel sizes and dilations."""
     kernel, dil = qk_inputs(op, query, key, kernel_size, dilation, rpb, rank)
     tokens_tensor(op, "value", value, rank)

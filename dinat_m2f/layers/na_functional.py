@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .._native import native_supports
+from .._native import native_supports, warn_fallback_once
 from . import na_checks
 from . import na_native  # noqa: F401  (registers the native ops' fake kernels and autograd)
 from .na_reference import na_av_reference, na_qk_reference
@@ -23,18 +23,18 @@ from .na_reference import na_av_reference, na_qk_reference
 IntOrTuple = int | Sequence[int]
 
 
-def _qk(op, rank, query, key, kernel_size, dilation, rpb):
-    kernel, dil = na_checks.qk_inputs(op, query, key, kernel_size, dilation, rpb, rank)
+def _run_qk(query, key, rpb, kernel: tuple[int, ...], dilation: tuple[int, ...]):
     if native_supports(query.device):
-        return torch.ops.dinat_m2f.na_qk(query, key, rpb, list(kernel), list(dil))
-    return na_qk_reference(query, key, rpb, kernel, dil)
+        return torch.ops.dinat_m2f.na_qk(query, key, rpb, list(kernel), list(dilation))
+    warn_fallback_once(query.device)
+    return na_qk_reference(query, key, rpb, kernel, dilation)
 
 
-def _av(op, rank, attn, value, kernel_size, dilation):
-    kernel, dil = na_checks.av_inputs(op, attn, value, kernel_size, dilation, rank)
+def _run_av(attn, value, kernel: tuple[int, ...], dilation: tuple[int, ...]):
     if native_supports(value.device):
-        return torch.ops.dinat_m2f.na_av(attn, value, list(kernel), list(dil))
-    return na_av_reference(attn, value, kernel, dil)
+        return torch.ops.dinat_m2f.na_av(attn, value, list(kernel), list(dilation))
+    warn_fallback_once(value.device)
+    return na_av_reference(attn, value, kernel, dilation)
 
 
 def _softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -43,12 +43,22 @@ def _softmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1)
 
 
+def _qk(op, rank, query, key, kernel_size, dilation, rpb):
+    kernel, dil = na_checks.qk_inputs(op, query, key, kernel_size, dilation, rpb, rank)
+    return _run_qk(query, key, rpb, kernel, dil)
+
+
+def _av(op, rank, attn, value, kernel_size, dilation):
+    kernel, dil = na_checks.av_inputs(op, attn, value, kernel_size, dilation, rank)
+    return _run_av(attn, value, kernel, dil)
+
+
 def _na(op, rank, query, key, value, kernel_size, dilation, rpb, scale):
-    na_checks.qkv_inputs(op, query, key, value, kernel_size, dilation, rpb, rank)
+    kernel, dil = na_checks.qkv_inputs(op, query, key, value, kernel_size, dilation, rpb, rank)
     if scale is None:
         scale = query.shape[-1] ** -0.5
-    attn = _softmax(_qk(op, rank, query * scale, key, kernel_size, dilation, rpb))
-    return _av(op, rank, attn, value, kernel_size, dilation)
+    attn = _softmax(_run_qk(query * scale, key, rpb, kernel, dil))
+    return _run_av(attn, value, kernel, dil)
 
 
 def na1d_qk(

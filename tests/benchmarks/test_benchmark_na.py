@@ -36,3 +36,18 @@ def test_benchmark_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--kernels", "4"])
     assert "--kernels must be odd and >= 3, got [4]" in capsys.readouterr().err
+
+
+@requires_native
+@pytest.mark.parametrize("impl", ["torch", "flex"])
+def test_compared_implementations_compute_neighborhood_attention(impl):
+    """The baselines do the same work as ours: same outputs on a DiNAT-like shape."""
+    import torch
+
+    shape = bench.Shape(224, "tiny", 3, side=15, heads=2, kernel=5, dilation=2)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 15, 15, 2, bench.HEAD_DIM, generator=g) for _ in range(3))
+    rpb = torch.randn(2, 9, 9, generator=g)
+    expected = bench.run_native(shape)(q, k, v, rpb)
+    torch.testing.assert_close(bench.FACTORIES[impl](shape)(q, k, v, rpb), expected,
+                               rtol=1e-4, atol=1e-4)

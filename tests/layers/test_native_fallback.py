@@ -82,3 +82,26 @@ def test_environment_variable_forces_pure_pytorch_with_same_results():
     total = [float(line.split()[1]) for r in (forced, native) for line in r.stdout.splitlines()
              if line.startswith("SUM")]
     assert total[0] == pytest.approx(total[1], rel=1e-12, abs=1e-12)
+
+
+@requires_native
+def test_device_without_native_kernels_warns_once_and_uses_pure_pytorch():
+    code = textwrap.dedent(
+        """
+        import warnings
+        import torch
+        import dinat_m2f._native as native
+        import dinat_m2f.layers as L
+        native._NATIVE_BACKENDS = ("CUDA",)  # as if this build had no CPU kernels
+        q = torch.randn(1, 9, 9, 2, 8)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            L.na2d(q, q, q, 3)
+            L.na2d(q, q, q, 3)
+        ours = [str(w.message) for w in caught if "not built for cpu tensors" in str(w.message)]
+        print("WARNINGS", len(ours))
+        """
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert "WARNINGS 1" in result.stdout
