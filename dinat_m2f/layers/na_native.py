@@ -66,7 +66,7 @@ def _register() -> None:
 
     @register_fake("dinat_m2f::na_av")
     def _na_av_fake(attn, value, kernel_size, dilation):
-        return torch.empty_like(value, memory_format=torch.contiguous_format)
+        return _tokens_like(value, value.shape[-1])
 
     @register_fake("dinat_m2f::na_qk_backward")
     def _na_qk_backward_fake(grad_attn, query, key, kernel_size, dilation):
@@ -79,6 +79,15 @@ def _register() -> None:
     @register_fake("dinat_m2f::na_rpb_backward")
     def _na_rpb_backward_fake(grad_attn, kernel_size, dilation):
         return grad_attn.new_empty(_rpb_shape(grad_attn.shape[-2], kernel_size))
+
+    # test-only ops running the CUDA tiled kernels' block programs on the CPU
+    @register_fake("dinat_m2f::_na_qk_tiled_emulation")
+    def _na_qk_tiled_emulation_fake(query, key, rpb, kernel_size, dilation, tile, chunk):
+        return _tokens_like(query, math.prod(kernel_size))
+
+    @register_fake("dinat_m2f::_na_av_tiled_emulation")
+    def _na_av_tiled_emulation_fake(attn, value, kernel_size, dilation, tile, chunk):
+        return _tokens_like(value, value.shape[-1])
 
     torch.library.register_autograd(
         "dinat_m2f::na_qk", _qk_backward, setup_context=_qk_setup_context

@@ -1,7 +1,6 @@
 // CPU kernels of the NA ops: parallel over tokens with at::parallel_for, inner loops over the
 // head dim written for the compiler to vectorise (omp simd), accumulation in opmath_type
 // (float for half/bfloat16).
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
@@ -32,21 +31,6 @@ template <typename Acc, typename T>
 inline void axpy(Acc alpha, const T* x, Acc* y, int n) {
 #pragma omp simd
   for (int i = 0; i < n; ++i) y[i] += alpha * Acc(x[i]);
-}
-
-struct TokenCoords {
-  int64_t batch;
-  int h;
-  int w;
-};
-
-inline TokenCoords coords_of(int64_t token, const Problem& p) {
-  return {token / (int64_t(p.h.length) * p.w.length), int((token / p.w.length) % p.h.length),
-          int(token % p.w.length)};
-}
-
-inline int64_t token_of(int64_t batch, int h, int w, const Problem& p) {
-  return (batch * p.h.length + h) * p.w.length + w;
 }
 
 // The loops visit a neighbor token once for all heads: its (heads, dim) row is contiguous,
@@ -112,21 +96,13 @@ void inverse_kernel(const T* weights, const T* source, T* out, const Problem& p)
     std::vector<Acc> acc(row);
     for (int64_t s = begin; s < end; ++s) {
       const TokenCoords sc = coords_of(s, p);
-      const InverseRange rh = inverse_range(sc.h, p.h), rw = inverse_range(sc.w, p.w);
       std::fill(acc.begin(), acc.end(), Acc(0));
-      for (int ph = rh.first_pos; ph <= rh.last_pos; ++ph) {
-        const int slot_h = slot_in_window(rh, ph, p.h.kernel);
-        if (slot_h < 0) continue;
-        for (int pw = rw.first_pos; pw <= rw.last_pos; ++pw) {
-          const int slot_w = slot_in_window(rw, pw, p.w.kernel);
-          if (slot_w < 0) continue;
-          const int64_t t =
-              token_of(sc.batch, rh.group + ph * p.h.dilation, rw.group + pw * p.w.dilation, p);
-          const T* w = weights + t * p.heads * K + slot_h * p.w.kernel + slot_w;
-          for (int head = 0; head < p.heads; ++head)
-            axpy(Acc(w[head * K]), source + t * row + head * D, acc.data() + head * D, D);
-        }
-      }
+      for_each_query_of_key(sc.h, sc.w, p, [&](int qh, int qw, int slot) {
+        const int64_t t = token_of(sc.batch, qh, qw, p);
+        const T* w = weights + t * p.heads * K + slot;
+        for (int head = 0; head < p.heads; ++head)
+          axpy(Acc(w[head * K]), source + t * row + head * D, acc.data() + head * D, D);
+      });
       for (int c = 0; c < row; ++c) out[s * row + c] = T(acc[c]);
     }
   });
@@ -173,15 +149,7 @@ void emulate_tiles(const Problem& p, int tile, int64_t smem_elems, Program progr
     if (tiled::locate_tile(block, p, tile, &t)) program(SerialBlock{}, t, smem.data());
 }
 
-template <typename T>
-const T* data_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-
 }  // namespace
-
-#define NA_DISPATCH(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 void qk_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& rpb,
             at::Tensor& attn, const Problem& problem) {

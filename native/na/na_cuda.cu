@@ -4,7 +4,6 @@
 // kernel size and head dim. The 2D QK and AV kernels for DiNAT's sizes (kernel 3..13, head
 // dim 32 or 64) use the shared-memory tiled block programs of na_tiled.h. Accumulation is in
 // opmath_type (fp32 for fp16/bf16).
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
@@ -32,10 +31,6 @@ inline unsigned int blocks_for(int64_t elements) {
   for (int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; index < (total); \
        index += int64_t(gridDim.x) * blockDim.x)
 
-__device__ __forceinline__ int64_t token_of(int64_t batch, int h, int w, const Problem& p) {
-  return (batch * p.h.length + h) * p.w.length + w;
-}
-
 // One thread per logit (token, head, neighbor).
 template <typename T>
 __global__ void qk_naive_kernel(const T* __restrict__ query, const T* __restrict__ key,
@@ -47,11 +42,10 @@ __global__ void qk_naive_kernel(const T* __restrict__ query, const T* __restrict
     const int n = int(e % K);
     const int head = int((e / K) % p.heads);
     const int64_t t = e / (int64_t(K) * p.heads);
-    const int w = int(t % p.w.length), h = int((t / p.w.length) % p.h.length);
-    const int64_t b = t / (int64_t(p.w.length) * p.h.length);
-    const Window wh = window_of(h, p.h), ww = window_of(w, p.w);
+    const TokenCoords tc = coords_of(t, p);
+    const Window wh = window_of(tc.h, p.h), ww = window_of(tc.w, p.w);
     const int i = n / p.w.kernel, j = n % p.w.kernel;
-    const int64_t s = token_of(b, wh.first + i * wh.step, ww.first + j * ww.step, p);
+    const int64_t s = token_of(tc.batch, wh.first + i * wh.step, ww.first + j * ww.step, p);
     const T* qp = query + (t * p.heads + head) * p.dim;
     const T* kp = key + (s * p.heads + head) * p.dim;
     Acc sum = Acc(0);
@@ -71,14 +65,13 @@ __global__ void av_naive_kernel(const T* __restrict__ attn, const T* __restrict_
     const int d = int(e % p.dim);
     const int head = int((e / p.dim) % p.heads);
     const int64_t t = e / (int64_t(p.dim) * p.heads);
-    const int w = int(t % p.w.length), h = int((t / p.w.length) % p.h.length);
-    const int64_t b = t / (int64_t(p.w.length) * p.h.length);
-    const Window wh = window_of(h, p.h), ww = window_of(w, p.w);
+    const TokenCoords tc = coords_of(t, p);
+    const Window wh = window_of(tc.h, p.h), ww = window_of(tc.w, p.w);
     const T* a = attn + (t * p.heads + head) * K;
     Acc sum = Acc(0);
     for (int i = 0; i < p.h.kernel; ++i) {
       for (int j = 0; j < p.w.kernel; ++j) {
-        const int64_t s = token_of(b, wh.first + i * wh.step, ww.first + j * ww.step, p);
+        const int64_t s = token_of(tc.batch, wh.first + i * wh.step, ww.first + j * ww.step, p);
         sum += Acc(a[i * p.w.kernel + j]) * Acc(value[(s * p.heads + head) * p.dim + d]);
       }
     }
@@ -96,22 +89,13 @@ __global__ void inverse_naive_kernel(const T* __restrict__ weights, const T* __r
     const int d = int(e % p.dim);
     const int head = int((e / p.dim) % p.heads);
     const int64_t s = e / (int64_t(p.dim) * p.heads);
-    const int w = int(s % p.w.length), h = int((s / p.w.length) % p.h.length);
-    const int64_t b = s / (int64_t(p.w.length) * p.h.length);
-    const InverseRange rh = inverse_range(h, p.h), rw = inverse_range(w, p.w);
+    const TokenCoords sc = coords_of(s, p);
     Acc sum = Acc(0);
-    for (int ph = rh.first_pos; ph <= rh.last_pos; ++ph) {
-      const int slot_h = slot_in_window(rh, ph, p.h.kernel);
-      if (slot_h < 0) continue;
-      for (int pw = rw.first_pos; pw <= rw.last_pos; ++pw) {
-        const int slot_w = slot_in_window(rw, pw, p.w.kernel);
-        if (slot_w < 0) continue;
-        const int64_t t =
-            token_of(b, rh.group + ph * p.h.dilation, rw.group + pw * p.w.dilation, p);
-        sum += Acc(weights[(t * p.heads + head) * K + slot_h * p.w.kernel + slot_w]) *
-               Acc(source[(t * p.heads + head) * p.dim + d]);
-      }
-    }
+    for_each_query_of_key(sc.h, sc.w, p, [&](int qh, int qw, int slot) {
+      const int64_t t = token_of(sc.batch, qh, qw, p);
+      sum += Acc(weights[(t * p.heads + head) * K + slot]) *
+             Acc(source[(t * p.heads + head) * p.dim + d]);
+    });
     out[e] = T(sum);
   }
 }
@@ -128,9 +112,9 @@ __global__ void rpb_grad_kernel(const T* __restrict__ grad_attn, T* __restrict__
   const int row = (blockIdx.x / cols) % rows, col = blockIdx.x % cols;
   Acc sum = Acc(0);
   for (int64_t t = threadIdx.x; t < p.tokens(); t += blockDim.x) {
-    const int w = int(t % p.w.length), h = int((t / p.w.length) % p.h.length);
-    const int i = row - window_of(h, p.h).bias_first;
-    const int j = col - window_of(w, p.w).bias_first;
+    const TokenCoords tc = coords_of(t, p);
+    const int i = row - window_of(tc.h, p.h).bias_first;
+    const int j = col - window_of(tc.w, p.w).bias_first;
     if (i >= 0 && i < p.h.kernel && j >= 0 && j < p.w.kernel)
       sum += Acc(grad_attn[(t * p.heads + head) * K + i * p.w.kernel + j]);
   }
@@ -202,15 +186,7 @@ TilePlan plan_tiles(const Problem& p, int64_t acc_size, Elems smem_elems) {
   return plan;
 }
 
-template <typename T>
-const T* data_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-
 }  // namespace
-
-#define NA_DISPATCH(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 void qk_cuda(const at::Tensor& query, const at::Tensor& key, const at::Tensor& rpb,
              at::Tensor& attn, const Problem& p) {

@@ -98,5 +98,38 @@ NA_HOST_DEVICE int slot_in_window(const InverseRange& r, int pos, int kernel) {
   return (slot >= 0 && slot < kernel) ? slot : -1;
 }
 
+// Calls visit(query_h, query_w, slot) for every query whose window holds the key at
+// (key_h, key_w), slot being the key's row-major index in that window.
+template <typename Visit>
+NA_HOST_DEVICE void for_each_query_of_key(int key_h, int key_w, const Problem& p, Visit&& visit) {
+  const InverseRange rh = inverse_range(key_h, p.h), rw = inverse_range(key_w, p.w);
+  for (int ph = rh.first_pos; ph <= rh.last_pos; ++ph) {
+    const int slot_h = slot_in_window(rh, ph, p.h.kernel);
+    if (slot_h < 0) continue;
+    for (int pw = rw.first_pos; pw <= rw.last_pos; ++pw) {
+      const int slot_w = slot_in_window(rw, pw, p.w.kernel);
+      if (slot_w < 0) continue;
+      visit(rh.group + ph * p.h.dilation, rw.group + pw * p.w.dilation,
+            slot_h * p.w.kernel + slot_w);
+    }
+  }
+}
+
+// Position of a flat (batch, height, width) token index.
+struct TokenCoords {
+  int64_t batch;
+  int h;
+  int w;
+};
+
+NA_HOST_DEVICE TokenCoords coords_of(int64_t token, const Problem& p) {
+  return {token / (int64_t(p.h.length) * p.w.length), int((token / p.w.length) % p.h.length),
+          int(token % p.w.length)};
+}
+
+NA_HOST_DEVICE int64_t token_of(int64_t batch, int h, int w, const Problem& p) {
+  return (batch * p.h.length + h) * p.w.length + w;
+}
+
 }  // namespace na
 }  // namespace dinat_m2f

@@ -2,12 +2,23 @@
 // problems (see na_index.h); outputs are allocated by the caller (ops.cpp).
 #pragma once
 
+#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 
 #include "na_index.h"
 
 namespace dinat_m2f {
 namespace na {
+
+// Every kernel runs on float32, float64, float16 and bfloat16.
+#define NA_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+// Data pointer of an optional tensor (the RPB), or nullptr when it is undefined.
+template <typename T>
+const T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
 
 // attn[t, h, n] = <query[t, h], key[neighbor n of t, h]> (+ rpb[h, bias index of n]).
 // `rpb` may be undefined. `problem.dim` is the query/key head dim.

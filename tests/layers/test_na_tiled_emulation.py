@@ -56,3 +56,12 @@ def test_tiled_programs_in_half_precision_accumulate_in_float():
     logits = ops._na_qk_tiled_emulation(half[0], half[1], None, [7, 7], [2, 2], 8, 16)
     expected = ops.na_qk(*(x.float() for x in half[:2]), None, [7, 7], [2, 2])
     torch.testing.assert_close(logits.float(), expected, rtol=1e-2, atol=5e-2)
+
+
+def test_emulation_ops_pass_opcheck():
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 9, 11, 2, 32, generator=g) for _ in range(3))
+    attn = torch.randn(1, 9, 11, 2, 9, generator=g)
+    ops = torch.ops.dinat_m2f
+    torch.library.opcheck(ops._na_qk_tiled_emulation.default, (q, k, None, [3, 3], [2, 3], 4, 16))
+    torch.library.opcheck(ops._na_av_tiled_emulation.default, (attn, v, [3, 3], [2, 3], 4, 16))
