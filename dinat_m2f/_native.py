@@ -81,3 +81,9 @@ def warn_fallback_once(device: torch.device) -> None:
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+# The ops' fake kernels and autograd formulas are registered as soon as the library is
+# loaded, whichever module loaded it (last, so that module sees this one's names).
+if NATIVE_AVAILABLE:
+    importlib.import_module("dinat_m2f.layers.na_native")

@@ -328,6 +328,8 @@ def parse_args(argv=None):
         args.max_dense_tokens = 65536 if args.device.startswith("cuda") else 4096
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device is available")
+    if any(size < 4 for size in args.inputs):
+        parser.error(f"--inputs must be image sizes >= 4, got {args.inputs}")
     if any(k < 3 or k % 2 == 0 for k in args.kernels):
         parser.error(f"--kernels must be odd and >= 3, got {args.kernels}")
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0:

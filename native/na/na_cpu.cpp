@@ -140,13 +140,24 @@ struct SerialBlock {
   void sync() const {}
 };
 
-template <typename T, typename Program>
-void emulate_tiles(const Problem& p, int tile, int64_t smem_elems, Program program) {
+// Runs a block program over all blocks. tile == 0 takes the tile and chunk the CUDA launch
+// would choose for this shape and dtype.
+template <typename T, typename Elems, typename Program>
+void emulate_tiles(const Problem& p, int tile, int chunk, Elems smem_elems, Program program) {
   using Acc = at::opmath_type<T>;
-  std::vector<Acc> smem(smem_elems);
+  if (tile == 0) {
+    const tiled::TilePlan plan = tiled::plan_tiles(p, sizeof(Acc), smem_elems);
+    TORCH_CHECK_VALUE(plan.use, "the CUDA tiled kernels do not apply to this shape: they need ",
+                      "2D, kernel_size 3..13 and head dim 32 or 64 (got kernel ", p.h.kernel,
+                      "x", p.w.kernel, ", head dim ", p.dim, ")");
+    TORCH_CHECK(plan.smem_bytes <= tiled::kSharedBudget, "tile plan exceeds shared memory");
+    tile = plan.tile;
+    chunk = plan.chunk;
+  }
+  std::vector<Acc> smem(smem_elems(p, tile, chunk));
   tiled::Tile t;
   for (int64_t block = 0; block < tiled::num_blocks(p, tile); ++block)
-    if (tiled::locate_tile(block, p, tile, &t)) program(SerialBlock{}, t, smem.data());
+    if (tiled::locate_tile(block, p, tile, &t)) program(SerialBlock{}, t, tile, chunk, smem.data());
 }
 
 }  // namespace
@@ -190,11 +201,11 @@ void qk_tiled_emulated_cpu(const at::Tensor& query, const at::Tensor& key, const
     const scalar_t* k = key.const_data_ptr<scalar_t>();
     const scalar_t* bias = data_or_null<scalar_t>(rpb);
     scalar_t* a = attn.mutable_data_ptr<scalar_t>();
-    emulate_tiles<scalar_t>(problem, tile, tiled::qk_smem_elems(problem, tile, chunk),
-                            [&](const SerialBlock& block, const tiled::Tile& t, auto* smem) {
-                              tiled::qk_tile_program(block, problem, t, tile, chunk, q, k, bias,
-                                                     a, smem);
-                            });
+    emulate_tiles<scalar_t>(
+        problem, tile, chunk, tiled::qk_smem_elems,
+        [&](const SerialBlock& block, const tiled::Tile& t, int tile, int chunk, auto* smem) {
+          tiled::qk_tile_program(block, problem, t, tile, chunk, q, k, bias, a, smem);
+        });
   });
 }
 
@@ -204,11 +215,11 @@ void av_tiled_emulated_cpu(const at::Tensor& attn, const at::Tensor& value, at::
     const scalar_t* a = attn.const_data_ptr<scalar_t>();
     const scalar_t* v = value.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    emulate_tiles<scalar_t>(problem, tile, tiled::av_smem_elems(problem, tile, chunk),
-                            [&](const SerialBlock& block, const tiled::Tile& t, auto* smem) {
-                              tiled::av_tile_program(block, problem, t, tile, chunk, a, v, o,
-                                                     smem);
-                            });
+    emulate_tiles<scalar_t>(
+        problem, tile, chunk, tiled::av_smem_elems,
+        [&](const SerialBlock& block, const tiled::Tile& t, int tile, int chunk, auto* smem) {
+          tiled::av_tile_program(block, problem, t, tile, chunk, a, v, o, smem);
+        });
   });
 }
 

@@ -21,7 +21,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = int64_t(1) << 20;  // grid-stride loops cover the rest
-constexpr int64_t kSharedBudget = 48 * 1024;      // no opt-in needed below this
 
 inline unsigned int blocks_for(int64_t elements) {
   return unsigned(std::min<int64_t>(kMaxBlocks, (elements + kThreads - 1) / kThreads));
@@ -159,33 +158,6 @@ __global__ void av_tiled_kernel(const T* attn, const T* value, T* out, Problem p
                          value, out, reinterpret_cast<Acc*>(smem_bytes));
 }
 
-struct TilePlan {
-  bool use;
-  int tile;
-  int chunk;
-  int64_t smem_bytes;
-};
-
-// The tiled kernels cover DiNAT's shapes: 2D, kernel 3..13, head dim 32 or 64. The tile is
-// the largest that fits the shared-memory budget, and no larger than the longest group.
-template <typename Elems>
-TilePlan plan_tiles(const Problem& p, int64_t acc_size, Elems smem_elems) {
-  TilePlan plan{false, 0, 0, 0};
-  if (p.h.kernel < 3 || p.h.kernel > 13 || p.w.kernel < 3 || p.w.kernel > 13) return plan;
-  if (p.dim != 32 && p.dim != 64) return plan;
-  const int longest = std::max((p.h.length + p.h.dilation - 1) / p.h.dilation,
-                               (p.w.length + p.w.dilation - 1) / p.w.dilation);
-  for (int tile : {16, 8, 4, 2}) {
-    if (tile / 2 >= longest) continue;
-    if (tiled::num_blocks(p, tile) > INT32_MAX) return plan;
-    for (int chunk : {32, 16}) {
-      const int64_t bytes = smem_elems(p, tile, chunk) * acc_size;
-      if (bytes <= kSharedBudget) return TilePlan{true, tile, chunk, bytes};
-    }
-  }
-  return plan;
-}
-
 }  // namespace
 
 void qk_cuda(const at::Tensor& query, const at::Tensor& key, const at::Tensor& rpb,
@@ -196,7 +168,7 @@ void qk_cuda(const at::Tensor& query, const at::Tensor& key, const at::Tensor& r
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   NA_DISPATCH(query.scalar_type(), "na_qk_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
-    const TilePlan plan = plan_tiles(p, sizeof(Acc), tiled::qk_smem_elems);
+    const tiled::TilePlan plan = tiled::plan_tiles(p, sizeof(Acc), tiled::qk_smem_elems);
     if (plan.use) {
       qk_tiled_kernel<scalar_t><<<unsigned(tiled::num_blocks(p, plan.tile)), kThreads,
                                   plan.smem_bytes, stream>>>(
@@ -219,7 +191,7 @@ void av_cuda(const at::Tensor& attn, const at::Tensor& value, at::Tensor& out, c
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   NA_DISPATCH(attn.scalar_type(), "na_av_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
-    const TilePlan plan = plan_tiles(p, sizeof(Acc), tiled::av_smem_elems);
+    const tiled::TilePlan plan = tiled::plan_tiles(p, sizeof(Acc), tiled::av_smem_elems);
     if (plan.use) {
       av_tiled_kernel<scalar_t><<<unsigned(tiled::num_blocks(p, plan.tile)), kThreads,
                                   plan.smem_bytes, stream>>>(

@@ -200,8 +200,9 @@ at::Tensor na_qk_tiled_emulation(const at::Tensor& query, const at::Tensor& key,
                                  int64_t tile, int64_t chunk) {
   const Problem p = make_problem("_na_qk_tiled_emulation", "query", query, kernel_size, dilation);
   check_pair("_na_qk_tiled_emulation", "query", query, "key", key, true);
-  TORCH_CHECK_VALUE(tile >= 1 && chunk >= 1, "tile and chunk must be >= 1, got ", tile, ", ",
-                    chunk);
+  TORCH_CHECK_VALUE((tile == 0 && chunk == 0) || (tile >= 1 && chunk >= 1),
+                    "tile and chunk must be >= 1, or both 0 for the CUDA launch's choice, got ",
+                    tile, ", ", chunk);
   const int64_t rank = kernel_size.size();
   const at::Tensor bias = checked_rpb("_na_qk_tiled_emulation", rpb, p, query);
   at::Tensor attn = empty_2d(p, p.neighbors(), query);
@@ -215,8 +216,9 @@ at::Tensor na_av_tiled_emulation(const at::Tensor& attn, const at::Tensor& value
                                  int64_t tile, int64_t chunk) {
   const Problem p = make_problem("_na_av_tiled_emulation", "value", value, kernel_size, dilation);
   check_attn("_na_av_tiled_emulation", "attn", attn, p, value);
-  TORCH_CHECK_VALUE(tile >= 1 && chunk >= 1, "tile and chunk must be >= 1, got ", tile, ", ",
-                    chunk);
+  TORCH_CHECK_VALUE((tile == 0 && chunk == 0) || (tile >= 1 && chunk >= 1),
+                    "tile and chunk must be >= 1, or both 0 for the CUDA launch's choice, got ",
+                    tile, ", ", chunk);
   const int64_t rank = kernel_size.size();
   at::Tensor out = empty_2d(p, p.dim, value);
   av_tiled_emulated_cpu(as_2d(attn, rank), as_2d(value, rank), out, p, int(tile), int(chunk));

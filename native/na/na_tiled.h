@@ -12,6 +12,9 @@
 // the test-suite check the programs' index maths on machines without a GPU.
 #pragma once
 
+#include <cstdint>
+#include <initializer_list>
+
 #include "na_index.h"
 
 namespace dinat_m2f {
@@ -205,6 +208,38 @@ NA_HOST_DEVICE void av_tile_program(const Block& block, const Problem& p, const 
     }
     block.sync();
   }
+}
+
+// Shared memory a block may use without opting in (the kernels use no static shared memory).
+constexpr int64_t kSharedBudget = 48 * 1024;
+
+struct TilePlan {
+  bool use;
+  int tile;
+  int chunk;
+  int64_t smem_bytes;
+};
+
+// The tiled kernels cover DiNAT's shapes: 2D, kernel 3..13, head dim 32 or 64. The tile is
+// the largest that fits the shared-memory budget, and no larger than the longest group needs.
+// Host code: the CUDA launches and the CPU emulation (so tests check the real choices).
+template <typename Elems>
+inline TilePlan plan_tiles(const Problem& p, int64_t acc_size, Elems smem_elems) {
+  const TilePlan none{false, 0, 0, 0};
+  if (p.h.kernel < 3 || p.h.kernel > 13 || p.w.kernel < 3 || p.w.kernel > 13) return none;
+  if (p.dim != 32 && p.dim != 64) return none;
+  const int longest_h = (p.h.length + p.h.dilation - 1) / p.h.dilation;
+  const int longest_w = (p.w.length + p.w.dilation - 1) / p.w.dilation;
+  const int longest = longest_h > longest_w ? longest_h : longest_w;
+  for (int tile : {16, 8, 4, 2}) {
+    if (tile / 2 >= longest) continue;
+    if (num_blocks(p, tile) > INT32_MAX) return none;  // gridDim.x; smaller tiles need more
+    for (int chunk : {32, 16}) {
+      const int64_t bytes = smem_elems(p, tile, chunk) * acc_size;
+      if (bytes <= kSharedBudget) return TilePlan{true, tile, chunk, bytes};
+    }
+  }
+  return none;
 }
 
 }  // namespace tiled

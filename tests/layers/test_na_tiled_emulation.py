@@ -65,3 +65,32 @@ def test_emulation_ops_pass_opcheck():
     ops = torch.ops.dinat_m2f
     torch.library.opcheck(ops._na_qk_tiled_emulation.default, (q, k, None, [3, 3], [2, 3], 4, 16))
     torch.library.opcheck(ops._na_av_tiled_emulation.default, (attn, v, [3, 3], [2, 3], 4, 16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dim", [32, 64])
+@pytest.mark.parametrize("kernel", [3, 5, 7, 9, 11, 13])
+def test_tile_plans_the_cuda_launch_chooses(kernel, dim, dtype):
+    """tile = chunk = 0 runs the tile and chunk the CUDA launch picks for this shape and dtype
+    (within the 48 KB shared-memory budget, checked in C++)."""
+    g = torch.Generator().manual_seed(kernel)
+    side = 2 * kernel + 3
+    q, k, v = (torch.randn(1, side, side + 4, 2, dim, generator=g, dtype=dtype) for _ in range(3))
+    rpb = torch.randn(2, 2 * kernel - 1, 2 * kernel - 1, generator=g, dtype=dtype)
+    ops, ks, ds = torch.ops.dinat_m2f, [kernel, kernel], [2, 1]
+    logits = ops.na_qk(q, k, rpb, ks, ds)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ops._na_qk_tiled_emulation(q, k, rpb, ks, ds, 0, 0), logits, **tol)
+    attn = logits.softmax(-1)
+    torch.testing.assert_close(
+        ops._na_av_tiled_emulation(attn, v, ks, ds, 0, 0), ops.na_av(attn, v, ks, ds), **tol
+    )
+
+
+def test_tile_plan_refuses_shapes_outside_the_tiled_kernels():
+    q = torch.randn(1, 20, 20, 2, 16)
+    with pytest.raises(ValueError, match=r"need 2D, kernel_size 3..13 and head dim 32 or 64 .*head dim 16"):
+        torch.ops.dinat_m2f._na_qk_tiled_emulation(q, q, None, [3, 3], [1, 1], 0, 0)
+    q = torch.randn(1, 40, 40, 2, 32)
+    with pytest.raises(ValueError, match=r"kernel 15x15"):
+        torch.ops.dinat_m2f._na_qk_tiled_emulation(q, q, None, [15, 15], [1, 1], 0, 0)
