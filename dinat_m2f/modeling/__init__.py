@@ -1,0 +1,3 @@
+"""Models registered in detectron2 (importing this module registers them)."""
+
+from . import backbone  # noqa: F401

@@ -1,0 +1,370 @@
+"""DiNAT and NAT (Hassani & Shi): a convolutional tokenizer, four levels of pre-norm
+(dilated) neighborhood-attention blocks with relative positional bias, and 3x3 stride-2
+convolutional downsamplers. NAT is DiNAT with every dilation 1.
+
+Module names follow the released ImageNet checkpoints (`patch_embed.proj.{0,1}`,
+`levels.{i}.blocks.{j}.{norm1,attn,norm2,mlp}`, `levels.{i}.downsample.{reduction,norm}`,
+`norm`, `head`), and the per-level output norms of the segmentation release (`norm{i}`), so
+those checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.utils.checkpoint
+from torch import nn
+
+from ...layers import DropPath, NeighborhoodAttention2D
+
+
+class ConvTokenizer(nn.Module):
+    """Two 3x3 stride-2 convolutions (3 -> C/2 -> C, no activation), then LayerNorm:
+    (B, 3, H, W) -> (B, H/4, W/4, C)."""
+
+    def __init__(self, in_chans: int = 3, embed_dim: int = 64) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_chans, embed_dim // 2, kernel_size=3, stride=2, padding=1),
+            nn.Conv2d(embed_dim // 2, embed_dim, kernel_size=3, stride=2, padding=1),
+        )
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class ConvDownsampler(nn.Module):
+    """3x3 stride-2 convolution doubling the width (no bias), then LayerNorm; channels-last."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.reduction = nn.Conv2d(dim, 2 * dim, kernel_size=3, stride=2, padding=1, bias=False)
+        self.norm = nn.LayerNorm(2 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.reduction(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Linear, with dropout after each."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class NATBlock(nn.Module):
+    """Pre-norm block: x + DropPath(attn(LN(x))), then x + DropPath(mlp(LN(x))), with optional
+    layer scale (learned per-channel gammas)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        kernel_size: int,
+        dilation: int = 1,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        layer_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = NeighborhoodAttention2D(
+            dim, num_heads, kernel_size, dilation, qkv_bias, qk_scale,
+            attn_drop=attn_drop, proj_drop=drop,
+        )
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.layer_scale = layer_scale is not None
+        if self.layer_scale:
+            self.gamma1 = nn.Parameter(layer_scale * torch.ones(dim))
+            self.gamma2 = nn.Parameter(layer_scale * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        attn = self.attn(self.norm1(x))
+        if self.layer_scale:
+            x = x + self.drop_path(self.gamma1 * attn)
+            return x + self.drop_path(self.gamma2 * self.mlp(self.norm2(x)))
+        x = x + self.drop_path(attn)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class NATLevel(nn.Module):
+    """The blocks of one level and the downsampler that ends it (absent on the last level)."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        kernel_size: int,
+        dilations: Sequence[int],
+        downsample: nn.Module | None,
+        drop_path: Sequence[float],
+        use_checkpoint: bool = False,
+        **block_kwargs,
+    ) -> None:
+        super().__init__()
+        self.use_checkpoint = use_checkpoint
+        self.blocks = nn.ModuleList(
+            NATBlock(dim, num_heads, kernel_size, dilations[j], drop_path=drop_path[j],
+                     **block_kwargs)
+            for j in range(depth)
+        )
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, H, W, C) -> (level output before downsampling, input of the next level)."""
+        for block in self.blocks:
+            if self.use_checkpoint and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x, (self.downsample(x) if self.downsample is not None else x)
+
+
+def check_dilations(
+    dilations: Sequence[Sequence[int]] | None, depths: Sequence[int]
+) -> list[list[int]]:
+    """Per-level, per-block dilations (all 1 when None), validated against `depths`."""
+    if dilations is None:
+        return [[1] * depth for depth in depths]
+    dilations = [list(level) for level in dilations]
+    if len(dilations) != len(depths):
+        raise ValueError(
+            f"dilations must have one list per level ({len(depths)} for depths "
+            f"{list(depths)}), got {len(dilations)}: {dilations}"
+        )
+    for i, (level, depth) in enumerate(zip(dilations, depths)):
+        if len(level) != depth:
+            raise ValueError(
+                f"dilations[{i}] must have one entry per block of level {i} (depth {depth}), "
+                f"got {len(level)}: {level}"
+            )
+        if any(not isinstance(d, int) or d < 1 for d in level):
+            raise ValueError(f"dilations[{i}] must hold ints >= 1, got {level}")
+    return dilations
+
+
+class DiNAT(nn.Module):
+    """DiNAT / NAT. Input (B, 3, H, W), any size.
+
+    Args:
+        embed_dim: width C of level 0; level i has C * 2**i.
+        depths, num_heads: blocks and heads per level (head dim 32 in the paper's variants).
+        kernel_size: neighborhood size (odd).
+        dilations: per level, one dilation per block; None for NAT (all 1).
+        mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate: block settings.
+        drop_path_rate: stochastic depth, growing linearly over all blocks to this rate.
+        layer_scale: initial value of the layer-scale gammas, or None.
+        out_indices: levels whose (LayerNorm'd, channels-first) outputs `forward_features`
+            returns; their norms are `norm{i}`.
+        num_classes: > 0 adds the ImageNet head (`norm`, average pool, `head`) for `forward`.
+        frozen_stages: -1 trains all; 0 freezes the tokenizer; i >= 1 also levels 0..i-1.
+        use_checkpoint: recompute each block in backward (activation checkpointing).
+        tokenizer, downsampler: the stem `(in_chans, embed_dim)` and the between-level
+            module `(dim)` (DiNAT_s swaps in Swin-like ones).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 64,
+        depths: Sequence[int] = (3, 4, 6, 5),
+        num_heads: Sequence[int] = (2, 4, 8, 16),
+        kernel_size: int = 7,
+        dilations: Sequence[Sequence[int]] | None = None,
+        mlp_ratio: float = 3.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.2,
+        layer_scale: float | None = None,
+        in_chans: int = 3,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        num_classes: int = 0,
+        frozen_stages: int = -1,
+        use_checkpoint: bool = False,
+        tokenizer: type[nn.Module] = ConvTokenizer,
+        downsampler: type[nn.Module] = ConvDownsampler,
+    ) -> None:
+        super().__init__()
+        if len(num_heads) != len(depths):
+            raise ValueError(
+                f"num_heads must have one entry per level like depths {list(depths)}, got "
+                f"{list(num_heads)}"
+            )
+        if any(i not in range(len(depths)) for i in out_indices):
+            raise ValueError(f"out_indices must be levels in 0..{len(depths) - 1}, got {out_indices}")
+        if not -1 <= frozen_stages <= len(depths):
+            raise ValueError(f"frozen_stages must be in -1..{len(depths)}, got {frozen_stages}")
+        self.dilations = check_dilations(dilations, depths)
+        self.num_levels = len(depths)
+        self.widths = [int(embed_dim * 2**i) for i in range(self.num_levels)]
+        self.out_indices = tuple(out_indices)
+        self.frozen_stages = frozen_stages
+
+        self.patch_embed = tokenizer(in_chans, embed_dim)
+        self.pos_drop = nn.Dropout(drop_rate)
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.levels = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            first = sum(depths[:i])
+            self.levels.append(
+                NATLevel(
+                    self.widths[i], depth, num_heads[i], kernel_size, self.dilations[i],
+                    downsample=downsampler(self.widths[i]) if i < self.num_levels - 1 else None,
+                    drop_path=rates[first : first + depth],
+                    use_checkpoint=use_checkpoint,
+                    mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                    drop=drop_rate, attn_drop=attn_drop_rate, layer_scale=layer_scale,
+                )
+            )
+        for i in self.out_indices:
+            self.add_module(f"norm{i}", nn.LayerNorm(self.widths[i]))
+        self.num_classes = num_classes
+        if num_classes > 0:
+            self.norm = nn.LayerNorm(self.widths[-1])
+            self.head = nn.Linear(self.widths[-1], num_classes)
+        self.apply(_init_weights)
+        self._freeze_stages()
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        return [self.patch_embed] + list(self.levels[: self.frozen_stages])
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "DiNAT":
+        super().train(mode)
+        self._freeze_stages()  # frozen parts stay in eval mode (no dropout / drop path)
+        return self
+
+    def forward_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """(B, 3, H, W) -> {level i: (B, C_i, ~H/2**(i+2), ~W/2**(i+2))} for out_indices."""
+        x = self.pos_drop(self.patch_embed(x))
+        outs = {}
+        for i, level in enumerate(self.levels):
+            level_out, x = level(x)
+            if i in self.out_indices:
+                outs[i] = getattr(self, f"norm{i}")(level_out).permute(0, 3, 1, 2).contiguous()
+        return outs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet classification logits (needs num_classes > 0)."""
+        if self.num_classes <= 0:
+            raise RuntimeError("DiNAT.forward classifies: build with num_classes > 0, or call "
+                               "forward_features for the level outputs")
+        x = self.pos_drop(self.patch_embed(x))
+        for level in self.levels:
+            _, x = level(x)
+        return self.head(self.norm(x).mean(dim=(1, 2)))
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# ------------------------------------------------------------------------------------------
+# Variants (the paper's; dilation schedules from the DiNAT release)
+
+IMAGENET_224_K7 = {
+    "mini": [[1, 8, 1], [1, 4, 1, 4], [1, 2, 1, 2, 1, 2], [1] * 5],
+    "deep": [[1, 8, 1], [1, 4, 1, 4], [1, 2] * 9, [1] * 5],
+}
+MASK2FORMER_K11 = [[1, 14, 1], [1, 4, 1, 7], [1, 2, 1, 3] * 4 + [1, 3], [1] * 5]
+
+VARIANTS = {
+    # name: embed_dim, depths, heads, mlp_ratio, drop_path_rate, layer_scale
+    "mini": (64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, 0.2, None),
+    "tiny": (64, (3, 4, 18, 5), (2, 4, 8, 16), 3.0, 0.2, None),
+    "small": (96, (3, 4, 18, 5), (3, 6, 12, 24), 2.0, 0.3, None),
+    "base": (128, (3, 4, 18, 5), (4, 8, 16, 32), 2.0, 0.5, 1e-5),
+    "large": (192, (3, 4, 18, 5), (6, 12, 24, 48), 2.0, 0.35, None),
+}
+
+
+def _variant(name: str, dilated: bool, kernel_size: int = 7, **kwargs) -> DiNAT:
+    embed_dim, depths, heads, mlp_ratio, drop_path_rate, layer_scale = VARIANTS[name]
+    if dilated and "dilations" not in kwargs:
+        if kernel_size == 11:
+            kwargs["dilations"] = MASK2FORMER_K11
+        else:
+            kwargs["dilations"] = IMAGENET_224_K7["mini" if name == "mini" else "deep"]
+    settings = dict(
+        embed_dim=embed_dim, depths=depths, num_heads=heads, kernel_size=kernel_size,
+        mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, layer_scale=layer_scale,
+    )
+    settings.update(kwargs)
+    return DiNAT(**settings)
+
+
+def dinat_mini(**kwargs) -> DiNAT:
+    return _variant("mini", True, **kwargs)
+
+
+def dinat_tiny(**kwargs) -> DiNAT:
+    return _variant("tiny", True, **kwargs)
+
+
+def dinat_small(**kwargs) -> DiNAT:
+    return _variant("small", True, **kwargs)
+
+
+def dinat_base(**kwargs) -> DiNAT:
+    return _variant("base", True, **kwargs)
+
+
+def dinat_large(**kwargs) -> DiNAT:
+    """Kernel 7 with the ImageNet-224 dilations."""
+    return _variant("large", True, **kwargs)
+
+
+def dinat_large_k11(**kwargs) -> DiNAT:
+    """Kernel 11 with the Mask2Former dilations (the paper's segmentation backbone)."""
+    return _variant("large", True, kernel_size=11, **kwargs)
+
+
+def nat_mini(**kwargs) -> DiNAT:
+    return _variant("mini", False, **kwargs)
+
+
+def nat_tiny(**kwargs) -> DiNAT:
+    return _variant("tiny", False, **kwargs)
+
+
+def nat_small(**kwargs) -> DiNAT:
+    return _variant("small", False, **kwargs)
+
+
+def nat_base(**kwargs) -> DiNAT:
+    return _variant("base", False, **kwargs)
+
+
+def nat_large(**kwargs) -> DiNAT:
+    return _variant("large", False, **kwargs)

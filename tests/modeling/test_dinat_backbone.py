@@ -1,0 +1,159 @@
+"""DiNAT / NAT / DiNAT_s backbones: shapes and strides from the config, parameter and FLOP
+counts against the paper, any input size, native vs pure-PyTorch outputs, dilation lists,
+frozen stages, activation checkpointing."""
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_backbone
+
+import dinat_m2f._native as native
+import dinat_m2f.modeling  # noqa: F401
+from dinat_m2f.config import add_dinat_config
+from dinat_m2f.modeling.backbone import dinat, dinat_s
+from dinat_m2f.modeling.flop_count import flop_count_analysis
+from tests.conftest import requires_native
+
+
+def mini_cfg(*opts):
+    cfg = get_cfg()
+    add_dinat_config(cfg)
+    cfg.MODEL.BACKBONE.NAME = "D2DiNAT"
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+@pytest.mark.parametrize("size", [(64, 64), (67, 93), (17, 23), (32, 200)])
+def test_output_shapes_and_strides_follow_the_config(size):
+    torch.manual_seed(0)
+    backbone = build_backbone(mini_cfg()).eval()
+    shapes = backbone.output_shape()
+    assert list(shapes) == ["res2", "res3", "res4", "res5"]
+    assert [s.stride for s in shapes.values()] == [4, 8, 16, 32]
+    assert [s.channels for s in shapes.values()] == [64, 128, 256, 512]
+    assert backbone.size_divisibility == 32
+    with torch.no_grad():
+        outs = backbone(torch.randn(2, 3, *size))
+    for name, out in outs.items():
+        stride = shapes[name].stride
+        expected = tuple(-(-s // stride) for s in size)  # each stride-2 conv rounds up
+        assert out.shape == (2, shapes[name].channels, *expected), name
+        assert torch.isfinite(out).all()
+
+
+def test_out_features_subset_and_config_spellings():
+    cfg = mini_cfg("MODEL.DiNAT.OUT_FEATURES", "['res3', 'res5']", "MODEL.DINAT.EMBED_DIM", "32")
+    backbone = build_backbone(cfg)
+    assert list(backbone.output_shape()) == ["res3", "res5"]
+    assert backbone.output_shape()["res5"].channels == 256
+    assert not hasattr(backbone, "norm0")
+    with pytest.raises(ValueError, match=r"MODEL.DINAT.OUT_FEATURES must name features among"):
+        build_backbone(mini_cfg("MODEL.DINAT.OUT_FEATURES", "['p3']"))
+
+
+@pytest.mark.parametrize(
+    "constructor,params,gflops",
+    [(dinat.dinat_mini, 20e6, 2.7), (dinat.dinat_tiny, 28e6, 4.3), (dinat.dinat_small, 51e6, 7.8),
+     (dinat.dinat_base, 90e6, 13.7), (dinat.nat_mini, 20e6, 2.7)],
+    ids=lambda v: getattr(v, "__name__", str(v)),
+)
+def test_parameters_and_flops_match_the_paper(constructor, params, gflops):
+    model = constructor(num_classes=1000, out_indices=()).eval()
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - params) / params < 0.03, count
+    with torch.no_grad():
+        flops = flop_count_analysis(model, torch.randn(1, 3, 224, 224)).total()
+    assert abs(flops / 1e9 - gflops) / gflops < 0.03, flops
+
+
+def test_na_flops_are_counted():
+    """Without the NA handles the count would miss k*k*dim per token and head."""
+    model = dinat.dinat_mini(num_classes=1000, out_indices=()).eval()
+    analysis = flop_count_analysis(model, torch.randn(1, 3, 224, 224))
+    by_op = analysis.by_operator()
+    # level 0: 56*56 tokens, 2 heads, 49 neighbors, head dim 32, 3 blocks; qk and av each
+    level0 = 56 * 56 * 2 * 49 * 32 * 3
+    assert by_op["na_qk"] >= level0 and by_op["na_av"] >= level0
+
+
+def test_large_variants_and_dinat_s():
+    large = dinat.dinat_large_k11()
+    assert large.levels[0].blocks[0].attn.rpb.shape == (6, 21, 21)
+    assert large.dilations == dinat.MASK2FORMER_K11
+    assert 195e6 < sum(p.numel() for p in large.parameters()) < 205e6
+    tiny_s = dinat_s.dinat_s_tiny()
+    assert tiny_s.dilations == [[1, 8], [1, 4], [1, 2, 1, 2, 1, 2], [1, 1]]
+    assert isinstance(tiny_s.levels[0].downsample, dinat_s.PatchMerging)
+    outs = tiny_s.forward_features(torch.randn(1, 3, 61, 45))
+    assert [tuple(o.shape[1:]) for o in outs.values()] == [(96, 16, 12), (192, 8, 6), (384, 4, 3), (768, 2, 2)]
+    backbone = build_backbone(mini_cfg("MODEL.BACKBONE.NAME", "D2DiNATs", "MODEL.DINAT.MLP_RATIO", "4.0"))
+    assert isinstance(backbone.patch_embed, dinat_s.PatchEmbed)
+
+
+@pytest.mark.parametrize(
+    "dilations,message",
+    [
+        ([[1, 2, 1], [1, 2, 1, 2]], r"dilations must have one list per level \(4 for depths"),
+        ([[1, 2], [1, 2, 1, 2], [1] * 6, [1] * 5], r"dilations\[0\] must have one entry per block of level 0 \(depth 3\), got 2"),
+        ([[1, 0, 1], [1, 2, 1, 2], [1] * 6, [1] * 5], r"dilations\[0\] must hold ints >= 1, got \[1, 0, 1\]"),
+    ],
+)
+def test_dilation_lists_are_validated(dilations, message):
+    with pytest.raises(ValueError, match=message):
+        dinat.dinat_mini(dilations=dilations)
+
+
+def test_dilations_change_at_test_time_with_the_same_weights():
+    torch.manual_seed(0)
+    trained = build_backbone(mini_cfg()).eval()
+    nat_dilations = "[[1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]"
+    other = build_backbone(mini_cfg("MODEL.DINAT.DILATIONS", nat_dilations)).eval()
+    other.load_state_dict(trained.state_dict())  # strict: no weight depends on dilation
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        a, b = trained(x)["res2"], other(x)["res2"]
+    assert not torch.allclose(a, b)
+
+
+@requires_native
+def test_native_and_pure_pytorch_backbones_agree(monkeypatch):
+    torch.manual_seed(0)
+    backbone = build_backbone(mini_cfg()).double().eval()
+    x = torch.randn(1, 3, 96, 80, dtype=torch.float64)
+    with torch.no_grad():
+        ours = backbone(x)
+        monkeypatch.setattr(native, "_NATIVE_BACKENDS", ())
+        with pytest.warns(RuntimeWarning, match="not built for cpu tensors"):
+            reference = backbone(x)
+    for name in ours:
+        torch.testing.assert_close(ours[name], reference[name], rtol=1e-10, atol=1e-10)
+
+
+def test_frozen_stages_have_no_gradients_and_stay_in_eval():
+    backbone = build_backbone(mini_cfg("MODEL.DINAT.FROZEN_STAGES", "2", "MODEL.DINAT.DROP_PATH_RATE", "0.3"))
+    backbone.train()
+    frozen = [backbone.patch_embed, backbone.levels[0], backbone.levels[1]]
+    assert all(not m.training for m in frozen) and backbone.levels[2].training
+    outs = backbone(torch.randn(2, 3, 64, 64))
+    sum(o.sum() for o in outs.values()).backward()
+    for module in frozen:
+        for name, p in module.named_parameters():
+            assert not p.requires_grad and p.grad is None, name
+    assert all(p.grad is not None for p in backbone.levels[2].parameters())
+    with pytest.raises(ValueError, match=r"frozen_stages must be in -1..4, got 5"):
+        dinat.dinat_mini(frozen_stages=5)
+
+
+def test_activation_checkpointing_gives_identical_gradients():
+    torch.manual_seed(0)
+    plain = build_backbone(mini_cfg("MODEL.DINAT.DROP_PATH_RATE", "0.0")).train()
+    ckpt = build_backbone(mini_cfg("MODEL.DINAT.DROP_PATH_RATE", "0.0", "MODEL.DINAT.USE_CHECKPOINT", "True")).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 72)
+    grads = []
+    for model in (plain, ckpt):
+        outs = model(x)
+        sum((o * o).mean() for o in outs.values()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Parameters and FLOPs of a DiNAT / NAT / DiNAT_s model (fvcore; our NA ops counted, one
+multiply-add = one FLOP as in the paper).
+
+    python tools/analyze_model.py --variant dinat_tiny --classifier          # the paper's table
+    python tools/analyze_model.py --config-file cfg.yaml --input-size 800 1216 [KEY VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from fvcore.nn import flop_count_table
+
+from dinat_m2f.modeling.backbone import dinat, dinat_s
+from dinat_m2f.modeling.flop_count import flop_count_analysis
+
+CONSTRUCTORS = {
+    name: getattr(module, name)
+    for module in (dinat, dinat_s)
+    for name in dir(module)
+    if name.startswith(("dinat_", "nat_")) and callable(getattr(module, name))
+}
+
+
+def build_from_config(config_file: str, opts: list[str]) -> torch.nn.Module:
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_backbone
+
+    import dinat_m2f.modeling  # noqa: F401  (registers the backbones)
+    from dinat_m2f.config import add_dinat_config
+
+    cfg = get_cfg()
+    add_dinat_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    return build_backbone(cfg)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--variant", choices=sorted(CONSTRUCTORS), help="a named model")
+    source.add_argument("--config-file", help="a detectron2 config with MODEL.BACKBONE.NAME")
+    parser.add_argument("--classifier", action="store_true",
+                        help="with --variant: the ImageNet model (1000-class head), as in the paper")
+    parser.add_argument("--input-size", type=int, nargs="+", default=[224], metavar="SIDE",
+                        help="H [W] of the input (default 224)")
+    parser.add_argument("--tasks", nargs="+", default=["parameter", "flop"],
+                        choices=["parameter", "flop", "structure"])
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    args = parser.parse_args(argv)
+    if len(args.input_size) > 2 or min(args.input_size) < 1:
+        parser.error(f"--input-size takes H or H W >= 1, got {args.input_size}")
+    height, width = args.input_size[0], args.input_size[-1]
+
+    if args.variant:
+        extra = dict(num_classes=1000, out_indices=()) if args.classifier else {}
+        model = CONSTRUCTORS[args.variant](**extra)
+        name = args.variant + (" (ImageNet classifier)" if args.classifier else " (backbone)")
+    else:
+        model = build_from_config(args.config_file, args.opts)
+        name = args.config_file
+    model.eval()
+    if args.classifier and not args.variant:
+        parser.error("--classifier goes with --variant")
+
+    results = {}
+    print(f"# {name}, input 1x3x{height}x{width}")
+    if "parameter" in args.tasks:
+        results["params"] = sum(p.numel() for p in model.parameters())
+        print(f"parameters: {results['params'] / 1e6:.2f} M")
+    if "flop" in args.tasks:
+        x = torch.randn(1, 3, height, width)
+        target = model if args.classifier else _FeaturesOnly(model)
+        with torch.no_grad():
+            analysis = flop_count_analysis(target, x)
+            results["flops"] = analysis.total()
+        print(f"GFLOPs (multiply-adds): {results['flops'] / 1e9:.2f}")
+        print(flop_count_table(analysis, max_depth=2))
+    if "structure" in args.tasks:
+        print(model)
+    return results
+
+
+class _FeaturesOnly(torch.nn.Module):
+    """Traces forward_features of a backbone (DiNAT.forward classifies)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        outs = self.model.forward_features(x) if hasattr(self.model, "forward_features") else self.model(x)
+        return tuple(outs.values())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
