@@ -31,7 +31,9 @@ CONSTRUCTORS = {
 
 def convert(source: str, target: str, variant: str, kernel_size: int | None = None) -> list[str]:
     """Writes the converted checkpoint; returns the report lines."""
-    kwargs = {} if kernel_size is None else {"kernel_size": kernel_size}
+    kwargs = {"dilations": None}  # dilations shape no weight
+    if kernel_size is not None:
+        kwargs["kernel_size"] = kernel_size
     model_state = CONSTRUCTORS[variant](**kwargs).state_dict()
     report: list[str] = []
     weights = official_backbone_state_dict(load_state_dict_file(source), model_state, report)

@@ -312,7 +312,7 @@ VARIANTS = {
 def _variant(name: str, dilated: bool, kernel_size: int = 7, **kwargs) -> DiNAT:
     embed_dim, depths, heads, mlp_ratio, drop_path_rate, layer_scale = VARIANTS[name]
     if dilated and "dilations" not in kwargs:
-        if kernel_size == 11:
+        if kernel_size == 11 and depths[2] == 18:
             kwargs["dilations"] = MASK2FORMER_K11
         else:
             kwargs["dilations"] = IMAGENET_224_K7["mini" if name == "mini" else "deep"]
