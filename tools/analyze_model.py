@@ -14,15 +14,9 @@ import sys
 import torch
 from fvcore.nn import flop_count_table
 
-from dinat_m2f.modeling.backbone import dinat, dinat_s
+from dinat_m2f.modeling.backbone import MODEL_CONSTRUCTORS
 from dinat_m2f.modeling.flop_count import flop_count_analysis
 
-CONSTRUCTORS = {
-    name: getattr(module, name)
-    for module in (dinat, dinat_s)
-    for name in dir(module)
-    if name.startswith(("dinat_", "nat_")) and callable(getattr(module, name))
-}
 
 
 def build_from_config(config_file: str, opts: list[str]) -> torch.nn.Module:
@@ -42,7 +36,7 @@ def build_from_config(config_file: str, opts: list[str]) -> torch.nn.Module:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--variant", choices=sorted(CONSTRUCTORS), help="a named model")
+    source.add_argument("--variant", choices=sorted(MODEL_CONSTRUCTORS), help="a named model")
     source.add_argument("--config-file", help="a detectron2 config with MODEL.BACKBONE.NAME")
     parser.add_argument("--classifier", action="store_true",
                         help="with --variant: the ImageNet model (1000-class head), as in the paper")
@@ -58,7 +52,7 @@ def main(argv=None) -> dict:
 
     if args.variant:
         extra = dict(num_classes=1000, out_indices=()) if args.classifier else {}
-        model = CONSTRUCTORS[args.variant](**extra)
+        model = MODEL_CONSTRUCTORS[args.variant](**extra)
         name = args.variant + (" (ImageNet classifier)" if args.classifier else " (backbone)")
     else:
         model = build_from_config(args.config_file, args.opts)

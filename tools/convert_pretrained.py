@@ -19,14 +19,8 @@ import sys
 import torch
 
 from dinat_m2f.checkpoint import load_state_dict_file, official_backbone_state_dict
-from dinat_m2f.modeling.backbone import dinat, dinat_s
+from dinat_m2f.modeling.backbone import MODEL_CONSTRUCTORS
 
-CONSTRUCTORS = {
-    name: getattr(module, name)
-    for module in (dinat, dinat_s)
-    for name in dir(module)
-    if name.startswith(("dinat_", "nat_")) and callable(getattr(module, name))
-}
 
 
 def convert(source: str, target: str, variant: str, kernel_size: int | None = None) -> list[str]:
@@ -34,7 +28,7 @@ def convert(source: str, target: str, variant: str, kernel_size: int | None = No
     kwargs = {"dilations": None}  # dilations shape no weight
     if kernel_size is not None:
         kwargs["kernel_size"] = kernel_size
-    model_state = CONSTRUCTORS[variant](**kwargs).state_dict()
+    model_state = MODEL_CONSTRUCTORS[variant](**kwargs).state_dict()
     report: list[str] = []
     weights = official_backbone_state_dict(load_state_dict_file(source), model_state, report)
     missing = sorted(set(model_state) - set(weights))
@@ -52,7 +46,7 @@ def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="official .pth or Hugging Face pytorch_model.bin")
     parser.add_argument("target", help="output detectron2 checkpoint (.pth)")
-    parser.add_argument("--variant", required=True, choices=sorted(CONSTRUCTORS),
+    parser.add_argument("--variant", required=True, choices=sorted(MODEL_CONSTRUCTORS),
                         help="the architecture the weights are for (its kernel size sets the RPB size)")
     parser.add_argument("--kernel-size", type=int, default=None,
                         help="resize the RPBs to this kernel size instead of the variant's")

@@ -1,7 +1,17 @@
 """Backbones registered in detectron2's BACKBONE_REGISTRY."""
 
+from . import dinat as _dinat
+from . import dinat_s as _dinat_s
 from .d2_dinat import D2DiNAT
 from .dinat import DiNAT
 from .dinat_s import D2DiNATs, DiNATs
 
-__all__ = ["D2DiNAT", "D2DiNATs", "DiNAT", "DiNATs"]
+# The named models (dinat_tiny, nat_base, dinat_large_k11, dinat_s_small, ...) by name.
+MODEL_CONSTRUCTORS = {
+    name: getattr(module, name)
+    for module in (_dinat, _dinat_s)
+    for name in dir(module)
+    if name.startswith(("dinat_", "nat_")) and callable(getattr(module, name))
+}
+
+__all__ = ["MODEL_CONSTRUCTORS", "D2DiNAT", "D2DiNATs", "DiNAT", "DiNATs"]
