@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from dinat_m2f.layers import na2d, native_backends
-from dinat_m2f.layers.na_reference import na_av_reference, na_qk_reference
+from dinat_m2f.layers.na_reference import axis_windows, na_av_reference, na_qk_reference
 
 # Widths and the largest dilation per level of the schedules DiNAT uses (docs: dinat-facts).
 VARIANTS = {"tiny": (2, 4, 8, 16), "large": (6, 12, 24, 48)}  # heads per level, head dim 32
@@ -106,40 +106,40 @@ def run_sdpa(shape: Shape) -> Callable:
     return fn
 
 
-def _axis_window(q_index, kv_index, length: int, kernel: int, dilation: int):
-    """Whether kv is in q's window on one axis, and its bias index (clamped when it is not)."""
-    group = q_index % dilation
-    pos, kv_pos = q_index // dilation, kv_index // dilation
-    group_len = (length - group + dilation - 1) // dilation
-    start = torch.minimum(torch.clamp(pos - kernel // 2, min=0), group_len - kernel)
-    inside = (kv_index % dilation == group) & (kv_pos >= start) & (kv_pos < start + kernel)
-    bias = torch.clamp(kv_pos - pos + kernel - 1, 0, 2 * kernel - 2)
-    return inside, bias
+def _window_tables(side: int, kernel: int, dilation: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(side, side) tables from the reference's windows: whether key j is in query i's
+    window on an axis, and its bias index there (0 where it is not)."""
+    neighbors, bias = axis_windows(side, kernel, dilation, device)
+    rows = torch.arange(side, device=device)[:, None]
+    inside = torch.zeros(side, side, dtype=torch.bool, device=device)
+    inside[rows, neighbors] = True
+    bias_table = torch.zeros(side, side, dtype=torch.long, device=device)
+    bias_table[rows, neighbors] = bias
+    return inside, bias_table
 
 
 def run_flex(shape: Shape) -> Callable:
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    side, kernel, dilation = shape.side, shape.kernel, shape.dilation
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        in_h, _ = _axis_window(q_idx // side, kv_idx // side, side, kernel, dilation)
-        in_w, _ = _axis_window(q_idx % side, kv_idx % side, side, kernel, dilation)
-        return in_h & in_w
-
+    side = shape.side
     compiled = torch.compile(flex_attention, dynamic=False)
     cache = {}
 
     def fn(q, k, v, rpb):
         if "mask" not in cache:
+            inside, bias = _window_tables(side, shape.kernel, shape.dilation, q.device)
+            cache["bias"] = bias
+
+            def mask_mod(b, h, q_idx, kv_idx):
+                return inside[q_idx // side, kv_idx // side] & inside[q_idx % side, kv_idx % side]
+
             cache["mask"] = create_block_mask(
                 mask_mod, None, None, shape.tokens, shape.tokens, device=q.device.type
             )
+        bias = cache["bias"]
 
         def score_mod(score, b, h, q_idx, kv_idx):
-            _, bias_h = _axis_window(q_idx // side, kv_idx // side, side, kernel, dilation)
-            _, bias_w = _axis_window(q_idx % side, kv_idx % side, side, kernel, dilation)
-            return score + rpb[h, bias_h, bias_w]
+            return score + rpb[h, bias[q_idx // side, kv_idx // side], bias[q_idx % side, kv_idx % side]]
 
         out = compiled(
             *(_to_heads_first(x) for x in (q, k, v)), score_mod=score_mod, block_mask=cache["mask"]

@@ -107,13 +107,13 @@ NA_HOST_DEVICE bool locate_tile(int64_t block, const Problem& p, int tile, Tile*
 // Flat (batch, height, width) token index of the tile's query or box entry.
 NA_HOST_DEVICE int64_t query_token(const Problem& p, const Tile& t, int q) {
   const int qh = q / t.w.count, qw = q % t.w.count;
-  return (t.batch * p.h.length + t.h.token(t.h.first_pos + qh, p.h.dilation)) * p.w.length +
-         t.w.token(t.w.first_pos + qw, p.w.dilation);
+  return token_of(t.batch, t.h.token(t.h.first_pos + qh, p.h.dilation),
+                  t.w.token(t.w.first_pos + qw, p.w.dilation), p);
 }
 NA_HOST_DEVICE int64_t box_token(const Problem& p, const Tile& t, int box) {
   const int bh = box / t.w.box_len, bw = box % t.w.box_len;
-  return (t.batch * p.h.length + t.h.token(t.h.box_start + bh, p.h.dilation)) * p.w.length +
-         t.w.token(t.w.box_start + bw, p.w.dilation);
+  return token_of(t.batch, t.h.token(t.h.box_start + bh, p.h.dilation),
+                  t.w.token(t.w.box_start + bw, p.w.dilation), p);
 }
 // Box entry read by neighbor n of query q.
 NA_HOST_DEVICE int box_of_neighbor(const Problem& p, const Tile& t, int q, int n) {
