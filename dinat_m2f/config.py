@@ -1,4 +1,4 @@
-"""detectron2 config keys of the project (`add_dinat_config`)."""
+"""detectron2 config keys of the project (`add_dinat_config`, `add_maskformer2_config`)."""
 
 from detectron2.config import CfgNode as CN
 
@@ -29,3 +29,81 @@ def add_dinat_config(cfg: CN) -> None:
     c.FROZEN_STAGES = -1  # -1 none; 0 the tokenizer; i >= 1 also levels 0..i-1
     c.USE_CHECKPOINT = False  # activation checkpointing per block (less training memory)
     cfg.MODEL.DiNAT = c
+
+
+def add_maskformer2_config(cfg: CN) -> None:
+    """Adds the Mask2Former keys (names as in Mask2Former, so its YAML files merge unchanged).
+
+    Defaults are Mask2Former's; the paper's values live in the YAML files under configs/.
+    """
+    # --- data -----------------------------------------------------------------------------
+    # which mapper turns dataset dicts into model inputs: "mask_former_semantic",
+    # "mask_former_instance", "mask_former_panoptic", "coco_instance_lsj", "coco_panoptic_lsj"
+    cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
+    cfg.INPUT.COLOR_AUG_SSD = False  # photometric distortion of the SSD paper (semantic mappers)
+    # semantic crops are re-drawn (up to 10 times) while one class covers more than this fraction
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    cfg.INPUT.SIZE_DIVISIBILITY = -1  # pad crops to this multiple in the mapper (-1: no padding)
+    # large-scale jitter (COCO "new baseline" mappers): resize to IMAGE_SIZE * U(MIN, MAX), crop
+    cfg.INPUT.IMAGE_SIZE = 1024
+    cfg.INPUT.MIN_SCALE = 0.1
+    cfg.INPUT.MAX_SCALE = 2.0
+
+    # --- solver ---------------------------------------------------------------------------
+    cfg.SOLVER.OPTIMIZER = "ADAMW"  # "ADAMW" or "SGD"
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1  # learning-rate factor of the backbone's parameters
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0  # weight decay of embeddings (queries, level embeds)
+    # weight decay of position embeddings and relative positional biases (RPB) of the backbone
+    cfg.SOLVER.WEIGHT_DECAY_POSITION = 0.0
+    # SOLVER.CLIP_GRADIENTS.CLIP_TYPE also accepts "full_model": one norm over all parameters
+    cfg.SOLVER.POLY_LR_POWER = 0.9  # LR_SCHEDULER_NAME "WarmupPolyLR": lr * (1 - it/max)^power
+    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0  # floor of the poly factor (0: decays to 0)
+    cfg.SOLVER.AMP.PRECISION = "float16"  # dtype of SOLVER.AMP.ENABLED: "float16" or "bfloat16"
+
+    # --- Mask2Former ----------------------------------------------------------------------
+    cfg.MODEL.MASK_FORMER = CN()
+    mf = cfg.MODEL.MASK_FORMER
+    mf.DEEP_SUPERVISION = True  # losses on every decoder layer's predictions (auxiliary)
+    mf.NO_OBJECT_WEIGHT = 0.1  # class weight of "no object" in the classification loss
+    mf.CLASS_WEIGHT = 1.0  # weight of the classification loss (and matching cost)
+    mf.DICE_WEIGHT = 1.0  # weight of the dice loss (and matching cost)
+    mf.MASK_WEIGHT = 20.0  # weight of the sigmoid cross-entropy mask loss (and matching cost)
+    mf.NHEADS = 8  # attention heads of the transformer decoder
+    mf.DROPOUT = 0.1  # dropout in the transformer decoder
+    mf.DIM_FEEDFORWARD = 2048  # FFN width of the transformer decoder
+    mf.ENC_LAYERS = 0  # unused by the multi-scale decoder (kept for Mask2Former's YAML files)
+    mf.DEC_LAYERS = 6  # 1 + number of decoder layers (the first prediction uses no layer)
+    mf.PRE_NORM = False  # pre-norm instead of post-norm decoder layers
+    mf.HIDDEN_DIM = 256  # width of the queries and of the decoder
+    mf.NUM_OBJECT_QUERIES = 100  # number of queries (mask predictions per image)
+    # what the decoder reads: "multi_scale_pixel_decoder" (the pixel decoder's multi-scale maps)
+    mf.TRANSFORMER_IN_FEATURE = "multi_scale_pixel_decoder"
+    mf.ENFORCE_INPUT_PROJECT = False  # 1x1 projection even when widths already match
+    mf.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
+    mf.SIZE_DIVISIBILITY = 32  # pad batched images to this multiple (-1: backbone's value)
+    # point-sampled mask losses: points per mask, oversampling, share of uncertain points
+    mf.TRAIN_NUM_POINTS = 112 * 112
+    mf.OVERSAMPLE_RATIO = 3.0
+    mf.IMPORTANCE_SAMPLE_RATIO = 0.75
+
+    mf.TEST = CN()
+    mf.TEST.SEMANTIC_ON = True  # output "sem_seg"
+    mf.TEST.INSTANCE_ON = False  # output "instances"
+    mf.TEST.PANOPTIC_ON = False  # output "panoptic_seg"
+    mf.TEST.OBJECT_MASK_THRESHOLD = 0.0  # panoptic: drop queries whose class score is below
+    mf.TEST.OVERLAP_THRESHOLD = 0.0  # panoptic: drop segments keeping less of their mask
+    # resize mask logits to the input size before (True) or after (False) combining them
+    mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+    # instance results per image: TEST.DETECTIONS_PER_IMAGE (detectron2's key, default 100)
+
+    # --- pixel decoder (MODEL.SEM_SEG_HEAD also has detectron2's NUM_CLASSES, IN_FEATURES,
+    # IGNORE_VALUE, CONVS_DIM, COMMON_STRIDE, NORM, LOSS_WEIGHT) ---------------------------
+    head = cfg.MODEL.SEM_SEG_HEAD
+    head.MASK_DIM = 256  # channels of the per-pixel mask features
+    head.TRANSFORMER_ENC_LAYERS = 0  # deformable encoder layers (6 in the paper's configs)
+    head.PIXEL_DECODER_NAME = "MSDeformAttnPixelDecoder"
+    head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4  # sampling points per head and level
+    head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+    # FFN width of the deformable encoder; its dropout is MODEL.MASK_FORMER.DROPOUT
+    head.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 1024
