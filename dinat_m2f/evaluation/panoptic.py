@@ -1,0 +1,81 @@
+"""Command line: panoptic quality of saved COCO-panoptic predictions.
+
+    python -m dinat_m2f.evaluation.panoptic --gt-json G.json --gt-folder G/ \\
+        --pred-json P.json --pred-folder P/ [--per-class] [--output results.json] [--workers N]
+
+Prints PQ / SQ / RQ in percent and the number of categories for All, Things and Stuff (and
+each category with --per-class); exits with status 1 and a one-line message on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from tabulate import tabulate
+
+from .panoptic_quality import PQResult, pq_compute
+
+
+def summary_table(result: PQResult) -> str:
+    """PQ / SQ / RQ (percent) and #categories for All, Things and Stuff."""
+    rows = [[name, 100 * m.pq, 100 * m.sq, 100 * m.rq, m.n] for name, m in result.groups().items()]
+    return tabulate(rows, headers=["", "PQ", "SQ", "RQ", "#categories"], tablefmt="pipe",
+                    floatfmt=".3f", stralign="center", numalign="center")
+
+
+def per_class_table(result: PQResult) -> str:
+    """One row per category: id, name, thing/stuff, PQ / SQ / RQ (percent), tp, fp, fn;
+    metrics of categories absent from ground truth and predictions print as nan."""
+    rows = [
+        [c.category.id, c.category.name, "thing" if c.category.isthing else "stuff",
+         100 * c.pq, 100 * c.sq, 100 * c.rq, c.counts.tp, c.counts.fp, c.counts.fn]
+        for c in result.per_class.values()
+    ]
+    return tabulate(rows, headers=["id", "category", "kind", "PQ", "SQ", "RQ", "TP", "FP", "FN"],
+                    tablefmt="pipe", floatfmt=".3f")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dinat_m2f.evaluation.panoptic",
+        description="Panoptic quality (panopticapi's definition) of COCO-panoptic predictions.",
+    )
+    parser.add_argument("--gt-json", required=True, help="ground-truth COCO panoptic json")
+    parser.add_argument("--gt-folder", required=True, help="folder of ground-truth PNGs")
+    parser.add_argument("--pred-json", required=True, help="prediction json (annotations)")
+    parser.add_argument("--pred-folder", required=True, help="folder of predicted PNGs")
+    parser.add_argument("--per-class", action="store_true", help="also print each category")
+    parser.add_argument("--output", help="write all results (fractions, not percent) as json")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the evaluation; returns the exit status (0 ok, 1 bad input)."""
+    args = _parser().parse_args(argv)
+    try:
+        result = pq_compute(args.gt_json, args.pred_json, args.gt_folder, args.pred_folder,
+                            workers=args.workers, progress=not args.no_progress)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(summary_table(result))
+    if args.per_class:
+        print()
+        print(per_class_table(result))
+    if args.output:
+        try:
+            with open(args.output, "w") as f:
+                json.dump(result.to_json(), f, indent=2)
+        except OSError as error:
+            print(f"error: cannot write --output {args.output}: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
