@@ -1,4 +1,11 @@
-"""Evaluation: panoptic quality with panopticapi's definition (no panopticapi needed)."""
+"""Evaluation: panoptic quality with panopticapi's definition (no panopticapi needed), a
+detectron2 panoptic evaluator built on it.
+
+`COCOPanopticEvaluator` is imported on first use, so that the command-line tool
+(`python -m dinat_m2f.evaluation.panoptic`) starts without torch / detectron2.
+"""
+
+from typing import Any
 
 from .panoptic_quality import (
     Category,
@@ -16,6 +23,7 @@ from .panoptic_quality import (
 )
 
 __all__ = [
+    "COCOPanopticEvaluator",
     "Category",
     "ClassPQ",
     "PQCounts",
@@ -30,3 +38,10 @@ __all__ = [
     "summarize",
 ]
 
+
+def __getattr__(name: str) -> Any:
+    if name == "COCOPanopticEvaluator":
+        from .panoptic_evaluator import COCOPanopticEvaluator
+
+        return COCOPanopticEvaluator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
