@@ -1,8 +1,8 @@
 """Evaluation: panoptic quality with panopticapi's definition (no panopticapi needed), a
-detectron2 panoptic evaluator built on it.
+detectron2 panoptic evaluator built on it, and semantic metrics of saved label maps.
 
-`COCOPanopticEvaluator` is imported on first use, so that the command-line tool
-(`python -m dinat_m2f.evaluation.panoptic`) starts without torch / detectron2.
+`COCOPanopticEvaluator` is imported on first use, so that the command-line tools
+(`python -m dinat_m2f.evaluation.panoptic` / `.semantic`) start without torch / detectron2.
 """
 
 from typing import Any
@@ -21,6 +21,7 @@ from .panoptic_quality import (
     rgb_to_id,
     summarize,
 )
+from .semantic import confusion_matrix, evaluate_folders, semantic_metrics
 
 __all__ = [
     "COCOPanopticEvaluator",
@@ -29,12 +30,15 @@ __all__ = [
     "PQCounts",
     "PQMetrics",
     "PQResult",
+    "confusion_matrix",
+    "evaluate_folders",
     "id_to_rgb",
     "load_categories",
     "pq_compute",
     "pq_image_counts",
     "read_panoptic_png",
     "rgb_to_id",
+    "semantic_metrics",
     "summarize",
 ]
 
