@@ -1,0 +1,138 @@
+"""Mask2Former post-processing on hand-made predictions with known results."""
+
+import pytest
+import torch
+
+from dinat_m2f.modeling.meta_arch.mask_former_inference import (
+    instance_inference,
+    panoptic_inference,
+    semantic_inference,
+)
+
+NUM_CLASSES = 3  # classes 0, 1 are things, 2 is stuff; index 3 is "no object"
+THINGS = [0, 1]
+ON, OFF = 10.0, -10.0
+
+
+def _region(rows, cols, value=ON):
+    mask = torch.full((4, 4), OFF)
+    mask[rows, cols] = value
+    return mask
+
+
+def _logits(cls, strength):
+    logits = torch.zeros(NUM_CLASSES + 1)
+    logits[cls] = strength
+    return logits
+
+
+@pytest.fixture
+def predictions():
+    """Queries on a 4x4 image:
+    q0 thing 0, top-left 2x2             -> segment 1
+    q1 stuff 2, bottom two rows          -> segment 2
+    q2 stuff 2, rows 0-1 of column 3     -> merged into segment 2 (same stuff class)
+    q3 "no object"                       -> dropped
+    q4 class 1 with p ~ 0.47 < 0.8       -> dropped by object_mask_threshold
+    q5 thing 1, rows 0-1 of cols 0-2 at a weaker logit: it wins only column 2 (2 of its 6
+       pixels, 0.33 < overlap 0.8)       -> dropped; column 2 of rows 0-1 stays void (0)
+    """
+    mask_cls = torch.stack(
+        [
+            _logits(0, 10.0),
+            _logits(2, 9.0),
+            _logits(2, 8.0),
+            _logits(3, 10.0),
+            torch.tensor([0.0, 1.0, 0.0, 0.0]),
+            _logits(1, 7.0),
+        ]
+    )
+    mask_pred = torch.stack(
+        [
+            _region(slice(0, 2), slice(0, 2)),
+            _region(slice(2, 4), slice(0, 4)),
+            _region(slice(0, 2), slice(3, 4)),
+            _region(slice(0, 4), slice(0, 4)),
+            torch.full((4, 4), OFF),
+            _region(slice(0, 2), slice(0, 3), value=5.0),
+        ]
+    )
+    return mask_cls, mask_pred
+
+
+def test_semantic_inference_is_class_probability_times_mask(predictions):
+    mask_cls, mask_pred = predictions
+    scores = semantic_inference(mask_cls, mask_pred)
+    assert scores.shape == (NUM_CLASSES, 4, 4)
+    probs = mask_cls.softmax(-1)
+    for c in range(NUM_CLASSES):
+        expected = sum(probs[q, c] * mask_pred[q].sigmoid() for q in range(len(mask_cls)))
+        torch.testing.assert_close(scores[c], expected)
+    expected_map = torch.tensor([[0, 0, 1, 2], [0, 0, 1, 2], [2, 2, 2, 2], [2, 2, 2, 2]])
+    assert torch.equal(scores.argmax(0), expected_map)
+
+
+def test_panoptic_inference_thresholds_overlap_and_stuff_merging(predictions):
+    mask_cls, mask_pred = predictions
+    seg, segments = panoptic_inference(
+        mask_cls, mask_pred, num_classes=NUM_CLASSES, thing_classes=THINGS,
+        object_mask_threshold=0.8, overlap_threshold=0.8,
+    )
+    expected = torch.tensor([[1, 1, 0, 2], [1, 1, 0, 2], [2, 2, 2, 2], [2, 2, 2, 2]], dtype=torch.int32)
+    assert seg.dtype == torch.int32
+    assert torch.equal(seg, expected)
+    assert segments == [
+        {"id": 1, "isthing": True, "category_id": 0},
+        {"id": 2, "isthing": False, "category_id": 2},
+    ]
+
+
+def test_panoptic_inference_low_overlap_threshold_keeps_partial_segment(predictions):
+    mask_cls, mask_pred = predictions
+    seg, segments = panoptic_inference(
+        mask_cls, mask_pred, num_classes=NUM_CLASSES, thing_classes=THINGS,
+        object_mask_threshold=0.8, overlap_threshold=0.3,
+    )
+    # q5 now survives with the 2 pixels it wins (2/6 >= 0.3); it is a thing: its own segment
+    assert segments[-1] == {"id": 3, "isthing": True, "category_id": 1}
+    assert torch.equal(seg[:2, 2], torch.tensor([3, 3], dtype=torch.int32))
+
+
+def test_panoptic_inference_with_nothing_kept_is_all_void(predictions):
+    mask_cls, mask_pred = predictions
+    seg, segments = panoptic_inference(
+        mask_cls[3:5], mask_pred[3:5], num_classes=NUM_CLASSES, thing_classes=THINGS,
+        object_mask_threshold=0.8, overlap_threshold=0.8,
+    )
+    assert segments == [] and not seg.any()
+
+
+def _by_score(instances):
+    order = instances.scores.argsort(descending=True)
+    return instances[order]
+
+
+def test_instance_inference_topk_scores_and_boxes(predictions):
+    mask_cls, mask_pred = predictions
+    result = _by_score(instance_inference(mask_cls, mask_pred, num_classes=NUM_CLASSES, topk=4))
+    assert result.image_size == (4, 4)
+    # the four confident (query, class) pairs, by class probability: q0/0, q1/2, q2/2, q5/1
+    assert result.pred_classes.tolist() == [0, 2, 2, 1]
+    probs = mask_cls.softmax(-1)
+    for i, q in enumerate([0, 1, 2, 5]):
+        binary = mask_pred[q] > 0
+        assert torch.equal(result.pred_masks[i], binary.float())
+        mean_inside = mask_pred[q].sigmoid()[binary].mean()
+        cls = result.pred_classes[i]
+        torch.testing.assert_close(result.scores[i], probs[q, cls] * mean_inside, rtol=1e-5, atol=1e-6)
+    # boxes (x0, y0, x1, y1) enclosing the masks: q0 top-left 2x2, q5 rows 0-1 of cols 0-2
+    assert result.pred_boxes.tensor[0].tolist() == [0.0, 0.0, 2.0, 2.0]
+    assert result.pred_boxes.tensor[3].tolist() == [0.0, 0.0, 3.0, 2.0]
+
+
+def test_instance_inference_drops_stuff_for_panoptic_models(predictions):
+    mask_cls, mask_pred = predictions
+    result = instance_inference(
+        mask_cls, mask_pred, num_classes=NUM_CLASSES, topk=4, thing_classes=THINGS
+    )
+    assert sorted(result.pred_classes.tolist()) == [0, 1]
