@@ -78,7 +78,7 @@ def add_maskformer2_config(cfg: CN) -> None:
     mf.NUM_OBJECT_QUERIES = 100  # number of queries (mask predictions per image)
     # what the decoder reads: "multi_scale_pixel_decoder" (the pixel decoder's multi-scale maps)
     mf.TRANSFORMER_IN_FEATURE = "multi_scale_pixel_decoder"
-    mf.ENFORCE_INPUT_PROJECT = False  # 1x1 projection even when widths already match
+    mf.ENFORCE_INPUT_PROJ = False  # 1x1 projection even when widths already match
     mf.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
     mf.SIZE_DIVISIBILITY = 32  # pad batched images to this multiple (-1: backbone's value)
     # point-sampled mask losses: points per mask, oversampling, share of uncertain points

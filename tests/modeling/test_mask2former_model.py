@@ -147,7 +147,7 @@ def test_state_dict_names_match_mask2former():
 
 def test_enforce_input_project_adds_projection_convs():
     cfg = tiny_mask2former_cfg()
-    cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJECT = True
+    cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = True
     names = set(build_model(cfg).state_dict())
     for i in range(3):
         assert f"sem_seg_head.predictor.input_proj.{i}.weight" in names

@@ -125,7 +125,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "dec_layers": mf.DEC_LAYERS - 1,
             "pre_norm": mf.PRE_NORM,
             "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
-            "enforce_input_project": mf.ENFORCE_INPUT_PROJECT,
+            "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
             "dropout": mf.DROPOUT,
         }
 
