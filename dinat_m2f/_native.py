@@ -33,8 +33,9 @@ NATIVE_AVAILABLE, UNAVAILABLE_REASON = _load()
 if not NATIVE_AVAILABLE and not _flag(DISABLE_ENV):
     message = (
         f"dinat_m2f: the native extension dinat_m2f._C could not be loaded ({UNAVAILABLE_REASON}); "
-        "neighborhood attention falls back to the pure-PyTorch implementation, which is slower "
-        "and uses k*k times more memory. Build it with `make setup` or "
+        "neighborhood attention and multi-scale deformable attention fall back to their "
+        "pure-PyTorch implementations, which are slower and use more memory (k*k times for "
+        "neighborhood attention). Build it with `make setup` or "
         "`pip install -e . --no-build-isolation`."
     )
     if _flag(REQUIRE_ENV):
@@ -42,42 +43,57 @@ if not NATIVE_AVAILABLE and not _flag(DISABLE_ENV):
     warnings.warn(message, RuntimeWarning, stacklevel=2)
 
 
-def _compiled_backends() -> tuple[str, ...]:
+def _compiled_backends(op: str) -> tuple[str, ...]:
+    """Dispatch keys with a kernel for `dinat_m2f::<op>`; none when the op is missing (e.g. a
+    stale build from before the op was added)."""
     if not NATIVE_AVAILABLE:
         return ()
-    return tuple(
-        key
-        for key in ("CPU", "CUDA")
-        if torch._C._dispatch_has_kernel_for_dispatch_key("dinat_m2f::na_qk", key)
-    )
+    try:
+        return tuple(
+            key
+            for key in ("CPU", "CUDA")
+            if torch._C._dispatch_has_kernel_for_dispatch_key(f"dinat_m2f::{op}", key)
+        )
+    except RuntimeError:  # "operator ... does not exist"
+        return ()
 
 
-# Read once: a constant that torch.compile can trace through without a graph break.
-_NATIVE_BACKENDS = _compiled_backends()
+# Read once: constants that torch.compile can trace through without a graph break.
+_NATIVE_BACKENDS = _compiled_backends("na_qk")  # the neighborhood-attention ops
+_MS_DEFORM_ATTN_BACKENDS = _compiled_backends("ms_deform_attn")
+
+# Op families and their names in messages.
+_FAMILIES = {"na": "neighborhood-attention", "ms_deform_attn": "multi-scale deformable attention"}
 
 
-def native_backends() -> tuple[str, ...]:
-    """Dispatch keys ("CPU", "CUDA") for which the native NA kernels are compiled."""
-    return _NATIVE_BACKENDS
+def native_backends(family: str = "na") -> tuple[str, ...]:
+    """Dispatch keys ("CPU", "CUDA") for which the native kernels of an op family are compiled:
+    "na" (the neighborhood-attention ops) or "ms_deform_attn"."""
+    if family == "na":
+        return _NATIVE_BACKENDS
+    if family == "ms_deform_attn":
+        return _MS_DEFORM_ATTN_BACKENDS
+    raise ValueError(f"native_backends: family must be one of {sorted(_FAMILIES)}, got {family!r}")
 
 
-def native_supports(device: torch.device) -> bool:
-    """Whether the native kernels run on tensors of `device`."""
-    return device.type.upper() in _NATIVE_BACKENDS
+def native_supports(device: torch.device, family: str = "na") -> bool:
+    """Whether the native kernels of `family` (see native_backends) run on tensors of `device`."""
+    return device.type.upper() in native_backends(family)
 
 
-_warned_devices: set[str] = set()
+_warned: set[tuple[str, str]] = set()
 
 
-def warn_fallback_once(device: torch.device) -> None:
-    """One warning per device type whose tensors run on the pure-PyTorch path although the
-    extension is loaded (e.g. CUDA tensors with a CPU-only build)."""
-    if NATIVE_AVAILABLE and device.type not in _warned_devices:
-        _warned_devices.add(device.type)
+def warn_fallback_once(device: torch.device, family: str = "na") -> None:
+    """One warning per (op family, device type) whose tensors run on the pure-PyTorch path
+    although the extension is loaded (e.g. CUDA tensors with a CPU-only build)."""
+    if NATIVE_AVAILABLE and (family, device.type) not in _warned:
+        _warned.add((family, device.type))
         warnings.warn(
-            f"dinat_m2f: the native kernels are not built for {device.type} tensors (built: "
-            f"{', '.join(_NATIVE_BACKENDS) or 'none'}); using the pure-PyTorch implementation. "
-            "Rebuild with a CUDA toolkit visible (CUDA_HOME) for GPU kernels.",
+            f"dinat_m2f: the native {_FAMILIES[family]} kernels are not built for {device.type} "
+            f"tensors (built: {', '.join(native_backends(family)) or 'none'}); using the "
+            "pure-PyTorch implementation. Rebuild with a CUDA toolkit visible (CUDA_HOME) for "
+            "GPU kernels.",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -87,3 +103,4 @@ def warn_fallback_once(device: torch.device) -> None:
 # loaded, whichever module loaded it (last, so that module sees this one's names).
 if NATIVE_AVAILABLE:
     importlib.import_module("dinat_m2f.layers.na_native")
+    importlib.import_module("dinat_m2f.layers.ms_deform_attn_native")

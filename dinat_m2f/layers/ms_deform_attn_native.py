@@ -1,0 +1,79 @@
+"""Fake (meta) kernels and autograd of the native ops `torch.ops.dinat_m2f.ms_deform_attn*`.
+
+The ops are declared and implemented in C++ (native/ms_deform_attn/msda_ops.cpp);
+registering their fake kernels lets torch.compile and torch.library.opcheck trace them, and
+the autograd formula calls the native backward op. The fake kernels check what they can
+without reading tensor values (ms_deform_attn_checks.inputs); the level layout is checked by
+the op when it runs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._native import native_backends
+from . import ms_deform_attn_checks
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad_output):
+    value, spatial_shapes, level_start_index, locations, weights = ctx.saved_tensors
+    grad_value = grad_locations = grad_weights = None
+    if any(ctx.needs_input_grad[i] for i in (0, 3, 4)):
+        grad_value, grad_locations, grad_weights = torch.ops.dinat_m2f.ms_deform_attn_backward(
+            grad_output, value, spatial_shapes, level_start_index, locations, weights
+        )
+    return (
+        grad_value if ctx.needs_input_grad[0] else None,
+        None,
+        None,
+        grad_locations if ctx.needs_input_grad[3] else None,
+        grad_weights if ctx.needs_input_grad[4] else None,
+    )
+
+
+def _output_shape(value: torch.Tensor, locations: torch.Tensor) -> tuple[int, int, int]:
+    return (value.shape[0], locations.shape[1], value.shape[2] * value.shape[3])
+
+
+def _register() -> None:
+    register_fake = torch.library.register_fake
+
+    @register_fake("dinat_m2f::ms_deform_attn")
+    def _ms_deform_attn_fake(value, spatial_shapes, level_start_index, locations, weights):
+        ms_deform_attn_checks.inputs(
+            "ms_deform_attn", value, spatial_shapes, level_start_index, locations, weights
+        )
+        return value.new_empty(_output_shape(value, locations))
+
+    @register_fake("dinat_m2f::ms_deform_attn_backward")
+    def _ms_deform_attn_backward_fake(
+        grad_output, value, spatial_shapes, level_start_index, locations, weights
+    ):
+        op = "ms_deform_attn_backward"
+        ms_deform_attn_checks.inputs(
+            op, value, spatial_shapes, level_start_index, locations, weights
+        )
+        expected = _output_shape(value, locations)
+        if tuple(grad_output.shape) != expected:
+            raise ValueError(
+                f"{op}: grad_output must have the output's shape (batch, len_q, "
+                f"heads*head_dim) = {list(expected)}, got {tuple(grad_output.shape)}"
+            )
+        return (
+            value.new_empty(value.shape),
+            locations.new_empty(locations.shape),
+            weights.new_empty(weights.shape),
+        )
+
+    torch.library.register_autograd(
+        "dinat_m2f::ms_deform_attn", _backward, setup_context=_setup_context
+    )
+
+
+# Only when this build has the ops (a build from before they were added does not).
+if native_backends("ms_deform_attn"):
+    _register()
