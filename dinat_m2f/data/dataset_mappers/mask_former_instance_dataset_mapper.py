@@ -1,0 +1,104 @@
+"""MaskFormerInstanceDatasetMapper ("mask_former_instance"): COCO-style instance dicts
+(file_name + annotations with polygon or RLE segmentations) -> image and one mask target per
+non-crowd instance."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import torch
+from detectron2.config import CfgNode, configurable
+from detectron2.data import transforms as T
+
+from .common import (
+    IMAGE_PAD_VALUE,
+    ignore_label_of,
+    image_to_tensor,
+    make_instances,
+    maskformer_augmentations,
+    pad_bottom_right,
+    read_image,
+    segmentation_to_mask,
+    transform_label,
+)
+
+__all__ = ["MaskFormerInstanceDatasetMapper"]
+
+
+class MaskFormerInstanceDatasetMapper:
+    """Instance segmentation mapper of Mask2Former.
+
+    Training: resize the shortest edge, random crop (INPUT.CROP.*), ColorAugSSD, flip, pad to
+    INPUT.SIZE_DIVISIBILITY. Test (`is_train=False`): test resize only, no padding.
+
+    Output (see `common`): "image", "instances" with gt_classes and gt_masks (crowd
+    annotations and instances cropped away are dropped).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: list,
+        image_format: str,
+        size_divisibility: int,
+    ):
+        """
+        Args:
+            is_train: training (augment, pad) or test mode.
+            augmentations: detectron2 augmentations, applied in order.
+            image_format: INPUT.FORMAT ("RGB" or "BGR").
+            size_divisibility: pad height/width to multiples of this (<= 0: no padding).
+        """
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.size_divisibility = size_divisibility
+        mode = "training" if is_train else "inference"
+        logging.getLogger(__name__).info(f"{type(self).__name__} ({mode}): {augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, is_train: bool = True) -> dict:
+        ignore_label = ignore_label_of(cfg, is_train)
+        return {
+            "is_train": is_train,
+            "augmentations": maskformer_augmentations(cfg, is_train, ignore_label, False),
+            "image_format": cfg.INPUT.FORMAT,
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY if is_train else -1,
+        }
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        """
+        Args:
+            dataset_dict: one dict of a COCO-format instance dataset.
+
+        Returns:
+            The dict with "image", "instances" (and height/width); "annotations" removed.
+        """
+        dataset_dict = copy.deepcopy(dataset_dict)
+        if "annotations" not in dataset_dict:
+            raise ValueError(
+                f"{type(self).__name__}: the dict of '{dataset_dict.get('file_name')}' has no "
+                "'annotations'; use an instance dataset or another INPUT.DATASET_MAPPER_NAME"
+            )
+        image = read_image(dataset_dict, self.image_format)
+        h0, w0 = image.shape[:2]
+        annos = [a for a in dataset_dict.pop("annotations") if not a.get("iscrowd", 0)]
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+
+        image_t = pad_bottom_right(image_to_tensor(image), self.size_divisibility, IMAGE_PAD_VALUE)
+        masks = []
+        for anno in annos:
+            mask = segmentation_to_mask(anno["segmentation"], h0, w0)
+            mask = transform_label(transforms, mask, 0)
+            mask_t = torch.as_tensor(np.array(mask, dtype=bool))
+            masks.append(pad_bottom_right(mask_t, self.size_divisibility, 0))
+        classes = [int(a["category_id"]) for a in annos]
+        dataset_dict["image"] = image_t
+        dataset_dict["instances"] = make_instances(tuple(image_t.shape[-2:]), classes, masks)
+        return dataset_dict
