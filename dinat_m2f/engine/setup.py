@@ -1,0 +1,57 @@
+"""Building the frozen config of a run from a YAML file and KEY VALUE overrides."""
+
+from __future__ import annotations
+
+import torch
+from detectron2.config import CfgNode, get_cfg
+
+from ..config import add_dinat_config, add_maskformer2_config
+from .trainer import AMP_PRECISIONS
+
+
+def load_cfg(config_file: str, opts: list[str] | None = None) -> CfgNode:
+    """detectron2 defaults + the project's keys, merged with config_file (its _BASE_ chain)
+    and opts; checked, not frozen."""
+    cfg = get_cfg()
+    add_dinat_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts or []))
+    check_cfg(cfg)
+    return cfg
+
+
+def check_cfg(cfg: CfgNode) -> None:
+    """Errors for settings that would otherwise fail deep inside training."""
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"MODEL.DEVICE={cfg.MODEL.DEVICE} but no CUDA GPU is available; add MODEL.DEVICE cpu "
+            "(and SOLVER.AMP.ENABLED False)"
+        )
+    amp = cfg.SOLVER.AMP
+    if amp.PRECISION not in AMP_PRECISIONS:
+        raise ValueError(f"SOLVER.AMP.PRECISION={amp.PRECISION!r}; use one of {sorted(AMP_PRECISIONS)}")
+    if amp.ENABLED and cfg.MODEL.DEVICE == "cpu":
+        raise ValueError(
+            "SOLVER.AMP.ENABLED=True needs a GPU (detectron2's AMPTrainer is CUDA-only) but "
+            "MODEL.DEVICE=cpu; add SOLVER.AMP.ENABLED False"
+        )
+
+
+def setup_cfg(args) -> CfgNode:
+    """The frozen config of a train_net / demo run (args.config_file, args.opts), with
+    detectron2's default_setup (output dir, logging, config dump, seeds)."""
+    from detectron2.engine import default_setup
+    from detectron2.utils.logger import setup_logger
+
+    cfg = load_cfg(args.config_file, args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=_rank(), name="dinat_m2f")
+    return cfg
+
+
+def _rank() -> int:
+    from detectron2.utils import comm
+
+    return comm.get_rank()

@@ -1,0 +1,107 @@
+"""The detectron2 trainer of the project: Mask2Former dataset mappers, evaluators per dataset,
+the paper's optimizer and schedules, AMP in float16 or bfloat16, DDP on GPUs (NCCL) and CPUs
+(gloo), semantic test-time augmentation, and a checkpoint on interruption."""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections import OrderedDict
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data.dataset_mappers import build_dataset_mapper
+from ..evaluation.evaluator_factory import build_evaluator
+from ..modeling.semantic_tta import SemanticSegmentorWithTTA
+from ..solver import build_lr_scheduler, build_optimizer
+from .interrupt_checkpoint import CheckpointOnInterrupt
+
+AMP_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """DistributedDataParallel over all processes; CPU models take no device_ids (gloo)."""
+    if comm.get_world_size() == 1:
+        return model
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    device_ids = None if on_cpu else [comm.get_local_rank()]
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with the project's builders (see the module docstring)."""
+
+    def __init__(self, cfg) -> None:
+        # DefaultTrainer.__init__, except for DDP on CPU and the AMP dtype
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = wrap_ddp(model)
+        if cfg.SOLVER.AMP.ENABLED:
+            self._trainer = AMPTrainer(
+                model, data_loader, optimizer, precision=AMP_PRECISIONS[cfg.SOLVER.AMP.PRECISION]
+            )
+        else:
+            self._trainer = SimpleTrainer(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        hooks.insert(0, CheckpointOnInterrupt(self.checkpointer))
+        return hooks
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, is_train=True))
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluation with multi-scale + flip semantic TTA (TEST.AUG); results get "_TTA"."""
+        logger = logging.getLogger("dinat_m2f")
+        logger.info("Running inference with test-time augmentation ...")
+        tta_model = SemanticSegmentorWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, tta_model, evaluators)
+        return OrderedDict((k + "_TTA", v) for k, v in results.items())
+
+
+def run_evaluation(cfg, model) -> dict:
+    """Evaluates `model` on DATASETS.TEST (and with TTA when TEST.AUG.ENABLED)."""
+    results = Trainer.test(cfg, model)
+    if cfg.TEST.AUG.ENABLED:
+        results.update(Trainer.test_with_TTA(cfg, model))
+    if comm.is_main_process():
+        verify_results(cfg, results)
+    return results

@@ -1,0 +1,91 @@
+"""The optimizer of the paper's Mask2Former recipe: AdamW (or SGD) with a learning-rate
+multiplier for the backbone, no weight decay on norms, embeddings, position embeddings and
+relative positional biases, and optional gradient clipping over the whole model."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
+from torch import nn
+
+NORM_TYPES = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm,
+)
+# parameters that are positions, not features: the NA relative positional bias, the pixel
+# decoder's level embedding, absolute position embeddings
+POSITION_PARAMETER_NAMES = ("rpb", "relative_position_bias_table", "absolute_pos_embed", "level_embed")
+SUPPORTED_OPTIMIZERS = ("ADAMW", "SGD")
+
+
+def optimizer_param_groups(
+    model: nn.Module,
+    *,
+    base_lr: float,
+    weight_decay: float,
+    weight_decay_norm: float,
+    weight_decay_embed: float,
+    weight_decay_position: float,
+    backbone_multiplier: float,
+) -> list[dict]:
+    """Parameter groups with per-parameter lr and weight decay (merged where equal)."""
+    groups, seen = [], set()
+    for module_name, module in model.named_modules():
+        for name, value in module.named_parameters(recurse=False):
+            if not value.requires_grad or value in seen:
+                continue
+            seen.add(value)
+            lr, decay = base_lr, weight_decay
+            if module_name == "backbone" or module_name.startswith("backbone."):
+                lr *= backbone_multiplier
+            if isinstance(module, NORM_TYPES):
+                decay = weight_decay_norm
+            elif isinstance(module, nn.Embedding):
+                decay = weight_decay_embed
+            elif name in POSITION_PARAMETER_NAMES:
+                decay = weight_decay_position
+            groups.append({"params": [value], "lr": lr, "weight_decay": decay})
+    return reduce_param_groups(groups)
+
+
+def _with_full_model_clipping(optimizer_class: type, max_norm: float, norm_type: float) -> type:
+    """A subclass of optimizer_class that clips the norm of all gradients together before each
+    step (detectron2's own clipping is per parameter)."""
+
+    class FullModelGradientClipping(optimizer_class):
+        def step(self, closure=None):
+            params = itertools.chain(*(group["params"] for group in self.param_groups))
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+            return super().step(closure=closure)
+
+    FullModelGradientClipping.__name__ = f"{optimizer_class.__name__}WithFullModelGradientClipping"
+    return FullModelGradientClipping
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """SOLVER.OPTIMIZER with SOLVER.{BASE_LR, WEIGHT_DECAY*, BACKBONE_MULTIPLIER, MOMENTUM,
+    CLIP_GRADIENTS}; CLIP_GRADIENTS.CLIP_TYPE "full_model" clips the global gradient norm."""
+    s = cfg.SOLVER
+    name = s.OPTIMIZER.upper()
+    if name not in SUPPORTED_OPTIMIZERS:
+        raise ValueError(f"SOLVER.OPTIMIZER={s.OPTIMIZER!r} is not supported; use one of {SUPPORTED_OPTIMIZERS}")
+    groups = optimizer_param_groups(
+        model,
+        base_lr=s.BASE_LR,
+        weight_decay=s.WEIGHT_DECAY,
+        weight_decay_norm=s.WEIGHT_DECAY_NORM,
+        weight_decay_embed=s.WEIGHT_DECAY_EMBED,
+        weight_decay_position=s.WEIGHT_DECAY_POSITION,
+        backbone_multiplier=s.BACKBONE_MULTIPLIER,
+    )
+    optimizer_class = torch.optim.AdamW if name == "ADAMW" else torch.optim.SGD
+    clip = s.CLIP_GRADIENTS
+    if clip.ENABLED and clip.CLIP_TYPE == "full_model":
+        optimizer_class = _with_full_model_clipping(optimizer_class, clip.CLIP_VALUE, clip.NORM_TYPE)
+    elif clip.ENABLED:  # "value" / "norm": detectron2's per-parameter clipping
+        optimizer_class = maybe_add_gradient_clipping(cfg, optimizer_class)
+    if name == "ADAMW":
+        return optimizer_class(groups, s.BASE_LR)
+    return optimizer_class(groups, s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV)

@@ -1,0 +1,128 @@
+"""train_net.py end to end on the built-in dataset: training with periodic checkpoints and the
+final evaluation (PQ, AP, mIoU), --resume after SIGTERM without losing iterations,
+--eval-only, a two-process DDP run on CPU (gloo), and bad settings."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .train_net_runner import env_with_datasets, run_train_net, train_net_command
+
+
+@pytest.fixture(scope="module")
+def datasets_root(tmp_path_factory):
+    from dinat_m2f.data.datasets.builtin_shapes import generate_builtin_shapes
+
+    root = str(tmp_path_factory.mktemp("datasets"))
+    generate_builtin_shapes(root, num_train=8, num_val=4, size=96, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(datasets_root, tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("train"))
+    result = run_train_net(
+        datasets_root, output, overrides=["SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2"]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output, result
+
+
+def _copypaste(log: str) -> dict[str, dict[str, float]]:
+    """The 'copypaste' result lines of a detectron2 log: task -> metric -> value."""
+    results, task, keys = {}, None, None
+    for line in log.splitlines():
+        match = re.search(r"copypaste: (.*)$", line)
+        if not match:
+            continue
+        text = match.group(1)
+        if text.startswith("Task: "):
+            task, keys = text[6:], None
+        elif keys is None:
+            keys = text.split(",")
+        else:
+            results[task] = dict(zip(keys, map(float, text.split(","))))
+    return results
+
+
+def test_training_writes_checkpoints_metrics_and_evaluates_every_task(trained):
+    output, result = trained
+    files = set(os.listdir(output))
+    assert {"model_0000001.pth", "model_0000003.pth", "model_final.pth", "last_checkpoint"} <= files
+    assert {"metrics.json", "config.yaml", "log.txt"} <= files
+    assert any(name.startswith("events.out.tfevents") for name in files)
+    log = result.stdout + result.stderr
+    assert "eta:" in log  # the progress line
+    results = _copypaste(log)
+    assert {"panoptic_seg", "segm", "sem_seg"} <= set(results)
+    assert {"PQ", "SQ", "RQ", "PQ_th", "PQ_st"} <= set(results["panoptic_seg"])
+    assert 0 <= results["sem_seg"]["mIoU"] <= 100
+    metrics = [json.loads(line) for line in open(os.path.join(output, "metrics.json"))]
+    assert any("total_loss" in m for m in metrics)
+
+
+def test_eval_only_loads_weights_and_reports(trained, datasets_root, tmp_path):
+    output, _ = trained
+    result = run_train_net(
+        datasets_root, str(tmp_path), "--eval-only",
+        overrides=["MODEL.WEIGHTS", os.path.join(output, "model_final.pth")],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = _copypaste(result.stdout + result.stderr)
+    assert {"panoptic_seg", "segm", "sem_seg"} <= set(results)
+    assert not any(f.endswith(".pth") for f in os.listdir(tmp_path))  # no training happened
+
+
+def test_resume_after_sigterm_continues_from_the_interrupted_iteration(datasets_root, tmp_path):
+    output = str(tmp_path)
+    overrides = ["SOLVER.MAX_ITER", "12", "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0"]
+    process = subprocess.Popen(
+        train_net_command(output, overrides=overrides), env=env_with_datasets(datasets_root),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    log_file = os.path.join(output, "log.txt")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if os.path.exists(log_file) and "Starting training from iteration 0" in open(log_file).read():
+            break
+        time.sleep(0.5)
+    time.sleep(4)  # a few iterations
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, out[-3000:]
+    last = open(os.path.join(output, "last_checkpoint")).read().strip()
+    match = re.fullmatch(r"model_interrupted_(\d+)\.pth", last)
+    assert match, last
+    interrupted_at = int(match.group(1))
+    assert interrupted_at < 11, "the run finished before the signal; the test did not interrupt it"
+
+    resumed = run_train_net(datasets_root, output, "--resume", overrides=overrides)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Starting training from iteration {interrupted_at + 1}" in resumed.stdout + resumed.stderr
+    assert os.path.exists(os.path.join(output, "model_final.pth"))
+
+
+def test_two_process_ddp_on_cpu(datasets_root, tmp_path):
+    result = run_train_net(
+        datasets_root, str(tmp_path), "--num-gpus", "2", "--dist-url", "tcp://127.0.0.1:29517",
+        overrides=["SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0",
+                   "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False"],
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "world size: 2" in log.lower() or "Rank of current process: 0. World size: 2" in log
+    assert os.path.exists(os.path.join(tmp_path, "model_final.pth"))
+    assert "panoptic_seg" in _copypaste(log)
+
+
+def test_bad_settings_fail_with_the_key_named(datasets_root, tmp_path):
+    result = run_train_net(datasets_root, str(tmp_path), overrides=["SOLVER.AMP.ENABLED", "True"])
+    assert result.returncode != 0
+    assert "SOLVER.AMP.ENABLED" in result.stderr and "MODEL.DEVICE=cpu" in result.stderr
+    result = run_train_net(datasets_root, str(tmp_path), overrides=["INPUT.DATASET_MAPPER_NAME", "nope"])
+    assert result.returncode != 0 and "nope" in result.stderr

@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Train or evaluate DiNAT + Mask2Former with detectron2.
+
+    python train_net.py --config-file configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml
+    python train_net.py --config-file CONFIG --num-gpus 8 [KEY VALUE ...]
+    python train_net.py --config-file CONFIG --resume          # continue from the last checkpoint
+    python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
+
+Multi-GPU and multi-node runs go through detectron2's launcher (--num-gpus, --num-machines,
+--machine-rank, --dist-url): one process per GPU with NCCL, or with gloo on machines without
+a GPU (--num-gpus N then starts N CPU processes; add MODEL.DEVICE cpu).
+"""
+
+import sys
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, launch
+
+import dinat_m2f.data  # noqa: F401  (registers the datasets)
+import dinat_m2f.modeling  # noqa: F401  (registers the models)
+from dinat_m2f.engine import Trainer, TrainingInterrupted, run_evaluation, setup_cfg
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        return run_evaluation(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def cli(argv=None) -> int:
+    args = default_argument_parser().parse_args(argv)
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except TrainingInterrupted as interrupted:
+        print(f"train_net: {interrupted}; the last checkpoint is in OUTPUT_DIR, continue with --resume",
+              file=sys.stderr)
+        return 128 + interrupted.signum
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
