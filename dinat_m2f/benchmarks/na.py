@@ -15,6 +15,9 @@ resident memory sampled every 0.5 ms during the call (an estimate, labelled as s
     python -m dinat_m2f.benchmarks.na                 # CPU, the full table
     python -m dinat_m2f.benchmarks.na --device cuda   # on a GPU
     python -m dinat_m2f.benchmarks.na --quick         # 224 input, kernel 7 only
+    python -m dinat_m2f.benchmarks.na --op ms_deform_attn [--quick]
+                                                      # multi-scale deformable attention
+                                                      # (dinat_m2f/benchmarks/ms_deform_attn.py)
 """
 
 from __future__ import annotations
@@ -302,8 +305,20 @@ def format_row(row: dict) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+OPS = ("na", "ms_deform_attn")
+
+
+def _op_parser(add_help: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=add_help)
+    parser.add_argument("--op", default="na", choices=OPS,
+                        help="na: this table; ms_deform_attn: the multi-scale deformable "
+                             "attention table, whose options are in "
+                             "`python -m dinat_m2f.benchmarks.ms_deform_attn --help`")
+    return parser
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _op_parser(add_help=True)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--inputs", type=int, nargs="+", default=[224, 1024])
@@ -339,7 +354,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> list[dict]:
-    args = parse_args(argv)
+    op_args, rest = _op_parser(add_help=False).parse_known_args(argv)
+    if op_args.op == "ms_deform_attn":
+        from dinat_m2f.benchmarks import ms_deform_attn
+
+        return ms_deform_attn.main(rest)
+    args = parse_args(rest)
     device = torch.device(args.device)
     shapes = dinat_shapes(args.inputs, args.variants, args.levels, args.kernels)
     print(f"# Neighborhood attention benchmark: {device_description(device)}")
