@@ -2,7 +2,7 @@
 
 from .._native import NATIVE_AVAILABLE, native_backends
 from .drop_path import DropPath
-from .ms_deform_attn import MSDeformAttn
+from .multi_scale_deformable_attention import MSDeformAttn
 
 # After the line above: `dinat_m2f.layers.ms_deform_attn` is the function below, not the
 # submodule of that name (import MSDeformAttn from the package or with `from ... import`).

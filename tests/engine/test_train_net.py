@@ -80,10 +80,12 @@ def test_eval_only_loads_weights_and_reports(trained, datasets_root, tmp_path):
 
 def test_resume_after_sigterm_continues_from_the_interrupted_iteration(datasets_root, tmp_path):
     output = str(tmp_path)
-    overrides = ["SOLVER.MAX_ITER", "12", "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0"]
+    # long enough not to finish before the signal; the resumed run is then cut short
+    overrides = ["SOLVER.MAX_ITER", "1000", "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0"]
+    console = open(os.path.join(output, "console.txt"), "w")  # a pipe could fill and block
     process = subprocess.Popen(
         train_net_command(output, overrides=overrides), env=env_with_datasets(datasets_root),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=console, stderr=subprocess.STDOUT, text=True,
     )
     log_file = os.path.join(output, "log.txt")
     deadline = time.time() + 300
@@ -91,17 +93,22 @@ def test_resume_after_sigterm_continues_from_the_interrupted_iteration(datasets_
         if os.path.exists(log_file) and "Starting training from iteration 0" in open(log_file).read():
             break
         time.sleep(0.5)
-    time.sleep(4)  # a few iterations
+    time.sleep(3)  # a few iterations
     process.send_signal(signal.SIGTERM)
-    out, _ = process.communicate(timeout=300)
+    process.wait(timeout=300)
+    console.close()
+    out = open(os.path.join(output, "console.txt")).read()
     assert process.returncode == 128 + signal.SIGTERM, out[-3000:]
     last = open(os.path.join(output, "last_checkpoint")).read().strip()
     match = re.fullmatch(r"model_interrupted_(\d+)\.pth", last)
     assert match, last
     interrupted_at = int(match.group(1))
-    assert interrupted_at < 11, "the run finished before the signal; the test did not interrupt it"
+    assert interrupted_at < 999, "the run finished before the signal; the test did not interrupt it"
 
-    resumed = run_train_net(datasets_root, output, "--resume", overrides=overrides)
+    overrides[1] = str(interrupted_at + 3)  # two more iterations
+    resumed = run_train_net(
+        datasets_root, output, "--resume", overrides=overrides + ["MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False"]
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Starting training from iteration {interrupted_at + 1}" in resumed.stdout + resumed.stderr
     assert os.path.exists(os.path.join(output, "model_final.pth"))

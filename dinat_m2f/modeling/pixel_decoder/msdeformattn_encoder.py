@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...layers.ms_deform_attn import MSDeformAttn
+from ...layers import MSDeformAttn
 
 
 class MSDeformAttnEncoderLayer(nn.Module):
