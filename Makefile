@@ -1,7 +1,9 @@
 # The two commands of README.md:
+#   make demo   the main job: set up, generate the built-in dataset, train DiNAT-Mini +
+#               Mask2Former on it on the CPU, evaluate PQ / AP / mIoU, draw predictions
 #   make test   set up (first run: virtual environment, dependencies, detectron2, native build)
 #               and run the test-suite
-#   make bench  set up and print the NA kernels' benchmark table (quick shapes)
+# Also: make bench (the NA kernels' benchmark table, quick shapes).
 # Re-running is cheap: each step has a stamp and reruns only when its inputs change.
 
 PYTHON ?= python3
@@ -11,7 +13,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMPS := $(VENV)/stamps
 NATIVE_SOURCES := $(wildcard native/*.cpp native/*/*.cpp native/*/*.cu native/*/*.h)
 
-.PHONY: setup test test-fast bench clean
+.PHONY: setup test bench demo clean
 
 setup: $(STAMPS)/native
 
@@ -44,6 +46,22 @@ test: setup
 
 bench: setup
 	$(PY) -m dinat_m2f.benchmarks.na --quick
+
+# --- the main job on the built-in dataset ----------------------------------------------------
+DATASETS ?= datasets
+DEMO_OUT ?= output/builtin_shapes
+DEMO_CONFIG := configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml
+
+# --resume: an interrupted run continues from its last checkpoint; a finished one only
+# re-evaluates. Results: $(DEMO_OUT)/log.txt, inference/, metrics.json; pictures: demo/.
+demo: setup
+	$(PY) -m dinat_m2f.data.generate_builtin --root $(DATASETS)
+	DETECTRON2_DATASETS=$(DATASETS) $(PY) train_net.py --config-file $(DEMO_CONFIG) --resume \
+		OUTPUT_DIR $(DEMO_OUT)
+	DETECTRON2_DATASETS=$(DATASETS) $(PY) demo/demo.py --config-file $(DEMO_CONFIG) \
+		--input $(DATASETS)/builtin_shapes/val --output $(DEMO_OUT)/demo \
+		--opts MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth
+	$(PY) tools/builtin_results.py $(DEMO_OUT)
 
 clean:
 	rm -rf build dinat_m2f/_C*.so $(STAMPS)/native
