@@ -1,0 +1,534 @@
+"""Prediction and drawing for demo/demo.py (a script module, not part of the package).
+
+- `DemoPredictor`: detectron2's `DefaultPredictor` (BGR input, resizing to INPUT.MIN_SIZE_TEST /
+  MAX_SIZE_TEST, INPUT.FORMAT) whose weight loading refuses a missing MODEL.WEIGHTS file and a
+  checkpoint that does not fit the model (detectron2 only logs those) with `WeightsError`.
+- `AsyncPredictor`: the same predictor in one worker process per GPU; results come back in
+  the order the images were put.
+- `VisualizationDemo`: runs a predictor on an image or a video and draws the result with
+  detectron2's `Visualizer` / `VideoVisualizer` and the metadata of the config's dataset.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import multiprocessing as mp
+import os
+import queue
+from collections import Counter, deque
+from collections.abc import Iterator
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.data.catalog import Metadata
+from detectron2.engine.defaults import DefaultPredictor
+from detectron2.modeling import build_model
+from detectron2.structures import Instances
+from detectron2.utils.video_visualizer import VideoVisualizer
+from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
+
+__all__ = [
+    "SHOW_MODES",
+    "AsyncPredictor",
+    "ShowModeError",
+    "DemoPredictor",
+    "VisualizationDemo",
+    "WeightsError",
+    "describe_predictions",
+    "load_weights",
+]
+
+logger = logging.getLogger("dinat_m2f.demo")
+
+# What the demo can draw, and the model output each one needs. "auto" draws the first of
+# panoptic > instance > semantic that the model outputs.
+SHOW_MODES = ("auto", "panoptic", "instance", "semantic")
+_OUTPUT_KEY = {"panoptic": "panoptic_seg", "instance": "instances", "semantic": "sem_seg"}
+# Mask2Former's switches for those outputs (named in errors).
+_TEST_FLAG = {"panoptic": "PANOPTIC_ON", "instance": "INSTANCE_ON", "semantic": "SEMANTIC_ON"}
+_MAX_KEYS_LISTED = 20
+
+
+class WeightsError(RuntimeError):
+    """MODEL.WEIGHTS is missing, unreadable, or does not fit the model built from the config."""
+
+
+class ShowModeError(ValueError):
+    """The output asked for with `show` is not one the model produces."""
+
+
+# --- weights -------------------------------------------------------------------------------
+class _RecordingCheckpointer(DetectionCheckpointer):
+    """A DetectionCheckpointer that keeps the incompatible keys it would only log."""
+
+    incompatible = None
+
+    def _load_model(self, checkpoint):
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
+
+
+def _key_list(title: str, keys: list[str]) -> str:
+    shown = "\n    ".join(keys[:_MAX_KEYS_LISTED])
+    hidden = len(keys) - _MAX_KEYS_LISTED
+    more = f"\n    ... and {hidden} more" if hidden > 0 else ""
+    return f"  {title} ({len(keys)}):\n    {shown}{more}"
+
+
+def load_weights(model: torch.nn.Module, weights: str, *, allow_partial: bool = False) -> None:
+    """Load MODEL.WEIGHTS into `model`, or raise `WeightsError`.
+
+    detectron2's checkpointer initialises the model from scratch when `weights` is empty,
+    asserts when the file is missing, and only logs parameters it skips because their shapes
+    differ, model keys the checkpoint lacks and checkpoint keys the model lacks. Here all of
+    those are errors that name the path or the keys; with `allow_partial` an empty path and
+    mismatched keys are warnings instead (the skipped parameters keep their random values).
+    """
+    if not weights:
+        if allow_partial:
+            logger.warning("MODEL.WEIGHTS is empty: the model keeps its random initialisation")
+            return
+        raise WeightsError(
+            "MODEL.WEIGHTS is empty: the demo needs trained weights; add "
+            "--opts MODEL.WEIGHTS /path/to/model_final.pth (or --allow-partial-weights to run "
+            "a randomly initialised model)"
+        )
+    if "://" not in weights and not os.path.isfile(weights):
+        raise WeightsError(f"MODEL.WEIGHTS file not found: {weights}")
+    checkpointer = _RecordingCheckpointer(model)
+    try:
+        checkpointer.load(weights)
+    except Exception as e:  # unreadable, not a checkpoint, not downloadable, ...
+        raise WeightsError(f"cannot load MODEL.WEIGHTS {weights}: {type(e).__name__}: {e}") from e
+    incompatible = checkpointer.incompatible
+    if incompatible is None:
+        return
+    problems = []
+    if incompatible.incorrect_shapes:
+        problems.append(
+            _key_list(
+                "shapes differ (checkpoint vs model)",
+                [f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes],
+            )
+        )
+    if incompatible.missing_keys:
+        problems.append(_key_list("missing in the checkpoint", list(incompatible.missing_keys)))
+    if incompatible.unexpected_keys:
+        problems.append(_key_list("not in the model", list(incompatible.unexpected_keys)))
+    if not problems:
+        return
+    message = (
+        f"MODEL.WEIGHTS {weights} does not fit the model built from the config "
+        "(a different config or NUM_CLASSES?):\n" + "\n".join(problems)
+    )
+    if allow_partial:
+        logger.warning("%s\n(--allow-partial-weights: going on with what fits)", message)
+        return
+    raise WeightsError(message + "\npass --allow-partial-weights to run with them anyway")
+
+
+class DemoPredictor(DefaultPredictor):
+    """detectron2's DefaultPredictor (call it with one BGR image (H, W, 3) uint8; returns the
+    model's output dict for that image) with strict weight loading (`load_weights`)."""
+
+    def __init__(self, cfg: CfgNode, *, allow_partial_weights: bool = False) -> None:
+        # DefaultPredictor.__init__ with load_weights in place of checkpointer.load
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if len(cfg.DATASETS.TEST):
+            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        load_weights(self.model, cfg.MODEL.WEIGHTS, allow_partial=allow_partial_weights)
+        self.aug = T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+        )
+        self.input_format = cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT={self.input_format!r}; the demo supports RGB or BGR")
+
+
+def predictions_to_cpu(predictions: dict[str, Any]) -> dict[str, Any]:
+    """The model output of one image with every tensor moved to the CPU."""
+    out: dict[str, Any] = {}
+    for key, value in predictions.items():
+        if key == "panoptic_seg":
+            seg, segments_info = value
+            out[key] = (seg.cpu(), segments_info)
+        elif isinstance(value, (torch.Tensor, Instances)):
+            out[key] = value.to("cpu")
+        else:
+            out[key] = value
+    return out
+
+
+# --- one worker process per GPU --------------------------------------------------------------
+class _StopToken:
+    pass
+
+
+class _WorkerFailure:
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _predict_worker(cfg: CfgNode, allow_partial: bool, task_queue, result_queue) -> None:
+    """Worker process: build the predictor, report ("ready", None) or ("error", message),
+    then answer (index, image) tasks with (index, predictions on the CPU)."""
+    try:
+        import dinat_m2f.data  # noqa: F401  (registers the datasets: metadata)
+        import dinat_m2f.modeling  # noqa: F401  (registers the model)
+
+        predictor = DemoPredictor(cfg, allow_partial_weights=allow_partial)
+    except Exception as e:
+        result_queue.put(("error", f"{type(e).__name__}: {e}"))
+        return
+    result_queue.put(("ready", None))
+    while True:
+        task = task_queue.get()
+        if isinstance(task, _StopToken):
+            break
+        idx, image = task
+        try:
+            result = predictions_to_cpu(predictor(image))
+        except Exception as e:
+            result = _WorkerFailure(f"{cfg.MODEL.DEVICE}: {type(e).__name__}: {e}")
+        result_queue.put((idx, result))
+
+
+class AsyncPredictor:
+    """Run DemoPredictor asynchronously: one worker process per GPU (device cuda:i).
+
+    `put(image)` queues a BGR image, `get()` returns the predictions (on the CPU) of the
+    images in the order they were put; `__call__` does both. Worker start-up errors (weights,
+    config) are raised from the constructor as `WeightsError` / `RuntimeError`.
+    """
+
+    def __init__(self, cfg: CfgNode, num_gpus: int = 1, *, allow_partial_weights: bool = False):
+        if num_gpus < 1 or not torch.cuda.is_available():
+            raise RuntimeError(
+                "parallel inference needs at least one CUDA GPU "
+                f"(torch.cuda.is_available()={torch.cuda.is_available()}, num_gpus={num_gpus})"
+            )
+        ctx = mp.get_context("spawn")  # CUDA cannot be used in forked processes
+        self.task_queue = ctx.Queue(maxsize=num_gpus * 3)
+        self.result_queue = ctx.Queue(maxsize=num_gpus * 3)
+        self.procs = []
+        for gpu in range(num_gpus):
+            worker_cfg = cfg.clone()
+            worker_cfg.defrost()
+            worker_cfg.MODEL.DEVICE = f"cuda:{gpu}"
+            proc = ctx.Process(
+                target=_predict_worker,
+                args=(worker_cfg, allow_partial_weights, self.task_queue, self.result_queue),
+                daemon=True,
+            )
+            proc.start()
+            self.procs.append(proc)
+        self.put_idx = 0
+        self.get_idx = 0
+        self.result_rank: list[int] = []
+        self.result_data: list[Any] = []
+        errors = []
+        for _ in self.procs:
+            status, message = self._next_result()
+            if status == "error":
+                errors.append(message)
+        if errors:
+            self.shutdown()
+            text = "; ".join(sorted(set(errors)))
+            raise (WeightsError if "WeightsError" in text else RuntimeError)(
+                f"parallel worker failed to start: {text}"
+            )
+
+    def _next_result(self):
+        while True:
+            try:
+                return self.result_queue.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in self.procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(
+                        f"parallel worker process {dead[0].pid} died "
+                        f"(exit code {dead[0].exitcode})"
+                    ) from None
+
+    def put(self, image: np.ndarray) -> None:
+        self.put_idx += 1
+        self.task_queue.put((self.put_idx, image))
+
+    def get(self) -> dict[str, Any]:
+        self.get_idx += 1
+        if self.result_rank and self.result_rank[0] == self.get_idx:
+            result = self.result_data.pop(0)
+            self.result_rank.pop(0)
+        else:
+            while True:
+                idx, result = self._next_result()
+                if idx == self.get_idx:
+                    break
+                pos = bisect.bisect(self.result_rank, idx)
+                self.result_rank.insert(pos, idx)
+                self.result_data.insert(pos, result)
+        if isinstance(result, _WorkerFailure):
+            raise RuntimeError(f"parallel inference failed: {result.message}")
+        return result
+
+    def __len__(self) -> int:
+        return self.put_idx - self.get_idx
+
+    def __call__(self, image: np.ndarray) -> dict[str, Any]:
+        self.put(image)
+        return self.get()
+
+    def shutdown(self) -> None:
+        for proc in self.procs:
+            if proc.is_alive():
+                try:
+                    self.task_queue.put(_StopToken(), timeout=1.0)
+                except queue.Full:
+                    pass
+        for proc in self.procs:
+            proc.join(timeout=5.0)
+            if proc.is_alive():
+                proc.terminate()
+
+    @property
+    def default_buffer_size(self) -> int:
+        return len(self.procs) * 5
+
+
+# --- drawing ---------------------------------------------------------------------------------
+def demo_metadata(cfg: CfgNode) -> Metadata:
+    """Metadata for drawing: of DATASETS.TEST[0] (else TRAIN[0], else "__unused"), made safe
+    for the Visualizer.
+
+    Panoptic and instance outputs of a panoptic model use contiguous ids over all classes,
+    while `thing_classes` lists only the things; when the things are not the first contiguous
+    ids (ADE20K, Cityscapes), thing names/colors are taken from the all-class
+    `stuff_classes`/`stuff_colors`. Without class names, names "class <i>" are made up for
+    MODEL.SEM_SEG_HEAD.NUM_CLASSES classes.
+    """
+    names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN) or ["__unused"]
+    base = MetadataCatalog.get(names[0])
+    fields = dict(base.as_dict())
+    thing_ids = fields.get("thing_dataset_id_to_contiguous_id")
+    stuff_classes = fields.get("stuff_classes")
+    if thing_ids and stuff_classes and sorted(thing_ids.values()) != list(range(len(thing_ids))):
+        fields["thing_classes"] = list(stuff_classes)
+        if "stuff_colors" in fields:
+            fields["thing_colors"] = list(fields["stuff_colors"])
+    num_classes = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    generic = [f"class {i}" for i in range(num_classes)]
+    fields.setdefault("stuff_classes", fields.get("thing_classes", generic))
+    fields.setdefault("thing_classes", fields["stuff_classes"])
+    fields["name"] = f"{names[0]} (demo)"
+    return Metadata(**fields)
+
+
+def available_modes(predictions: dict[str, Any]) -> list[str]:
+    """The drawable outputs in `predictions`, in the order "auto" prefers them."""
+    return [m for m in ("panoptic", "instance", "semantic") if _OUTPUT_KEY[m] in predictions]
+
+
+def choose_mode(predictions: dict[str, Any], show: str) -> str:
+    """The mode to draw: `show`, or for "auto" the first of panoptic > instance > semantic."""
+    modes = available_modes(predictions)
+    if show == "auto":
+        if not modes:
+            raise ShowModeError(
+                f"the model output has none of panoptic_seg / instances / sem_seg "
+                f"(keys: {sorted(predictions)})"
+            )
+        return modes[0]
+    if show not in modes:
+        raise ShowModeError(
+            f"--show {show}: the model does not output {_OUTPUT_KEY[show]!r} (it outputs "
+            f"{', '.join(modes) or 'nothing drawable'}); enable it with --opts "
+            f"MODEL.MASK_FORMER.TEST.{_TEST_FLAG[show]} True"
+        )
+    return show
+
+
+def _count_names(ids: list[int], class_names: list[str]) -> str:
+    counts = Counter(class_names[i] if 0 <= i < len(class_names) else f"class {i}" for i in ids)
+    return ", ".join(f"{n} x{c}" if c > 1 else n for n, c in sorted(counts.items()))
+
+
+def describe_predictions(
+    predictions: dict[str, Any], mode: str, metadata: Metadata, confidence_threshold: float
+) -> str:
+    """One line on what was drawn, e.g. "panoptic: 5 segments (circle x2, sky, ...)"."""
+    if mode == "panoptic":
+        _, segments_info = predictions["panoptic_seg"]
+        ids = [int(s["category_id"]) for s in segments_info]
+        names = metadata.stuff_classes
+        return f"panoptic: {len(ids)} segments ({_count_names(ids, names) or 'none'})"
+    if mode == "instance":
+        instances = predictions["instances"]
+        kept = instances[instances.scores >= confidence_threshold]
+        ids = [int(c) for c in kept.pred_classes]
+        return (
+            f"instance: {len(kept)} of {len(instances)} instances with score >= "
+            f"{confidence_threshold:g} ({_count_names(ids, metadata.thing_classes) or 'none'})"
+        )
+    labels = predictions["sem_seg"].argmax(dim=0)
+    ids = [int(c) for c in torch.unique(labels)]
+    names = ", ".join(
+        metadata.stuff_classes[i] if i < len(metadata.stuff_classes) else f"class {i}"
+        for i in ids
+    )
+    return f"semantic: {len(ids)} classes ({names})"
+
+
+class VisualizationDemo:
+    """Run the model of `cfg` on images or videos and draw what it predicts.
+
+    Draws the panoptic result when the model outputs "panoptic_seg", else the instances with
+    score >= confidence_threshold when it outputs "instances", else the argmax of "sem_seg";
+    `show` ("panoptic", "instance", "semantic") picks one explicitly (ShowModeError when the
+    config does not enable it). Metadata: `demo_metadata(cfg)`.
+
+    Args:
+        cfg: a config whose MODEL.WEIGHTS fits the model (see `load_weights`).
+        instance_mode: detectron2 ColorMode of the Visualizer (IMAGE, SEGMENTATION, IMAGE_BW;
+            videos support IMAGE and IMAGE_BW).
+        parallel: run the model in one process per GPU (`AsyncPredictor`).
+        confidence_threshold: minimal score of drawn instances.
+        show: "auto" or one of panoptic / instance / semantic.
+        allow_partial_weights: go on when the checkpoint does not fit the model.
+    """
+
+    def __init__(
+        self,
+        cfg: CfgNode,
+        instance_mode: ColorMode = ColorMode.IMAGE,
+        parallel: bool = False,
+        *,
+        confidence_threshold: float = 0.5,
+        show: str = "auto",
+        allow_partial_weights: bool = False,
+    ) -> None:
+        if show not in SHOW_MODES:
+            raise ValueError(f"show={show!r}; use one of {SHOW_MODES}")
+        test_cfg = cfg.MODEL.get("MASK_FORMER", {}).get("TEST") if "MODEL" in cfg else None
+        flag = f"MODEL.MASK_FORMER.TEST.{_TEST_FLAG.get(show, '')}"
+        if show != "auto" and test_cfg is not None and not test_cfg.get(_TEST_FLAG[show], True):
+            raise ShowModeError(
+                f"--show {show}: the config disables it ({flag} False); add --opts {flag} True"
+            )
+        self.metadata = demo_metadata(cfg)
+        self.cpu_device = torch.device("cpu")
+        self.instance_mode = instance_mode
+        self.confidence_threshold = confidence_threshold
+        self.show = show
+        self.parallel = parallel
+        if parallel:
+            self.predictor = AsyncPredictor(
+                cfg, num_gpus=torch.cuda.device_count(), allow_partial_weights=allow_partial_weights
+            )
+        else:
+            self.predictor = DemoPredictor(cfg, allow_partial_weights=allow_partial_weights)
+
+    def close(self) -> None:
+        """Stop the worker processes of a parallel demo (nothing to do otherwise)."""
+        if isinstance(self.predictor, AsyncPredictor):
+            self.predictor.shutdown()
+
+    def mode_of(self, predictions: dict[str, Any]) -> str:
+        """What is drawn for `predictions` (see `choose_mode`)."""
+        return choose_mode(predictions, self.show)
+
+    def describe(self, predictions: dict[str, Any]) -> str:
+        """One line on what is drawn for `predictions`."""
+        return describe_predictions(
+            predictions, self.mode_of(predictions), self.metadata, self.confidence_threshold
+        )
+
+    def _kept_instances(self, predictions: dict[str, Any]) -> Instances:
+        instances = predictions["instances"].to(self.cpu_device)
+        return instances[instances.scores >= self.confidence_threshold]
+
+    def run_on_image(self, image: np.ndarray) -> tuple[dict[str, Any], VisImage]:
+        """Predict and draw one image.
+
+        Args:
+            image: (H, W, 3) uint8 BGR (OpenCV's order).
+
+        Returns:
+            the model's output for the image (tensors on the CPU) and the drawing, a
+            detectron2 VisImage of the image's size (`.get_image()`: (H, W, 3) uint8 RGB).
+        """
+        predictions = predictions_to_cpu(self.predictor(image))
+        mode = self.mode_of(predictions)
+        visualizer = Visualizer(image[:, :, ::-1], self.metadata, instance_mode=self.instance_mode)
+        if mode == "panoptic":
+            seg, segments_info = predictions["panoptic_seg"]
+            vis = visualizer.draw_panoptic_seg(seg, segments_info)
+        elif mode == "instance":
+            vis = visualizer.draw_instance_predictions(self._kept_instances(predictions))
+        else:
+            vis = visualizer.draw_sem_seg(predictions["sem_seg"].argmax(dim=0))
+        return predictions, vis
+
+    def _draw_frame(
+        self, frame: np.ndarray, predictions: dict[str, Any], visualizer: VideoVisualizer
+    ) -> np.ndarray:
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        predictions = predictions_to_cpu(predictions)
+        mode = self.mode_of(predictions)
+        if mode == "panoptic":
+            seg, segments_info = predictions["panoptic_seg"]
+            vis = visualizer.draw_panoptic_seg_predictions(rgb, seg, segments_info)
+        elif mode == "instance":
+            vis = visualizer.draw_instance_predictions(rgb, self._kept_instances(predictions))
+        else:
+            vis = visualizer.draw_sem_seg(rgb, predictions["sem_seg"].argmax(dim=0))
+        return cv2.cvtColor(vis.get_image(), cv2.COLOR_RGB2BGR)
+
+    def run_on_video(
+        self, video: cv2.VideoCapture, max_frames: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Predict and draw the frames of an opened video, one at a time.
+
+        Args:
+            video: an opened cv2.VideoCapture (file or camera).
+            max_frames: stop after this many frames (None: until the video ends).
+
+        Yields:
+            the drawings, (H, W, 3) uint8 BGR frames of the input's size, in order. Frames
+            are read as they are needed (a parallel demo reads a few ahead).
+        """
+        mode = self.instance_mode if self.instance_mode == ColorMode.IMAGE_BW else ColorMode.IMAGE
+        visualizer = VideoVisualizer(self.metadata, mode)
+
+        def frames() -> Iterator[np.ndarray]:
+            count = 0
+            while max_frames is None or count < max_frames:
+                ok, frame = video.read()
+                if not ok:
+                    return
+                count += 1
+                yield frame
+
+        if isinstance(self.predictor, AsyncPredictor):
+            buffer: deque[np.ndarray] = deque()
+            size = self.predictor.default_buffer_size
+            for frame in frames():
+                buffer.append(frame)
+                self.predictor.put(frame)
+                if len(buffer) >= size:
+                    done = buffer.popleft()
+                    yield self._draw_frame(done, self.predictor.get(), visualizer)
+            while buffer:
+                done = buffer.popleft()
+                yield self._draw_frame(done, self.predictor.get(), visualizer)
+        else:
+            for frame in frames():
+                yield self._draw_frame(frame, self.predictor(frame), visualizer)
