@@ -1,7 +1,9 @@
 """Every YAML under configs/ merges into the project's config (detectron2's defaults plus
-`add_dinat_config` and `add_maskformer2_config`, following `_BASE_`) and keeps the paper's
-settings: dataset names and class counts, task flags, solver, inputs, and DiNAT dilation
-schedules that fit the inputs they run on.
+`add_dinat_config`, `add_maskformer2_config` and `add_swin_config`, following `_BASE_`) and
+keeps the paper's settings: dataset names and class counts, task flags, solver, inputs, and
+DiNAT dilation schedules that fit the inputs they run on. Files under a `swin/` folder are the
+torchvision Swin baseline (`D2TorchvisionSwin`, MODEL.TVSWIN): the same checks except the
+DiNAT-specific ones (dilations, DiNAT variants), and Mask2Former's Swin settings instead.
 
 Dilation rule (DiNAT): with kernel k, a dilation d is valid on a feature map of side L when
 L // d >= k; smaller maps are zero-padded by the attention module. The level-i side is
@@ -30,6 +32,7 @@ from detectron2.config import CfgNode, get_cfg
 
 from dinat_m2f.config import add_dinat_config, add_maskformer2_config
 from dinat_m2f.modeling.backbone.dinat import IMAGENET_224_K7, MASK2FORMER_K11, VARIANTS
+from dinat_m2f.modeling.backbone.torchvision_swin_config import add_swin_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_ROOT = REPO / "configs"
@@ -156,6 +159,15 @@ MASK2FORMER = {
     "DATALOADER.FILTER_EMPTY_ANNOTATIONS": True,
 }
 
+# the Swin baseline: backbone keys replacing MASK2FORMER's DiNAT ones, and per size word of
+# the file name: (MODEL.TVSWIN.VARIANT, WINDOW_SIZE), Mask2Former's Swin-T / Swin-L (384 px)
+SWIN_BACKBONE = {
+    "MODEL.BACKBONE.NAME": "D2TorchvisionSwin",
+    "MODEL.TVSWIN.OUT_FEATURES": ["res2", "res3", "res4", "res5"],
+    "MODEL.TVSWIN.DROP_PATH_RATE": 0.3,
+}
+SWIN_SIZES = {"tiny": ("swin_t", 7), "large": ("swin_l", 12)}
+
 # the CPU smoke setting on the built-in shapes
 BUILTIN = {
     "MODEL.DEVICE": "cpu",
@@ -194,6 +206,7 @@ def new_cfg() -> CfgNode:
     cfg = get_cfg()
     add_dinat_config(cfg)
     add_maskformer2_config(cfg)
+    add_swin_config(cfg)
     return cfg
 
 
@@ -246,8 +259,24 @@ def task_of(path: Path) -> str | None:
 
 
 def variant_of(path: Path) -> str | None:
+    """The DiNAT variant of a DiNAT config file (None for other files)."""
     match = re.match(r"maskformer2_dinat_([a-z]+)_", path.name)
     return match.group(1) if match else None
+
+
+def is_swin(path: Path) -> bool:
+    return path.parent.name == "swin"
+
+
+def size_of(path: Path) -> str | None:
+    """"tiny" .. "large" of a DiNAT or Swin config file (None for base files)."""
+    match = re.match(r"maskformer2_(?:dinat|tvswin)_([a-z]+)_", path.name)
+    return match.group(1) if match else None
+
+
+DINAT_CONFIG_FILES = [p for p in CONFIG_FILES if not is_swin(p)]
+DINAT_CONFIG_IDS = [p.relative_to(CONFIG_ROOT).as_posix() for p in DINAT_CONFIG_FILES]
+SWIN_CONFIG_FILES = [p for p in CONFIG_FILES if is_swin(p)]
 
 
 def paper_configs() -> list[Path]:
@@ -347,11 +376,11 @@ def test_yaml_is_plain_and_bases_exist(path):
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=CONFIG_IDS)
 def test_merges(path):
     cfg = load(path)
-    assert cfg.MODEL.BACKBONE.NAME == "D2DiNAT"
+    assert cfg.MODEL.BACKBONE.NAME == ("D2TorchvisionSwin" if is_swin(path) else "D2DiNAT")
     assert cfg.MODEL.DiNAT is cfg.MODEL.DINAT, "the alias must survive merging"
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=CONFIG_IDS)
+@pytest.mark.parametrize("path", DINAT_CONFIG_FILES, ids=DINAT_CONFIG_IDS)
 def test_dilation_schedule_shape(path):
     c = load(path).MODEL.DINAT
     assert len(c.DEPTHS) == len(c.NUM_HEADS) == len(c.DILATIONS) == 4, (
@@ -365,7 +394,7 @@ def test_dilation_schedule_shape(path):
     assert c.KERNEL_SIZE % 2 == 1
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=CONFIG_IDS)
+@pytest.mark.parametrize("path", DINAT_CONFIG_FILES, ids=DINAT_CONFIG_IDS)
 def test_dilations_fit_the_test_size(path):
     cfg = load(path)
     side = cfg.INPUT.MIN_SIZE_TEST
@@ -373,7 +402,7 @@ def test_dilations_fit_the_test_size(path):
     assert not bad, f"{path} at test short side {side}:\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=CONFIG_IDS)
+@pytest.mark.parametrize("path", DINAT_CONFIG_FILES, ids=DINAT_CONFIG_IDS)
 def test_dilations_fit_the_training_crop(path):
     cfg = load(path)
     side = train_short_side(cfg)
@@ -385,7 +414,7 @@ def test_dilations_fit_the_training_crop(path):
         assert dataset_folder(path) == "cityscapes", f"{path}: paper schedule padded at {side}"
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=CONFIG_IDS)
+@pytest.mark.parametrize("path", DINAT_CONFIG_FILES, ids=DINAT_CONFIG_IDS)
 def test_dilations_at_multi_scale_test_sizes(path):
     cfg = load(path)
     if task_of(path) != "semantic":
@@ -441,7 +470,11 @@ def test_task_mapper_and_flags(path):
 @pytest.mark.parametrize("path", **by_id(paper_configs()))
 def test_mask2former_settings(path):
     cfg = load(path)
-    bad = mismatches(cfg, MASK2FORMER)
+    expected = dict(MASK2FORMER)
+    if is_swin(path):
+        del expected["MODEL.BACKBONE.NAME"], expected["MODEL.DINAT.OUT_FEATURES"]
+        expected.update(SWIN_BACKBONE)
+    bad = mismatches(cfg, expected)
     assert not bad, f"{path}:\n" + "\n".join(bad)
 
 
@@ -450,7 +483,7 @@ def test_schedule(path):
     cfg = load(path)
     family = dataset_folder(path)
     schedule = PAPER_SCHEDULES[family]
-    if family == "coco" and variant_of(path) != "large":
+    if family == "coco" and size_of(path) != "large":
         schedule = COCO_50EP  # Mask2Former's for backbones below Large; also the COCO bases
     iters, scheduler, steps = schedule
     assert cfg.SOLVER.MAX_ITER == iters, f"{path}: MAX_ITER {cfg.SOLVER.MAX_ITER}"
@@ -494,12 +527,12 @@ def test_variant_matches_dinat_py(path):
     )
 
 
-@pytest.mark.parametrize("path", [p for p in paper_configs() if variant_of(p)],
+@pytest.mark.parametrize("path", [p for p in paper_configs() if size_of(p)],
                          ids=[p.relative_to(CONFIG_ROOT).as_posix()
-                              for p in paper_configs() if variant_of(p)])
+                              for p in paper_configs() if size_of(p)])
 def test_queries_and_inputs(path):
     cfg = load(path)
-    family, task, variant = dataset_folder(path), task_of(path), variant_of(path)
+    family, task, variant = dataset_folder(path), task_of(path), size_of(path)
     large_thing_task = variant == "large" and task in ("panoptic", "instance")
     queries = 200 if large_thing_task else 100
     assert cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == queries, path
@@ -510,6 +543,24 @@ def test_queries_and_inputs(path):
         assert list(cfg.INPUT.CROP.SIZE) == crop and cfg.INPUT.MIN_SIZE_TEST == test_size, path
         sizes = [int(x * 0.1 * scale) for x in range(5, 21)]
         assert list(cfg.INPUT.MIN_SIZE_TRAIN) == sizes, f"{path}: {cfg.INPUT.MIN_SIZE_TRAIN}"
+
+
+def test_swin_configs_were_found():
+    names = {p.name for p in SWIN_CONFIG_FILES}
+    assert {"maskformer2_tvswin_tiny_bs16_160k_res512.yaml",
+            "maskformer2_tvswin_large_bs16_100ep.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", **by_id(SWIN_CONFIG_FILES))
+def test_swin_variant(path):
+    """The size word of the file name is the MODEL.TVSWIN variant and window; the file sets
+    no MODEL.DINAT keys (that node is unused there) and downloads nothing by default."""
+    raw = yaml.safe_load(path.read_text())
+    assert not {"DINAT", "DiNAT"} & set(raw["MODEL"]), f"{path}: sets DiNAT keys"
+    c = load(path).MODEL.TVSWIN
+    variant, window = SWIN_SIZES[size_of(path)]
+    assert (c.VARIANT, c.WINDOW_SIZE) == (variant, window), f"{path}: {c.VARIANT}, {c.WINDOW_SIZE}"
+    assert c.WEIGHTS_IMAGENET == "", f"{path}: WEIGHTS_IMAGENET downloads; leave it to opts"
 
 
 def test_builtin_config():
@@ -545,12 +596,15 @@ def _one_config_per_backbone() -> list[Path]:
         if variant:
             key = "builtin" if dataset_folder(path) == "builtin" else variant
             chosen.setdefault(key, path)
+        elif is_swin(path):
+            chosen.setdefault(f"swin-{size_of(path)}", path)
     return sorted(chosen.values())
 
 
 @pytest.mark.parametrize("path", **by_id(_one_config_per_backbone()))
 def test_backbone_builds(path):
-    """The merged MODEL.DINAT node builds D2DiNAT with the widths the head expects."""
+    """The merged MODEL.DINAT (MODEL.TVSWIN) node builds the backbone with the widths the head
+    expects."""
     import torch
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import build_backbone
@@ -564,8 +618,14 @@ def test_backbone_builds(path):
     backbone = build_backbone(cfg, ShapeSpec(channels=3))
     shapes = backbone.output_shape()
     assert list(shapes) == list(cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES)
+    if is_swin(path):
+        from dinat_m2f.modeling.backbone.torchvision_swin import SWIN_VARIANTS
+
+        embed_dim = SWIN_VARIANTS[cfg.MODEL.TVSWIN.VARIANT][0]
+    else:
+        embed_dim = cfg.MODEL.DINAT.EMBED_DIM
     for i, name in enumerate(shapes):
-        assert shapes[name].channels == cfg.MODEL.DINAT.EMBED_DIM * 2**i
+        assert shapes[name].channels == embed_dim * 2**i
         assert shapes[name].stride == 4 * 2**i
     if dataset_folder(path) == "builtin":  # cheap enough to run at its input size
         height, width = cfg.INPUT.MIN_SIZE_TRAIN[0], cfg.INPUT.MAX_SIZE_TEST

@@ -1,0 +1,191 @@
+"""torchvision's Swin Transformer as a detectron2 backbone (`D2TorchvisionSwin`), the baseline
+the DiNAT paper compares against, configured by MODEL.TVSWIN (torchvision_swin_config.py).
+
+The network is torchvision's `SwinTransformer` (its blocks, shifted-window attention and patch
+merging, unchanged); this file only picks the hyperparameters, drops the classifier (`norm`,
+`avgpool`, `head`) and adds one LayerNorm per returned level (`norm0`..`norm3`), as
+Mask2Former's Swin backbone does. The stem and stages keep torchvision's names
+(`features.{0..7}`), so torchvision's ImageNet checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from torch import nn
+from torchvision.models import get_model_weights
+from torchvision.models.swin_transformer import (
+    PatchMerging,
+    PatchMergingV2,
+    SwinTransformer,
+    SwinTransformerBlock,
+    SwinTransformerBlockV2,
+)
+
+from .d2_dinat import FEATURE_NAMES, out_indices_of
+
+PATCH_SIZE = 4
+
+# name: (embed_dim, depths, num_heads, default window, V2 blocks). swin_t/s/b and the V2 ones
+# are torchvision's builders' settings; swin_l is Swin-L (Liu et al. 2021), which torchvision
+# does not ship.
+SWIN_VARIANTS: dict[str, tuple[int, tuple[int, ...], tuple[int, ...], int, bool]] = {
+    "swin_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 7, False),
+    "swin_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 7, False),
+    "swin_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 7, False),
+    "swin_l": (192, (2, 2, 18, 2), (6, 12, 24, 48), 7, False),
+    "swin_v2_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 8, True),
+    "swin_v2_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 8, True),
+    "swin_v2_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 8, True),
+}
+
+
+def build_swin_features(
+    variant: str, window_size: int = 0, drop_path_rate: float = 0.3
+) -> tuple[nn.Sequential, list[int]]:
+    """torchvision's `SwinTransformer(...).features` for a variant, and its level widths.
+
+    Args:
+        variant: a key of SWIN_VARIANTS.
+        window_size: attention window side; 0 for the variant's.
+        drop_path_rate: stochastic depth of the last block (torchvision's linear schedule).
+    """
+    if variant not in SWIN_VARIANTS:
+        raise ValueError(f"Swin variant must be one of {sorted(SWIN_VARIANTS)}, got {variant!r}")
+    embed_dim, depths, heads, default_window, v2 = SWIN_VARIANTS[variant]
+    window = window_size or default_window
+    if window < 1:
+        raise ValueError(
+            f"Swin window_size must be >= 1 (or 0 for the variant's), got {window_size}"
+        )
+    block, merging = (
+        (SwinTransformerBlockV2, PatchMergingV2) if v2 else (SwinTransformerBlock, PatchMerging)
+    )
+    model = SwinTransformer(
+        patch_size=[PATCH_SIZE, PATCH_SIZE],
+        embed_dim=embed_dim,
+        depths=list(depths),
+        num_heads=list(heads),
+        window_size=[window, window],
+        stochastic_depth_prob=drop_path_rate,
+        norm_layer=partial(nn.LayerNorm, eps=1e-5),
+        block=block,
+        downsample_layer=merging,
+    )
+    return model.features, [embed_dim * 2**i for i in range(len(depths))]
+
+
+def imagenet_weights(variant: str, weights_name: str, window_size: int = 0):
+    """The torchvision weights enum member named by MODEL.TVSWIN.WEIGHTS_IMAGENET, e.g.
+    ("swin_t", "IMAGENET1K_V1") or ("swin_b", "DEFAULT"), checked without downloading."""
+    if variant == "swin_l":
+        raise ValueError("MODEL.TVSWIN.WEIGHTS_IMAGENET: torchvision has no swin_l weights; set "
+                         "it to \"\" and load a Swin-L checkpoint with MODEL.WEIGHTS")
+    default_window = SWIN_VARIANTS[variant][3]
+    if window_size not in (0, default_window):
+        raise ValueError(
+            f"MODEL.TVSWIN.WEIGHTS_IMAGENET={weights_name!r} has window {default_window} "
+            f"relative-position tables; MODEL.TVSWIN.WINDOW_SIZE={window_size} would not load "
+            "them (set it to 0)"
+        )
+    enum = get_model_weights(variant)
+    name = weights_name.split(".")[-1]  # "Swin_T_Weights.IMAGENET1K_V1" or "IMAGENET1K_V1"
+    valid = list(enum.__members__)
+    if name not in valid:
+        raise ValueError(
+            f"MODEL.TVSWIN.WEIGHTS_IMAGENET={weights_name!r} is not a member of {enum.__name__}; "
+            f"use one of {valid} or \"\""
+        )
+    return enum[name]
+
+
+def features_state_dict(weights) -> dict[str, torch.Tensor]:
+    """The `features.*` entries of a torchvision checkpoint, without the prefix (downloads
+    it, or reads torch hub's cache)."""
+    state = weights.get_state_dict(progress=False, check_hash=True)
+    prefix = "features."
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+@BACKBONE_REGISTRY.register()
+class D2TorchvisionSwin(Backbone):
+    """Returns {"res2".."res5": (B, C_i, ceil(H/stride), ceil(W/stride))} for
+    MODEL.TVSWIN.OUT_FEATURES: strides 4/8/16/32, widths C * 2**i (C = 96 for T/S, 128 for B,
+    192 for L), each level's output LayerNorm'd (`norm{i}`) and channels-first.
+
+    Any input size: the input is zero-padded at the bottom/right to a multiple of the patch
+    size (4); torchvision pads odd maps before patch merging and pads each map to a multiple of
+    the window inside the attention, cropping back after it. size_divisibility is 32, as for
+    Mask2Former's Swin (batches are padded to it).
+    """
+
+    def __init__(self, cfg, input_shape: ShapeSpec) -> None:
+        super().__init__()
+        c = cfg.MODEL.TVSWIN
+        if input_shape.channels != 3:
+            raise ValueError(f"D2TorchvisionSwin: torchvision's Swin takes 3 input channels, got "
+                             f"{input_shape.channels} (MODEL.PIXEL_MEAN has one entry per channel)")
+        self.out_indices = out_indices_of(c.OUT_FEATURES, "MODEL.TVSWIN.OUT_FEATURES")
+        if c.VARIANT not in SWIN_VARIANTS:
+            raise ValueError(f"MODEL.TVSWIN.VARIANT must be one of {sorted(SWIN_VARIANTS)}, got "
+                             f"{c.VARIANT!r}")
+        weights = None  # checked before building, so a bad name fails fast
+        if c.WEIGHTS_IMAGENET:
+            weights = imagenet_weights(c.VARIANT, c.WEIGHTS_IMAGENET, c.WINDOW_SIZE)
+        self.features, self.widths = build_swin_features(c.VARIANT, c.WINDOW_SIZE, c.DROP_PATH_RATE)
+        self.window_size = c.WINDOW_SIZE or SWIN_VARIANTS[c.VARIANT][3]
+        for i in self.out_indices:
+            self.add_module(f"norm{i}", nn.LayerNorm(self.widths[i]))
+        self._out_features = [FEATURE_NAMES[i] for i in self.out_indices]
+        if weights is not None:  # the output norms stay at their initialisation
+            self.features.load_state_dict(features_state_dict(weights))
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.widths)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W) -> {name: (B, C_i, ceil(H / 2**(i+2)), ceil(W / 2**(i+2)))}."""
+        if x.dim() != 4:
+            raise ValueError(
+                "D2TorchvisionSwin: input must be (batch, channels, height, width), got "
+                f"{tuple(x.shape)}"
+            )
+        height, width = x.shape[-2:]
+        x = F.pad(x, (0, -width % PATCH_SIZE, 0, -height % PATCH_SIZE))
+        x = self.features[0](x)  # conv 4x4 stride 4 -> (B, H/4, W/4, C), LayerNorm
+        outs = {}
+        for i in range(self.num_levels):
+            x = self.features[2 * i + 1](x)  # the level's blocks, channels-last
+            if i in self.out_indices:
+                out = getattr(self, f"norm{i}")(x)
+                outs[FEATURE_NAMES[i]] = out.permute(0, 3, 1, 2).contiguous()
+            if i < self.num_levels - 1:
+                x = self.features[2 * i + 2](x)  # patch merging (pads odd sides)
+        return outs
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return {
+            FEATURE_NAMES[i]: ShapeSpec(channels=self.widths[i], stride=2 ** (i + 2))
+            for i in self.out_indices
+        }
+
+    @property
+    def size_divisibility(self) -> int:
+        return 32
+
+
+def swin_blocks(
+    dim: int, num_heads: int, window_size: int, mlp_ratio: float = 4.0
+) -> Sequence[nn.Module]:
+    """One Swin "layer" for layer-level timing: torchvision's regular-window block followed by
+    its shifted-window block (shift window // 2), channels-last (B, H, W, dim)."""
+    return [
+        SwinTransformerBlock(dim, num_heads, [window_size] * 2, [shift] * 2, mlp_ratio=mlp_ratio)
+        for shift in (0, window_size // 2)
+    ]

@@ -1,0 +1,106 @@
+"""tools/benchmark_model.py, run in-process at toy sizes: the model table (one row per config,
+NAT twins, the device named), backbone-only timing with GFLOPs, the layer table, bad
+arguments."""
+
+import pytest
+import torch
+
+from dinat_m2f.benchmarks.na import device_description
+from tools import benchmark_model
+
+DINAT_MINI = "configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml"
+SWIN_TINY = ("configs/ade20k/semantic-segmentation/swin/"
+             "maskformer2_tvswin_tiny_bs16_160k_res512.yaml")
+# a small Mask2Former head for both configs
+SMALL_HEAD = [
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32", "MODEL.SEM_SEG_HEAD.MASK_DIM", "32",
+    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD", "64",
+    "MODEL.MASK_FORMER.HIDDEN_DIM", "32", "MODEL.MASK_FORMER.NHEADS", "4",
+    "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64", "MODEL.MASK_FORMER.DEC_LAYERS", "2",
+    "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "6", "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256",
+]
+# one thread: on a shared 2-core machine two OpenMP threads stall behind other processes
+TOY = ["--resolution", "64x96", "--warmup", "1", "--repeats", "2", "--device", "cpu",
+       "--threads", "1"]
+
+
+def cpu_name_with_one_thread() -> str:
+    """device_description's "<CPU model>, <n> threads" as the tool prints it with --threads 1."""
+    return device_description(torch.device("cpu")).rsplit(", ", 1)[0] + ", 1 threads"
+
+
+def table_rows(out: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")]
+            for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+
+
+def test_model_table_compares_configs_with_a_nat_twin(capsys):
+    threads = torch.get_num_threads()
+    rows = benchmark_model.main(["--configs", DINAT_MINI, SWIN_TINY, "--nat", *TOY, *SMALL_HEAD])
+    out = capsys.readouterr().out
+    assert torch.get_num_threads() == threads  # --threads is undone on return
+    assert cpu_name_with_one_thread() in out
+    assert "input 64x96, batch 1, median ± IQR of 2 after 1 warm-up" in out
+    table = table_rows(out)
+    assert table[0][:3] == ["config", "backbone", "params M"]
+    names = [r[0] for r in table[1:]]
+    assert names == ["maskformer2_dinat_mini_builtin_shapes",
+                     "maskformer2_dinat_mini_builtin_shapes (NAT)",
+                     "maskformer2_tvswin_tiny_bs16_160k_res512"]
+    labels = [r["backbone"] for r in rows]
+    assert labels[0].startswith("DiNAT-mini k7 (d <= ")  # the largest dilation of the file
+    assert labels[1:] == ["NAT-mini k7", "Swin swin_t w7"]
+    for row in rows:
+        assert row["note"] == ""
+        assert row["fwd"] > 0 and row["train"] > 0 and row["imgs"] == pytest.approx(1 / row["fwd"])
+        assert row["fwd_mem"] is not None and row["train_mem"] is not None
+    assert rows[0]["params"] == rows[1]["params"]  # dilations hold no weights
+    assert 25 < rows[2]["params"] < 35  # Swin-T's 27.5 M + the small head
+
+
+def test_backbone_only_inference_with_flops(capsys):
+    rows = benchmark_model.main(["--config-file", SWIN_TINY, "--backbone-only", "--skip-train",
+                                 "--flops", *TOY])
+    out = capsys.readouterr().out
+    assert "(backbone only)" in out
+    (row,) = rows
+    assert row["train"] is None and row["fwd"] > 0
+    assert row["params"] == pytest.approx(27.53, abs=0.02)  # features + the four output norms
+    assert 0.1 < row["gflops"] < 1.0  # Swin-T: 4.5 GFLOPs at 224 x 224, here 64 x 96 (~1/8)
+
+
+def test_layer_table(capsys):
+    rows = benchmark_model.main(["--layer", "--resolution", "64", "--levels", "1", "2",
+                                 "--warmup", "1", "--repeats", "2", "--device", "cpu",
+                                 "--threads", "1"])
+    out = capsys.readouterr().out
+    assert cpu_name_with_one_thread() in out and "kernel = window 7" in out
+    table = table_rows(out)
+    assert table[0][:3] == ["level", "side", "tokens"]
+    assert [(r[0], r[6]) for r in table[1:]] == [
+        (level, kind) for level in ("1", "2") for kind in ("NAT", "DiNAT", "Swin")
+    ]
+    by_kind = {(r["level"], r["kind"]): r for r in rows}
+    assert by_kind[1, "DiNAT"]["blocks"] == "NA(d=1) + NA(d=2)"  # 16 // 7
+    assert by_kind[2, "DiNAT"]["blocks"] == "NA(d=1) + NA(d=1)"  # 8 // 7
+    assert by_kind[1, "Swin"]["fwd_vs_swin"] == 1.0
+    assert by_kind[1, "NAT"]["dim"] == 96 and by_kind[2, "NAT"]["heads"] == 6
+    assert all(r["fwd"][0] > 0 and r["fwdbwd"][0] > 0 for r in rows)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--layer", "--resolution", "64by64"],
+        ["--layer", "MODEL.DEVICE", "cpu"],
+        ["--configs", DINAT_MINI, "MODEL.DEVICE"],
+        ["--configs", "missing.yaml"],
+        ["--layer", "--kernel", "4"],
+    ],
+)
+def test_bad_arguments_are_reported(argv, capsys):
+    with pytest.raises(SystemExit):
+        benchmark_model.main(argv)
+    assert "error" in capsys.readouterr().err
