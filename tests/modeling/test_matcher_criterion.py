@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dinat_m2f.modeling.criterion import SetCriterion
 from dinat_m2f.modeling.mask_losses import (

@@ -6,18 +6,15 @@ from __future__ import annotations
 import copy
 import logging
 
-import numpy as np
-import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.data import transforms as T
 
 from .common import (
+    augment_instance_annotations,
     image_to_tensor,
     lsj_augmentations,
     make_instances,
-    read_image,
-    segmentation_to_mask,
-    transform_label,
+    require_fields,
 )
 
 __all__ = ["COCOInstanceNewBaselineDatasetMapper"]
@@ -65,27 +62,11 @@ class COCOInstanceNewBaselineDatasetMapper:
             The dict with "image", "instances" (and height/width); "annotations" removed.
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        if "annotations" not in dataset_dict:
-            raise ValueError(
-                f"{type(self).__name__}: the dict of '{dataset_dict.get('file_name')}' has no "
-                "'annotations'; use an instance dataset or another INPUT.DATASET_MAPPER_NAME"
-            )
-        image = read_image(dataset_dict, self.image_format)
-        h0, w0 = image.shape[:2]
-        annos = [a for a in dataset_dict.pop("annotations") if not a.get("iscrowd", 0)]
-        aug_input = T.AugInput(image)
-        transforms = self.augmentations(aug_input)
-        image_t = image_to_tensor(aug_input.image)
-        masks = [
-            torch.as_tensor(
-                np.array(
-                    transform_label(transforms, segmentation_to_mask(a["segmentation"], h0, w0), 0),
-                    dtype=bool,
-                )
-            )
-            for a in annos
-        ]
-        classes = [int(a["category_id"]) for a in annos]
+        require_fields(self, dataset_dict, ["annotations"], "an instance")
+        image, masks, classes = augment_instance_annotations(
+            dataset_dict, self.image_format, self.augmentations
+        )
+        image_t = image_to_tensor(image)
         dataset_dict["image"] = image_t
         dataset_dict["instances"] = make_instances(
             tuple(image_t.shape[-2:]), classes, masks, with_boxes=True

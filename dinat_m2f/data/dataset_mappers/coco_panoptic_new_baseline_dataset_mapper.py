@@ -17,9 +17,9 @@ from .common import (
     lsj_augmentations,
     make_instances,
     panoptic_targets,
-    read_image,
+    pop_panoptic_inputs,
     read_label_map,
-    read_panoptic_ids,
+    require_fields,
     transform_label,
 )
 
@@ -73,16 +73,8 @@ class COCOPanopticNewBaselineDatasetMapper:
             The dict with "image", "instances" (and "sem_seg", height/width).
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        if "pan_seg_file_name" not in dataset_dict or "segments_info" not in dataset_dict:
-            raise ValueError(
-                f"{type(self).__name__}: the dict of '{dataset_dict.get('file_name')}' has no "
-                "'pan_seg_file_name'/'segments_info'; use a panoptic dataset or another "
-                "INPUT.DATASET_MAPPER_NAME"
-            )
-        image = read_image(dataset_dict, self.image_format)
-        pan_ids = read_panoptic_ids(dataset_dict.pop("pan_seg_file_name"))
-        segments_info = dataset_dict.pop("segments_info")
-        sem_file = dataset_dict.pop("sem_seg_file_name", None)
+        require_fields(self, dataset_dict, ["pan_seg_file_name", "segments_info"], "a panoptic")
+        image, pan_ids, segments_info, sem_file = pop_panoptic_inputs(dataset_dict, self.image_format)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         image_t = image_to_tensor(aug_input.image)

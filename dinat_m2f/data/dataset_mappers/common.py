@@ -250,3 +250,46 @@ def read_panoptic_ids(path: str) -> np.ndarray:
     Float64, like `read_label_map`, so that ids and semantic labels go through the same
     nearest-neighbour resize and stay aligned pixel for pixel."""
     return rgb2id(read_panoptic_png(path)).astype(np.float64)
+
+
+def require_fields(mapper: object, dataset_dict: dict, fields: Sequence[str], kind: str) -> None:
+    """A clear error when a dataset dict lacks what `mapper` reads (a dataset of another task)."""
+    missing = [name for name in fields if name not in dataset_dict]
+    if missing:
+        raise ValueError(
+            f"{type(mapper).__name__}: the dict of '{dataset_dict.get('file_name')}' has no "
+            f"{'/'.join(repr(m) for m in missing)}; use {kind} dataset or another "
+            "INPUT.DATASET_MAPPER_NAME"
+        )
+
+
+def augment_instance_annotations(
+    dataset_dict: dict, image_format: str, augmentations: T.AugmentationList
+) -> tuple[np.ndarray, list[torch.Tensor], list[int]]:
+    """Reads the image of a COCO-format instance dict, pops its "annotations", and applies
+    the augmentations to the image and to the masks of the non-crowd annotations.
+
+    Returns the augmented image (H, W, 3), one (H, W) bool mask tensor and one category id
+    per kept annotation (masks not yet padded)."""
+    image = read_image(dataset_dict, image_format)
+    h0, w0 = image.shape[:2]
+    annos = [a for a in dataset_dict.pop("annotations") if not a.get("iscrowd", 0)]
+    aug_input = T.AugInput(image)
+    transforms = augmentations(aug_input)
+    masks = [
+        torch.as_tensor(
+            np.array(transform_label(transforms, segmentation_to_mask(a["segmentation"], h0, w0), 0), dtype=bool)
+        )
+        for a in annos
+    ]
+    return aug_input.image, masks, [int(a["category_id"]) for a in annos]
+
+
+def pop_panoptic_inputs(dataset_dict: dict, image_format: str) -> tuple[np.ndarray, np.ndarray, list, str | None]:
+    """Reads the image and the panoptic id map of a panoptic dict and pops the panoptic
+    fields. Returns (image, segment ids (H, W) float64, segments_info, sem_seg_file_name or
+    None)."""
+    image = read_image(dataset_dict, image_format)
+    pan_ids = read_panoptic_ids(dataset_dict.pop("pan_seg_file_name"))
+    return image, pan_ids, dataset_dict.pop("segments_info"), dataset_dict.pop("sem_seg_file_name", None)
+

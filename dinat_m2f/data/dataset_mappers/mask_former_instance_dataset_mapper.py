@@ -7,21 +7,18 @@ from __future__ import annotations
 import copy
 import logging
 
-import numpy as np
-import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.data import transforms as T
 
 from .common import (
     IMAGE_PAD_VALUE,
+    augment_instance_annotations,
     ignore_label_of,
     image_to_tensor,
     make_instances,
     maskformer_augmentations,
     pad_bottom_right,
-    read_image,
-    segmentation_to_mask,
-    transform_label,
+    require_fields,
 )
 
 __all__ = ["MaskFormerInstanceDatasetMapper"]
@@ -79,26 +76,12 @@ class MaskFormerInstanceDatasetMapper:
             The dict with "image", "instances" (and height/width); "annotations" removed.
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        if "annotations" not in dataset_dict:
-            raise ValueError(
-                f"{type(self).__name__}: the dict of '{dataset_dict.get('file_name')}' has no "
-                "'annotations'; use an instance dataset or another INPUT.DATASET_MAPPER_NAME"
-            )
-        image = read_image(dataset_dict, self.image_format)
-        h0, w0 = image.shape[:2]
-        annos = [a for a in dataset_dict.pop("annotations") if not a.get("iscrowd", 0)]
-        aug_input = T.AugInput(image)
-        transforms = self.augmentations(aug_input)
-        image = aug_input.image
-
+        require_fields(self, dataset_dict, ["annotations"], "an instance")
+        image, masks, classes = augment_instance_annotations(
+            dataset_dict, self.image_format, self.augmentations
+        )
         image_t = pad_bottom_right(image_to_tensor(image), self.size_divisibility, IMAGE_PAD_VALUE)
-        masks = []
-        for anno in annos:
-            mask = segmentation_to_mask(anno["segmentation"], h0, w0)
-            mask = transform_label(transforms, mask, 0)
-            mask_t = torch.as_tensor(np.array(mask, dtype=bool))
-            masks.append(pad_bottom_right(mask_t, self.size_divisibility, 0))
-        classes = [int(a["category_id"]) for a in annos]
+        masks = [pad_bottom_right(m, self.size_divisibility, 0) for m in masks]
         dataset_dict["image"] = image_t
         dataset_dict["instances"] = make_instances(tuple(image_t.shape[-2:]), classes, masks)
         return dataset_dict

@@ -17,9 +17,9 @@ from .common import (
     make_instances,
     pad_bottom_right,
     panoptic_targets,
-    read_image,
+    pop_panoptic_inputs,
     read_label_map,
-    read_panoptic_ids,
+    require_fields,
     transform_label,
 )
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
@@ -46,16 +46,8 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
             The dict with "image", "instances" (and "sem_seg", height/width).
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        if "pan_seg_file_name" not in dataset_dict or "segments_info" not in dataset_dict:
-            raise ValueError(
-                f"{type(self).__name__}: the dict of '{dataset_dict.get('file_name')}' has no "
-                "'pan_seg_file_name'/'segments_info'; use a panoptic dataset or another "
-                "INPUT.DATASET_MAPPER_NAME"
-            )
-        image = read_image(dataset_dict, self.image_format)
-        pan_ids = read_panoptic_ids(dataset_dict.pop("pan_seg_file_name"))
-        segments_info = dataset_dict.pop("segments_info")
-        sem_file = dataset_dict.pop("sem_seg_file_name", None)
+        require_fields(self, dataset_dict, ["pan_seg_file_name", "segments_info"], "a panoptic")
+        image, pan_ids, segments_info, sem_file = pop_panoptic_inputs(dataset_dict, self.image_format)
         if sem_file is not None:
             sem_seg = read_label_map(sem_file)
         else:  # only for the crop's class-area constraint
