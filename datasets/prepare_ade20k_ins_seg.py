@@ -14,7 +14,6 @@ Output: ADEChallengeData2016/ade20k_instance_{train,val}.json
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -22,13 +21,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from _prepare_common import default_root, require
-from prepare_ade20k_pan_seg import (
-    INSTANCE_HINT,
-    default_catid_mapping,
-    instance_segments,
-    read_catid_mapping,
-)
+from _prepare_common import require
+from prepare_ade20k_pan_seg import INSTANCE_HINT, instance_segments, run_on_ade20k_splits
 
 from dinat_m2f.data.datasets.ade20k import ADE20K_150_CATEGORIES
 from dinat_m2f.data.formats import encode_rle, mask_bbox_xywh
@@ -84,27 +78,10 @@ def convert_split(ade: str, split: str, dirname: str, catid_mapping: dict) -> in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=default_root(), help="datasets root")
-    parser.add_argument(
-        "--catid-mapping",
-        default=None,
-        help="official ade20k_instance_catid_mapping.txt (default: the same table built in)",
+    return run_on_ade20k_splits(
+        __doc__.split("\n\n")[0], argv, convert_split,
+        "{split}: wrote ade20k_instance_{split}.json for {n} images",
     )
-    args = parser.parse_args(argv)
-    ade = require(
-        os.path.join(args.root, "ADEChallengeData2016"),
-        "ADE20K folder",
-        "Download ADEChallengeData2016.zip from http://sceneparsing.csail.mit.edu.",
-    )
-    if args.catid_mapping:
-        mapping = read_catid_mapping(require(args.catid_mapping, "category mapping file", ""))
-    else:
-        mapping = default_catid_mapping()
-    for split, dirname in (("train", "training"), ("val", "validation")):
-        n = convert_split(ade, split, dirname, mapping)
-        print(f"{split}: wrote ade20k_instance_{split}.json for {n} images")
-    return 0
 
 
 if __name__ == "__main__":

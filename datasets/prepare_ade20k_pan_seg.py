@@ -180,8 +180,13 @@ def convert_split(ade: str, split: str, dirname: str, catid_mapping: dict[int, i
     return len(images)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run_on_ade20k_splits(
+    description: str, argv: list[str] | None, convert, report: str
+) -> int:
+    """The command line shared by the ADE20K panoptic and instance scripts: `--root` and
+    `--catid-mapping`, then `convert(ade_folder, split, dirname, mapping)` per split, printing
+    `report.format(split=..., n=...)`."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--root", default=default_root(), help="datasets root")
     parser.add_argument(
         "--catid-mapping",
@@ -199,9 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         mapping = default_catid_mapping()
     for split, dirname in (("train", "training"), ("val", "validation")):
-        n = convert_split(ade, split, dirname, mapping)
-        print(f"{split}: wrote {n} panoptic PNGs and ade20k_panoptic_{split}.json")
+        n = convert(ade, split, dirname, mapping)
+        print(report.format(split=split, n=n))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_on_ade20k_splits(
+        __doc__.split("\n\n")[0], argv, convert_split,
+        "{split}: wrote {n} panoptic PNGs and ade20k_panoptic_{split}.json",
+    )
 
 
 if __name__ == "__main__":
