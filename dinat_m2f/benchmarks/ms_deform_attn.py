@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dinat_m2f.benchmarks.na import device_description, measure
+from dinat_m2f.benchmarks.na import device_description, time_forward_and_backward
 from dinat_m2f.layers import ms_deform_attn, native_backends
 from dinat_m2f.layers.ms_deform_attn_reference import ms_deform_attn_reference
 
@@ -96,24 +96,7 @@ def benchmark_row(impl: str, shape: Shape, args) -> dict:
     leaves = [x.clone().requires_grad_(x.is_floating_point()) for x in inputs]
     fn = FACTORIES[impl]
 
-    def forward():
-        with torch.no_grad():
-            fn(*inputs)
-
-    def forward_backward():
-        out = fn(*leaves)
-        out.backward(torch.ones_like(out))
-        for x in leaves:
-            x.grad = None
-
-    try:
-        row["fwd"], row["mem"] = measure(forward, device, args.warmup, args.repeats)
-        row["fwdbwd"], row["mem"] = measure(forward_backward, device, args.warmup, args.repeats)
-    except Exception as error:  # a row that cannot run says why; the table goes on
-        stage = "forward" if row["fwd"] is None else "backward"
-        first_sentence = str(error).splitlines()[0].split(". ")[0][:80]
-        row["note"] = f"{stage} failed: {type(error).__name__}: {first_sentence}"
-    return row
+    return time_forward_and_backward(row, fn, inputs, leaves, device, args)
 
 
 TABLE_HEADER = (

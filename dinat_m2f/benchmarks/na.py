@@ -253,6 +253,13 @@ def benchmark_row(impl: str, shape: Shape, args) -> dict:
     leaves = [x.clone().requires_grad_() for x in inputs]
     fn = FACTORIES[impl](shape)
 
+    return time_forward_and_backward(row, fn, inputs, leaves, device, args)
+
+
+def time_forward_and_backward(row: dict, fn, inputs, leaves, device, args) -> dict:
+    """Fills row["fwd"] (no grad, on `inputs`), row["fwdbwd"] (on `leaves`, which require
+    grad) and row["mem"]; a failure goes to row["note"] instead, so the table goes on."""
+
     def forward():
         with torch.no_grad():
             fn(*inputs)
@@ -263,7 +270,6 @@ def benchmark_row(impl: str, shape: Shape, args) -> dict:
         for x in leaves:
             x.grad = None
 
-    # a row that cannot run says why; the table goes on
     try:
         row["fwd"], row["mem"] = measure(forward, device, args.warmup, args.repeats)
         row["fwdbwd"], row["mem"] = measure(forward_backward, device, args.warmup, args.repeats)
