@@ -151,3 +151,22 @@ def test_enforce_input_project_adds_projection_convs():
     names = set(build_model(cfg).state_dict())
     for i in range(3):
         assert f"sem_seg_head.predictor.input_proj.{i}.weight" in names
+
+
+def test_instance_only_model_needs_no_thing_id_mapping():
+    """Cityscapes' instance metadata has thing_classes but no thing_dataset_id_to_contiguous_id:
+    an instance-only model builds and infers; a panoptic one says what is missing."""
+    from detectron2.data import MetadataCatalog
+
+    MetadataCatalog.get("_test_instance_only").set(thing_classes=["a", "b", "c"])
+    cfg = tiny_mask2former_cfg()
+    cfg.DATASETS.TRAIN = ("_test_instance_only",)
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = False
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        (result,) = model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}])
+    assert set(result) == {"instances"} and len(result["instances"]) <= 5
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = True
+    with pytest.raises(ValueError, match="thing_dataset_id_to_contiguous_id"):
+        build_model(cfg)

@@ -85,13 +85,13 @@ class MaskFormer(nn.Module):
         self.instance_on = instance_on
         self.panoptic_on = panoptic_on
         self.test_topk_per_image = test_topk_per_image
-        if panoptic_on or instance_on:
-            # thing classes decide stuff merging (panoptic) and which instances are kept
-            if not hasattr(metadata, "thing_dataset_id_to_contiguous_id"):
-                raise ValueError(
-                    "MaskFormer: panoptic/instance inference needs the metadata of DATASETS.TRAIN[0] "
-                    f"({getattr(metadata, 'name', '?')!r}) to define thing_dataset_id_to_contiguous_id"
-                )
+        # only panoptic models read the thing classes (stuff merging, and which instances a
+        # panoptic model keeps); instance-only datasets such as Cityscapes' need not define them
+        if panoptic_on and not hasattr(metadata, "thing_dataset_id_to_contiguous_id"):
+            raise ValueError(
+                "MaskFormer: panoptic inference needs the metadata of DATASETS.TRAIN[0] "
+                f"({getattr(metadata, 'name', '?')!r}) to define thing_dataset_id_to_contiguous_id"
+            )
 
     @classmethod
     def from_config(cls, cfg) -> dict:
