@@ -23,7 +23,6 @@ class SemanticSegmentorWithTTA(nn.Module):
         super().__init__()
         if isinstance(model, DistributedDataParallel):
             model = model.module
-        self.cfg = cfg.clone()
         self.model = model
         self.tta_mapper = DatasetMapperTTA(cfg)
         self.batch_size = batch_size

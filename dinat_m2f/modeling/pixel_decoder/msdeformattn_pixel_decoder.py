@@ -189,14 +189,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
             x = features[name].float()
             srcs.append(self.input_proj[idx](x))
             pos.append(self.pe_layer(x))
-        tokens, spatial_shapes, _ = self.transformer(srcs, pos)
-        batch = tokens.shape[0]
-        level_sizes = spatial_shapes.prod(1).tolist()
+        tokens, _, _ = self.transformer(srcs, pos)
+        # the levels' sizes are the inputs' (no host read of the encoder's shape tensor)
+        shapes = [tuple(src.shape[-2:]) for src in srcs]
+        level_tokens = torch.split(tokens, [h * w for h, w in shapes], dim=1)
         out = [
-            level_tokens.transpose(1, 2).reshape(batch, -1, height, width)
-            for level_tokens, (height, width) in zip(
-                torch.split(tokens, level_sizes, dim=1), spatial_shapes.tolist()
-            )
+            t.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+            for t, (h, w) in zip(level_tokens, shapes)
         ]
         # FPN: add each finer backbone map to the upsampled coarser output
         for idx, name in enumerate(self.in_features[: self.num_fpn_levels][::-1]):
