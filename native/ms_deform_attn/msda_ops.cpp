@@ -20,6 +20,7 @@
 #include <sstream>
 #include <vector>
 
+#include "../common/cpu_simd.h"
 #include "msda_kernels.h"
 
 namespace dinat_m2f {
@@ -178,19 +179,8 @@ Problem check_inputs(const char* op, const at::Tensor& value, const at::Tensor& 
 // CPU kernels: at::parallel_for, head-dim inner loops for the compiler to vectorise
 // (omp simd), accumulation in opmath_type.
 
-template <typename Acc, typename T>
-inline Acc dot(const Acc* a, const T* b, int n) {
-  Acc sum = Acc(0);
-#pragma omp simd reduction(+ : sum)
-  for (int i = 0; i < n; ++i) sum += a[i] * Acc(b[i]);
-  return sum;
-}
-
-template <typename Acc, typename T>
-inline void axpy(Acc alpha, const T* x, Acc* y, int n) {
-#pragma omp simd
-  for (int i = 0; i < n; ++i) y[i] += alpha * Acc(x[i]);
-}
+using cpu::axpy;
+using cpu::dot;
 
 // Parallel over (batch, query); each task produces the rows of all heads of its query.
 template <typename T>

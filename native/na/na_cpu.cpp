@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "na_kernels.h"
+#include "../common/cpu_simd.h"
 #include "na_tiled.h"
 
 namespace dinat_m2f {
@@ -19,19 +20,8 @@ int64_t grain_for(const Problem& p) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, work));
 }
 
-template <typename Acc, typename T>
-inline Acc dot(const Acc* a, const T* b, int n) {
-  Acc sum = Acc(0);
-#pragma omp simd reduction(+ : sum)
-  for (int i = 0; i < n; ++i) sum += a[i] * Acc(b[i]);
-  return sum;
-}
-
-template <typename Acc, typename T>
-inline void axpy(Acc alpha, const T* x, Acc* y, int n) {
-#pragma omp simd
-  for (int i = 0; i < n; ++i) y[i] += alpha * Acc(x[i]);
-}
+using cpu::axpy;
+using cpu::dot;
 
 // The loops visit a neighbor token once for all heads: its (heads, dim) row is contiguous,
 // which is far kinder to the caches than one head at a time.
