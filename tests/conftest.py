@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dinat_m2f._native import native_backends
+from dinat_m2f.ops.library import native_backends
 
 
 def pytest_configure(config):

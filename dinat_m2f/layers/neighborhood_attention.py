@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import na_checks
-from .na_functional import IntOrTuple, na2d, na2d_av, na2d_qk
+from ..ops.na import checks
+from .na import IntOrTuple, na2d, na2d_av, na2d_qk
 
 
 class NeighborhoodAttention2D(nn.Module):
@@ -47,7 +47,7 @@ class NeighborhoodAttention2D(nn.Module):
             raise ValueError(
                 f"{name}: num_heads must be >= 1 and divide dim, got dim={dim}, num_heads={num_heads}"
             )
-        self.kernel_size, self.dilation = na_checks.kernel_and_dilation(
+        self.kernel_size, self.dilation = checks.kernel_and_dilation(
             name, kernel_size, dilation, 2
         )
         self.dim = dim
@@ -84,11 +84,21 @@ class NeighborhoodAttention2D(nn.Module):
         # under autocast the projections return fp16/bf16 while the bias stays fp32
         rpb = None if self.rpb is None else self.rpb.to(query.dtype)
         if self.training and self.attn_drop.p > 0:
-            logits = na2d_qk(query * self.scale, key, self.kernel_size, self.dilation, rpb)
+            logits = na2d_qk(
+                query * self.scale, key, self.kernel_size, dilation=self.dilation, rpb=rpb
+            )
             attn = self.attn_drop(logits.softmax(dim=-1))
-            out = na2d_av(attn, value, self.kernel_size, self.dilation)
+            out = na2d_av(attn, value, self.kernel_size, dilation=self.dilation)
         else:
-            out = na2d(query, key, value, self.kernel_size, self.dilation, rpb, scale=self.scale)
+            out = na2d(
+                query,
+                key,
+                value,
+                self.kernel_size,
+                dilation=self.dilation,
+                rpb=rpb,
+                scale=self.scale,
+            )
         out = out.reshape(batch, padded_h, padded_w, self.dim)[:, :height, :width]
         return self.proj_drop(self.proj(out))
 

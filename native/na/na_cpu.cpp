@@ -1,13 +1,16 @@
-// CPU kernels of the NA ops: parallel over tokens with at::parallel_for, inner loops over the
-// head dim written for the compiler to vectorise (omp simd), accumulation in opmath_type
-// (float for half/bfloat16).
+// CPU kernels of the NA ops, registered for the CPU dispatch key: parallel over tokens with
+// at::parallel_for, inner loops over the head dim written for the compiler to vectorise
+// (omp simd), accumulation in opmath_type (float for half/bfloat16).
+//
+// Also the test-only ops dinat_m2f_testing::na_{qk,av}_tiled, which run the CUDA tiled
+// kernels' block programs (na_tiled.h) on the CPU with one emulated thread.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <vector>
 
-#include "na_kernels.h"
 #include "../common/cpu_simd.h"
+#include "na_ops.h"
 #include "na_tiled.h"
 
 namespace dinat_m2f {
@@ -150,67 +153,99 @@ void emulate_tiles(const Problem& p, int tile, int chunk, Elems smem_elems, Prog
     if (tiled::locate_tile(block, p, tile, &t)) program(SerialBlock{}, t, tile, chunk, smem.data());
 }
 
+// The device interface of na_ops.h.
+struct CpuKernels {
+  static void qk(const at::Tensor& query, const at::Tensor& key, const at::Tensor& rpb,
+                 at::Tensor& attn, const Problem& p) {
+    DINAT_M2F_DISPATCH_FLOATING_TYPES(query.scalar_type(), "na_qk_cpu", [&] {
+      qk_kernel<scalar_t>(query.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
+                          data_or_null<scalar_t>(rpb), attn.mutable_data_ptr<scalar_t>(), p);
+    });
+  }
+  static void av(const at::Tensor& attn, const at::Tensor& value, at::Tensor& out,
+                 const Problem& p) {
+    DINAT_M2F_DISPATCH_FLOATING_TYPES(attn.scalar_type(), "na_av_cpu", [&] {
+      av_kernel<scalar_t>(attn.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
+                          out.mutable_data_ptr<scalar_t>(), p);
+    });
+  }
+  static void inverse(const at::Tensor& weights, const at::Tensor& source, at::Tensor& out,
+                      const Problem& p) {
+    DINAT_M2F_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "na_inverse_cpu", [&] {
+      inverse_kernel<scalar_t>(weights.const_data_ptr<scalar_t>(),
+                               source.const_data_ptr<scalar_t>(),
+                               out.mutable_data_ptr<scalar_t>(), p);
+    });
+  }
+  static void rpb_grad(const at::Tensor& grad_attn, at::Tensor& grad_rpb, const Problem& p) {
+    DINAT_M2F_DISPATCH_FLOATING_TYPES(grad_attn.scalar_type(), "na_rpb_grad_cpu", [&] {
+      rpb_grad_kernel<scalar_t>(grad_attn.const_data_ptr<scalar_t>(),
+                                grad_rpb.mutable_data_ptr<scalar_t>(), p);
+    });
+  }
+};
+
+void check_tile(const char* op, int64_t tile, int64_t chunk) {
+  TORCH_CHECK_VALUE((tile == 0 && chunk == 0) || (tile >= 1 && chunk >= 1), op,
+                    ": tile and chunk must be >= 1, or both 0 for the CUDA launch's choice, "
+                    "got ", tile, ", ", chunk);
+}
+
+at::Tensor qk_tiled(const at::Tensor& query, const at::Tensor& key,
+                    const c10::optional<at::Tensor>& rpb, at::IntArrayRef kernel_size,
+                    at::IntArrayRef dilation, int64_t tile, int64_t chunk) {
+  const char* op = "na_qk_tiled";
+  const Problem p = make_problem(op, "query", query, kernel_size, dilation);
+  check_pair(op, "query", query, "key", key);
+  check_tile(op, tile, chunk);
+  const int64_t rank = kernel_size.size();
+  const at::Tensor bias = checked_rpb(op, rpb, p, query);
+  const at::Tensor q = as_2d(query, rank), k = as_2d(key, rank);
+  at::Tensor attn = empty_2d(p, p.neighbors(), query);
+  DINAT_M2F_DISPATCH_FLOATING_TYPES(query.scalar_type(), "na_qk_tiled", [&] {
+    const scalar_t* qp = q.const_data_ptr<scalar_t>();
+    const scalar_t* kp = k.const_data_ptr<scalar_t>();
+    const scalar_t* bp = data_or_null<scalar_t>(bias);
+    scalar_t* ap = attn.mutable_data_ptr<scalar_t>();
+    emulate_tiles<scalar_t>(
+        p, int(tile), int(chunk), tiled::qk_smem_elems,
+        [&](const SerialBlock& block, const tiled::Tile& t, int tile, int chunk, auto* smem) {
+          tiled::qk_tile_program(block, p, t, tile, chunk, qp, kp, bp, ap, smem);
+        });
+  });
+  return from_2d(attn, rank);
+}
+
+at::Tensor av_tiled(const at::Tensor& attn, const at::Tensor& value,
+                    at::IntArrayRef kernel_size, at::IntArrayRef dilation, int64_t tile,
+                    int64_t chunk) {
+  const char* op = "na_av_tiled";
+  const Problem p = make_problem(op, "value", value, kernel_size, dilation);
+  check_attn(op, "attn", attn, p, value);
+  check_tile(op, tile, chunk);
+  const int64_t rank = kernel_size.size();
+  const at::Tensor a = as_2d(attn, rank), v = as_2d(value, rank);
+  at::Tensor out = empty_2d(p, p.dim, value);
+  DINAT_M2F_DISPATCH_FLOATING_TYPES(value.scalar_type(), "na_av_tiled", [&] {
+    const scalar_t* ap = a.const_data_ptr<scalar_t>();
+    const scalar_t* vp = v.const_data_ptr<scalar_t>();
+    scalar_t* op_ = out.mutable_data_ptr<scalar_t>();
+    emulate_tiles<scalar_t>(
+        p, int(tile), int(chunk), tiled::av_smem_elems,
+        [&](const SerialBlock& block, const tiled::Tile& t, int tile, int chunk, auto* smem) {
+          tiled::av_tile_program(block, p, t, tile, chunk, ap, vp, op_, smem);
+        });
+  });
+  return from_2d(out, rank);
+}
+
 }  // namespace
 
-void qk_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& rpb,
-            at::Tensor& attn, const Problem& problem) {
-  NA_DISPATCH(query.scalar_type(), "na_qk_cpu", [&] {
-    qk_kernel<scalar_t>(query.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
-                        data_or_null<scalar_t>(rpb), attn.mutable_data_ptr<scalar_t>(), problem);
-  });
-}
+TORCH_LIBRARY_IMPL(dinat_m2f, CPU, m) { register_ops<CpuKernels>(m); }
 
-void av_cpu(const at::Tensor& attn, const at::Tensor& value, at::Tensor& out,
-            const Problem& problem) {
-  NA_DISPATCH(attn.scalar_type(), "na_av_cpu", [&] {
-    av_kernel<scalar_t>(attn.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
-                        out.mutable_data_ptr<scalar_t>(), problem);
-  });
-}
-
-void inverse_cpu(const at::Tensor& weights, const at::Tensor& source, at::Tensor& out,
-                 const Problem& problem) {
-  NA_DISPATCH(weights.scalar_type(), "na_inverse_cpu", [&] {
-    inverse_kernel<scalar_t>(weights.const_data_ptr<scalar_t>(),
-                             source.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
-                             problem);
-  });
-}
-
-void rpb_grad_cpu(const at::Tensor& grad_attn, at::Tensor& grad_rpb, const Problem& problem) {
-  NA_DISPATCH(grad_attn.scalar_type(), "na_rpb_grad_cpu", [&] {
-    rpb_grad_kernel<scalar_t>(grad_attn.const_data_ptr<scalar_t>(),
-                              grad_rpb.mutable_data_ptr<scalar_t>(), problem);
-  });
-}
-
-void qk_tiled_emulated_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& rpb,
-                           at::Tensor& attn, const Problem& problem, int tile, int chunk) {
-  NA_DISPATCH(query.scalar_type(), "na_qk_tiled_emulated", [&] {
-    const scalar_t* q = query.const_data_ptr<scalar_t>();
-    const scalar_t* k = key.const_data_ptr<scalar_t>();
-    const scalar_t* bias = data_or_null<scalar_t>(rpb);
-    scalar_t* a = attn.mutable_data_ptr<scalar_t>();
-    emulate_tiles<scalar_t>(
-        problem, tile, chunk, tiled::qk_smem_elems,
-        [&](const SerialBlock& block, const tiled::Tile& t, int tile, int chunk, auto* smem) {
-          tiled::qk_tile_program(block, problem, t, tile, chunk, q, k, bias, a, smem);
-        });
-  });
-}
-
-void av_tiled_emulated_cpu(const at::Tensor& attn, const at::Tensor& value, at::Tensor& out,
-                           const Problem& problem, int tile, int chunk) {
-  NA_DISPATCH(attn.scalar_type(), "na_av_tiled_emulated", [&] {
-    const scalar_t* a = attn.const_data_ptr<scalar_t>();
-    const scalar_t* v = value.const_data_ptr<scalar_t>();
-    scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    emulate_tiles<scalar_t>(
-        problem, tile, chunk, tiled::av_smem_elems,
-        [&](const SerialBlock& block, const tiled::Tile& t, int tile, int chunk, auto* smem) {
-          tiled::av_tile_program(block, problem, t, tile, chunk, a, v, o, smem);
-        });
-  });
+TORCH_LIBRARY_IMPL(dinat_m2f_testing, CPU, m) {
+  m.impl("na_qk_tiled", &qk_tiled);
+  m.impl("na_av_tiled", &av_tiled);
 }
 
 }  // namespace na

@@ -1,4 +1,4 @@
-// CUDA kernels of the NA ops.
+// CUDA kernels of the NA ops, registered for the CUDA dispatch key.
 //
 // Naive kernels (one thread per output element, grid-stride loops) cover every op, dtype,
 // kernel size and head dim. The 2D QK and AV kernels for DiNAT's sizes (kernel 3..13, head
@@ -12,7 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "na_kernels.h"
+#include "na_ops.h"
 #include "na_tiled.h"
 
 namespace dinat_m2f {
@@ -158,79 +158,84 @@ __global__ void av_tiled_kernel(const T* attn, const T* value, T* out, Problem p
                          value, out, reinterpret_cast<Acc*>(smem_bytes));
 }
 
+// The device interface of na_ops.h.
+struct CudaKernels {
+  static void qk(const at::Tensor& query, const at::Tensor& key, const at::Tensor& rpb,
+               at::Tensor& attn, const Problem& p) {
+    const c10::cuda::CUDAGuard guard(query.device());
+    const int64_t total = p.tokens() * p.heads * p.neighbors();
+    if (total == 0) return;
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    DINAT_M2F_DISPATCH_FLOATING_TYPES(query.scalar_type(), "na_qk_cuda", [&] {
+      using Acc = at::opmath_type<scalar_t>;
+      const tiled::TilePlan plan = tiled::plan_tiles(p, sizeof(Acc), tiled::qk_smem_elems);
+      if (plan.use) {
+        qk_tiled_kernel<scalar_t><<<unsigned(tiled::num_blocks(p, plan.tile)), kThreads,
+                                    plan.smem_bytes, stream>>>(
+            query.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
+            data_or_null<scalar_t>(rpb), attn.mutable_data_ptr<scalar_t>(), p, plan.tile,
+            plan.chunk);
+      } else {
+        qk_naive_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+            query.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
+            data_or_null<scalar_t>(rpb), attn.mutable_data_ptr<scalar_t>(), p);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  static void av(const at::Tensor& attn, const at::Tensor& value, at::Tensor& out, const Problem& p) {
+    const c10::cuda::CUDAGuard guard(attn.device());
+    const int64_t total = p.tokens() * p.heads * p.dim;
+    if (total == 0) return;
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    DINAT_M2F_DISPATCH_FLOATING_TYPES(attn.scalar_type(), "na_av_cuda", [&] {
+      using Acc = at::opmath_type<scalar_t>;
+      const tiled::TilePlan plan = tiled::plan_tiles(p, sizeof(Acc), tiled::av_smem_elems);
+      if (plan.use) {
+        av_tiled_kernel<scalar_t><<<unsigned(tiled::num_blocks(p, plan.tile)), kThreads,
+                                    plan.smem_bytes, stream>>>(
+            attn.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
+            out.mutable_data_ptr<scalar_t>(), p, plan.tile, plan.chunk);
+      } else {
+        av_naive_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+            attn.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
+            out.mutable_data_ptr<scalar_t>(), p);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  static void inverse(const at::Tensor& weights, const at::Tensor& source, at::Tensor& out,
+                    const Problem& p) {
+    const c10::cuda::CUDAGuard guard(weights.device());
+    const int64_t total = p.tokens() * p.heads * p.dim;
+    if (total == 0) return;
+    DINAT_M2F_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "na_inverse_cuda", [&] {
+      inverse_naive_kernel<scalar_t><<<blocks_for(total), kThreads, 0,
+                                       c10::cuda::getCurrentCUDAStream()>>>(
+          weights.const_data_ptr<scalar_t>(), source.const_data_ptr<scalar_t>(),
+          out.mutable_data_ptr<scalar_t>(), p);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  static void rpb_grad(const at::Tensor& grad_attn, at::Tensor& grad_rpb, const Problem& p) {
+    const c10::cuda::CUDAGuard guard(grad_attn.device());
+    const int64_t entries = int64_t(p.heads) * (2 * p.h.kernel - 1) * (2 * p.w.kernel - 1);
+    if (entries == 0) return;
+    DINAT_M2F_DISPATCH_FLOATING_TYPES(grad_attn.scalar_type(), "na_rpb_grad_cuda", [&] {
+      rpb_grad_kernel<scalar_t><<<unsigned(entries), kThreads, 0,
+                                  c10::cuda::getCurrentCUDAStream()>>>(
+          grad_attn.const_data_ptr<scalar_t>(), grad_rpb.mutable_data_ptr<scalar_t>(), p);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+};
+
 }  // namespace
 
-void qk_cuda(const at::Tensor& query, const at::Tensor& key, const at::Tensor& rpb,
-             at::Tensor& attn, const Problem& p) {
-  const c10::cuda::CUDAGuard guard(query.device());
-  const int64_t total = p.tokens() * p.heads * p.neighbors();
-  if (total == 0) return;
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  NA_DISPATCH(query.scalar_type(), "na_qk_cuda", [&] {
-    using Acc = at::opmath_type<scalar_t>;
-    const tiled::TilePlan plan = tiled::plan_tiles(p, sizeof(Acc), tiled::qk_smem_elems);
-    if (plan.use) {
-      qk_tiled_kernel<scalar_t><<<unsigned(tiled::num_blocks(p, plan.tile)), kThreads,
-                                  plan.smem_bytes, stream>>>(
-          query.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
-          data_or_null<scalar_t>(rpb), attn.mutable_data_ptr<scalar_t>(), p, plan.tile,
-          plan.chunk);
-    } else {
-      qk_naive_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-          query.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
-          data_or_null<scalar_t>(rpb), attn.mutable_data_ptr<scalar_t>(), p);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-void av_cuda(const at::Tensor& attn, const at::Tensor& value, at::Tensor& out, const Problem& p) {
-  const c10::cuda::CUDAGuard guard(attn.device());
-  const int64_t total = p.tokens() * p.heads * p.dim;
-  if (total == 0) return;
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  NA_DISPATCH(attn.scalar_type(), "na_av_cuda", [&] {
-    using Acc = at::opmath_type<scalar_t>;
-    const tiled::TilePlan plan = tiled::plan_tiles(p, sizeof(Acc), tiled::av_smem_elems);
-    if (plan.use) {
-      av_tiled_kernel<scalar_t><<<unsigned(tiled::num_blocks(p, plan.tile)), kThreads,
-                                  plan.smem_bytes, stream>>>(
-          attn.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
-          out.mutable_data_ptr<scalar_t>(), p, plan.tile, plan.chunk);
-    } else {
-      av_naive_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-          attn.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
-          out.mutable_data_ptr<scalar_t>(), p);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-void inverse_cuda(const at::Tensor& weights, const at::Tensor& source, at::Tensor& out,
-                  const Problem& p) {
-  const c10::cuda::CUDAGuard guard(weights.device());
-  const int64_t total = p.tokens() * p.heads * p.dim;
-  if (total == 0) return;
-  NA_DISPATCH(weights.scalar_type(), "na_inverse_cuda", [&] {
-    inverse_naive_kernel<scalar_t><<<blocks_for(total), kThreads, 0,
-                                     c10::cuda::getCurrentCUDAStream()>>>(
-        weights.const_data_ptr<scalar_t>(), source.const_data_ptr<scalar_t>(),
-        out.mutable_data_ptr<scalar_t>(), p);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-void rpb_grad_cuda(const at::Tensor& grad_attn, at::Tensor& grad_rpb, const Problem& p) {
-  const c10::cuda::CUDAGuard guard(grad_attn.device());
-  const int64_t entries = int64_t(p.heads) * (2 * p.h.kernel - 1) * (2 * p.w.kernel - 1);
-  if (entries == 0) return;
-  NA_DISPATCH(grad_attn.scalar_type(), "na_rpb_grad_cuda", [&] {
-    rpb_grad_kernel<scalar_t><<<unsigned(entries), kThreads, 0,
-                                c10::cuda::getCurrentCUDAStream()>>>(
-        grad_attn.const_data_ptr<scalar_t>(), grad_rpb.mutable_data_ptr<scalar_t>(), p);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
+TORCH_LIBRARY_IMPL(dinat_m2f, CUDA, m) { register_ops<CudaKernels>(m); }
 
 }  // namespace na
 }  // namespace dinat_m2f

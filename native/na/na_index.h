@@ -13,11 +13,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define NA_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define NA_HOST_DEVICE inline
-#endif
+#include "../common/host_device.h"
 
 namespace dinat_m2f {
 namespace na {
@@ -37,17 +33,17 @@ struct Problem {
   Axis h;
   Axis w;
 
-  NA_HOST_DEVICE int neighbors() const { return h.kernel * w.kernel; }
-  NA_HOST_DEVICE int64_t tokens() const { return batch * h.length * w.length; }
+  DINAT_M2F_HOST_DEVICE int neighbors() const { return h.kernel * w.kernel; }
+  DINAT_M2F_HOST_DEVICE int64_t tokens() const { return batch * h.length * w.length; }
 };
 
 // Tokens in dilation group `group`.
-NA_HOST_DEVICE int group_length(const Axis& a, int group) {
+DINAT_M2F_HOST_DEVICE int group_length(const Axis& a, int group) {
   return (a.length - group + a.dilation - 1) / a.dilation;
 }
 
 // First in-group position of the window of the query at in-group position `pos`.
-NA_HOST_DEVICE int window_start(int pos, int group_len, int kernel) {
+DINAT_M2F_HOST_DEVICE int window_start(int pos, int group_len, int kernel) {
   int start = pos - kernel / 2;
   if (start < 0) start = 0;
   const int last = group_len - kernel;
@@ -62,7 +58,7 @@ struct Window {
   int bias_first;
 };
 
-NA_HOST_DEVICE Window window_of(int index, const Axis& a) {
+DINAT_M2F_HOST_DEVICE Window window_of(int index, const Axis& a) {
   const int group = index % a.dilation;
   const int pos = index / a.dilation;
   const int start = window_start(pos, group_length(a, group), a.kernel);
@@ -80,7 +76,7 @@ struct InverseRange {
   int last_pos;  // inclusive
 };
 
-NA_HOST_DEVICE InverseRange inverse_range(int key, const Axis& a) {
+DINAT_M2F_HOST_DEVICE InverseRange inverse_range(int key, const Axis& a) {
   InverseRange r;
   r.group = key % a.dilation;
   r.key_pos = key / a.dilation;
@@ -93,7 +89,7 @@ NA_HOST_DEVICE InverseRange inverse_range(int key, const Axis& a) {
 
 // Neighbor slot of the key within the window of the query at in-group position `pos`,
 // or -1 when the window does not hold it.
-NA_HOST_DEVICE int slot_in_window(const InverseRange& r, int pos, int kernel) {
+DINAT_M2F_HOST_DEVICE int slot_in_window(const InverseRange& r, int pos, int kernel) {
   const int slot = r.key_pos - window_start(pos, r.group_len, kernel);
   return (slot >= 0 && slot < kernel) ? slot : -1;
 }
@@ -101,7 +97,7 @@ NA_HOST_DEVICE int slot_in_window(const InverseRange& r, int pos, int kernel) {
 // Calls visit(query_h, query_w, slot) for every query whose window holds the key at
 // (key_h, key_w), slot being the key's row-major index in that window.
 template <typename Visit>
-NA_HOST_DEVICE void for_each_query_of_key(int key_h, int key_w, const Problem& p, Visit&& visit) {
+DINAT_M2F_HOST_DEVICE void for_each_query_of_key(int key_h, int key_w, const Problem& p, Visit&& visit) {
   const InverseRange rh = inverse_range(key_h, p.h), rw = inverse_range(key_w, p.w);
   for (int ph = rh.first_pos; ph <= rh.last_pos; ++ph) {
     const int slot_h = slot_in_window(rh, ph, p.h.kernel);
@@ -122,12 +118,12 @@ struct TokenCoords {
   int w;
 };
 
-NA_HOST_DEVICE TokenCoords coords_of(int64_t token, const Problem& p) {
+DINAT_M2F_HOST_DEVICE TokenCoords coords_of(int64_t token, const Problem& p) {
   return {token / (int64_t(p.h.length) * p.w.length), int((token / p.w.length) % p.h.length),
           int(token % p.w.length)};
 }
 
-NA_HOST_DEVICE int64_t token_of(int64_t batch, int h, int w, const Problem& p) {
+DINAT_M2F_HOST_DEVICE int64_t token_of(int64_t batch, int h, int w, const Problem& p) {
   return (batch * p.h.length + h) * p.w.length + w;
 }
 

@@ -22,28 +22,28 @@ namespace na {
 namespace tiled {
 
 // Tiles along an axis: the longest dilation group has ceil(L / d) tokens.
-NA_HOST_DEVICE int tiles_along(const Axis& a, int tile) {
+DINAT_M2F_HOST_DEVICE int tiles_along(const Axis& a, int tile) {
   const int longest_group = (a.length + a.dilation - 1) / a.dilation;
   return (longest_group + tile - 1) / tile;
 }
 
-NA_HOST_DEVICE int64_t num_blocks(const Problem& p, int tile) {
+DINAT_M2F_HOST_DEVICE int64_t num_blocks(const Problem& p, int tile) {
   return p.batch * p.heads * p.h.dilation * p.w.dilation * tiles_along(p.h, tile) *
          tiles_along(p.w, tile);
 }
 
 // Shared-memory row stride of a staged chunk, padded by one to spread banks.
-NA_HOST_DEVICE int padded(int chunk) { return chunk + 1; }
+DINAT_M2F_HOST_DEVICE int padded(int chunk) { return chunk + 1; }
 
 // Elements of shared memory each program needs.
-NA_HOST_DEVICE int64_t key_box_elems(const Problem& p, int tile, int chunk) {
+DINAT_M2F_HOST_DEVICE int64_t key_box_elems(const Problem& p, int tile, int chunk) {
   return int64_t(tile + p.h.kernel - 1) * (tile + p.w.kernel - 1) * padded(chunk);
 }
-NA_HOST_DEVICE int64_t qk_smem_elems(const Problem& p, int tile, int chunk) {
+DINAT_M2F_HOST_DEVICE int64_t qk_smem_elems(const Problem& p, int tile, int chunk) {
   const int64_t queries = int64_t(tile) * tile;
   return queries * p.neighbors() + queries * padded(chunk) + key_box_elems(p, tile, chunk);
 }
-NA_HOST_DEVICE int64_t av_smem_elems(const Problem& p, int tile, int chunk) {
+DINAT_M2F_HOST_DEVICE int64_t av_smem_elems(const Problem& p, int tile, int chunk) {
   return int64_t(tile) * tile * p.neighbors() + key_box_elems(p, tile, chunk);
 }
 
@@ -56,12 +56,12 @@ struct TileAxis {
   int box_start;  // in-group position of the first key of the box
   int box_len;
 
-  NA_HOST_DEVICE int token(int pos, int dilation) const { return group + pos * dilation; }
+  DINAT_M2F_HOST_DEVICE int token(int pos, int dilation) const { return group + pos * dilation; }
   // Box row (or column) of neighbor `slot` of the tile's query `q`.
-  NA_HOST_DEVICE int box_index(int q, int slot, int kernel) const {
+  DINAT_M2F_HOST_DEVICE int box_index(int q, int slot, int kernel) const {
     return window_start(first_pos + q, group_len, kernel) - box_start + slot;
   }
-  NA_HOST_DEVICE int bias_index(int q, int slot, int kernel) const {
+  DINAT_M2F_HOST_DEVICE int bias_index(int q, int slot, int kernel) const {
     return window_start(first_pos + q, group_len, kernel) + slot - (first_pos + q) + kernel - 1;
   }
 };
@@ -73,7 +73,7 @@ struct Tile {
   TileAxis w;
 };
 
-NA_HOST_DEVICE bool place_axis(const Axis& a, int group, int tile_index, int tile, TileAxis* out) {
+DINAT_M2F_HOST_DEVICE bool place_axis(const Axis& a, int group, int tile_index, int tile, TileAxis* out) {
   out->group = group;
   out->group_len = group_length(a, group);
   out->first_pos = tile_index * tile;
@@ -87,7 +87,7 @@ NA_HOST_DEVICE bool place_axis(const Axis& a, int group, int tile_index, int til
 }
 
 // Decodes a block index; false for tiles past the end of a short dilation group.
-NA_HOST_DEVICE bool locate_tile(int64_t block, const Problem& p, int tile, Tile* t) {
+DINAT_M2F_HOST_DEVICE bool locate_tile(int64_t block, const Problem& p, int tile, Tile* t) {
   const int tiles_w = tiles_along(p.w, tile);
   const int tiles_h = tiles_along(p.h, tile);
   const int tile_w = int(block % tiles_w);
@@ -105,18 +105,18 @@ NA_HOST_DEVICE bool locate_tile(int64_t block, const Problem& p, int tile, Tile*
 }
 
 // Flat (batch, height, width) token index of the tile's query or box entry.
-NA_HOST_DEVICE int64_t query_token(const Problem& p, const Tile& t, int q) {
+DINAT_M2F_HOST_DEVICE int64_t query_token(const Problem& p, const Tile& t, int q) {
   const int qh = q / t.w.count, qw = q % t.w.count;
   return token_of(t.batch, t.h.token(t.h.first_pos + qh, p.h.dilation),
                   t.w.token(t.w.first_pos + qw, p.w.dilation), p);
 }
-NA_HOST_DEVICE int64_t box_token(const Problem& p, const Tile& t, int box) {
+DINAT_M2F_HOST_DEVICE int64_t box_token(const Problem& p, const Tile& t, int box) {
   const int bh = box / t.w.box_len, bw = box % t.w.box_len;
   return token_of(t.batch, t.h.token(t.h.box_start + bh, p.h.dilation),
                   t.w.token(t.w.box_start + bw, p.w.dilation), p);
 }
 // Box entry read by neighbor n of query q.
-NA_HOST_DEVICE int box_of_neighbor(const Problem& p, const Tile& t, int q, int n) {
+DINAT_M2F_HOST_DEVICE int box_of_neighbor(const Problem& p, const Tile& t, int q, int n) {
   const int qh = q / t.w.count, qw = q % t.w.count;
   const int nh = n / p.w.kernel, nw = n % p.w.kernel;
   return t.h.box_index(qh, nh, p.h.kernel) * t.w.box_len + t.w.box_index(qw, nw, p.w.kernel);
@@ -124,7 +124,7 @@ NA_HOST_DEVICE int box_of_neighbor(const Problem& p, const Tile& t, int q, int n
 
 // Stages channels [c0, c0 + count) of every box token of `src` into `box`.
 template <typename T, typename Acc, typename Block>
-NA_HOST_DEVICE void stage_box(const Block& block, const Problem& p, const Tile& t, const T* src,
+DINAT_M2F_HOST_DEVICE void stage_box(const Block& block, const Problem& p, const Tile& t, const T* src,
                               int c0, int count, Acc* box) {
   const int entries = t.h.box_len * t.w.box_len * count;
   for (int e = block.tid; e < entries; e += block.threads) {
@@ -137,7 +137,7 @@ NA_HOST_DEVICE void stage_box(const Block& block, const Problem& p, const Tile& 
 // attn[q, n] = <query[q], key[neighbor n of q]> (+ rpb): logits for the tile's queries.
 // smem: tile*tile*K accumulators, then the query chunk, then the key box chunk.
 template <typename T, typename Acc, typename Block>
-NA_HOST_DEVICE void qk_tile_program(const Block& block, const Problem& p, const Tile& t, int tile,
+DINAT_M2F_HOST_DEVICE void qk_tile_program(const Block& block, const Problem& p, const Tile& t, int tile,
                                     int chunk, const T* query, const T* key, const T* rpb,
                                     T* attn, Acc* smem) {
   const int K = p.neighbors();
@@ -184,7 +184,7 @@ NA_HOST_DEVICE void qk_tile_program(const Block& block, const Problem& p, const 
 // out[q] = sum_n attn[q, n] * value[neighbor n of q] for the tile's queries.
 // smem: the tile's attention weights, then the value box chunk.
 template <typename T, typename Acc, typename Block>
-NA_HOST_DEVICE void av_tile_program(const Block& block, const Problem& p, const Tile& t, int tile,
+DINAT_M2F_HOST_DEVICE void av_tile_program(const Block& block, const Problem& p, const Tile& t, int tile,
                                     int chunk, const T* attn, const T* value, T* out, Acc* smem) {
   const int K = p.neighbors();
   const int queries = t.h.count * t.w.count;

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dinat_m2f.layers import ms_deform_attn
-from dinat_m2f.layers.ms_deform_attn_reference import ms_deform_attn_reference
+from dinat_m2f.ops.ms_deform_attn.reference import ms_deform_attn_reference
 from tests.conftest import requires_native
 from tests.ms_deform_attn_brute_force import ms_deform_attn_brute_force
 

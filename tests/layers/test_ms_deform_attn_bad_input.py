@@ -5,7 +5,7 @@ the raw native ops (whose C++ checks run even when called directly)."""
 import pytest
 import torch
 
-import dinat_m2f._native as native
+import dinat_m2f.ops.library as library
 from dinat_m2f.layers import ms_deform_attn
 from tests.conftest import requires_native
 
@@ -164,9 +164,9 @@ def test_good_input_runs():
 @pytest.mark.parametrize("name,override,message", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
 def test_public_function_raises_value_error(monkeypatch, path, name, override, message):
     if path == "pure-pytorch":
-        monkeypatch.setattr(native, "_MS_DEFORM_ATTN_BACKENDS", ())
-        monkeypatch.setattr(native, "_warned", {("ms_deform_attn", "cpu")})
-    elif "CPU" not in native.native_backends("ms_deform_attn"):
+        monkeypatch.setitem(library.BACKENDS, "ms_deform_attn", ())
+        monkeypatch.setattr(library, "_warned", {("ms_deform_attn", "cpu")})
+    elif "CPU" not in library.native_backends("ms_deform_attn"):
         pytest.skip("native CPU kernels not built")
     with pytest.raises(ValueError, match=message):
         call(**override)

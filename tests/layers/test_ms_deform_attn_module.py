@@ -11,9 +11,9 @@ import warnings
 import pytest
 import torch
 
-import dinat_m2f._native as native
+import dinat_m2f.ops.library as library
 from dinat_m2f.layers import MSDeformAttn, ms_deform_attn
-from dinat_m2f.layers.ms_deform_attn_reference import ms_deform_attn_reference
+from dinat_m2f.ops.ms_deform_attn.reference import ms_deform_attn_reference
 from tests.conftest import requires_native
 
 LEVEL_SHAPES = [(8, 6), (4, 3), (2, 2)]
@@ -188,8 +188,8 @@ def test_fallback_warns_once_and_matches_native(monkeypatch):
         return [out, *torch.autograd.grad(out.sin().sum(), leaves)]
 
     native_results = run()
-    monkeypatch.setattr(native, "_MS_DEFORM_ATTN_BACKENDS", ())
-    monkeypatch.setattr(native, "_warned", set())
+    monkeypatch.setitem(library.BACKENDS, "ms_deform_attn", ())
+    monkeypatch.setattr(library, "_warned", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fallback_results = run()

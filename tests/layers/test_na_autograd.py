@@ -19,22 +19,22 @@ def test_gradcheck_2d(with_rpb):
     rpb = rand(2, 5, 9, seed=3) if with_rpb else None
     kernel, dilation = (3, 5), (2, 1)
     assert torch.autograd.gradcheck(
-        lambda q, k, rpb: na2d_qk(q, k, kernel, dilation, rpb), (q, k, rpb)
+        lambda q, k, rpb: na2d_qk(q, k, kernel, dilation=dilation, rpb=rpb), (q, k, rpb)
     )
     attn = rand(1, 7, 6, 2, 15, seed=4)
-    assert torch.autograd.gradcheck(lambda a, v: na2d_av(a, v, kernel, dilation), (attn, v))
+    assert torch.autograd.gradcheck(lambda a, v: na2d_av(a, v, kernel, dilation=dilation), (attn, v))
     assert torch.autograd.gradcheck(
-        lambda q, k, v, rpb: na2d(q, k, v, kernel, dilation, rpb), (q, k, v, rpb)
+        lambda q, k, v, rpb: na2d(q, k, v, kernel, dilation=dilation, rpb=rpb), (q, k, v, rpb)
     )
 
 
 def test_gradcheck_1d():
     q, k, v = (rand(2, 11, 2, 3, seed=s) for s in range(3))
     rpb = rand(2, 5, seed=3)
-    assert torch.autograd.gradcheck(lambda q, k, rpb: na1d_qk(q, k, 3, 3, rpb), (q, k, rpb))
+    assert torch.autograd.gradcheck(lambda q, k, rpb: na1d_qk(q, k, 3, dilation=3, rpb=rpb), (q, k, rpb))
     attn = rand(2, 11, 2, 3, seed=4)
-    assert torch.autograd.gradcheck(lambda a, v: na1d_av(a, v, 3, 3), (attn, v))
-    assert torch.autograd.gradcheck(lambda q, k, v, rpb: na1d(q, k, v, 3, 3, rpb), (q, k, v, rpb))
+    assert torch.autograd.gradcheck(lambda a, v: na1d_av(a, v, 3, dilation=3), (attn, v))
+    assert torch.autograd.gradcheck(lambda q, k, v, rpb: na1d(q, k, v, 3, dilation=3, rpb=rpb), (q, k, v, rpb))
 
 
 def sdpa_heads_last(q, k, v):

@@ -65,9 +65,9 @@ def test_av_bad_attn():
 
 def test_1d_messages():
     with pytest.raises(ValueError, match=r"na1d: query has spatial size \(7,\) .* needs at least \(9,\) \(axis 0: 7 < 3\*3\)"):
-        na1d(t(1, 7, 1, 4), t(1, 7, 1, 4), t(1, 7, 1, 4), 3, 3)
+        na1d(t(1, 7, 1, 4), t(1, 7, 1, 4), t(1, 7, 1, 4), 3, dilation=3)
     with pytest.raises(ValueError, match=r"na1d: rpb must have shape .* = \(1, 5\)"):
-        na1d(t(1, 7, 1, 4), t(1, 7, 1, 4), t(1, 7, 1, 4), 3, 1, rpb=t(1, 5, 5))
+        na1d(t(1, 7, 1, 4), t(1, 7, 1, 4), t(1, 7, 1, 4), 3, dilation=1, rpb=t(1, 5, 5))
 
 
 @requires_native
@@ -90,3 +90,45 @@ def test_1d_messages():
 def test_raw_native_ops_raise_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call(torch.ops.dinat_m2f)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: na2d(Q, Q, Q, 3, 1),
+        lambda: na2d(Q, Q, Q, 3, 1, RPB),
+        lambda: na2d_qk(Q, Q, 3, 1),
+        lambda: na2d_av(ATTN, Q, 3, 1),
+        lambda: na1d(t(1, 7, 1, 4), t(1, 7, 1, 4), t(1, 7, 1, 4), 3, 1),
+    ],
+)
+def test_arguments_after_kernel_size_are_keyword_only(call):
+    # NATTEN's functions take other arguments in those positions: a positional rpb or
+    # dilation must not silently land in the wrong one
+    with pytest.raises(TypeError, match="positional argument"):
+        call()
+
+
+# (op, args, message): the native ops' fake kernels run the public functions' checks, so a
+# traced (torch.compile / FakeTensor) call fails like an eager one.
+FAKE_BAD = [
+    ("na_qk", (Q, Q[..., :4], None, [3, 3], [1, 1]), r"na_qk: query and key must have the same head dim"),
+    ("na_qk", (Q, Q, None, [5, 5], [2, 2]), r"na_qk: query has spatial size \(9, 10\) .* needs at least"),
+    ("na_qk", (Q, Q, RPB[:, :3], [3, 3], [1, 1]), r"na_qk: rpb must have shape .* = \(2, 5, 5\)"),
+    ("na_qk", (Q, Q, None, [3, 3, 3], [1, 1, 1]), r"na_qk: kernel_size must have one entry per spatial axis"),
+    ("na_av", (ATTN[..., :4], Q, [3, 3], [1, 1]), r"na_av: attn must have shape"),
+    ("na_qk_backward", (ATTN, Q, Q, [5, 5], [1, 1]), r"na_qk_backward: grad_attn must have shape"),
+    ("na_av_backward", (Q[..., :4], ATTN, Q, [3, 3], [1, 1]), r"na_av_backward: grad_out and value must have the same head dim"),
+    ("na_rpb_backward", (ATTN, [5, 5], [1, 1]), r"na_rpb_backward: grad_attn's last dim must be prod\(kernel_size\) = 25, got 9"),
+]
+
+
+@requires_native
+@pytest.mark.parametrize("op,args,message", FAKE_BAD, ids=[f"{c[0]}-{i}" for i, c in enumerate(FAKE_BAD)])
+def test_fake_kernels_run_the_same_checks(op, args, message):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        with pytest.raises(ValueError, match=message):
+            getattr(torch.ops.dinat_m2f, op)(*fake)

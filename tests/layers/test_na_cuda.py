@@ -46,7 +46,7 @@ def test_cuda_matches_cpu(shape, dtype):
     na = na2d if len(spatial) == 2 else na1d
 
     def fn(q, k, v, rpb):
-        return na(q, k, v, kernel, dilation, rpb)
+        return na(q, k, v, kernel, dilation=dilation, rpb=rpb)
 
     expected = run(fn, [q, k, v, rpb])
     got = run(fn, [x.to("cuda", dtype) for x in (q, k, v, rpb)])
@@ -62,18 +62,18 @@ def test_cuda_unfused_ops_float32(kernel, dim):
     g = torch.Generator().manual_seed(kernel)
     q, k, v = (torch.randn(1, 3 * kernel, 3 * kernel + 2, 2, dim, generator=g) for _ in range(3))
     rpb = torch.randn(2, 2 * kernel - 1, 2 * kernel - 1, generator=g)
-    logits = na2d_qk(q, k, kernel, 2, rpb)
+    logits = na2d_qk(q, k, kernel, dilation=2, rpb=rpb)
     cuda = [x.cuda() for x in (q, k, v, rpb)]
-    torch.testing.assert_close(na2d_qk(cuda[0], cuda[1], kernel, 2, cuda[3]).cpu(), logits,
+    torch.testing.assert_close(na2d_qk(cuda[0], cuda[1], kernel, dilation=2, rpb=cuda[3]).cpu(), logits,
                                rtol=1e-4, atol=1e-4)
     attn = logits.softmax(-1)
-    torch.testing.assert_close(na2d_av(attn.cuda(), cuda[2], kernel, 2).cpu(),
-                               na2d_av(attn, v, kernel, 2), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(na2d_av(attn.cuda(), cuda[2], kernel, dilation=2).cpu(),
+                               na2d_av(attn, v, kernel, dilation=2), rtol=1e-4, atol=1e-4)
 
 
 def test_cuda_empty_batch_and_non_contiguous():
     q = torch.randn(0, 9, 9, 2, 32, device="cuda")
     assert na2d(q, q, q, 3).shape == q.shape
     x = torch.randn(2, 2, 16, 17, 32, device="cuda").permute(0, 2, 3, 1, 4)
-    torch.testing.assert_close(na2d(x, x, x, 5, 3).cpu(), na2d(x.cpu(), x.cpu(), x.cpu(), 5, 3),
+    torch.testing.assert_close(na2d(x, x, x, 5, dilation=3).cpu(), na2d(x.cpu(), x.cpu(), x.cpu(), 5, dilation=3),
                                rtol=1e-4, atol=1e-4)

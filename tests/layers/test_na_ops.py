@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dinat_m2f.layers import na1d, na1d_av, na1d_qk, na2d, na2d_av, na2d_qk
-from dinat_m2f.layers.na_reference import na_av_reference, na_qk_reference
+from dinat_m2f.ops.na.reference import na_av_reference, na_qk_reference
 from tests import na_brute_force as brute
 from tests.conftest import requires_native
 
@@ -80,7 +80,7 @@ def test_qk_matches_brute_force_and_reference(case):
     inputs = [q, k] + ([rpb] if with_rpb else [])
 
     def ours(q, k, rpb=None):
-        return qk(q, k, kernel, dilation, rpb)
+        return qk(q, k, kernel, dilation=dilation, rpb=rpb)
 
     def oracle(q, k, rpb=None):
         return brute.qk(q, k, kernel, dilation, rpb)
@@ -101,7 +101,7 @@ def test_av_matches_brute_force_and_reference(case):
     attn = brute.qk(q, k, kernel, dilation).softmax(-1)
 
     expected = grads(lambda a, v: brute.av(a, v, kernel, dilation), [attn, v])
-    assert_all_close(grads(lambda a, v: av(a, v, kernel, dilation), [attn, v]), expected)
+    assert_all_close(grads(lambda a, v: av(a, v, kernel, dilation=dilation), [attn, v]), expected)
     assert_all_close(
         grads(lambda a, v: na_av_reference(a, v, kernel, dilation), [attn, v]), expected
     )
@@ -114,19 +114,21 @@ def test_na_matches_brute_force(case):
     q, k, v, rpb = make_inputs(case)
     inputs = [q, k, v] + ([rpb] if with_rpb else [])
     expected = grads(lambda q, k, v, rpb=None: brute.na(q, k, v, kernel, dilation, rpb), inputs)
-    assert_all_close(grads(lambda q, k, v, rpb=None: na(q, k, v, kernel, dilation, rpb), inputs),
+    assert_all_close(grads(lambda q, k, v, rpb=None: na(q, k, v, kernel, dilation=dilation, rpb=rpb), inputs),
                      expected)
 
 
 def test_int_and_tuple_arguments_agree():
     q, k, v, rpb = make_inputs(((14, 15), (5, 5), (2, 2), 2, 8, True))
-    torch.testing.assert_close(na2d(q, k, v, 5, 2, rpb), na2d(q, k, v, (5, 5), (2, 2), rpb))
+    torch.testing.assert_close(
+        na2d(q, k, v, 5, dilation=2, rpb=rpb), na2d(q, k, v, (5, 5), dilation=(2, 2), rpb=rpb)
+    )
 
 
 def test_value_head_dim_may_differ():
     q, k, _, rpb = make_inputs(((9, 9), (3, 3), (1, 1), 2, 8, True))
     v = torch.randn(2, 9, 9, 2, 12, dtype=torch.float64)
-    out = na2d(q, k, v, 3, 1, rpb)
+    out = na2d(q, k, v, 3, dilation=1, rpb=rpb)
     assert out.shape == (2, 9, 9, 2, 12)
     torch.testing.assert_close(out, brute.na(q, k, v, (3, 3), (1, 1), rpb))
 
@@ -134,7 +136,7 @@ def test_value_head_dim_may_differ():
 def test_explicit_scale():
     q, k, v, rpb = make_inputs(((8, 9), (3, 3), (2, 2), 2, 8, True))
     torch.testing.assert_close(
-        na2d(q, k, v, 3, 2, rpb, scale=0.3), brute.na(q, k, v, (3, 3), (2, 2), rpb, scale=0.3)
+        na2d(q, k, v, 3, dilation=2, rpb=rpb, scale=0.3), brute.na(q, k, v, (3, 3), (2, 2), rpb, scale=0.3)
     )
 
 
@@ -146,8 +148,8 @@ def test_non_contiguous_inputs():
     rpb = torch.randn(3, 9, 9, generator=g, dtype=torch.float64).transpose(1, 2)
     assert not q.is_contiguous() and not rpb.is_contiguous()
     expected = brute.na(q, k, v, (5, 5), (2, 2), rpb)
-    torch.testing.assert_close(na2d(q, k, v, 5, 2, rpb), expected)
-    torch.testing.assert_close(na2d(q.contiguous(), k, v, 5, 2, rpb.contiguous()), expected)
+    torch.testing.assert_close(na2d(q, k, v, 5, dilation=2, rpb=rpb), expected)
+    torch.testing.assert_close(na2d(q.contiguous(), k, v, 5, dilation=2, rpb=rpb.contiguous()), expected)
 
 
 @pytest.mark.parametrize("rank", [1, 2])
@@ -157,7 +159,7 @@ def test_empty_batch(rank):
     k = torch.randn(0, *spatial, 2, 8, requires_grad=True)
     v = torch.randn(0, *spatial, 2, 8, requires_grad=True)
     rpb = torch.randn(2, *(5,) * rank, requires_grad=True)
-    out = FUNCS[rank][2](q, k, v, 3, 1, rpb)
+    out = FUNCS[rank][2](q, k, v, 3, dilation=1, rpb=rpb)
     assert out.shape == q.shape
     out.sum().backward()
     assert q.grad.shape == q.shape and v.grad.shape == v.shape
@@ -168,8 +170,8 @@ def test_empty_batch(rank):
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
 def test_cpu_low_precision_against_float64(dtype, atol):
     q, k, v, rpb = make_inputs(((14, 13), (5, 5), (2, 2), 2, 32, True))
-    expected = grads(lambda *x: na2d(*x[:3], 5, 2, x[3]), [q, k, v, rpb])
-    got = grads(lambda *x: na2d(*x[:3], 5, 2, x[3]), [t.to(dtype) for t in (q, k, v, rpb)])
+    expected = grads(lambda *x: na2d(*x[:3], 5, dilation=2, rpb=x[3]), [q, k, v, rpb])
+    got = grads(lambda *x: na2d(*x[:3], 5, dilation=2, rpb=x[3]), [t.to(dtype) for t in (q, k, v, rpb)])
     for a, b in zip(got, expected):
         assert a.dtype == dtype
         scale = b.abs().max().item()
@@ -184,7 +186,7 @@ def test_cpu_kernels_are_deterministic_across_thread_counts():
         results = []
         for threads in (1, max(2, previous)):
             torch.set_num_threads(threads)
-            results.append(grads(lambda *x: na2d(*x[:3], 7, 3, x[3]), [q, k, v, rpb]))
+            results.append(grads(lambda *x: na2d(*x[:3], 7, dilation=3, rpb=x[3]), [q, k, v, rpb]))
     finally:
         torch.set_num_threads(previous)
     for a, b in zip(*results):

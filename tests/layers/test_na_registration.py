@@ -62,7 +62,7 @@ def test_compile_fullgraph_na2d(backend):
 def test_compile_records_native_ops_without_graph_breaks():
     torch._dynamo.reset()
     args = [rand(1, 15, 2, 8, seed=s, grad=False) for s in range(3)]
-    explanation = torch._dynamo.explain(lambda q, k, v: na1d(q, k, v, 3, 4))(*args)
+    explanation = torch._dynamo.explain(lambda q, k, v: na1d(q, k, v, 3, dilation=4))(*args)
     assert explanation.graph_break_count == 0
     assert explanation.graph_count == 1
     graph_code = explanation.graphs[0].code

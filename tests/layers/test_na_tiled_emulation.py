@@ -1,5 +1,5 @@
 """The CUDA tiled QK/AV kernels' block programs (native/na/na_tiled.h), run on the CPU by the
-test-only ops `_na_*_tiled_emulation`, agree with the plain kernels for DiNAT's sizes
+test-only ops `dinat_m2f_testing::na_{qk,av}_tiled`, agree with the plain kernels for DiNAT's sizes
 (kernel 3..13, head dim 32/64), dilations, borders, partial tiles and head-dim chunks."""
 
 import pytest
@@ -8,6 +8,8 @@ import torch
 from tests.conftest import requires_native
 
 pytestmark = requires_native
+
+testing = torch.ops.dinat_m2f_testing
 
 # (spatial, kernel, dilation, heads, dim, tile, chunk)
 CASES = [
@@ -36,12 +38,12 @@ def test_tiled_programs_match_plain_kernels(case):
 
     for bias in (rpb, None):
         expected = ops.na_qk(q, k, bias, ks, ds)
-        got = ops._na_qk_tiled_emulation(q, k, bias, ks, ds, tile, chunk)
+        got = testing.na_qk_tiled(q, k, bias, ks, ds, tile, chunk)
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
     attn = expected.softmax(-1)
     torch.testing.assert_close(
-        ops._na_av_tiled_emulation(attn, v, ks, ds, tile, chunk),
+        testing.na_av_tiled(attn, v, ks, ds, tile, chunk),
         ops.na_av(attn, v, ks, ds),
         rtol=1e-12,
         atol=1e-12,
@@ -53,7 +55,7 @@ def test_tiled_programs_in_half_precision_accumulate_in_float():
     q, k, v = (torch.randn(1, 16, 16, 2, 64, generator=g) for _ in range(3))
     ops = torch.ops.dinat_m2f
     half = [x.to(torch.bfloat16) for x in (q, k, v)]
-    logits = ops._na_qk_tiled_emulation(half[0], half[1], None, [7, 7], [2, 2], 8, 16)
+    logits = testing.na_qk_tiled(half[0], half[1], None, [7, 7], [2, 2], 8, 16)
     expected = ops.na_qk(*(x.float() for x in half[:2]), None, [7, 7], [2, 2])
     torch.testing.assert_close(logits.float(), expected, rtol=1e-2, atol=5e-2)
 
@@ -63,8 +65,8 @@ def test_emulation_ops_pass_opcheck():
     q, k, v = (torch.randn(1, 9, 11, 2, 32, generator=g) for _ in range(3))
     attn = torch.randn(1, 9, 11, 2, 9, generator=g)
     ops = torch.ops.dinat_m2f
-    torch.library.opcheck(ops._na_qk_tiled_emulation.default, (q, k, None, [3, 3], [2, 3], 4, 16))
-    torch.library.opcheck(ops._na_av_tiled_emulation.default, (attn, v, [3, 3], [2, 3], 4, 16))
+    torch.library.opcheck(testing.na_qk_tiled.default, (q, k, None, [3, 3], [2, 3], 4, 16))
+    torch.library.opcheck(testing.na_av_tiled.default, (attn, v, [3, 3], [2, 3], 4, 16))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -80,17 +82,17 @@ def test_tile_plans_the_cuda_launch_chooses(kernel, dim, dtype):
     ops, ks, ds = torch.ops.dinat_m2f, [kernel, kernel], [2, 1]
     logits = ops.na_qk(q, k, rpb, ks, ds)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(ops._na_qk_tiled_emulation(q, k, rpb, ks, ds, 0, 0), logits, **tol)
+    torch.testing.assert_close(testing.na_qk_tiled(q, k, rpb, ks, ds, 0, 0), logits, **tol)
     attn = logits.softmax(-1)
     torch.testing.assert_close(
-        ops._na_av_tiled_emulation(attn, v, ks, ds, 0, 0), ops.na_av(attn, v, ks, ds), **tol
+        testing.na_av_tiled(attn, v, ks, ds, 0, 0), ops.na_av(attn, v, ks, ds), **tol
     )
 
 
 def test_tile_plan_refuses_shapes_outside_the_tiled_kernels():
     q = torch.randn(1, 20, 20, 2, 16)
     with pytest.raises(ValueError, match=r"need 2D, kernel_size 3..13 and head dim 32 or 64 .*head dim 16"):
-        torch.ops.dinat_m2f._na_qk_tiled_emulation(q, q, None, [3, 3], [1, 1], 0, 0)
+        torch.ops.dinat_m2f_testing.na_qk_tiled(q, q, None, [3, 3], [1, 1], 0, 0)
     q = torch.randn(1, 40, 40, 2, 32)
     with pytest.raises(ValueError, match=r"kernel 15x15"):
-        torch.ops.dinat_m2f._na_qk_tiled_emulation(q, q, None, [15, 15], [1, 1], 0, 0)
+        torch.ops.dinat_m2f_testing.na_qk_tiled(q, q, None, [15, 15], [1, 1], 0, 0)

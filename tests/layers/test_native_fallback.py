@@ -31,13 +31,13 @@ COMPUTE = textwrap.dedent(
     with warnings.catch_warnings(record=True) as caught:
         import torch
         import dinat_m2f.layers as L
-        from dinat_m2f.layers.na_reference import na_qk_reference
+        from dinat_m2f.ops.na.reference import na_qk_reference
         g = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(1, 9, 10, 2, 8, generator=g, dtype=torch.float64) for _ in range(3))
         rpb = torch.randn(2, 5, 5, generator=g, dtype=torch.float64)
-        out = L.na2d(q, k, v, 3, 2, rpb)
-        out2 = L.na2d(q, k, v, 3, 2, rpb)
-        logits = L.na2d_qk(q, k, 3, 2, rpb)
+        out = L.na2d(q, k, v, 3, dilation=2, rpb=rpb)
+        out2 = L.na2d(q, k, v, 3, dilation=2, rpb=rpb)
+        logits = L.na2d_qk(q, k, 3, dilation=2, rpb=rpb)
     assert torch.allclose(logits, na_qk_reference(q, k, rpb, (3, 3), (2, 2)), rtol=1e-12, atol=1e-12)
     ours = [str(w.message) for w in caught if "dinat_m2f" in str(w.message)]
     print("BACKENDS", L.native_backends())
@@ -90,9 +90,9 @@ def test_device_without_native_kernels_warns_once_and_uses_pure_pytorch():
         """
         import warnings
         import torch
-        import dinat_m2f._native as native
+        import dinat_m2f.ops.library as library
         import dinat_m2f.layers as L
-        native._NATIVE_BACKENDS = ("CUDA",)  # as if this build had no CPU kernels
+        library.BACKENDS["na"] = ("CUDA",)  # as if this build had no CPU kernels
         q = torch.randn(1, 9, 9, 2, 8)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

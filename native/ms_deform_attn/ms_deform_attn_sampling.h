@@ -19,14 +19,10 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define MSDA_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define MSDA_HOST_DEVICE inline
-#endif
+#include "../common/host_device.h"
 
 namespace dinat_m2f {
-namespace msda {
+namespace ms_deform_attn {
 
 // Levels travel to the kernels by value, so the kernels never read the shape tensors.
 constexpr int kMaxLevels = 16;
@@ -47,12 +43,12 @@ struct Problem {
   int levels;
   int points;
 
-  MSDA_HOST_DEVICE int samples() const { return levels * points; }
-  MSDA_HOST_DEVICE int64_t rows() const { return batch * len_q * heads; }
+  DINAT_M2F_HOST_DEVICE int samples() const { return levels * points; }
+  DINAT_M2F_HOST_DEVICE int64_t rows() const { return batch * len_q * heads; }
   // Elements between consecutive tokens of value (and of grad_value).
-  MSDA_HOST_DEVICE int64_t token_stride() const { return int64_t(heads) * dim; }
+  DINAT_M2F_HOST_DEVICE int64_t token_stride() const { return int64_t(heads) * dim; }
   // value of (batch b, head h) starts here; token t of it is at + t * token_stride().
-  MSDA_HOST_DEVICE int64_t value_offset(int64_t b, int h) const {
+  DINAT_M2F_HOST_DEVICE int64_t value_offset(int64_t b, int h) const {
     return (b * len_in * heads + h) * int64_t(dim);
   }
 };
@@ -75,7 +71,7 @@ struct Corner {
 // conversion. Callers loop over the corners with a constant trip count (unrolled, so the
 // array stays in registers on the GPU) and skip those not `inside`.
 template <typename Acc>
-MSDA_HOST_DEVICE bool bilinear_corners(Acc x, Acc y, int height, int width, int64_t start,
+DINAT_M2F_HOST_DEVICE bool bilinear_corners(Acc x, Acc y, int height, int width, int64_t start,
                                        Corner<Acc> (&corners)[4]) {
   const Acc px = x * Acc(width) - Acc(0.5);
   const Acc py = y * Acc(height) - Acc(0.5);
@@ -96,9 +92,9 @@ MSDA_HOST_DEVICE bool bilinear_corners(Acc x, Acc y, int height, int width, int6
 // Gradients of one sample's location from sum_c d_x[c] * <grad_out, value[c]> (and d_y):
 // d px / d x = width and d py / d y = height, scaled by the sample's attention weight.
 template <typename Acc>
-MSDA_HOST_DEVICE Acc location_grad(Acc attention, Acc corner_sum, int extent) {
+DINAT_M2F_HOST_DEVICE Acc location_grad(Acc attention, Acc corner_sum, int extent) {
   return attention * corner_sum * Acc(extent);
 }
 
-}  // namespace msda
+}  // namespace ms_deform_attn
 }  // namespace dinat_m2f

@@ -1,11 +1,12 @@
-"""Argument checks of multi-scale deformable attention, shared by the public function, the
-pure-PyTorch path and the fake (meta) kernels. Every error is a ValueError naming the op, the
-argument and its value.
+"""Argument checks of multi-scale deformable attention, run by the public function
+(dinat_m2f.layers.ms_deform_attn) before any backend, by the pure-PyTorch path and by the
+native ops' fake kernels. Every error is a ValueError naming the op, the argument and its
+value.
 
 `inputs` reads only shapes, dtypes and devices, so torch.compile traces it without a graph
 break; `level_layout` reads the values of spatial_shapes and level_start_index (a device
-synchronisation when they live on a GPU). The native op checks the same things in C++
-(native/ms_deform_attn/msda_ops.cpp).
+synchronisation when they live on a GPU). (The native ops, which can be called directly
+through torch.ops, also refuse bad input themselves: native/ms_deform_attn/ms_deform_attn_ops.h.)
 """
 
 from __future__ import annotations

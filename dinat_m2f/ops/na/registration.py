@@ -1,8 +1,9 @@
-"""Fake (meta) kernels and autograd of the native ops `torch.ops.dinat_m2f.na_*`.
+"""Fake kernels and autograd of the native NA ops `torch.ops.dinat_m2f.na_*`.
 
-The ops themselves are declared and implemented in C++ (native/na/na_ops.cpp); registering
-their fake kernels lets torch.compile and torch.library.opcheck trace them, and their
-autograd formulas call the native backward ops.
+The schemas are declared once in C++ (native/library.cpp) and implemented per device
+(native/na/). The fake kernels run the same argument checks as the public functions
+(checks.py), so torch.compile and torch.library.opcheck trace them with the same errors; the
+autograd formulas call the native backward ops. Registered only when the extension is loaded.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ import math
 
 import torch
 
-from .._native import NATIVE_AVAILABLE
+from ..library import NATIVE_AVAILABLE
+from . import checks
 
 
 def _tokens_like(x: torch.Tensor, last: int) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], last))
 
 
-def _rpb_shape(heads: int, kernel_size: list[int]) -> tuple[int, ...]:
-    return (heads, *(2 * k - 1 for k in kernel_size))
+def _window(op: str, kernel_size, dilation) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    rank = checks.rank_of(op, kernel_size)
+    kernel, dil = checks.kernel_and_dilation(op, list(kernel_size), list(dilation), rank)
+    return rank, kernel, dil
 
 
 def _qk_setup_context(ctx, inputs, output):
@@ -62,32 +66,56 @@ def _register() -> None:
 
     @register_fake("dinat_m2f::na_qk")
     def _na_qk_fake(query, key, rpb, kernel_size, dilation):
+        rank = checks.rank_of("na_qk", kernel_size)
+        checks.qk_inputs("na_qk", query, key, list(kernel_size), list(dilation), rpb, rank)
         return _tokens_like(query, math.prod(kernel_size))
 
     @register_fake("dinat_m2f::na_av")
     def _na_av_fake(attn, value, kernel_size, dilation):
+        rank = checks.rank_of("na_av", kernel_size)
+        checks.av_inputs("na_av", attn, value, list(kernel_size), list(dilation), rank)
         return _tokens_like(value, value.shape[-1])
 
     @register_fake("dinat_m2f::na_qk_backward")
     def _na_qk_backward_fake(grad_attn, query, key, kernel_size, dilation):
+        op = "na_qk_backward"
+        rank = checks.rank_of(op, kernel_size)
+        kernel, _ = checks.qk_inputs(op, query, key, list(kernel_size), list(dilation), None, rank)
+        checks.attn_tensor(op, grad_attn, kernel, query, name="grad_attn", like="query")
         return _tokens_like(query, query.shape[-1]), _tokens_like(key, key.shape[-1])
 
     @register_fake("dinat_m2f::na_av_backward")
     def _na_av_backward_fake(grad_out, attn, value, kernel_size, dilation):
+        op = "na_av_backward"
+        rank = checks.rank_of(op, kernel_size)
+        checks.av_inputs(op, attn, value, list(kernel_size), list(dilation), rank)
+        checks.tokens_tensor(op, "grad_out", grad_out, rank)
+        checks.same_placement(op, "grad_out", grad_out, "value", value)
+        checks.same_shape(op, "grad_out", grad_out, "value", value)
         return _tokens_like(value, math.prod(kernel_size)), _tokens_like(value, value.shape[-1])
 
     @register_fake("dinat_m2f::na_rpb_backward")
     def _na_rpb_backward_fake(grad_attn, kernel_size, dilation):
-        return grad_attn.new_empty(_rpb_shape(grad_attn.shape[-2], kernel_size))
+        op = "na_rpb_backward"
+        rank, kernel, dil = _window(op, kernel_size, dilation)
+        checks.tokens_tensor(op, "grad_attn", grad_attn, rank)
+        checks.large_enough(op, "grad_attn", grad_attn, kernel, dil)
+        if grad_attn.shape[-1] != math.prod(kernel):
+            raise ValueError(
+                f"{op}: grad_attn's last dim must be prod(kernel_size) = {math.prod(kernel)}, "
+                f"got {grad_attn.shape[-1]}"
+            )
+        heads = grad_attn.shape[-2]
+        return grad_attn.new_empty((heads, *(2 * k - 1 for k in kernel)))
 
     # test-only ops running the CUDA tiled kernels' block programs on the CPU
-    @register_fake("dinat_m2f::_na_qk_tiled_emulation")
-    def _na_qk_tiled_emulation_fake(query, key, rpb, kernel_size, dilation, tile, chunk):
-        return _tokens_like(query, math.prod(kernel_size))
+    @register_fake("dinat_m2f_testing::na_qk_tiled")
+    def _na_qk_tiled_fake(query, key, rpb, kernel_size, dilation, tile, chunk):
+        return _na_qk_fake(query, key, rpb, kernel_size, dilation)
 
-    @register_fake("dinat_m2f::_na_av_tiled_emulation")
-    def _na_av_tiled_emulation_fake(attn, value, kernel_size, dilation, tile, chunk):
-        return _tokens_like(value, value.shape[-1])
+    @register_fake("dinat_m2f_testing::na_av_tiled")
+    def _na_av_tiled_fake(attn, value, kernel_size, dilation, tile, chunk):
+        return _na_av_fake(attn, value, kernel_size, dilation)
 
     torch.library.register_autograd(
         "dinat_m2f::na_qk", _qk_backward, setup_context=_qk_setup_context

@@ -1,18 +1,18 @@
-"""Fake (meta) kernels and autograd of the native ops `torch.ops.dinat_m2f.ms_deform_attn*`.
+"""Fake kernels and autograd of the native ops `torch.ops.dinat_m2f.ms_deform_attn*`.
 
-The ops are declared and implemented in C++ (native/ms_deform_attn/msda_ops.cpp);
-registering their fake kernels lets torch.compile and torch.library.opcheck trace them, and
-the autograd formula calls the native backward op. The fake kernels check what they can
-without reading tensor values (ms_deform_attn_checks.inputs); the level layout is checked by
-the op when it runs.
+The schemas are declared once in C++ (native/library.cpp) and implemented per device
+(native/ms_deform_attn/). The fake kernels run the public function's checks that need no
+tensor values (checks.inputs), so torch.compile and torch.library.opcheck trace them; the
+level layout is checked by the op when it runs. The autograd formula calls the native
+backward op. Registered only when the extension has the ops.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .._native import native_backends
-from . import ms_deform_attn_checks
+from ..library import native_backends
+from . import checks
 
 
 def _setup_context(ctx, inputs, output):
@@ -44,7 +44,7 @@ def _register() -> None:
 
     @register_fake("dinat_m2f::ms_deform_attn")
     def _ms_deform_attn_fake(value, spatial_shapes, level_start_index, locations, weights):
-        ms_deform_attn_checks.inputs(
+        checks.inputs(
             "ms_deform_attn", value, spatial_shapes, level_start_index, locations, weights
         )
         return value.new_empty(_output_shape(value, locations))
@@ -54,7 +54,7 @@ def _register() -> None:
         grad_output, value, spatial_shapes, level_start_index, locations, weights
     ):
         op = "ms_deform_attn_backward"
-        ms_deform_attn_checks.inputs(
+        checks.inputs(
             op, value, spatial_shapes, level_start_index, locations, weights
         )
         expected = _output_shape(value, locations)

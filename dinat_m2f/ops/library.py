@@ -1,8 +1,11 @@
-"""Loads the compiled library `dinat_m2f._C` once and says what it provides.
+"""Loads the compiled library `dinat_m2f._C` once and says which backends it provides.
 
-Set `DINAT_M2F_DISABLE_NATIVE=1` to force the pure-PyTorch implementation, or
+Set `DINAT_M2F_DISABLE_NATIVE=1` to force the pure-PyTorch implementations, or
 `DINAT_M2F_REQUIRE_NATIVE=1` to make a missing build an import error instead of a warning.
+This module imports nothing else of the package: every op family builds on it.
 """
+
+from __future__ import annotations
 
 import importlib
 import os
@@ -14,12 +17,13 @@ DISABLE_ENV = "DINAT_M2F_DISABLE_NATIVE"
 REQUIRE_ENV = "DINAT_M2F_REQUIRE_NATIVE"
 
 
-def _flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
+    """Whether the environment variable `name` is set to a true value (not "", 0, false, no)."""
     return os.environ.get(name, "0").strip().lower() not in ("", "0", "false", "no")
 
 
 def _load() -> tuple[bool, str]:
-    if _flag(DISABLE_ENV):
+    if env_flag(DISABLE_ENV):
         return False, f"disabled by {DISABLE_ENV}=1"
     try:
         importlib.import_module("dinat_m2f._C")
@@ -30,17 +34,17 @@ def _load() -> tuple[bool, str]:
 
 NATIVE_AVAILABLE, UNAVAILABLE_REASON = _load()
 
-if not NATIVE_AVAILABLE and not _flag(DISABLE_ENV):
-    message = (
+if not NATIVE_AVAILABLE and not env_flag(DISABLE_ENV):
+    _message = (
         f"dinat_m2f: the native extension dinat_m2f._C could not be loaded ({UNAVAILABLE_REASON}); "
         "neighborhood attention and multi-scale deformable attention fall back to their "
         "pure-PyTorch implementations, which are slower and use more memory (k*k times for "
         "neighborhood attention). Build it with `make setup` or "
         "`pip install -e . --no-build-isolation`."
     )
-    if _flag(REQUIRE_ENV):
-        raise ImportError(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=2)
+    if env_flag(REQUIRE_ENV):
+        raise ImportError(_message)
+    warnings.warn(_message, RuntimeWarning, stacklevel=2)
 
 
 def _compiled_backends(op: str) -> tuple[str, ...]:
@@ -58,27 +62,27 @@ def _compiled_backends(op: str) -> tuple[str, ...]:
         return ()
 
 
-# Read once: constants that torch.compile can trace through without a graph break.
-_NATIVE_BACKENDS = _compiled_backends("na_qk")  # the neighborhood-attention ops
-_MS_DEFORM_ATTN_BACKENDS = _compiled_backends("ms_deform_attn")
+# Op families, their names in messages, and the dispatch keys their native kernels are built
+# for. Read once: constants that torch.compile traces through without a graph break.
+FAMILIES = {"na": "neighborhood-attention", "ms_deform_attn": "multi-scale deformable attention"}
+BACKENDS = {"na": _compiled_backends("na_qk"), "ms_deform_attn": _compiled_backends("ms_deform_attn")}
 
-# Op families and their names in messages.
-_FAMILIES = {"na": "neighborhood-attention", "ms_deform_attn": "multi-scale deformable attention"}
+
+def _family(family: str) -> str:
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
+    return family
 
 
 def native_backends(family: str = "na") -> tuple[str, ...]:
     """Dispatch keys ("CPU", "CUDA") for which the native kernels of an op family are compiled:
     "na" (the neighborhood-attention ops) or "ms_deform_attn"."""
-    if family == "na":
-        return _NATIVE_BACKENDS
-    if family == "ms_deform_attn":
-        return _MS_DEFORM_ATTN_BACKENDS
-    raise ValueError(f"native_backends: family must be one of {sorted(_FAMILIES)}, got {family!r}")
+    return BACKENDS[_family(family)]
 
 
 def native_supports(device: torch.device, family: str = "na") -> bool:
     """Whether the native kernels of `family` (see native_backends) run on tensors of `device`."""
-    return device.type.upper() in native_backends(family)
+    return device.type.upper() in BACKENDS[_family(family)]
 
 
 _warned: set[tuple[str, str]] = set()
@@ -90,17 +94,10 @@ def warn_fallback_once(device: torch.device, family: str = "na") -> None:
     if NATIVE_AVAILABLE and (family, device.type) not in _warned:
         _warned.add((family, device.type))
         warnings.warn(
-            f"dinat_m2f: the native {_FAMILIES[family]} kernels are not built for {device.type} "
+            f"dinat_m2f: the native {FAMILIES[family]} kernels are not built for {device.type} "
             f"tensors (built: {', '.join(native_backends(family)) or 'none'}); using the "
             "pure-PyTorch implementation. Rebuild with a CUDA toolkit visible (CUDA_HOME) for "
             "GPU kernels.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-
-
-# The ops' fake kernels and autograd formulas are registered as soon as the library is
-# loaded, whichever module loaded it (last, so that module sees this one's names).
-if NATIVE_AVAILABLE:
-    importlib.import_module("dinat_m2f.layers.na_native")
-    importlib.import_module("dinat_m2f.layers.ms_deform_attn_native")

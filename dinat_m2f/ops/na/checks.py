@@ -1,5 +1,7 @@
-"""Argument checks of the neighborhood-attention ops, shared by the public functions and the
-fake (meta) kernels. Every error is a ValueError naming the op, the argument and its value."""
+"""Argument checks of the neighborhood-attention ops, run by the public functions
+(dinat_m2f.layers.na) before any backend and by the native ops' fake kernels. Every error is a
+ValueError naming the op, the argument and its value. (The native ops, which can be called
+directly through torch.ops, also refuse bad input themselves: native/na/na_ops.h.)"""
 
 from __future__ import annotations
 
@@ -24,6 +26,16 @@ def per_axis(op: str, name: str, value: int | Sequence[int], rank: int) -> tuple
     if values is None or len(values) != rank or not all(isinstance(v, int) for v in values):
         raise ValueError(f"{op}: {name} must be an int or a tuple of {rank} ints, got {value!r}")
     return values
+
+
+def rank_of(op: str, kernel_size: Sequence[int]) -> int:
+    """Spatial rank (1 or 2) of an op given its per-axis kernel sizes."""
+    if len(kernel_size) not in _SPATIAL_NAMES:
+        raise ValueError(
+            f"{op}: kernel_size must have one entry per spatial axis (1 or 2), got "
+            f"{list(kernel_size)}"
+        )
+    return len(kernel_size)
 
 
 def kernel_and_dilation(
@@ -117,16 +129,25 @@ def rpb_tensor(
     same_placement(op, "rpb", rpb, "query", like)
 
 
-def attn_tensor(op: str, attn: torch.Tensor, kernel: tuple[int, ...], value: torch.Tensor) -> None:
-    """`attn` is (batch, *spatial, heads, prod(kernel)) matching `value`."""
+def attn_tensor(
+    op: str,
+    attn: torch.Tensor,
+    kernel: tuple[int, ...],
+    value: torch.Tensor,
+    *,
+    name: str = "attn",
+    like: str = "value",
+) -> None:
+    """`attn` (or another tensor `name` of its layout) is (batch, *spatial, heads,
+    prod(kernel)) matching the tokens tensor `value` (called `like`)."""
     expected = (*value.shape[:-1], math.prod(kernel))
     if not isinstance(attn, torch.Tensor) or tuple(attn.shape) != expected:
         got = tuple(attn.shape) if isinstance(attn, torch.Tensor) else type(attn).__name__
         raise ValueError(
-            f"{op}: attn must have shape (batch, *spatial, heads, prod(kernel_size)) = {expected} "
-            f"for value of shape {tuple(value.shape)}, got {got}"
+            f"{op}: {name} must have shape (batch, *spatial, heads, prod(kernel_size)) = "
+            f"{expected} for {like} of shape {tuple(value.shape)}, got {got}"
         )
-    same_placement(op, "attn", attn, "value", value)
+    same_placement(op, name, attn, like, value)
 
 
 def qk_inputs(

@@ -1,4 +1,4 @@
-// CUDA kernels of multi-scale deformable attention.
+// CUDA kernels of multi-scale deformable attention, registered for the CUDA dispatch key.
 //
 // Forward: one thread per output element (row, channel) in grid-stride loops; the threads of
 // a row read its locations and weights as broadcasts and the value channels coalesced.
@@ -14,10 +14,10 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "msda_kernels.h"
+#include "ms_deform_attn_ops.h"
 
 namespace dinat_m2f {
-namespace msda {
+namespace ms_deform_attn {
 namespace {
 
 constexpr int kThreads = 256;  // a multiple of the warp size
@@ -123,40 +123,45 @@ __global__ void backward_kernel(const T* __restrict__ grad_out, const T* __restr
   }
 }
 
+// The device interface of ms_deform_attn_ops.h.
+struct CudaKernels {
+  static void forward(const at::Tensor& value, const at::Tensor& locations,
+                    const at::Tensor& weights, at::Tensor& out, const Problem& p,
+                    const Levels& levels) {
+    const c10::cuda::CUDAGuard guard(value.device());
+    const int64_t total = p.rows() * p.dim;
+    if (total == 0) return;
+    DINAT_M2F_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cuda", [&] {
+      forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0,
+                                 c10::cuda::getCurrentCUDAStream()>>>(
+          value.const_data_ptr<scalar_t>(), locations.const_data_ptr<scalar_t>(),
+          weights.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), p, levels);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  static void backward(const at::Tensor& grad_out, const at::Tensor& value,
+                     const at::Tensor& locations, const at::Tensor& weights,
+                     at::Tensor& grad_value_acc, at::Tensor& grad_locations,
+                     at::Tensor& grad_weights, const Problem& p, const Levels& levels) {
+    const c10::cuda::CUDAGuard guard(value.device());
+    if (p.rows() == 0) return;
+    DINAT_M2F_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
+      using Acc = at::opmath_type<scalar_t>;
+      backward_kernel<scalar_t, Acc><<<blocks_for(p.rows() * kWarp), kThreads, 0,
+                                       c10::cuda::getCurrentCUDAStream()>>>(
+          grad_out.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
+          locations.const_data_ptr<scalar_t>(), weights.const_data_ptr<scalar_t>(),
+          grad_value_acc.mutable_data_ptr<Acc>(), grad_locations.mutable_data_ptr<scalar_t>(),
+          grad_weights.mutable_data_ptr<scalar_t>(), p, levels);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+};
+
 }  // namespace
 
-void forward_cuda(const at::Tensor& value, const at::Tensor& locations,
-                  const at::Tensor& weights, at::Tensor& out, const Problem& p,
-                  const Levels& levels) {
-  const c10::cuda::CUDAGuard guard(value.device());
-  const int64_t total = p.rows() * p.dim;
-  if (total == 0) return;
-  MSDA_DISPATCH(value.scalar_type(), "ms_deform_attn_cuda", [&] {
-    forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0,
-                               c10::cuda::getCurrentCUDAStream()>>>(
-        value.const_data_ptr<scalar_t>(), locations.const_data_ptr<scalar_t>(),
-        weights.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), p, levels);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
+TORCH_LIBRARY_IMPL(dinat_m2f, CUDA, m) { register_ops<CudaKernels>(m); }
 
-void backward_cuda(const at::Tensor& grad_out, const at::Tensor& value,
-                   const at::Tensor& locations, const at::Tensor& weights,
-                   at::Tensor& grad_value_acc, at::Tensor& grad_locations,
-                   at::Tensor& grad_weights, const Problem& p, const Levels& levels) {
-  const c10::cuda::CUDAGuard guard(value.device());
-  if (p.rows() == 0) return;
-  MSDA_DISPATCH(value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
-    using Acc = at::opmath_type<scalar_t>;
-    backward_kernel<scalar_t, Acc><<<blocks_for(p.rows() * kWarp), kThreads, 0,
-                                     c10::cuda::getCurrentCUDAStream()>>>(
-        grad_out.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
-        locations.const_data_ptr<scalar_t>(), weights.const_data_ptr<scalar_t>(),
-        grad_value_acc.mutable_data_ptr<Acc>(), grad_locations.mutable_data_ptr<scalar_t>(),
-        grad_weights.mutable_data_ptr<scalar_t>(), p, levels);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-}  // namespace msda
+}  // namespace ms_deform_attn
 }  // namespace dinat_m2f

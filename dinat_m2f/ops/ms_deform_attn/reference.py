@@ -6,7 +6,7 @@ Each level is sampled with one grid_sample call over (batch * heads) maps, so it
 every sample, (batch * heads, head_dim, len_q, levels * points), before the weighted sum;
 autograd comes from PyTorch. float16 / bfloat16 inputs are computed in float32 and the result
 cast back, like the native kernels' fp32 accumulation. Inputs are assumed checked
-(ms_deform_attn_checks.inputs); the level layout is checked here because it is read here.
+(checks.inputs); the level layout is checked here because it is read here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .ms_deform_attn_checks import level_layout
+from .checks import level_layout
 
 
 def ms_deform_attn_reference(

@@ -2,7 +2,7 @@
 is not built and the oracle the native kernels are tested against.
 
 It gathers every query's k*k keys into one tensor, so it uses prod(kernel_size) times the
-memory of the inputs; autograd comes from PyTorch. Inputs are assumed checked (na_checks).
+memory of the inputs; autograd comes from PyTorch. Inputs are assumed checked (checks.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,11 @@
-"""The multi-scale deformable attention module of Deformable DETR, as Mask2Former's MSDeformAttn
-pixel decoder uses it. Parameter names match Mask2Former's, so its checkpoints load unchanged."""
+"""Multi-scale deformable attention (Deformable DETR's MSDeformAttn) as a function with checks,
+`ms_deform_attn`, and as the module `MSDeformAttn` that Mask2Former's pixel decoder uses
+(parameter names match Mask2Former's, so its checkpoints load unchanged).
+
+The function runs the native kernels (torch.ops.dinat_m2f.ms_deform_attn) when the extension
+is built for the tensors' device, otherwise the grid_sample twin (dinat_m2f.ops). Semantics:
+docs/ms_deform_attn.md.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,52 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ms_deform_attn_functional import ms_deform_attn
+from ..ops.ms_deform_attn import checks, dispatch
+
+
+def ms_deform_attn(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Multi-scale deformable attention: weighted bilinear samples of a feature pyramid.
+
+    out[b, q, h] = sum over levels l and points p of attention_weights[b, q, h, l, p] times
+    the level-l value map of head h sampled at sampling_locations[b, q, h, l, p] like
+    grid_sample(align_corners=False, padding_mode="zeros"): pixel coordinates
+    (x * W_l - 0.5, y * H_l - 0.5), pixels outside the map read as zero.
+
+    Args:
+        value: (batch, len_in, heads, head_dim), every level's flattened (row-major) map
+            concatenated along len_in.
+        spatial_shapes: (levels, 2) int64, the (H_l, W_l) of each level.
+        level_start_index: (levels,) int64, where each level starts in len_in: the
+            exclusive cumulative sum of H_l * W_l (whose total must be len_in).
+        sampling_locations: (batch, len_q, heads, levels, points, 2), normalised (x, y);
+            locations outside [0, 1] are allowed (their out-of-map pixels read as zero).
+        attention_weights: (batch, len_q, heads, levels, points).
+
+    Returns:
+        (batch, len_q, heads * head_dim), value's dtype. Differentiable with respect to
+        value, sampling_locations and attention_weights.
+
+    value, sampling_locations and attention_weights share one floating dtype and device;
+    spatial_shapes and level_start_index may be on the CPU (which spares a GPU sync: their
+    values are read on the host). Bad input raises ValueError naming the argument and values.
+    """
+    checks.inputs(
+        "ms_deform_attn",
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+    )
+    return dispatch.forward(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
 
 
 class MSDeformAttn(nn.Module):
@@ -120,8 +171,10 @@ class MSDeformAttn(nn.Module):
                 (cx, cy, w, h), around which the offsets scale with the box size.
             input_flatten: (batch, len_in, d_model), every level's map flattened row-major
                 and concatenated.
-            input_spatial_shapes: (n_levels, 2) int64, (H_l, W_l) per level.
-            input_level_start_index: (n_levels,) int64, exclusive cumsum of H_l * W_l.
+            input_spatial_shapes: (n_levels, 2) int64, (H_l, W_l) per level; on the CPU
+                (which spares a device synchronisation per call) or on query's device.
+            input_level_start_index: (n_levels,) int64, exclusive cumsum of H_l * W_l; on the
+                CPU or on query's device.
             input_padding_mask: (batch, len_in) bool, True at padding tokens (their values
                 are zeroed), or None.
 
@@ -144,7 +197,11 @@ class MSDeformAttn(nn.Module):
 
         if reference_points.shape[-1] == 2:
             # offsets are in pixels of each level: normalise by (W_l, H_l)
-            normalizer = input_spatial_shapes.flip(-1).to(offsets.dtype)  # (levels, 2) as (W, H)
+            # (levels, 2) as (W, H); the shapes may live on the host (see the function's
+            # docstring): copy them without waiting for the device
+            normalizer = input_spatial_shapes.flip(-1).to(
+                offsets.device, offsets.dtype, non_blocking=True
+            )
             locations = (
                 reference_points[:, :, None, :, None, :]
                 + offsets / normalizer[None, None, None, :, None, :]

@@ -1,0 +1,39 @@
+// The extension module `dinat_m2f._C` and every op schema it provides, declared here once.
+// Each device file registers its kernels for its dispatch key (TORCH_LIBRARY_IMPL), and the
+// dispatcher routes a call by its tensors' device; fake kernels and autograd are registered
+// from Python (dinat_m2f/ops/). Importing the module loads the shared library, whose static
+// initialisers do all of this; the module itself is empty.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+
+// Neighborhood attention (native/na/na_ops.h) and multi-scale deformable attention
+// (native/ms_deform_attn/ms_deform_attn_ops.h).
+TORCH_LIBRARY(dinat_m2f, m) {
+  m.def("na_qk(Tensor query, Tensor key, Tensor? rpb, int[] kernel_size, int[] dilation) "
+        "-> Tensor");
+  m.def("na_av(Tensor attn, Tensor value, int[] kernel_size, int[] dilation) -> Tensor");
+  m.def("na_qk_backward(Tensor grad_attn, Tensor query, Tensor key, int[] kernel_size, "
+        "int[] dilation) -> (Tensor, Tensor)");
+  m.def("na_av_backward(Tensor grad_out, Tensor attn, Tensor value, int[] kernel_size, "
+        "int[] dilation) -> (Tensor, Tensor)");
+  m.def("na_rpb_backward(Tensor grad_attn, int[] kernel_size, int[] dilation) -> Tensor");
+  m.def("ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+        "Tensor sampling_locations, Tensor attention_weights) -> Tensor");
+  m.def("ms_deform_attn_backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
+        "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights) "
+        "-> (Tensor, Tensor, Tensor)");
+}
+
+// Test-only ops, never called by the package: the CUDA tiled kernels' block programs run on
+// the CPU (native/na/na_cpu.cpp).
+TORCH_LIBRARY(dinat_m2f_testing, m) {
+  m.def("na_qk_tiled(Tensor query, Tensor key, Tensor? rpb, int[] kernel_size, "
+        "int[] dilation, int tile, int chunk) -> Tensor");
+  m.def("na_av_tiled(Tensor attn, Tensor value, int[] kernel_size, int[] dilation, "
+        "int tile, int chunk) -> Tensor");
+}
