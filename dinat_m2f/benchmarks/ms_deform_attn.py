@@ -10,7 +10,7 @@ memory, for
 - `torch`: the grid_sample implementation (the fallback, and Mask2Former's CPU path).
 
 Only the op is timed (value, locations and weights are given), not the projections around
-it. Peak memory is measured as in the NA benchmark (dinat_m2f/benchmarks/na.py).
+it. Timing and peak memory: dinat_m2f/benchmarks/timing.py.
 
     python -m dinat_m2f.benchmarks.na --op ms_deform_attn          # CPU, 640 and 1024 inputs
     python -m dinat_m2f.benchmarks.na --op ms_deform_attn --quick  # a 320 input only
@@ -24,9 +24,16 @@ from dataclasses import dataclass
 
 import torch
 
-from dinat_m2f.benchmarks.na import device_description, time_forward_and_backward
+from dinat_m2f.benchmarks.timing import (
+    device_description,
+    format_ms,
+    markdown_header,
+    markdown_row,
+    memory_note,
+    time_forward_and_backward,
+)
 from dinat_m2f.layers import ms_deform_attn, native_backends
-from dinat_m2f.layers.ms_deform_attn_reference import ms_deform_attn_reference
+from dinat_m2f.ops.ms_deform_attn.reference import ms_deform_attn_reference
 
 STRIDES = (8, 16, 32)  # res3, res4, res5
 HEADS, HEAD_DIM, POINTS = 8, 32, 4
@@ -113,14 +120,7 @@ TABLE_HEADER = (
 )
 
 
-def format_header() -> str:
-    return "| " + " | ".join(TABLE_HEADER) + " |\n|" + "---|" * len(TABLE_HEADER)
-
-
 def format_row(row: dict) -> str:
-    def ms(seconds):
-        return "-" if seconds is None else f"{seconds * 1e3:.2f}"
-
     s = row["shape"]
     levels = " + ".join(f"{h}x{w}" for h, w in s.levels)
     mem = "-" if row["mem"] is None else f"{row['mem']:.1f}"
@@ -131,12 +131,12 @@ def format_row(row: dict) -> str:
         HEADS,
         POINTS,
         row["impl"],
-        ms(row["fwd"]),
-        ms(row["fwdbwd"]),
+        format_ms(row["fwd"], digits=2),
+        format_ms(row["fwdbwd"], digits=2),
         mem,
         row["note"],
     )
-    return "| " + " | ".join(str(c) for c in cells) + " |"
+    return markdown_row(cells)
 
 
 def parse_args(argv=None):
@@ -183,9 +183,8 @@ def main(argv=None) -> list[dict]:
         f"query; median of {args.repeats} after {args.warmup} warm-up; native backends: "
         f"{', '.join(native_backends('ms_deform_attn')) or 'none'}"
     )
-    memory = "allocator peak" if device.type == "cuda" else "resident-memory growth (estimate)"
-    print(f"# peak MB: {memory}")
-    print(format_header(), flush=True)
+    print(f"# peak MB: {memory_note(device)}")
+    print(markdown_header(TABLE_HEADER), flush=True)
     rows = []
     for shape in shapes:  # rows print as they finish
         for impl in args.impls:

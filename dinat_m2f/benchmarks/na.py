@@ -9,8 +9,8 @@ peak memory, for
 - `sdpa`: full self attention over the same tokens with scaled_dot_product_attention,
 - `flex`: torch flex_attention (compiled) with a neighborhood mask and the RPB as a score mod.
 
-Peak memory is the allocator's peak on CUDA; on CPU it is the growth of the process's
-resident memory sampled every 0.5 ms during the call (an estimate, labelled as such).
+Timing and peak memory: dinat_m2f/benchmarks/timing.py (the allocator's peak on CUDA, the
+sampled growth of resident memory on CPU, labelled as an estimate).
 
     python -m dinat_m2f.benchmarks.na                 # CPU, the full table
     python -m dinat_m2f.benchmarks.na --device cuda   # on a GPU
@@ -23,20 +23,22 @@ resident memory sampled every 0.5 ms during the call (an estimate, labelled as s
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
-import platform
-import statistics
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from dinat_m2f.benchmarks.timing import (
+    device_description,
+    format_ms,
+    markdown_header,
+    markdown_row,
+    memory_note,
+    time_forward_and_backward,
+)
 from dinat_m2f.layers import na2d, native_backends
-from dinat_m2f.layers.na_reference import axis_windows, na_av_reference, na_qk_reference
+from dinat_m2f.ops.na.reference import axis_windows, na_av_reference, na_qk_reference
 
 # Widths and the largest dilation per level of the schedules DiNAT uses (docs: dinat-facts).
 VARIANTS = {"tiny": (2, 4, 8, 16), "large": (6, 12, 24, 48)}  # heads per level, head dim 32
@@ -83,7 +85,7 @@ def dinat_shapes(inputs, variants, levels, kernels) -> list[Shape]:
 
 
 def run_native(shape: Shape) -> Callable:
-    return lambda q, k, v, rpb: na2d(q, k, v, shape.kernel, shape.dilation, rpb)
+    return lambda q, k, v, rpb: na2d(q, k, v, shape.kernel, dilation=shape.dilation, rpb=rpb)
 
 
 def run_torch(shape: Shape) -> Callable:
@@ -156,74 +158,7 @@ FACTORIES = {"native": run_native, "torch": run_torch, "sdpa": run_sdpa, "flex":
 
 
 # ---------------------------------------------------------------------------------------------
-# measurement
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class _RssSampler:
-    """Peak growth of resident memory while active (CPU memory estimate)."""
-
-    def __init__(self, period: float = 0.0005) -> None:
-        self.period = period
-        self.page = os.sysconf("SC_PAGE_SIZE")
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page
-
-    def __enter__(self):
-        try:  # give freed memory back so the baseline is honest
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:
-            pass
-        self.base = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(self.period)
-
-    def __exit__(self, *exc) -> None:
-        self.peak = max(self.peak, self._rss())
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def megabytes(self) -> float:
-        return (self.peak - self.base) / 2**20
-
-
-def measure(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int):
-    """(median seconds, peak MB) of `fn`."""
-    for _ in range(warmup):
-        fn()
-    _synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        _synchronize(device)
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    else:
-        with _RssSampler() as sampler:
-            fn()
-        peak = sampler.megabytes
-    return statistics.median(times), peak
+# measurement (dinat_m2f/benchmarks/timing.py)
 
 
 def skip_reason(impl: str, shape: Shape, batch: int, args) -> str | None:
@@ -256,59 +191,16 @@ def benchmark_row(impl: str, shape: Shape, args) -> dict:
     return time_forward_and_backward(row, fn, inputs, leaves, device, args)
 
 
-def time_forward_and_backward(row: dict, fn, inputs, leaves, device, args) -> dict:
-    """Fills row["fwd"] (no grad, on `inputs`), row["fwdbwd"] (on `leaves`, which require
-    grad) and row["mem"]; a failure goes to row["note"] instead, so the table goes on."""
-
-    def forward():
-        with torch.no_grad():
-            fn(*inputs)
-
-    def forward_backward():
-        out = fn(*leaves)
-        out.backward(torch.ones_like(out))
-        for x in leaves:
-            x.grad = None
-
-    try:
-        row["fwd"], row["mem"] = measure(forward, device, args.warmup, args.repeats)
-        row["fwdbwd"], row["mem"] = measure(forward_backward, device, args.warmup, args.repeats)
-    except Exception as error:
-        stage = "forward" if row["fwd"] is None else "backward"
-        first_sentence = str(error).splitlines()[0].split(". ")[0][:80]
-        row["note"] = f"{stage} failed: {type(error).__name__}: {first_sentence}"
-    return row
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    model = platform.processor() or "CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {torch.get_num_threads()} threads"
-
-
 TABLE_HEADER = ("input", "model", "level", "tokens", "heads", "k", "d", "impl",
                 "fwd ms", "fwd+bwd ms", "peak MB", "note")
 
 
-def format_header() -> str:
-    return "| " + " | ".join(TABLE_HEADER) + " |\n|" + "---|" * len(TABLE_HEADER)
-
-
 def format_row(row: dict) -> str:
-    def ms(seconds):
-        return "-" if seconds is None else f"{seconds * 1e3:.2f}"
-
     s = row["shape"]
     mem = "-" if row["mem"] is None else f"{row['mem']:.1f}"
-    cells = (s.input_size, s.variant, s.level, s.tokens, s.heads, s.kernel, s.dilation,
-             row["impl"], ms(row["fwd"]), ms(row["fwdbwd"]), mem, row["note"])
-    return "| " + " | ".join(str(c) for c in cells) + " |"
+    return markdown_row((s.input_size, s.variant, s.level, s.tokens, s.heads, s.kernel,
+                         s.dilation, row["impl"], format_ms(row["fwd"], digits=2),
+                         format_ms(row["fwdbwd"], digits=2), mem, row["note"]))
 
 
 OPS = ("na", "ms_deform_attn")
@@ -372,8 +264,8 @@ def main(argv=None) -> list[dict]:
     print(f"# torch {torch.__version__}, dtype {args.dtype}, batch {args.batch}, head dim "
           f"{HEAD_DIM}, median of {args.repeats} after {args.warmup} warm-up; "
           f"native backends: {', '.join(native_backends()) or 'none'}")
-    print(f"# peak MB: {'allocator peak' if device.type == 'cuda' else 'resident-memory growth (estimate)'}")
-    print(format_header(), flush=True)
+    print(f"# peak MB: {memory_note(device)}")
+    print(markdown_header(TABLE_HEADER), flush=True)
     rows = []
     for shape in shapes:  # rows print as they finish, so an interrupted run keeps its rows
         for impl in args.impls:

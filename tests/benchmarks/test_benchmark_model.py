@@ -1,12 +1,12 @@
-"""tools/benchmark_model.py, run in-process at toy sizes: the model table (one row per config,
+"""dinat_m2f.benchmarks.model (tools/benchmark_model.py), run in-process at toy sizes: the model table (one row per config,
 NAT twins, the device named), backbone-only timing with GFLOPs, the layer table, bad
 arguments."""
 
 import pytest
 import torch
 
-from dinat_m2f.benchmarks.na import device_description
-from tools import benchmark_model
+from dinat_m2f.benchmarks import model as benchmark_model
+from dinat_m2f.benchmarks.timing import device_description
 
 DINAT_MINI = "configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml"
 SWIN_TINY = ("configs/ade20k/semantic-segmentation/swin/"

@@ -1,0 +1,179 @@
+"""Measurement and table helpers shared by every benchmark (NA, MSDeformAttn, model):
+warm-up, device synchronisation, median and inter-quartile range of repeats, peak memory, the
+device's description and markdown tables.
+
+Peak memory is the growth above what was held before the call: the CUDA allocator's peak on a
+GPU, and on the CPU the growth of the process's resident memory sampled every 0.5 ms (an
+estimate, which the tables label as such).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class RssSampler:
+    """Peak growth of resident memory while active (CPU memory estimate)."""
+
+    def __init__(self, period: float = 0.0005) -> None:
+        self.period = period
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def __enter__(self):
+        try:  # give freed memory back so the baseline is honest
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.period)
+
+    def __exit__(self, *exc) -> None:
+        self.peak = max(self.peak, self._rss())
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def megabytes(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def time_runs(
+    fn: Callable[[], object], device: torch.device, warmup: int, repeats: int
+) -> list[float]:
+    """Seconds of each of `repeats` calls of fn, after `warmup` calls, synchronised."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median_iqr(times: list[float]) -> tuple[float, float]:
+    """(median, inter-quartile range) in seconds; IQR 0 for a single run."""
+    if len(times) < 2:
+        return times[0], 0.0
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return statistics.median(times), q3 - q1
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """Growth of memory during one call of fn above what was held before it."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    with RssSampler() as sampler:
+        fn()
+    return sampler.megabytes
+
+
+def measure(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int):
+    """(median seconds, peak MB) of `fn`."""
+    median, _ = median_iqr(time_runs(fn, device, warmup, repeats))
+    return median, peak_memory_mb(fn, device)
+
+
+def time_forward_and_backward(row: dict, fn, inputs, leaves, device, args) -> dict:
+    """Fills row["fwd"] (no grad, on `inputs`), row["fwdbwd"] (on `leaves`, which require
+    grad) and row["mem"] (of forward+backward, or of the forward alone when backward fails);
+    a failure goes to row["note"] instead, so the table goes on."""
+
+    def forward():
+        with torch.no_grad():
+            fn(*inputs)
+
+    def forward_backward():
+        out = fn(*leaves)
+        out.backward(torch.ones_like(out))
+        for x in leaves:
+            x.grad = None
+
+    try:
+        row["fwd"], row["mem"] = measure(forward, device, args.warmup, args.repeats)
+        row["fwdbwd"], row["mem"] = measure(forward_backward, device, args.warmup, args.repeats)
+    except Exception as error:
+        stage = "forward" if row["fwd"] is None else "backward"
+        first_sentence = str(error).splitlines()[0].split(". ")[0][:80]
+        row["note"] = f"{stage} failed: {type(error).__name__}: {first_sentence}"
+    return row
+
+
+def device_description(device: torch.device) -> str:
+    """"<GPU name> (CUDA x.y)" or "<CPU model>, <n> threads"."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    model = platform.processor() or "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def memory_note(device: torch.device) -> str:
+    """What the tables' peak-memory column means on `device`."""
+    if device.type == "cuda":
+        return "allocator peak above baseline"
+    return "resident-memory growth, sampled (estimate)"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def format_ms(seconds: float | None, iqr: float | None = None, digits: int = 1) -> str:
+    """Milliseconds ("-" for none), with "± IQR" when given."""
+    if seconds is None:
+        return "-"
+    text = f"{seconds * 1e3:.{digits}f}"
+    return text if iqr is None else f"{text} ± {iqr * 1e3:.{digits}f}"
+
+
+def markdown_row(cells: Iterable) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def markdown_header(columns: Iterable[str]) -> str:
+    columns = list(columns)
+    return markdown_row(columns) + "\n|" + "---|" * len(columns)
