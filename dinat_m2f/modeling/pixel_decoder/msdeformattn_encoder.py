@@ -134,7 +134,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         self, srcs: list[torch.Tensor], pos_embeds: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """srcs, pos_embeds: per level (N, C, H_l, W_l). Returns the encoded tokens (N, S, C),
-        spatial shapes (L, 2) and level start indices (L,)."""
+        spatial shapes (L, 2) and level start indices (L,), the last two on the CPU."""
         tokens, positions, shapes = [], [], []
         for level, (src, pos) in enumerate(zip(srcs, pos_embeds)):
             shapes.append(src.shape[-2:])
@@ -142,7 +142,9 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
             positions.append(pos.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1))
         src_flatten = torch.cat(tokens, 1)
         pos_flatten = torch.cat(positions, 1)
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=src_flatten.device)
+        # Host tensors: the op and the reference points read the level layout on the host,
+        # so device copies would cost a GPU synchronisation in every encoder layer.
+        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long)
         level_start_index = torch.cat(
             (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
         )
