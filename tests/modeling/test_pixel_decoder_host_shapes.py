@@ -9,7 +9,7 @@ import warnings
 
 import torch
 
-from dinat_m2f.modeling.pixel_decoder.msdeformattn_encoder import (
+from dinat_m2f.modeling.pixel_decoder.ms_deform_attn_encoder import (
     MSDeformAttnTransformerEncoderOnly,
 )
 

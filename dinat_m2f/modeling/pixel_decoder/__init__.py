@@ -1,5 +1,5 @@
 """Pixel decoders (registered in detectron2's SEM_SEG_HEADS_REGISTRY)."""
 
-from .msdeformattn_pixel_decoder import MSDeformAttnPixelDecoder, build_pixel_decoder
+from .ms_deform_attn_pixel_decoder import MSDeformAttnPixelDecoder, build_pixel_decoder
 
 __all__ = ["MSDeformAttnPixelDecoder", "build_pixel_decoder"]

@@ -18,7 +18,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
 from ..position_encoding import PositionEmbeddingSine
-from .msdeformattn_encoder import MSDeformAttnTransformerEncoderOnly
+from .ms_deform_attn_encoder import MSDeformAttnTransformerEncoderOnly
 
 # the transformer decoder reads this many of the coarsest outputs (1/32, 1/16, 1/8)
 MASKFORMER_NUM_FEATURE_LEVELS = 3
