@@ -11,29 +11,41 @@ extern "C" PyMODINIT_FUNC PyInit__C(void) {
   return PyModule_Create(&module);
 }
 
-// Neighborhood attention (native/na/na_ops.h) and multi-scale deformable attention
-// (native/ms_deform_attn/ms_deform_attn_ops.h).
+namespace {
+
+// Every op's schema: neighborhood attention (native/na/na_ops.h) and multi-scale deformable
+// attention (native/ms_deform_attn/ms_deform_attn_ops.h).
+constexpr const char* kSchemas[] = {
+    "na_qk(Tensor query, Tensor key, Tensor? rpb, int[] kernel_size, int[] dilation) -> Tensor",
+    "na_av(Tensor attn, Tensor value, int[] kernel_size, int[] dilation) -> Tensor",
+    "na_qk_backward(Tensor grad_attn, Tensor query, Tensor key, int[] kernel_size, "
+    "int[] dilation) -> (Tensor, Tensor)",
+    "na_av_backward(Tensor grad_out, Tensor attn, Tensor value, int[] kernel_size, "
+    "int[] dilation) -> (Tensor, Tensor)",
+    "na_rpb_backward(Tensor grad_attn, int[] kernel_size, int[] dilation) -> Tensor",
+    "ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+    "Tensor sampling_locations, Tensor attention_weights) -> Tensor",
+    "ms_deform_attn_backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
+    "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights) "
+    "-> (Tensor, Tensor, Tensor)",
+};
+
+}  // namespace
+
 TORCH_LIBRARY(dinat_m2f, m) {
-  m.def("na_qk(Tensor query, Tensor key, Tensor? rpb, int[] kernel_size, int[] dilation) "
-        "-> Tensor");
-  m.def("na_av(Tensor attn, Tensor value, int[] kernel_size, int[] dilation) -> Tensor");
-  m.def("na_qk_backward(Tensor grad_attn, Tensor query, Tensor key, int[] kernel_size, "
-        "int[] dilation) -> (Tensor, Tensor)");
-  m.def("na_av_backward(Tensor grad_out, Tensor attn, Tensor value, int[] kernel_size, "
-        "int[] dilation) -> (Tensor, Tensor)");
-  m.def("na_rpb_backward(Tensor grad_attn, int[] kernel_size, int[] dilation) -> Tensor");
-  m.def("ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
-        "Tensor sampling_locations, Tensor attention_weights) -> Tensor");
-  m.def("ms_deform_attn_backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
-        "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights) "
-        "-> (Tensor, Tensor, Tensor)");
+  for (const char* schema : kSchemas) m.def(schema);
 }
 
-// Test-only ops, never called by the package: the CUDA tiled kernels' block programs run on
-// the CPU (native/na/na_cpu.cpp).
+// Test-only ops, never called by the package: the same ops for CPU tensors, computed by the
+// CUDA kernels on the emulated device (native/testing/emulated_device.cpp), and the tiled NA
+// kernels with a given tile and head-dim chunk, and their launch plan.
 TORCH_LIBRARY(dinat_m2f_testing, m) {
+  for (const char* schema : kSchemas) m.def(schema);
   m.def("na_qk_tiled(Tensor query, Tensor key, Tensor? rpb, int[] kernel_size, "
         "int[] dilation, int tile, int chunk) -> Tensor");
   m.def("na_av_tiled(Tensor attn, Tensor value, int[] kernel_size, int[] dilation, "
         "int tile, int chunk) -> Tensor");
+  // the launch plan of the tiled "qk" or "av" kernel for `like`'s shape and dtype:
+  // [tile, chunk, shared-memory bytes], tile 0 when the naive kernel runs
+  m.def("na_tile_plan(Tensor like, int[] kernel_size, int[] dilation, str kernel) -> int[]");
 }

@@ -7,9 +7,11 @@ This module imports nothing else of the package: every op family builds on it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import warnings
+from collections.abc import Iterator
 
 import torch
 
@@ -83,6 +85,34 @@ def native_backends(family: str = "na") -> tuple[str, ...]:
 def native_supports(device: torch.device, family: str = "na") -> bool:
     """Whether the native kernels of `family` (see native_backends) run on tensors of `device`."""
     return device.type.upper() in BACKENDS[_family(family)]
+
+
+# The torch library whose ops compute native calls: "dinat_m2f", or, inside
+# use_emulated_device(), "dinat_m2f_testing" (the CUDA kernels on the emulated device).
+NAMESPACES = ("dinat_m2f", "dinat_m2f_testing")
+_namespace = "dinat_m2f"
+
+
+def native_ops():
+    """The ops that compute native calls: torch.ops.dinat_m2f, or the emulated device's
+    torch.ops.dinat_m2f_testing inside use_emulated_device()."""
+    return getattr(torch.ops, _namespace)
+
+
+@contextlib.contextmanager
+def use_emulated_device() -> Iterator[None]:
+    """Test-only: inside the block, the native ops of CPU tensors run the CUDA kernels (the
+    very source and launch code of the GPU build) on the emulated device of
+    native/common/simt_emulator.h, where every thread block is blockDim CPU threads. The
+    public functions, their checks and autograd are unchanged. Needs the extension."""
+    global _namespace
+    if not NATIVE_AVAILABLE:
+        raise RuntimeError("use_emulated_device: the native extension dinat_m2f._C is not loaded")
+    previous, _namespace = _namespace, "dinat_m2f_testing"
+    try:
+        yield
+    finally:
+        _namespace = previous
 
 
 _warned: set[tuple[str, str]] = set()

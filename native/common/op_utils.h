@@ -1,8 +1,9 @@
-// Helpers shared by the host code of every op family: the dtype dispatch and shape printing
-// for error messages.
+// Helpers shared by the host code of every op family: the dtype dispatch, shape printing for
+// error messages, and optional tensors' data.
 #pragma once
 
 #include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
 #include <sstream>
@@ -30,5 +31,11 @@ std::string list_str(const Seq& values) {
 }
 
 inline std::string shape_str(c10::IntArrayRef shape) { return list_str(shape); }
+
+// Data pointer of an optional tensor (the RPB), or nullptr when it is undefined.
+template <typename T>
+const T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
 
 }  // namespace dinat_m2f

@@ -1,9 +1,6 @@
 // CPU kernels of the NA ops, registered for the CPU dispatch key: parallel over tokens with
 // at::parallel_for, inner loops over the head dim written for the compiler to vectorise
 // (omp simd), accumulation in opmath_type (float for half/bfloat16).
-//
-// Also the test-only ops dinat_m2f_testing::na_{qk,av}_tiled, which run the CUDA tiled
-// kernels' block programs (na_tiled.h) on the CPU with one emulated thread.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
@@ -11,7 +8,6 @@
 
 #include "../common/cpu_simd.h"
 #include "na_ops.h"
-#include "na_tiled.h"
 
 namespace dinat_m2f {
 namespace na {
@@ -126,33 +122,6 @@ void rpb_grad_kernel(const T* grad_attn, T* grad_rpb, const Problem& p) {
   });
 }
 
-// One emulated CUDA thread runs every phase of the block program whole.
-struct SerialBlock {
-  int tid = 0;
-  int threads = 1;
-  void sync() const {}
-};
-
-// Runs a block program over all blocks. tile == 0 takes the tile and chunk the CUDA launch
-// would choose for this shape and dtype.
-template <typename T, typename Elems, typename Program>
-void emulate_tiles(const Problem& p, int tile, int chunk, Elems smem_elems, Program program) {
-  using Acc = at::opmath_type<T>;
-  if (tile == 0) {
-    const tiled::TilePlan plan = tiled::plan_tiles(p, sizeof(Acc), smem_elems);
-    TORCH_CHECK_VALUE(plan.use, "the CUDA tiled kernels do not apply to this shape: they need ",
-                      "2D, kernel_size 3..13 and head dim 32 or 64 (got kernel ", p.h.kernel,
-                      "x", p.w.kernel, ", head dim ", p.dim, ")");
-    TORCH_CHECK(plan.smem_bytes <= tiled::kSharedBudget, "tile plan exceeds shared memory");
-    tile = plan.tile;
-    chunk = plan.chunk;
-  }
-  std::vector<Acc> smem(smem_elems(p, tile, chunk));
-  tiled::Tile t;
-  for (int64_t block = 0; block < tiled::num_blocks(p, tile); ++block)
-    if (tiled::locate_tile(block, p, tile, &t)) program(SerialBlock{}, t, tile, chunk, smem.data());
-}
-
 // The device interface of na_ops.h.
 struct CpuKernels {
   static void qk(const at::Tensor& query, const at::Tensor& key, const at::Tensor& rpb,
@@ -185,68 +154,9 @@ struct CpuKernels {
   }
 };
 
-void check_tile(const char* op, int64_t tile, int64_t chunk) {
-  TORCH_CHECK_VALUE((tile == 0 && chunk == 0) || (tile >= 1 && chunk >= 1), op,
-                    ": tile and chunk must be >= 1, or both 0 for the CUDA launch's choice, "
-                    "got ", tile, ", ", chunk);
-}
-
-at::Tensor qk_tiled(const at::Tensor& query, const at::Tensor& key,
-                    const c10::optional<at::Tensor>& rpb, at::IntArrayRef kernel_size,
-                    at::IntArrayRef dilation, int64_t tile, int64_t chunk) {
-  const char* op = "na_qk_tiled";
-  const Problem p = make_problem(op, "query", query, kernel_size, dilation);
-  check_pair(op, "query", query, "key", key);
-  check_tile(op, tile, chunk);
-  const int64_t rank = kernel_size.size();
-  const at::Tensor bias = checked_rpb(op, rpb, p, query);
-  const at::Tensor q = as_2d(query, rank), k = as_2d(key, rank);
-  at::Tensor attn = empty_2d(p, p.neighbors(), query);
-  DINAT_M2F_DISPATCH_FLOATING_TYPES(query.scalar_type(), "na_qk_tiled", [&] {
-    const scalar_t* qp = q.const_data_ptr<scalar_t>();
-    const scalar_t* kp = k.const_data_ptr<scalar_t>();
-    const scalar_t* bp = data_or_null<scalar_t>(bias);
-    scalar_t* ap = attn.mutable_data_ptr<scalar_t>();
-    emulate_tiles<scalar_t>(
-        p, int(tile), int(chunk), tiled::qk_smem_elems,
-        [&](const SerialBlock& block, const tiled::Tile& t, int tile, int chunk, auto* smem) {
-          tiled::qk_tile_program(block, p, t, tile, chunk, qp, kp, bp, ap, smem);
-        });
-  });
-  return from_2d(attn, rank);
-}
-
-at::Tensor av_tiled(const at::Tensor& attn, const at::Tensor& value,
-                    at::IntArrayRef kernel_size, at::IntArrayRef dilation, int64_t tile,
-                    int64_t chunk) {
-  const char* op = "na_av_tiled";
-  const Problem p = make_problem(op, "value", value, kernel_size, dilation);
-  check_attn(op, "attn", attn, p, value);
-  check_tile(op, tile, chunk);
-  const int64_t rank = kernel_size.size();
-  const at::Tensor a = as_2d(attn, rank), v = as_2d(value, rank);
-  at::Tensor out = empty_2d(p, p.dim, value);
-  DINAT_M2F_DISPATCH_FLOATING_TYPES(value.scalar_type(), "na_av_tiled", [&] {
-    const scalar_t* ap = a.const_data_ptr<scalar_t>();
-    const scalar_t* vp = v.const_data_ptr<scalar_t>();
-    scalar_t* op_ = out.mutable_data_ptr<scalar_t>();
-    emulate_tiles<scalar_t>(
-        p, int(tile), int(chunk), tiled::av_smem_elems,
-        [&](const SerialBlock& block, const tiled::Tile& t, int tile, int chunk, auto* smem) {
-          tiled::av_tile_program(block, p, t, tile, chunk, ap, vp, op_, smem);
-        });
-  });
-  return from_2d(out, rank);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(dinat_m2f, CPU, m) { register_ops<CpuKernels>(m); }
-
-TORCH_LIBRARY_IMPL(dinat_m2f_testing, CPU, m) {
-  m.impl("na_qk_tiled", &qk_tiled);
-  m.impl("na_av_tiled", &av_tiled);
-}
 
 }  // namespace na
 }  // namespace dinat_m2f

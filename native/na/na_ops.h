@@ -122,12 +122,6 @@ inline at::Tensor checked_rpb(const char* op, const c10::optional<at::Tensor>& r
   return rpb->reshape({p.heads, 2 * p.h.kernel - 1, 2 * p.w.kernel - 1}).contiguous();
 }
 
-// Data pointer of an optional tensor (the RPB), or nullptr when it is undefined.
-template <typename T>
-const T* data_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-
 inline at::Tensor empty_2d(const Problem& p, int64_t last, const at::Tensor& like) {
   return at::empty({p.batch, p.h.length, p.w.length, p.heads, last}, like.options());
 }

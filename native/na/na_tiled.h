@@ -7,14 +7,15 @@
 // tile's queries, instead of each query reading its k*k keys from global memory.
 //
 // The programs are written as phases of strided loops over the block's threads separated by
-// `block.sync()`, with no per-thread state carried across a sync. On the GPU the block is a
-// CUDA thread block; on the CPU a single emulated thread runs each phase whole, which lets
-// the test-suite check the programs' index maths on machines without a GPU.
+// __syncthreads(), with no per-thread state carried across a barrier. They are device code
+// of the SIMT layer (common/simt.h): the same code runs on the GPU and on the emulated device.
+// The plan (tile, head-dim chunk, shared memory) is host code shared by both builds.
 #pragma once
 
 #include <cstdint>
 #include <initializer_list>
 
+#include "../common/simt.h"
 #include "na_index.h"
 
 namespace dinat_m2f {
@@ -123,11 +124,11 @@ DINAT_M2F_HOST_DEVICE int box_of_neighbor(const Problem& p, const Tile& t, int q
 }
 
 // Stages channels [c0, c0 + count) of every box token of `src` into `box`.
-template <typename T, typename Acc, typename Block>
-DINAT_M2F_HOST_DEVICE void stage_box(const Block& block, const Problem& p, const Tile& t, const T* src,
-                              int c0, int count, Acc* box) {
+template <typename T, typename Acc>
+DINAT_M2F_DEVICE void stage_box(const Problem& p, const Tile& t, const T* src, int c0, int count,
+                                Acc* box) {
   const int entries = t.h.box_len * t.w.box_len * count;
-  for (int e = block.tid; e < entries; e += block.threads) {
+  for (int e = threadIdx.x; e < entries; e += blockDim.x) {
     const int b = e / count, c = e % count;
     box[b * padded(count) + c] =
         Acc(src[(box_token(p, t, b) * p.heads + t.head) * p.dim + c0 + c]);
@@ -136,27 +137,27 @@ DINAT_M2F_HOST_DEVICE void stage_box(const Block& block, const Problem& p, const
 
 // attn[q, n] = <query[q], key[neighbor n of q]> (+ rpb): logits for the tile's queries.
 // smem: tile*tile*K accumulators, then the query chunk, then the key box chunk.
-template <typename T, typename Acc, typename Block>
-DINAT_M2F_HOST_DEVICE void qk_tile_program(const Block& block, const Problem& p, const Tile& t, int tile,
-                                    int chunk, const T* query, const T* key, const T* rpb,
-                                    T* attn, Acc* smem) {
+template <typename T, typename Acc>
+DINAT_M2F_DEVICE void qk_tile_program(const Problem& p, const Tile& t, int tile, int chunk,
+                                      const T* query, const T* key, const T* rpb, T* attn,
+                                      Acc* smem) {
   const int K = p.neighbors();
   const int queries = t.h.count * t.w.count;
   Acc* acc = smem;
   Acc* q_chunk = acc + tile * tile * K;
   Acc* k_box = q_chunk + tile * tile * padded(chunk);
 
-  for (int e = block.tid; e < queries * K; e += block.threads) acc[e] = Acc(0);
+  for (int e = threadIdx.x; e < queries * K; e += blockDim.x) acc[e] = Acc(0);
   for (int c0 = 0; c0 < p.dim; c0 += chunk) {
     const int count = p.dim - c0 < chunk ? p.dim - c0 : chunk;
-    for (int e = block.tid; e < queries * count; e += block.threads) {
+    for (int e = threadIdx.x; e < queries * count; e += blockDim.x) {
       const int q = e / count, c = e % count;
       q_chunk[q * padded(count) + c] =
           Acc(query[(query_token(p, t, q) * p.heads + t.head) * p.dim + c0 + c]);
     }
-    stage_box(block, p, t, key, c0, count, k_box);
-    block.sync();
-    for (int e = block.tid; e < queries * K; e += block.threads) {
+    stage_box(p, t, key, c0, count, k_box);
+    __syncthreads();
+    for (int e = threadIdx.x; e < queries * K; e += blockDim.x) {
       const int q = e / K, n = e % K;
       const Acc* qr = q_chunk + q * padded(count);
       const Acc* kr = k_box + box_of_neighbor(p, t, q, n) * padded(count);
@@ -164,11 +165,11 @@ DINAT_M2F_HOST_DEVICE void qk_tile_program(const Block& block, const Problem& p,
       for (int c = 0; c < count; ++c) sum += qr[c] * kr[c];
       acc[e] += sum;
     }
-    block.sync();
+    __syncthreads();
   }
   const int bias_w = 2 * p.w.kernel - 1;
   const int bias_hw = (2 * p.h.kernel - 1) * bias_w;
-  for (int e = block.tid; e < queries * K; e += block.threads) {
+  for (int e = threadIdx.x; e < queries * K; e += blockDim.x) {
     const int q = e / K, n = e % K;
     Acc value = acc[e];
     if (rpb != nullptr) {
@@ -183,30 +184,30 @@ DINAT_M2F_HOST_DEVICE void qk_tile_program(const Block& block, const Problem& p,
 
 // out[q] = sum_n attn[q, n] * value[neighbor n of q] for the tile's queries.
 // smem: the tile's attention weights, then the value box chunk.
-template <typename T, typename Acc, typename Block>
-DINAT_M2F_HOST_DEVICE void av_tile_program(const Block& block, const Problem& p, const Tile& t, int tile,
-                                    int chunk, const T* attn, const T* value, T* out, Acc* smem) {
+template <typename T, typename Acc>
+DINAT_M2F_DEVICE void av_tile_program(const Problem& p, const Tile& t, int tile, int chunk,
+                                      const T* attn, const T* value, T* out, Acc* smem) {
   const int K = p.neighbors();
   const int queries = t.h.count * t.w.count;
   Acc* weights = smem;
   Acc* v_box = weights + tile * tile * K;
 
-  for (int e = block.tid; e < queries * K; e += block.threads) {
+  for (int e = threadIdx.x; e < queries * K; e += blockDim.x) {
     const int q = e / K, n = e % K;
     weights[e] = Acc(attn[(query_token(p, t, q) * p.heads + t.head) * K + n]);
   }
   for (int c0 = 0; c0 < p.dim; c0 += chunk) {
     const int count = p.dim - c0 < chunk ? p.dim - c0 : chunk;
-    stage_box(block, p, t, value, c0, count, v_box);
-    block.sync();
-    for (int e = block.tid; e < queries * count; e += block.threads) {
+    stage_box(p, t, value, c0, count, v_box);
+    __syncthreads();
+    for (int e = threadIdx.x; e < queries * count; e += blockDim.x) {
       const int q = e / count, c = e % count;
       Acc sum = Acc(0);
       for (int n = 0; n < K; ++n)
         sum += weights[q * K + n] * v_box[box_of_neighbor(p, t, q, n) * padded(count) + c];
       out[(query_token(p, t, q) * p.heads + t.head) * p.dim + c0 + c] = T(sum);
     }
-    block.sync();
+    __syncthreads();
   }
 }
 
@@ -222,7 +223,7 @@ struct TilePlan {
 
 // The tiled kernels cover DiNAT's shapes: 2D, kernel 3..13, head dim 32 or 64. The tile is
 // the largest that fits the shared-memory budget, and no larger than the longest group needs.
-// Host code: the CUDA launches and the CPU emulation (so tests check the real choices).
+// Host code of both builds (the GPU's and the emulated device's launches).
 template <typename Elems>
 inline TilePlan plan_tiles(const Problem& p, int64_t acc_size, Elems smem_elems) {
   const TilePlan none{false, 0, 0, 0};

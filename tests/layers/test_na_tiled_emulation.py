@@ -1,6 +1,9 @@
-"""The CUDA tiled QK/AV kernels' block programs (native/na/na_tiled.h), run on the CPU by the
-test-only ops `dinat_m2f_testing::na_{qk,av}_tiled`, agree with the plain kernels for DiNAT's sizes
-(kernel 3..13, head dim 32/64), dilations, borders, partial tiles and head-dim chunks."""
+"""The CUDA tiled QK/AV kernels (native/na/na_device.cuh, na_tiled.h), run on the emulated
+device by the test-only ops `dinat_m2f_testing::na_{qk,av}_tiled` with a given tile and
+head-dim chunk, agree with the CPU kernels for DiNAT's sizes (kernel 3..13, head dim 32/64),
+dilations, borders, partial tiles and head-dim chunks. The tiles and chunks fit the 48 KB of
+shared memory a launch gets (the emulated device refuses more, as a GPU does; float64
+accumulates in 8 bytes)."""
 
 import pytest
 import torch
@@ -13,14 +16,14 @@ testing = torch.ops.dinat_m2f_testing
 
 # (spatial, kernel, dilation, heads, dim, tile, chunk)
 CASES = [
-    ((9, 10), (3, 3), (1, 1), 2, 32, 16, 32),
+    ((9, 10), (3, 3), (1, 1), 2, 32, 8, 32),
     ((13, 17), (3, 5), (2, 3), 1, 32, 4, 16),
-    ((15, 16), (7, 7), (1, 1), 2, 64, 8, 16),
+    ((15, 16), (7, 7), (1, 1), 2, 64, 6, 16),
     ((29, 31), (7, 7), (4, 3), 1, 32, 4, 32),
     ((20, 23), (9, 9), (2, 2), 1, 64, 2, 24),
     ((22, 24), (11, 11), (2, 1), 2, 32, 4, 16),
-    ((13, 13), (13, 13), (1, 1), 1, 64, 4, 16),
-    ((27, 40), (13, 11), (2, 3), 1, 32, 8, 32),
+    ((13, 13), (13, 13), (1, 1), 1, 64, 3, 16),
+    ((27, 40), (13, 11), (2, 3), 1, 32, 3, 8),
 ]
 
 
@@ -96,3 +99,10 @@ def test_tile_plan_refuses_shapes_outside_the_tiled_kernels():
     q = torch.randn(1, 40, 40, 2, 32)
     with pytest.raises(ValueError, match=r"kernel 15x15"):
         torch.ops.dinat_m2f_testing.na_qk_tiled(q, q, None, [15, 15], [1, 1], 0, 0)
+
+
+def test_tile_over_the_shared_memory_budget_is_refused_like_on_a_gpu():
+    q = torch.randn(1, 27, 40, 1, 32, dtype=torch.float64)
+    # tile 8, chunk 32: 185,152 bytes of shared memory for float64 accumulators
+    with pytest.raises(ValueError, match=r"185152 bytes of dynamic shared memory \(at most 49152\)"):
+        testing.na_qk_tiled(q, q, None, [13, 11], [2, 3], 8, 32)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..library import native_supports, warn_fallback_once
+from ..library import native_ops, native_supports, warn_fallback_once
 from .reference import ms_deform_attn_reference
 
 
@@ -21,7 +21,7 @@ def forward(
     if native_supports(value.device, "ms_deform_attn"):
         # The op checks the level layout itself, so a compiled graph keeps that check without
         # a host read here.
-        return torch.ops.dinat_m2f.ms_deform_attn(
+        return native_ops().ms_deform_attn(
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights
         )
     warn_fallback_once(value.device, "ms_deform_attn")

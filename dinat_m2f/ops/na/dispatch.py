@@ -1,5 +1,6 @@
 """Which implementation computes an NA op: the native kernels when the extension is built for
-the tensors' device, else the pure-PyTorch twin (with one warning per device type).
+the tensors' device (library.native_ops(): the emulated device's inside
+library.use_emulated_device()), else the pure-PyTorch twin (with one warning per device type).
 
 Arguments are assumed checked (checks.py) and normalised to per-axis tuples.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..library import native_supports, warn_fallback_once
+from ..library import native_ops, native_supports, warn_fallback_once
 from .reference import na_av_reference, na_qk_reference
 
 
@@ -21,7 +22,7 @@ def qk(
 ) -> torch.Tensor:
     """Logits (batch, *spatial, heads, prod(kernel)): <query, neighbor key> (+ rpb)."""
     if native_supports(query.device, "na"):
-        return torch.ops.dinat_m2f.na_qk(query, key, rpb, list(kernel), list(dilation))
+        return native_ops().na_qk(query, key, rpb, list(kernel), list(dilation))
     warn_fallback_once(query.device, "na")
     return na_qk_reference(query, key, rpb, kernel, dilation)
 
@@ -31,6 +32,6 @@ def av(
 ) -> torch.Tensor:
     """Output (batch, *spatial, heads, dim): attention-weighted sum of neighbor values."""
     if native_supports(value.device, "na"):
-        return torch.ops.dinat_m2f.na_av(attn, value, list(kernel), list(dilation))
+        return native_ops().na_av(attn, value, list(kernel), list(dilation))
     warn_fallback_once(value.device, "na")
     return na_av_reference(attn, value, kernel, dilation)

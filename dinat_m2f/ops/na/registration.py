@@ -3,7 +3,8 @@
 The schemas are declared once in C++ (native/library.cpp) and implemented per device
 (native/na/). The fake kernels run the same argument checks as the public functions
 (checks.py), so torch.compile and torch.library.opcheck trace them with the same errors; the
-autograd formulas call the native backward ops. Registered only when the extension is loaded.
+autograd formulas call the native backward ops. Registered for the public library and for the testing library (the same ops on
+the emulated device, and its tiled kernels with a given plan) when the extension is loaded.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 
 import torch
 
-from ..library import NATIVE_AVAILABLE
+from ..library import NAMESPACES, NATIVE_AVAILABLE
 from . import checks
 
 
@@ -33,17 +34,20 @@ def _qk_setup_context(ctx, inputs, output):
     ctx.has_rpb = rpb is not None
 
 
-def _qk_backward(ctx, grad_attn):
-    query, key = ctx.saved_tensors
-    kernel_size, dilation = ctx.window
-    grad_query = grad_key = grad_rpb = None
-    if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-        grad_query, grad_key = torch.ops.dinat_m2f.na_qk_backward(
-            grad_attn, query, key, kernel_size, dilation
-        )
-    if ctx.has_rpb and ctx.needs_input_grad[2]:
-        grad_rpb = torch.ops.dinat_m2f.na_rpb_backward(grad_attn, kernel_size, dilation)
-    return grad_query, grad_key, grad_rpb, None, None
+def _qk_backward_of(ops):
+    """The autograd formula of `ops`.na_qk, with `ops`' backward ops."""
+
+    def backward(ctx, grad_attn):
+        query, key = ctx.saved_tensors
+        kernel_size, dilation = ctx.window
+        grad_query = grad_key = grad_rpb = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            grad_query, grad_key = ops.na_qk_backward(grad_attn, query, key, kernel_size, dilation)
+        if ctx.has_rpb and ctx.needs_input_grad[2]:
+            grad_rpb = ops.na_rpb_backward(grad_attn, kernel_size, dilation)
+        return grad_query, grad_key, grad_rpb, None, None
+
+    return backward
 
 
 def _av_setup_context(ctx, inputs, output):
@@ -52,78 +56,94 @@ def _av_setup_context(ctx, inputs, output):
     ctx.window = (kernel_size, dilation)
 
 
-def _av_backward(ctx, grad_out):
-    attn, value = ctx.saved_tensors
-    kernel_size, dilation = ctx.window
-    grad_attn, grad_value = torch.ops.dinat_m2f.na_av_backward(
-        grad_out, attn, value, kernel_size, dilation
+def _av_backward_of(ops):
+    """The autograd formula of `ops`.na_av, with `ops`' backward op."""
+
+    def backward(ctx, grad_out):
+        attn, value = ctx.saved_tensors
+        kernel_size, dilation = ctx.window
+        grad_attn, grad_value = ops.na_av_backward(grad_out, attn, value, kernel_size, dilation)
+        return grad_attn, grad_value, None, None
+
+    return backward
+
+
+def _na_qk_fake(query, key, rpb, kernel_size, dilation):
+    rank = checks.rank_of("na_qk", kernel_size)
+    checks.qk_inputs("na_qk", query, key, list(kernel_size), list(dilation), rpb, rank)
+    return _tokens_like(query, math.prod(kernel_size))
+
+
+def _na_av_fake(attn, value, kernel_size, dilation):
+    rank = checks.rank_of("na_av", kernel_size)
+    checks.av_inputs("na_av", attn, value, list(kernel_size), list(dilation), rank)
+    return _tokens_like(value, value.shape[-1])
+
+
+def _na_qk_backward_fake(grad_attn, query, key, kernel_size, dilation):
+    op = "na_qk_backward"
+    rank = checks.rank_of(op, kernel_size)
+    kernel, _ = checks.qk_inputs(op, query, key, list(kernel_size), list(dilation), None, rank)
+    checks.attn_tensor(op, grad_attn, kernel, query, name="grad_attn", like="query")
+    return _tokens_like(query, query.shape[-1]), _tokens_like(key, key.shape[-1])
+
+
+def _na_av_backward_fake(grad_out, attn, value, kernel_size, dilation):
+    op = "na_av_backward"
+    rank = checks.rank_of(op, kernel_size)
+    checks.av_inputs(op, attn, value, list(kernel_size), list(dilation), rank)
+    checks.tokens_tensor(op, "grad_out", grad_out, rank)
+    checks.same_placement(op, "grad_out", grad_out, "value", value)
+    checks.same_shape(op, "grad_out", grad_out, "value", value)
+    return _tokens_like(value, math.prod(kernel_size)), _tokens_like(value, value.shape[-1])
+
+
+def _na_rpb_backward_fake(grad_attn, kernel_size, dilation):
+    op = "na_rpb_backward"
+    rank, kernel, dil = _window(op, kernel_size, dilation)
+    checks.tokens_tensor(op, "grad_attn", grad_attn, rank)
+    checks.large_enough(op, "grad_attn", grad_attn, kernel, dil)
+    if grad_attn.shape[-1] != math.prod(kernel):
+        raise ValueError(
+            f"{op}: grad_attn's last dim must be prod(kernel_size) = {math.prod(kernel)}, "
+            f"got {grad_attn.shape[-1]}"
+        )
+    heads = grad_attn.shape[-2]
+    return grad_attn.new_empty((heads, *(2 * k - 1 for k in kernel)))
+
+
+def _register(namespace: str) -> None:
+    fakes = {
+        "na_qk": _na_qk_fake,
+        "na_av": _na_av_fake,
+        "na_qk_backward": _na_qk_backward_fake,
+        "na_av_backward": _na_av_backward_fake,
+        "na_rpb_backward": _na_rpb_backward_fake,
+    }
+    for op, fake in fakes.items():
+        torch.library.register_fake(f"{namespace}::{op}")(fake)
+    ops = getattr(torch.ops, namespace)
+    torch.library.register_autograd(
+        f"{namespace}::na_qk", _qk_backward_of(ops), setup_context=_qk_setup_context
     )
-    return grad_attn, grad_value, None, None
+    torch.library.register_autograd(
+        f"{namespace}::na_av", _av_backward_of(ops), setup_context=_av_setup_context
+    )
 
 
-def _register() -> None:
-    register_fake = torch.library.register_fake
+def _register_tiled() -> None:
+    """The testing library's tiled kernels with a given tile and chunk."""
 
-    @register_fake("dinat_m2f::na_qk")
-    def _na_qk_fake(query, key, rpb, kernel_size, dilation):
-        rank = checks.rank_of("na_qk", kernel_size)
-        checks.qk_inputs("na_qk", query, key, list(kernel_size), list(dilation), rpb, rank)
-        return _tokens_like(query, math.prod(kernel_size))
-
-    @register_fake("dinat_m2f::na_av")
-    def _na_av_fake(attn, value, kernel_size, dilation):
-        rank = checks.rank_of("na_av", kernel_size)
-        checks.av_inputs("na_av", attn, value, list(kernel_size), list(dilation), rank)
-        return _tokens_like(value, value.shape[-1])
-
-    @register_fake("dinat_m2f::na_qk_backward")
-    def _na_qk_backward_fake(grad_attn, query, key, kernel_size, dilation):
-        op = "na_qk_backward"
-        rank = checks.rank_of(op, kernel_size)
-        kernel, _ = checks.qk_inputs(op, query, key, list(kernel_size), list(dilation), None, rank)
-        checks.attn_tensor(op, grad_attn, kernel, query, name="grad_attn", like="query")
-        return _tokens_like(query, query.shape[-1]), _tokens_like(key, key.shape[-1])
-
-    @register_fake("dinat_m2f::na_av_backward")
-    def _na_av_backward_fake(grad_out, attn, value, kernel_size, dilation):
-        op = "na_av_backward"
-        rank = checks.rank_of(op, kernel_size)
-        checks.av_inputs(op, attn, value, list(kernel_size), list(dilation), rank)
-        checks.tokens_tensor(op, "grad_out", grad_out, rank)
-        checks.same_placement(op, "grad_out", grad_out, "value", value)
-        checks.same_shape(op, "grad_out", grad_out, "value", value)
-        return _tokens_like(value, math.prod(kernel_size)), _tokens_like(value, value.shape[-1])
-
-    @register_fake("dinat_m2f::na_rpb_backward")
-    def _na_rpb_backward_fake(grad_attn, kernel_size, dilation):
-        op = "na_rpb_backward"
-        rank, kernel, dil = _window(op, kernel_size, dilation)
-        checks.tokens_tensor(op, "grad_attn", grad_attn, rank)
-        checks.large_enough(op, "grad_attn", grad_attn, kernel, dil)
-        if grad_attn.shape[-1] != math.prod(kernel):
-            raise ValueError(
-                f"{op}: grad_attn's last dim must be prod(kernel_size) = {math.prod(kernel)}, "
-                f"got {grad_attn.shape[-1]}"
-            )
-        heads = grad_attn.shape[-2]
-        return grad_attn.new_empty((heads, *(2 * k - 1 for k in kernel)))
-
-    # test-only ops running the CUDA tiled kernels' block programs on the CPU
-    @register_fake("dinat_m2f_testing::na_qk_tiled")
+    @torch.library.register_fake("dinat_m2f_testing::na_qk_tiled")
     def _na_qk_tiled_fake(query, key, rpb, kernel_size, dilation, tile, chunk):
         return _na_qk_fake(query, key, rpb, kernel_size, dilation)
 
-    @register_fake("dinat_m2f_testing::na_av_tiled")
+    @torch.library.register_fake("dinat_m2f_testing::na_av_tiled")
     def _na_av_tiled_fake(attn, value, kernel_size, dilation, tile, chunk):
         return _na_av_fake(attn, value, kernel_size, dilation)
 
-    torch.library.register_autograd(
-        "dinat_m2f::na_qk", _qk_backward, setup_context=_qk_setup_context
-    )
-    torch.library.register_autograd(
-        "dinat_m2f::na_av", _av_backward, setup_context=_av_setup_context
-    )
-
 
 if NATIVE_AVAILABLE:
-    _register()
+    for _namespace in NAMESPACES:
+        _register(_namespace)
+    _register_tiled()
