@@ -1,23 +1,26 @@
 """CUDA kernels of multi-scale deformable attention vs the CPU kernels in float64, per dtype,
-forward and backward. Skipped without a GPU.
+forward and backward: on a real GPU (skipped without one) and on the emulated device
+(tests/simt_backends.py), which runs the same kernels and launch code on CPU threads in CI.
 
 Inputs are rounded to the tested dtype first, so the comparison measures the kernels' error,
 not the inputs' rounding. Tolerances (max abs error relative to max(1, max |reference|)):
-float32 1e-5, float16 4e-3, bfloat16 2e-2.
+float32 1e-5, float16 4e-3, bfloat16 2e-2, float64 1e-10.
 """
 
 import pytest
 import torch
 
 from dinat_m2f.layers import MSDeformAttn, ms_deform_attn
+from tests import simt_backends as backends
 from tests.layers.test_ms_deform_attn import CASES, LARGE, case_id, make_inputs
 
-pytestmark = pytest.mark.cuda
-
-TOLERANCE = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 2e-2}
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 2e-2, torch.float64: 1e-10}
 # Mask2Former's 640-input encoder (80x80, 40x40, 20x20) with a slice of its queries: many
 # queries hit the same pixels, which exercises the atomic grad_value accumulation.
 MASK2FORMER = ([(80, 80), (40, 40), (20, 20)], 8, 32, 4, 3000)
+# The same on the emulated device, scaled down: 40 queries on 8x8 / 4x4 / 2x2 maps still
+# share pixels, so grad_value's atomics collide.
+MASK2FORMER_SMALL = ([(8, 8), (4, 4), (2, 2)], 2, 32, 4, 40)
 
 
 def run(inputs, device, dtype):
@@ -35,56 +38,78 @@ def run(inputs, device, dtype):
 
 
 @pytest.mark.parametrize("dtype", list(TOLERANCE), ids=str)
-@pytest.mark.parametrize("case", CASES + [LARGE, MASK2FORMER], ids=case_id)
-def test_cuda_matches_cpu(case, dtype):
+@pytest.mark.parametrize(
+    "backend,case", backends.cases(CASES + [LARGE, MASK2FORMER], CASES + [MASK2FORMER_SMALL], case_id)
+)
+def test_cuda_matches_cpu(backend, case, dtype):
     inputs = make_inputs(case, batch=2)
     rounded = [x.to(dtype).double() if x.is_floating_point() else x for x in inputs]
     expected = run(rounded, "cpu", torch.float64)
-    got = run(rounded, "cuda", dtype)
+    device = backends.device(backend)
+    with backends.on(backend):
+        got = run(rounded, device, dtype)
     for name, a, b in zip(["out", "grad_value", "grad_locations", "grad_weights"], got, expected):
-        assert a.is_cuda and a.dtype == dtype
+        assert a.device.type == device.type and a.dtype == dtype
         err = (a.double().cpu() - b).abs().max().item() / max(1.0, b.abs().max().item())
         assert err <= TOLERANCE[dtype], f"{name}: relative max error {err:.2e}"
 
 
-def test_cuda_float64_matches_cpu_exactly_enough_and_index_tensors_may_stay_on_cpu():
-    inputs = make_inputs(LARGE, batch=2)
+@pytest.mark.parametrize("backend", backends.backends())
+def test_cuda_float64_matches_cpu_exactly_enough_and_index_tensors_may_stay_on_cpu(backend):
+    inputs = make_inputs(LARGE if backend == "cuda" else CASES[3], batch=2)
     expected = run(inputs, "cpu", torch.float64)
     value, shapes, starts, locations, weights = inputs
-    on_gpu = run(inputs, "cuda", torch.float64)
-    with_cpu_shapes = ms_deform_attn(value.cuda(), shapes, starts, locations.cuda(), weights.cuda())
+    device = backends.device(backend)
+    with backends.on(backend):
+        on_gpu = run(inputs, device, torch.float64)
+        with_cpu_shapes = ms_deform_attn(
+            value.to(device), shapes, starts, locations.to(device), weights.to(device)
+        )
     torch.testing.assert_close(with_cpu_shapes.cpu(), expected[0], rtol=1e-12, atol=1e-12)
     for a, b in zip(on_gpu, expected):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
 
 
-def test_cuda_gradcheck_float64():
+@pytest.mark.parametrize("backend", backends.backends())
+def test_cuda_gradcheck_float64(backend):
+    device = backends.device(backend)
     value, shapes, starts, locations, weights = (
-        x.cuda() for x in make_inputs(CASES[2], batch=1, seed=3)
+        # the emulated device runs every numerical-Jacobian forward with real threads: a
+        # smaller case
+        x.to(device) for x in make_inputs(CASES[2 if backend == "cuda" else 0], batch=1, seed=3)
     )
 
     def fn(value, locations, weights):
-        return torch.ops.dinat_m2f.ms_deform_attn(value, shapes, starts, locations, weights)
+        return ms_deform_attn(value, shapes, starts, locations, weights)
 
     leaves = [x.requires_grad_() for x in (value, locations, weights)]
-    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
+    with backends.on(backend):
+        assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
 
 
-def test_cuda_empty_batch_non_contiguous_and_module():
-    value, shapes, starts, locations, weights = (x.cuda() for x in make_inputs(CASES[1], batch=0))
-    assert ms_deform_attn(value, shapes, starts, locations, weights).shape == (0, 5, 16)
+@pytest.mark.parametrize("backend", backends.backends())
+def test_cuda_empty_batch_non_contiguous_and_module(backend):
+    device = backends.device(backend)
     inputs = make_inputs(CASES[2], dtype=torch.float32)
     value, shapes, starts, locations, weights = inputs
-    value_nc = value.cuda().transpose(0, 1).contiguous().transpose(0, 1)
-    out = ms_deform_attn(value_nc, shapes.cuda(), starts.cuda(), locations.cuda(), weights.cuda())
-    torch.testing.assert_close(out.cpu(), ms_deform_attn(*inputs), rtol=1e-5, atol=1e-5)
+    expected = ms_deform_attn(*inputs)
     module = MSDeformAttn(d_model=64, n_levels=3, n_heads=8, n_points=4)
     query = torch.randn(2, 21, 64)
     spatial = torch.tensor([[4, 3], [2, 3], [1, 3]])
     level_starts = torch.tensor([0, 12, 18])
     reference = torch.rand(2, 21, 3, 2)
-    expected = module(query, reference, query, spatial, level_starts)
-    got = module.cuda()(
-        query.cuda(), reference.cuda(), query.cuda(), spatial.cuda(), level_starts.cuda()
-    )
-    torch.testing.assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-4)
+    expected_module = module(query, reference, query, spatial, level_starts)
+    with backends.on(backend):
+        empty = [x.to(device) for x in make_inputs(CASES[1], batch=0)]
+        assert ms_deform_attn(*empty).shape == (0, 5, 16)
+        value_nc = value.to(device).transpose(0, 1).contiguous().transpose(0, 1)
+        out = ms_deform_attn(
+            value_nc, shapes.to(device), starts.to(device), locations.to(device),
+            weights.to(device),
+        )
+        got = module.to(device)(
+            query.to(device), reference.to(device), query.to(device), spatial.to(device),
+            level_starts.to(device),
+        )
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.cpu(), expected_module, rtol=1e-4, atol=1e-4)

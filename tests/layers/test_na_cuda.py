@@ -1,18 +1,19 @@
-"""CUDA kernels vs the CPU kernels in float64, per dtype, forward and backward, for the tiled
-shapes (2D, kernel 3..13, head dim 32/64) and the naive ones. Skipped without a GPU.
+"""The CUDA NA kernels vs the CPU kernels in float64, per dtype, forward and backward, for the
+tiled shapes (2D, kernel 3..13, head dim 32/64) and the naive ones: on a real GPU (skipped
+without one) and on the emulated device (tests/simt_backends.py), which runs the same
+kernels and launch code on CPU threads in CI.
 
 Tolerances (max abs error relative to max(1, max |reference|)): float32 1e-4,
-float16 1e-2, bfloat16 4e-2.
+float16 1e-2, bfloat16 4e-2, float64 1e-10.
 """
 
 import pytest
 import torch
 
 from dinat_m2f.layers import na1d, na2d, na2d_av, na2d_qk
+from tests import simt_backends as backends
 
-pytestmark = pytest.mark.cuda
-
-TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2, torch.float64: 1e-10}
 SHAPES = [
     # (spatial, kernel, dilation, heads, dim): tiled
     ((14, 14), 3, 1, 2, 32),
@@ -25,6 +26,20 @@ SHAPES = [
     ((20, 21), 5, 2, 3, 16),
     ((50,), 7, 3, 2, 32),
 ]
+# The emulated device's: small, the same paths (tiled 2D with partial tiles, several groups
+# and chunks; naive head dims and 1D)
+EMULATED_SHAPES = [
+    ((9, 10), 3, 1, 2, 32),
+    ((13, 11), 5, 2, 1, 64),
+    ((15, 14), 7, 2, 1, 32),
+    ((11, 12), 5, 2, 2, 16),
+    ((23,), 5, 3, 2, 32),
+]
+
+
+def shape_id(shape):
+    spatial, kernel, dilation, heads, dim = shape
+    return f"L{'x'.join(map(str, spatial))}-k{kernel}-d{dilation}-h{heads}-D{dim}"
 
 
 def run(fn, inputs, grad_out_seed=0):
@@ -37,8 +52,8 @@ def run(fn, inputs, grad_out_seed=0):
 
 
 @pytest.mark.parametrize("dtype", list(TOLERANCE), ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_cuda_matches_cpu(shape, dtype):
+@pytest.mark.parametrize("backend,shape", backends.cases(SHAPES, EMULATED_SHAPES, shape_id))
+def test_cuda_matches_cpu(backend, shape, dtype):
     spatial, kernel, dilation, heads, dim = shape
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, *spatial, heads, dim, generator=g, dtype=torch.float64) for _ in range(3))
@@ -49,31 +64,49 @@ def test_cuda_matches_cpu(shape, dtype):
         return na(q, k, v, kernel, dilation=dilation, rpb=rpb)
 
     expected = run(fn, [q, k, v, rpb])
-    got = run(fn, [x.to("cuda", dtype) for x in (q, k, v, rpb)])
+    device = backends.device(backend)
+    with backends.on(backend):
+        got = run(fn, [x.to(device, dtype) for x in (q, k, v, rpb)])
     for name, a, b in zip(["out", "dq", "dk", "dv", "drpb"], got, expected):
-        assert a.dtype == dtype and a.is_cuda
+        assert a.dtype == dtype and a.device.type == device.type
         err = (a.double().cpu() - b).abs().max().item() / max(1.0, b.abs().max().item())
         assert err <= TOLERANCE[dtype], f"{name}: relative max error {err:.2e}"
 
 
-@pytest.mark.parametrize("kernel", [3, 5, 7, 9, 11, 13])
-@pytest.mark.parametrize("dim", [32, 64])
-def test_cuda_unfused_ops_float32(kernel, dim):
+@pytest.mark.parametrize("backend,case", backends.cases(
+    [(k, d) for k in (3, 5, 7, 9, 11, 13) for d in (32, 64)],
+    [(k, d) for k in (3, 5, 7, 9, 11, 13) for d in (32, 64)],
+    lambda c: f"k{c[0]}-D{c[1]}"))
+def test_cuda_unfused_ops_float32(backend, case):
+    kernel, dim = case
     g = torch.Generator().manual_seed(kernel)
-    q, k, v = (torch.randn(1, 3 * kernel, 3 * kernel + 2, 2, dim, generator=g) for _ in range(3))
-    rpb = torch.randn(2, 2 * kernel - 1, 2 * kernel - 1, generator=g)
+    heads = 2 if backend == "cuda" else 1
+    q, k, v = (torch.randn(1, 3 * kernel, 3 * kernel + 2, heads, dim, generator=g) for _ in range(3))
+    rpb = torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=g)
     logits = na2d_qk(q, k, kernel, dilation=2, rpb=rpb)
-    cuda = [x.cuda() for x in (q, k, v, rpb)]
-    torch.testing.assert_close(na2d_qk(cuda[0], cuda[1], kernel, dilation=2, rpb=cuda[3]).cpu(), logits,
-                               rtol=1e-4, atol=1e-4)
     attn = logits.softmax(-1)
-    torch.testing.assert_close(na2d_av(attn.cuda(), cuda[2], kernel, dilation=2).cpu(),
-                               na2d_av(attn, v, kernel, dilation=2), rtol=1e-4, atol=1e-4)
+    expected_out = na2d_av(attn, v, kernel, dilation=2)
+    device = backends.device(backend)
+    # these shapes take the tiled kernels: the planner's choice for every kernel size
+    if backend == "emulated":
+        for op in ("qk", "av"):
+            tile, chunk, smem = torch.ops.dinat_m2f_testing.na_tile_plan(q, [kernel] * 2, [2, 2], op)
+            assert tile >= 2 and chunk in (16, 32) and 0 < smem <= 48 * 1024
+    with backends.on(backend):
+        gpu = [x.to(device) for x in (q, k, v, rpb)]
+        got_logits = na2d_qk(gpu[0], gpu[1], kernel, dilation=2, rpb=gpu[3])
+        got_out = na2d_av(attn.to(device), gpu[2], kernel, dilation=2)
+    torch.testing.assert_close(got_logits.cpu(), logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_out.cpu(), expected_out, rtol=1e-4, atol=1e-4)
 
 
-def test_cuda_empty_batch_and_non_contiguous():
-    q = torch.randn(0, 9, 9, 2, 32, device="cuda")
-    assert na2d(q, q, q, 3).shape == q.shape
-    x = torch.randn(2, 2, 16, 17, 32, device="cuda").permute(0, 2, 3, 1, 4)
-    torch.testing.assert_close(na2d(x, x, x, 5, dilation=3).cpu(), na2d(x.cpu(), x.cpu(), x.cpu(), 5, dilation=3),
+@pytest.mark.parametrize("backend", backends.backends())
+def test_cuda_empty_batch_and_non_contiguous(backend):
+    device = backends.device(backend)
+    with backends.on(backend):
+        q = torch.randn(0, 9, 9, 2, 32, device=device)
+        assert na2d(q, q, q, 3).shape == q.shape
+        x = torch.randn(2, 2, 16, 17, 32, device=device).permute(0, 2, 3, 1, 4)
+        got = na2d(x, x, x, 5, dilation=3).cpu()
+    torch.testing.assert_close(got, na2d(x.cpu(), x.cpu(), x.cpu(), 5, dilation=3),
                                rtol=1e-4, atol=1e-4)
