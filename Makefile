@@ -3,7 +3,8 @@
 #               Mask2Former on it on the CPU, evaluate PQ / AP / mIoU, draw predictions
 #   make test   set up (first run: virtual environment, dependencies, detectron2, native build)
 #               and run the test-suite
-# Also: make bench (the NA kernels' benchmark table, quick shapes).
+# Also: make bench (the NA kernels' benchmark table, quick shapes), make sanitize (the CUDA
+# kernels on the emulated device under ThreadSanitizer / AddressSanitizer).
 # Re-running is cheap: each step has a stamp and reruns only when its inputs change.
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMPS := $(VENV)/stamps
 NATIVE_SOURCES := $(wildcard native/*.cpp native/*/*.cpp native/*/*.cu native/*/*.h)
 
-.PHONY: setup test bench demo clean
+.PHONY: setup test bench sanitize demo clean
 
 setup: $(STAMPS)/native
 
@@ -46,6 +47,11 @@ test: setup
 
 bench: setup
 	$(PY) -m dinat_m2f.benchmarks.na --quick
+
+# The CUDA kernels on the emulated device under ThreadSanitizer and AddressSanitizer, with the
+# planted bugs that must be caught (also part of make test: tests/native/).
+sanitize:
+	$(PYTHON) tools/sanitize.py
 
 # --- the main job on the built-in dataset ----------------------------------------------------
 DATASETS ?= datasets
