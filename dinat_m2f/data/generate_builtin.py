@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from .datasets.builtin_shapes import generate_builtin_shapes
-from .datasets.common import datasets_root
+from .datasets.layout import datasets_root
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,13 +44,11 @@ from PIL import Image, ImageDraw
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..formats import encode_rle, id2rgb, mask_bbox_xywh, unique_segment_colors
-from .common import (
-    datasets_root,
-    guard_registered,
-    panoptic_metadata,
-    register_coco_panoptic_annos_sem_seg,
-    register_sem_seg,
-)
+from .catalog import guard_registered
+from .layout import datasets_root
+from .metadata import panoptic_metadata
+from .panoptic_loader import register_coco_panoptic_annos_sem_seg
+from .sem_seg_loader import register_sem_seg
 
 FAMILY = "Built-in shapes"
 DIRNAME = "builtin_shapes"
