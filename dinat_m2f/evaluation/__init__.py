@@ -13,12 +13,10 @@ from .panoptic_quality import (
     PQCounts,
     PQMetrics,
     PQResult,
-    id_to_rgb,
     load_categories,
     pq_compute,
     pq_image_counts,
     read_panoptic_png,
-    rgb_to_id,
     summarize,
 )
 from .semantic import confusion_matrix, evaluate_folders, semantic_metrics
@@ -32,12 +30,10 @@ __all__ = [
     "PQResult",
     "confusion_matrix",
     "evaluate_folders",
-    "id_to_rgb",
     "load_categories",
     "pq_compute",
     "pq_image_counts",
     "read_panoptic_png",
-    "rgb_to_id",
     "semantic_metrics",
     "summarize",
 ]

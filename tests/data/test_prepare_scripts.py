@@ -11,7 +11,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from dinat_m2f.data.datasets.layout import datasets_root
-from dinat_m2f.data.formats import id2rgb, rgb2id
+from dinat_m2f.panoptic_ids import id2rgb, rgb2id
 
 from .conftest import load_script
 

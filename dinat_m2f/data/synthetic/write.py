@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ...panoptic_ids import id2rgb
 from ..datasets.builtin_shapes import DIRNAME, SHAPES_CATEGORIES, builtin_shapes_paths
 from ..datasets.layout import datasets_root
-from ..formats import encode_rle, id2rgb, mask_bbox_xywh
+from ..formats import encode_rle, mask_bbox_xywh
 from .render import render_image
 
 __all__ = ["generate_builtin_shapes"]
