@@ -21,8 +21,8 @@ from detectron2.utils.file_io import PathManager
 from PIL import Image
 
 from ..panoptic_ids import id2rgb
-from .panoptic import summary_table
 from .panoptic_quality import pq_compute
+from .panoptic_tables import summary_table
 
 logger = logging.getLogger(__name__)
 
