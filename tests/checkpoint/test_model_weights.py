@@ -61,7 +61,8 @@ def test_missing_and_unexpected_keys_are_errors(tmp_path):
     with pytest.raises(WeightsError, match=r"not in the model \(2\):\n    extras.0.weight"):
         load_model_weights(Net(), path)
     path = _save(tmp_path, Net(), "small.pth")
-    with pytest.raises(WeightsError, match=r"missing in the checkpoint \(1\):\n    extras.0.weight"):
+    missing = r"missing in the checkpoint \(1\):\n    extras.0.weight"
+    with pytest.raises(WeightsError, match=missing):
         load_model_weights(Net(extra=1), path)
 
 
