@@ -6,6 +6,9 @@
     python train_net.py --config-file CONFIG --resume          # continue from the last checkpoint
     python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
 
+--eval-only loads its weights strictly: a missing file or a checkpoint that does not fit the
+config's model stops with the keys named (exit status 2) before anything is evaluated.
+
 Multi-GPU and multi-node runs go through detectron2's launcher (--num-gpus, --num-machines,
 --machine-rank, --dist-url): one process per GPU with NCCL, or with gloo on machines without
 a GPU (--num-gpus N then starts N CPU processes; add MODEL.DEVICE cpu).
@@ -13,21 +16,25 @@ a GPU (--num-gpus N then starts N CPU processes; add MODEL.DEVICE cpu).
 
 import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 
 import dinat_m2f.data  # noqa: F401  (registers the datasets)
 import dinat_m2f.modeling  # noqa: F401  (registers the models)
-from dinat_m2f.engine import Trainer, TrainingInterrupted, run_evaluation, setup_cfg
+from dinat_m2f.checkpoint import WeightsError
+from dinat_m2f.engine import (
+    Trainer,
+    TrainingInterrupted,
+    load_weights_for_evaluation,
+    run_evaluation,
+    setup_cfg,
+)
 
 
 def main(args):
     cfg = setup_cfg(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        load_weights_for_evaluation(cfg, model, resume=args.resume)
         return run_evaluation(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
@@ -49,6 +56,9 @@ def cli(argv=None) -> int:
         print(f"train_net: {interrupted}; the last checkpoint is in OUTPUT_DIR, continue with --resume",
               file=sys.stderr)
         return 128 + interrupted.signum
+    except WeightsError as error:
+        print(f"train_net: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -32,7 +32,8 @@ from tqdm import tqdm
 from _prepare_common import default_root, require
 
 from dinat_m2f.data.datasets.ade20k import ADE20K_150_CATEGORIES, ADE20K_INSTANCE_TO_SEMANTIC
-from dinat_m2f.data.formats import id2rgb, segment_stats, unique_segment_colors
+from dinat_m2f.data.formats import segment_stats, unique_segment_colors
+from dinat_m2f.panoptic_ids import id2rgb
 
 INSTANCE_HINT = (
     "Download the instance annotations (annotations_instance.tar from "

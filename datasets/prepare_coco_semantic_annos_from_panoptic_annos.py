@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from _prepare_common import default_root, require
 
-from dinat_m2f.data.formats import panoptic_to_semantic, rgb2id
+from dinat_m2f.data.formats import panoptic_to_semantic
+from dinat_m2f.panoptic_ids import rgb2id
 
 
 def category_to_label(categories: Sequence[Mapping]) -> dict[int, int]:

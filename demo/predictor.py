@@ -1,8 +1,9 @@
 """Prediction and drawing for demo/demo.py (a script module, not part of the package).
 
 - `DemoPredictor`: detectron2's `DefaultPredictor` (BGR input, resizing to INPUT.MIN_SIZE_TEST /
-  MAX_SIZE_TEST, INPUT.FORMAT) whose weight loading refuses a missing MODEL.WEIGHTS file and a
-  checkpoint that does not fit the model (detectron2 only logs those) with `WeightsError`.
+  MAX_SIZE_TEST, INPUT.FORMAT) that loads MODEL.WEIGHTS strictly
+  (`dinat_m2f.checkpoint.load_model_weights`: a missing file or a checkpoint that does not fit
+  the model is a `WeightsError`).
 - `AsyncPredictor`: the same predictor in one worker process per GPU; results come back in
   the order the images were put.
 - `VisualizationDemo`: runs a predictor on an image or a video and draws the result with
@@ -14,7 +15,6 @@ from __future__ import annotations
 import bisect
 import logging
 import multiprocessing as mp
-import os
 import queue
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -23,7 +23,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
@@ -34,15 +33,15 @@ from detectron2.structures import Instances
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 
+from dinat_m2f.checkpoint import WeightsError, load_model_weights
+
 __all__ = [
     "SHOW_MODES",
     "AsyncPredictor",
     "ShowModeError",
     "DemoPredictor",
     "VisualizationDemo",
-    "WeightsError",
     "describe_predictions",
-    "load_weights",
 ]
 
 logger = logging.getLogger("dinat_m2f.demo")
@@ -53,99 +52,29 @@ SHOW_MODES = ("auto", "panoptic", "instance", "semantic")
 _OUTPUT_KEY = {"panoptic": "panoptic_seg", "instance": "instances", "semantic": "sem_seg"}
 # Mask2Former's switches for those outputs (named in errors).
 _TEST_FLAG = {"panoptic": "PANOPTIC_ON", "instance": "INSTANCE_ON", "semantic": "SEMANTIC_ON"}
-_MAX_KEYS_LISTED = 20
-
-
-class WeightsError(RuntimeError):
-    """MODEL.WEIGHTS is missing, unreadable, or does not fit the model built from the config."""
 
 
 class ShowModeError(ValueError):
     """The output asked for with `show` is not one the model produces."""
 
 
-# --- weights -------------------------------------------------------------------------------
-class _RecordingCheckpointer(DetectionCheckpointer):
-    """A DetectionCheckpointer that keeps the incompatible keys it would only log."""
-
-    incompatible = None
-
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
-
-
-def _key_list(title: str, keys: list[str]) -> str:
-    shown = "\n    ".join(keys[:_MAX_KEYS_LISTED])
-    hidden = len(keys) - _MAX_KEYS_LISTED
-    more = f"\n    ... and {hidden} more" if hidden > 0 else ""
-    return f"  {title} ({len(keys)}):\n    {shown}{more}"
-
-
-def load_weights(model: torch.nn.Module, weights: str, *, allow_partial: bool = False) -> None:
-    """Load MODEL.WEIGHTS into `model`, or raise `WeightsError`.
-
-    detectron2's checkpointer initialises the model from scratch when `weights` is empty,
-    asserts when the file is missing, and only logs parameters it skips because their shapes
-    differ, model keys the checkpoint lacks and checkpoint keys the model lacks. Here all of
-    those are errors that name the path or the keys; with `allow_partial` an empty path and
-    mismatched keys are warnings instead (the skipped parameters keep their random values).
-    """
-    if not weights:
-        if allow_partial:
-            logger.warning("MODEL.WEIGHTS is empty: the model keeps its random initialisation")
-            return
-        raise WeightsError(
-            "MODEL.WEIGHTS is empty: the demo needs trained weights; add "
-            "--opts MODEL.WEIGHTS /path/to/model_final.pth (or --allow-partial-weights to run "
-            "a randomly initialised model)"
-        )
-    if "://" not in weights and not os.path.isfile(weights):
-        raise WeightsError(f"MODEL.WEIGHTS file not found: {weights}")
-    checkpointer = _RecordingCheckpointer(model)
-    try:
-        checkpointer.load(weights)
-    except Exception as e:  # unreadable, not a checkpoint, not downloadable, ...
-        raise WeightsError(f"cannot load MODEL.WEIGHTS {weights}: {type(e).__name__}: {e}") from e
-    incompatible = checkpointer.incompatible
-    if incompatible is None:
-        return
-    problems = []
-    if incompatible.incorrect_shapes:
-        problems.append(
-            _key_list(
-                "shapes differ (checkpoint vs model)",
-                [f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes],
-            )
-        )
-    if incompatible.missing_keys:
-        problems.append(_key_list("missing in the checkpoint", list(incompatible.missing_keys)))
-    if incompatible.unexpected_keys:
-        problems.append(_key_list("not in the model", list(incompatible.unexpected_keys)))
-    if not problems:
-        return
-    message = (
-        f"MODEL.WEIGHTS {weights} does not fit the model built from the config "
-        "(a different config or NUM_CLASSES?):\n" + "\n".join(problems)
-    )
-    if allow_partial:
-        logger.warning("%s\n(--allow-partial-weights: going on with what fits)", message)
-        return
-    raise WeightsError(message + "\npass --allow-partial-weights to run with them anyway")
-
-
 class DemoPredictor(DefaultPredictor):
     """detectron2's DefaultPredictor (call it with one BGR image (H, W, 3) uint8; returns the
-    model's output dict for that image) with strict weight loading (`load_weights`)."""
+    model's output dict for that image) with strict weight loading (`load_model_weights`)."""
 
     def __init__(self, cfg: CfgNode, *, allow_partial_weights: bool = False) -> None:
-        # DefaultPredictor.__init__ with load_weights in place of checkpointer.load
+        # DefaultPredictor.__init__ with strict loading in place of checkpointer.load
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         self.model.eval()
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        load_weights(self.model, cfg.MODEL.WEIGHTS, allow_partial=allow_partial_weights)
+        load_model_weights(
+            self.model,
+            cfg.MODEL.WEIGHTS,
+            allow_partial=allow_partial_weights,
+            partial_option="--allow-partial-weights",
+        )
         self.aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
@@ -396,7 +325,7 @@ class VisualizationDemo:
     config does not enable it). Metadata: `demo_metadata(cfg)`.
 
     Args:
-        cfg: a config whose MODEL.WEIGHTS fits the model (see `load_weights`).
+        cfg: a config whose MODEL.WEIGHTS fits the model (see `load_model_weights`).
         instance_mode: detectron2 ColorMode of the Visualizer (IMAGE, SEGMENTATION, IMAGE_BW;
             videos support IMAGE and IMAGE_BW).
         parallel: run the model in one process per GPU (`AsyncPredictor`).

@@ -116,15 +116,15 @@ def backbone_label(cfg) -> str:
 
 def build(cfg, backbone_only: bool) -> nn.Module:
     """The model (or its backbone) of cfg on its device, weights from MODEL.WEIGHTS if set."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
     import dinat_m2f.data  # noqa: F401  (dataset metadata the model reads)
     import dinat_m2f.modeling  # noqa: F401  (registers the model parts)
+    from dinat_m2f.checkpoint.model_weights import load_model_weights
 
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        load_model_weights(model, cfg.MODEL.WEIGHTS)
     return model.backbone if backbone_only else model
 
 

@@ -4,8 +4,8 @@ Shared by the dataset loaders, the dataset mappers, the built-in synthetic datas
 preparation scripts under `datasets/`, so every producer and consumer of a format agrees on
 one definition.
 
-COCO panoptic PNG: an RGB image whose pixel (R, G, B) holds the segment id
-`R + 256 * G + 256**2 * B`; 0 is "void" (no segment). The json lists, per image,
+COCO panoptic PNG: an RGB image of segment ids (the conversion is
+`dinat_m2f.panoptic_ids.rgb2id` / `id2rgb`); 0 is "void". The json lists, per image,
 `segments_info` entries `{"id", "category_id", "area", "bbox": [x, y, w, h], "iscrowd"}`
 where `w = x_max - x_min + 1` (inclusive pixel extent), as panopticapi and pycocotools
 compute it.
@@ -17,45 +17,15 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..panoptic_ids import rgb2id
+
 __all__ = [
-    "rgb2id",
-    "id2rgb",
     "mask_bbox_xywh",
     "segment_stats",
     "panoptic_to_semantic",
     "encode_rle",
     "unique_segment_colors",
 ]
-
-
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """Segment ids of a COCO panoptic PNG.
-
-    Args:
-        color: (H, W, 3) uint8 RGB array (or (3,) for one color).
-
-    Returns:
-        (H, W) int64 ids (or a 0-d array), `R + 256 * G + 256**2 * B`.
-    """
-    color = np.asarray(color)
-    if color.shape[-1] != 3:
-        raise ValueError(f"rgb2id: expected an (..., 3) RGB array, got shape {color.shape}")
-    c = color.astype(np.int64)
-    return c[..., 0] + 256 * c[..., 1] + 256 * 256 * c[..., 2]
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """Inverse of `rgb2id`: (H, W) integer ids in [0, 2**24) -> (H, W, 3) uint8 RGB."""
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.size and (ids.min() < 0 or ids.max() >= 256**3):
-        raise ValueError(
-            f"id2rgb: ids must lie in [0, {256**3}), got [{ids.min()}, {ids.max()}]"
-        )
-    out = np.empty(ids.shape + (3,), dtype=np.uint8)
-    out[..., 0] = ids % 256
-    out[..., 1] = (ids // 256) % 256
-    out[..., 2] = ids // (256 * 256)
-    return out
 
 
 def mask_bbox_xywh(mask: np.ndarray) -> list[int]:
@@ -100,7 +70,7 @@ def panoptic_to_semantic(
     `ignore_label`.
 
     Args:
-        ids: (H, W) integer segment ids (`rgb2id` of the PNG).
+        ids: (H, W) integer segment ids (`panoptic_ids.rgb2id` of the PNG).
         segments_info: the image's `segments_info` (needs "id" and "category_id").
         category_to_label: dataset category id -> semantic label.
         ignore_label: label of void pixels.
@@ -147,7 +117,7 @@ def unique_segment_colors(
             color = base
         else:
             color = np.clip(base + rng.integers(-30, 31, size=3), 0, 255)
-        sid = int(color[0] + 256 * color[1] + 256 * 256 * color[2])
+        sid = int(rgb2id(color))
         if sid != 0 and sid not in taken:
             taken.add(sid)
             return sid, [int(c) for c in color]

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .datasets.builtin_shapes import generate_builtin_shapes
-from .datasets.common import datasets_root
+from .datasets.layout import datasets_root
+from .synthetic import generate_builtin_shapes
 
 
 def main(argv: list[str] | None = None) -> int:

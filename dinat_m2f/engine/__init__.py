@@ -2,6 +2,13 @@
 
 from .interrupt_checkpoint import CheckpointOnInterrupt, TrainingInterrupted
 from .setup import setup_cfg
-from .trainer import Trainer, run_evaluation
+from .trainer import Trainer, load_weights_for_evaluation, run_evaluation
 
-__all__ = ["CheckpointOnInterrupt", "Trainer", "TrainingInterrupted", "run_evaluation", "setup_cfg"]
+__all__ = [
+    "CheckpointOnInterrupt",
+    "Trainer",
+    "TrainingInterrupted",
+    "load_weights_for_evaluation",
+    "run_evaluation",
+    "setup_cfg",
+]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from detectron2.config import CfgNode, get_cfg
 
-from ..config import add_dinat_config, add_maskformer2_config
-from ..modeling.backbone.torchvision_swin_config import add_swin_config
+from ..config import add_dinat_config, add_maskformer2_config, add_swin_config
 from .trainer import AMP_PRECISIONS
 
 

@@ -18,6 +18,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from ..checkpoint import load_model_weights
 from ..data.dataset_mappers import build_dataset_mapper
 from ..evaluation.evaluator_factory import build_evaluator
 from ..modeling.semantic_tta import SemanticSegmentorWithTTA
@@ -95,6 +96,18 @@ class Trainer(DefaultTrainer):
         ]
         results = cls.test(cfg, tta_model, evaluators)
         return OrderedDict((k + "_TTA", v) for k, v in results.items())
+
+
+def load_weights_for_evaluation(cfg, model: torch.nn.Module, resume: bool = False) -> None:
+    """Loads the weights `--eval-only` evaluates, strictly (`load_model_weights`): OUTPUT_DIR's
+    last checkpoint with `resume` when there is one, else MODEL.WEIGHTS. A missing, empty or
+    unreadable file, or one that does not fit the model, is a `WeightsError`."""
+    checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    if resume and checkpointer.has_checkpoint():
+        path = checkpointer.get_checkpoint_file()
+        load_model_weights(model, path, source="the last checkpoint of OUTPUT_DIR")
+    else:
+        load_model_weights(model, cfg.MODEL.WEIGHTS)
 
 
 def run_evaluation(cfg, model) -> dict:

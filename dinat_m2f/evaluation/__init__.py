@@ -1,8 +1,13 @@
 """Evaluation: panoptic quality with panopticapi's definition (no panopticapi needed), a
 detectron2 panoptic evaluator built on it, and semantic metrics of saved label maps.
 
-`COCOPanopticEvaluator` is imported on first use, so that the command-line tools
-(`python -m dinat_m2f.evaluation.panoptic` / `.semantic`) start without torch / detectron2.
+Library modules: `panoptic_quality` (PQ), `panoptic_tables` (PQ as tables),
+`panoptic_evaluator` (detectron2 evaluator), `semantic_metrics` (mIoU & co.),
+`evaluator_factory` (the evaluators of a dataset). Command lines, and nothing else:
+`python -m dinat_m2f.evaluation.panoptic` and `python -m dinat_m2f.evaluation.semantic`.
+
+`COCOPanopticEvaluator` is imported on first use, so that the command lines start without
+torch / detectron2.
 """
 
 from typing import Any
@@ -13,15 +18,13 @@ from .panoptic_quality import (
     PQCounts,
     PQMetrics,
     PQResult,
-    id_to_rgb,
     load_categories,
     pq_compute,
     pq_image_counts,
     read_panoptic_png,
-    rgb_to_id,
     summarize,
 )
-from .semantic import confusion_matrix, evaluate_folders, semantic_metrics
+from .semantic_metrics import confusion_matrix, evaluate_folders, semantic_metrics
 
 __all__ = [
     "COCOPanopticEvaluator",
@@ -32,12 +35,10 @@ __all__ = [
     "PQResult",
     "confusion_matrix",
     "evaluate_folders",
-    "id_to_rgb",
     "load_categories",
     "pq_compute",
     "pq_image_counts",
     "read_panoptic_png",
-    "rgb_to_id",
     "semantic_metrics",
     "summarize",
 ]

@@ -20,8 +20,9 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-from .panoptic import summary_table
-from .panoptic_quality import id_to_rgb, pq_compute
+from ..panoptic_ids import id2rgb
+from .panoptic_quality import pq_compute
+from .panoptic_tables import summary_table
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             image_id = input_dict["image_id"]
             file_name = os.path.splitext(os.path.basename(input_dict["file_name"]))[0] + ".png"
             with io.BytesIO() as buffer:
-                Image.fromarray(id_to_rgb(panoptic)).save(buffer, format="PNG")
+                Image.fromarray(id2rgb(panoptic)).save(buffer, format="PNG")
                 png = buffer.getvalue()
             self._predictions.append({
                 "image_id": image_id,

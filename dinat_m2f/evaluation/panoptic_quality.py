@@ -45,9 +45,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..panoptic_ids import NUM_SEGMENT_IDS, rgb2id
+
 VOID = 0
 # Segment ids come from 3 bytes, so they are < 2**24 and a (gt, pred) pair fits in an int64.
-OFFSET = 256**3
+OFFSET = NUM_SEGMENT_IDS
 
 JsonSource = Union[str, os.PathLike, Mapping[str, Any]]
 
@@ -148,27 +150,6 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, C>=3) colours -> (H, W) int64 ids, id = R + 256 G + 256**2 B."""
-    if rgb.ndim != 3 or rgb.shape[2] < 3:
-        raise ValueError(f"rgb_to_id: rgb must have shape (H, W, 3), got {tuple(rgb.shape)}")
-    rgb = rgb[..., :3].astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """(H, W) integer ids in [0, 256**3) -> (H, W, 3) uint8 colours, the inverse of rgb_to_id."""
-    ids = np.asarray(ids)
-    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"id_to_rgb: ids must be a 2-D integer array, got {ids.dtype} "
-                         f"{tuple(ids.shape)}")
-    if ids.size and (ids.min() < 0 or ids.max() >= OFFSET):
-        raise ValueError(f"id_to_rgb: ids must lie in [0, {OFFSET}), got "
-                         f"[{ids.min()}, {ids.max()}]")
-    ids = ids.astype(np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // (256 * 256)], axis=-1).astype(np.uint8)
-
-
 def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
     """The (H, W) int64 segment ids of an RGB-encoded panoptic PNG."""
     if not os.path.isfile(path):
@@ -179,7 +160,7 @@ def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
     if array.ndim != 3 or array.shape[2] < 3:
         raise ValueError(f"{path}: a panoptic PNG must be RGB-encoded, got mode {mode} with "
                          f"shape {tuple(array.shape)}")
-    return rgb_to_id(array)
+    return rgb2id(array[..., :3])  # RGBA PNGs: the alpha channel is not part of the id
 
 
 def _segment_table(

@@ -30,9 +30,8 @@ import pytest
 import yaml
 from detectron2.config import CfgNode, get_cfg
 
-from dinat_m2f.config import add_dinat_config, add_maskformer2_config
+from dinat_m2f.config import add_dinat_config, add_maskformer2_config, add_swin_config
 from dinat_m2f.modeling.backbone.dinat import IMAGENET_224_K7, MASK2FORMER_K11, VARIANTS
-from dinat_m2f.modeling.backbone.torchvision_swin_config import add_swin_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_ROOT = REPO / "configs"

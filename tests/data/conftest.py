@@ -15,7 +15,7 @@ PREFIX = "test_shapes"
 @pytest.fixture(scope="session")
 def shapes_root(tmp_path_factory):
     """A datasets root holding builtin_shapes (8 train / 4 val images at 96 px)."""
-    from dinat_m2f.data.datasets.builtin_shapes import generate_builtin_shapes
+    from dinat_m2f.data.synthetic import generate_builtin_shapes
 
     root = str(tmp_path_factory.mktemp("datasets"))
     generate_builtin_shapes(root, **SMALL)

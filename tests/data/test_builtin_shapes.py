@@ -10,12 +10,10 @@ from PIL import Image
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
-from dinat_m2f.data.datasets.builtin_shapes import (
-    SHAPES_CATEGORIES,
-    builtin_shapes_paths,
-    generate_builtin_shapes,
-)
-from dinat_m2f.data.formats import mask_bbox_xywh, panoptic_to_semantic, rgb2id
+from dinat_m2f.data.datasets.builtin_shapes import SHAPES_CATEGORIES, builtin_shapes_paths
+from dinat_m2f.data.formats import mask_bbox_xywh, panoptic_to_semantic
+from dinat_m2f.data.synthetic import generate_builtin_shapes
+from dinat_m2f.panoptic_ids import rgb2id
 
 from .conftest import SMALL
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from dinat_m2f.config import add_maskformer2_config
 from dinat_m2f.data import DATASET_MAPPERS, build_dataset_mapper
-from dinat_m2f.data.formats import rgb2id
+from dinat_m2f.panoptic_ids import rgb2id
 
 from .conftest import PREFIX, SMALL
 

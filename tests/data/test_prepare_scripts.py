@@ -10,8 +10,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 from pycocotools.coco import COCO
 
-from dinat_m2f.data.datasets.common import datasets_root
-from dinat_m2f.data.formats import id2rgb, rgb2id
+from dinat_m2f.data.datasets.layout import datasets_root
+from dinat_m2f.panoptic_ids import id2rgb, rgb2id
 
 from .conftest import load_script
 

@@ -127,7 +127,7 @@ def test_missing_dataset_names_path_and_readme(tmp_path):
 
 
 def test_builtin_detectron2_names_are_guarded():
-    from dinat_m2f.data.datasets.common import datasets_root
+    from dinat_m2f.data.datasets.layout import datasets_root
 
     root = datasets_root()
     for name, folder in (
@@ -177,6 +177,6 @@ def test_ade20k_full_needs_its_class_list(tmp_path, monkeypatch):
             DatasetCatalog.get("ade20k_full_sem_seg_val")
         assert MetadataCatalog.get("ade20k_full_sem_seg_val").stuff_classes == ["a", "b"]
     finally:
-        from dinat_m2f.data.datasets.common import datasets_root
+        from dinat_m2f.data.datasets.layout import datasets_root
 
         register_all_ade20k_full(datasets_root())

@@ -66,7 +66,7 @@ def demo():
 
 @pytest.fixture(scope="session")
 def datasets_root(tmp_path_factory) -> Path:
-    from dinat_m2f.data.datasets.builtin_shapes import generate_builtin_shapes
+    from dinat_m2f.data.synthetic import generate_builtin_shapes
 
     root = tmp_path_factory.mktemp("datasets")
     generate_builtin_shapes(str(root), num_train=2, num_val=3, size=64, seed=0)

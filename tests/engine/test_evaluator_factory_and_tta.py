@@ -16,7 +16,8 @@ from .train_net_runner import CONFIG
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    from dinat_m2f.data.datasets.builtin_shapes import generate_builtin_shapes, register_builtin_shapes
+    from dinat_m2f.data.datasets.builtin_shapes import register_builtin_shapes
+    from dinat_m2f.data.synthetic import generate_builtin_shapes
 
     root = str(tmp_path_factory.mktemp("datasets"))
     generate_builtin_shapes(root, num_train=2, num_val=2, size=64, seed=0)

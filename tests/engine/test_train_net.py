@@ -1,6 +1,7 @@
 """train_net.py end to end on the built-in dataset: training with periodic checkpoints and the
 final evaluation (PQ, AP, mIoU), --resume after SIGTERM without losing iterations,
---eval-only, a two-process DDP run on CPU (gloo), and bad settings."""
+--eval-only (and its refusal of weights that do not fit the model), a two-process DDP run on
+CPU (gloo), and bad settings."""
 
 import json
 import os
@@ -16,7 +17,7 @@ from .train_net_runner import env_with_datasets, run_train_net, train_net_comman
 
 @pytest.fixture(scope="module")
 def datasets_root(tmp_path_factory):
-    from dinat_m2f.data.datasets.builtin_shapes import generate_builtin_shapes
+    from dinat_m2f.data.synthetic import generate_builtin_shapes
 
     root = str(tmp_path_factory.mktemp("datasets"))
     generate_builtin_shapes(root, num_train=8, num_val=4, size=96, seed=0)
@@ -76,6 +77,29 @@ def test_eval_only_loads_weights_and_reports(trained, datasets_root, tmp_path):
     results = _copypaste(result.stdout + result.stderr)
     assert {"panoptic_seg", "segm", "sem_seg"} <= set(results)
     assert not any(f.endswith(".pth") for f in os.listdir(tmp_path))  # no training happened
+
+
+def test_eval_only_refuses_weights_that_do_not_fit(trained, datasets_root, tmp_path):
+    output, _ = trained
+    weights = os.path.join(output, "model_final.pth")
+    # the trained model has the built-in dataset's 8 classes; this model is built for 5
+    result = run_train_net(
+        datasets_root, str(tmp_path), "--eval-only",
+        overrides=["MODEL.WEIGHTS", weights, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5"],
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"train_net: error: MODEL.WEIGHTS {weights} does not fit the model" in result.stderr
+    assert "sem_seg_head.predictor.class_embed.weight: (9, 32) vs (6, 32)" in result.stderr
+    assert "criterion.empty_weight: (9,) vs (6,)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "copypaste" not in result.stdout + result.stderr  # nothing was evaluated
+
+    missing = str(tmp_path / "missing.pth")
+    result = run_train_net(
+        datasets_root, str(tmp_path), "--eval-only", overrides=["MODEL.WEIGHTS", missing]
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"train_net: error: MODEL.WEIGHTS file not found: {missing}" in result.stderr
 
 
 def test_resume_after_sigterm_continues_from_the_interrupted_iteration(datasets_root, tmp_path):

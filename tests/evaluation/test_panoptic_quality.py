@@ -10,13 +10,12 @@ import pytest
 
 from dinat_m2f.evaluation import (
     Category,
-    id_to_rgb,
     pq_compute,
     pq_image_counts,
     read_panoptic_png,
-    rgb_to_id,
     summarize,
 )
+from dinat_m2f.panoptic_ids import id2rgb, rgb2id
 from tests.evaluation import pq_brute_force as brute
 from tests.evaluation.panoptic_files import segment, write_dataset, write_ids_png
 
@@ -174,14 +173,14 @@ def test_gt_area_comes_from_the_json():
 
 def test_rgb_id_round_trip(tmp_path):
     ids = np.array([[0, 1, 255, 256], [65535, 65536, 256**3 - 1, 123456]], np.int64)
-    rgb = id_to_rgb(ids)
+    rgb = id2rgb(ids)
     assert rgb.dtype == np.uint8 and rgb[1, 2].tolist() == [255, 255, 255]
     assert rgb[0, 3].tolist() == [0, 1, 0]
-    np.testing.assert_array_equal(rgb_to_id(rgb), ids)
+    np.testing.assert_array_equal(rgb2id(rgb), ids)
     write_ids_png(str(tmp_path / "a.png"), ids)
     np.testing.assert_array_equal(read_panoptic_png(tmp_path / "a.png"), ids)
     with pytest.raises(ValueError, match="ids must lie in"):
-        id_to_rgb(np.array([[256**3]]))
+        id2rgb(np.array([[256**3]]))
 
 
 # ---------------------------------------------------------------- random images vs brute force

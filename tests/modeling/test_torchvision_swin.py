@@ -10,13 +10,13 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, build_backbone, build_model
 
 import dinat_m2f.modeling  # noqa: F401  (registers the backbones and the model)
+from dinat_m2f.config import add_swin_config
 from dinat_m2f.engine.setup import load_cfg
 from dinat_m2f.modeling.backbone.torchvision_swin import (
     SWIN_VARIANTS,
     D2TorchvisionSwin,
     build_swin_features,
 )
-from dinat_m2f.modeling.backbone.torchvision_swin_config import add_swin_config
 
 from .mask2former_tiny import NUM_CLASSES, tiny_mask2former_cfg
 from .test_mask2former_model import _batch

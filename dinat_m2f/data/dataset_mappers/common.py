@@ -30,8 +30,8 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from fvcore.transforms.transform import PadTransform, TransformList
 from PIL import Image
 
+from ...panoptic_ids import rgb2id
 from ..augmentations import ColorAugSSD
-from ..formats import rgb2id
 
 IMAGE_PAD_VALUE = 128
 
@@ -132,13 +132,6 @@ def read_label_map(path: str) -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"label file '{path}' has shape {arr.shape}; expected one channel")
     return arr.astype(np.float64)
-
-
-def read_panoptic_png(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB-encoded segment ids of a COCO panoptic PNG."""
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"))
-    return arr
 
 
 def segmentation_to_mask(segm: Any, height: int, width: int) -> np.ndarray:
@@ -249,7 +242,9 @@ def read_panoptic_ids(path: str) -> np.ndarray:
 
     Float64, like `read_label_map`, so that ids and semantic labels go through the same
     nearest-neighbour resize and stay aligned pixel for pixel."""
-    return rgb2id(read_panoptic_png(path)).astype(np.float64)
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    return rgb2id(rgb).astype(np.float64)
 
 
 def require_fields(mapper: object, dataset_dict: dict, fields: Sequence[str], kind: str) -> None:

@@ -20,7 +20,8 @@ expected layout (datasets/README.md has the download and preparation steps).
 import detectron2.data.datasets  # noqa: F401  (detectron2's builtin names first)
 
 from . import ade20k, ade20k_full, builtin_shapes, cityscapes, coco
-from .common import DatasetFormatError, DatasetNotFoundError, datasets_root
+from .errors import DatasetFormatError, DatasetNotFoundError
+from .layout import datasets_root
 
 __all__ = ["DatasetFormatError", "DatasetNotFoundError", "datasets_root", "register_all"]
 

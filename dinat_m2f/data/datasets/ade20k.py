@@ -23,13 +23,10 @@ import os
 
 from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES
 
-from .common import (
-    distinct_colors,
-    guard_registered,
-    panoptic_metadata,
-    register_instances_json,
-    register_panoptic,
-)
+from .catalog import guard_registered
+from .instances_loader import register_instances_json
+from .metadata import distinct_colors, panoptic_metadata
+from .panoptic_loader import register_panoptic
 
 FAMILY = "ADE20K"
 

@@ -15,14 +15,10 @@ import os
 
 from detectron2.data import MetadataCatalog
 
-from .common import (
-    DatasetFormatError,
-    check_paths,
-    distinct_colors,
-    load_sem_seg_checked,
-    register_sem_seg,
-    replace_registration,
-)
+from .catalog import replace_registration
+from .errors import DatasetFormatError, check_paths
+from .metadata import distinct_colors
+from .sem_seg_loader import load_sem_seg_checked, register_sem_seg
 
 FAMILY = "ADE20K-Full"
 CATEGORIES_FILE = "ade20k_full_categories.json"

@@ -18,7 +18,7 @@ import os
 
 import detectron2.data.datasets  # noqa: F401  (registers the builtin names)
 
-from .common import guard_registered
+from .catalog import guard_registered
 
 FAMILY = "Cityscapes"
 

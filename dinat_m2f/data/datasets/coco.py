@@ -16,7 +16,9 @@ import os
 
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
-from .common import guard_registered, panoptic_metadata, register_coco_panoptic_annos_sem_seg
+from .catalog import guard_registered
+from .metadata import panoptic_metadata
+from .panoptic_loader import register_coco_panoptic_annos_sem_seg
 
 FAMILY = "COCO"
 

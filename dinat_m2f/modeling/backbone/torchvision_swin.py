@@ -1,5 +1,6 @@
 """torchvision's Swin Transformer as a detectron2 backbone (`D2TorchvisionSwin`), the baseline
-the DiNAT paper compares against, configured by MODEL.TVSWIN (torchvision_swin_config.py).
+the DiNAT paper compares against, configured by MODEL.TVSWIN (`add_swin_config` in
+dinat_m2f/config.py).
 
 The network is torchvision's `SwinTransformer` (its blocks, shifted-window attention and patch
 merging, unchanged); this file only picks the hyperparameters, drops the classifier (`norm`,
