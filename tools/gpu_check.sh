@@ -9,10 +9,13 @@
 #
 # Steps, each under its own time limit so that one slow step cannot eat the others:
 #   1. build dinat_m2f._C with the CUDA kernels for TORCH_CUDA_ARCH_LIST (default 9.0);
-#   2. every CUDA test (pytest -m cuda): NA, MSDeformAttn, demo on the GPU;
+#   2. every CUDA test (pytest -m cuda): NA (unfused and fused Triton kernels),
+#      MSDeformAttn, demo on the GPU;
 #   3. the accuracy table (max error per op and dtype against CPU float64);
-#   4. the benchmarks: NA (native / pure PyTorch / sdpa, and flex_attention on the quick
-#      shapes) and MSDeformAttn, float16 and float32.
+#   4. the benchmarks: NA side by side (fused, unfused native, pure PyTorch, sdpa over all
+#      tokens; flex_attention with the neighborhood mask and RPB score_mod on DiNAT-L's
+#      shapes), forward and forward+backward, time, TFLOP/s and GB/s against the device's
+#      peak, peak memory; MSDeformAttn; the fused kernels' work-efficiency table.
 # $OUT/report.md gathers the results; the logs of every step are beside it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -57,11 +60,12 @@ step cuda_tests 200 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/layers 
   --junitxml="$OUT/cuda_tests.xml"
 step accuracy 90 "$PY" -m dinat_m2f.benchmarks.accuracy --device cuda
 step bench_na_fp16 120 "$PY" -m dinat_m2f.benchmarks.na --device cuda --dtype float16 \
-  --impls native torch sdpa --warmup 3 --repeats 10
-step bench_na_fp32 90 "$PY" -m dinat_m2f.benchmarks.na --device cuda --dtype float32 \
-  --impls native torch sdpa --warmup 3 --repeats 10
-step bench_flex 120 "$PY" -m dinat_m2f.benchmarks.na --device cuda --dtype float16 --quick \
-  --impls native flex --warmup 3 --repeats 10
+  --impls fused native torch sdpa --warmup 3 --repeats 10
+step bench_flex 150 "$PY" -m dinat_m2f.benchmarks.na --device cuda --dtype float16 \
+  --variants large --inputs 224 1024 --impls fused native flex --warmup 3 --repeats 10
+step bench_na_fp32 60 "$PY" -m dinat_m2f.benchmarks.na --device cuda --dtype float32 \
+  --variants large --impls fused native --warmup 3 --repeats 10
+step efficiency 60 "$PY" -m dinat_m2f.benchmarks.na_efficiency
 step bench_ms_deform_attn 60 "$PY" -m dinat_m2f.benchmarks.na --op ms_deform_attn \
   --device cuda --dtype float16 --warmup 3 --repeats 10
 
@@ -69,7 +73,7 @@ step bench_ms_deform_attn 60 "$PY" -m dinat_m2f.benchmarks.na --op ms_deform_att
   echo
   echo "## CUDA tests"
   tail -n 15 "$OUT/cuda_tests.log"
-  for name in accuracy bench_na_fp16 bench_na_fp32 bench_flex bench_ms_deform_attn; do
+  for name in accuracy bench_na_fp16 bench_flex bench_na_fp32 bench_ms_deform_attn efficiency; do
     echo
     echo "## $name"
     grep -E '^(\||#)' "$OUT/$name.log"

@@ -4,13 +4,18 @@ Prints one table row per (input size, model width, level, kernel, dilation, impl
 forward and forward+backward time (median of repeats, after warm-up, synchronised on GPU) and
 peak memory, for
 
-- `native`: our kernels (torch.ops.dinat_m2f),
+- `native`: our unfused kernels (torch.ops.dinat_m2f: QK, softmax, AV),
+- `fused`: our fused Triton kernels (dinat_m2f_triton: online softmax, RPB inside; on CPU
+  only under TRITON_INTERPRET=1, which is for testing, not timing),
 - `torch`: the pure-PyTorch gather implementation (the fallback),
 - `sdpa`: full self attention over the same tokens with scaled_dot_product_attention,
 - `flex`: torch flex_attention (compiled) with a neighborhood mask and the RPB as a score mod.
 
 Timing and peak memory: dinat_m2f/benchmarks/timing.py (the allocator's peak on CUDA, the
-sampled growth of resident memory on CPU, labelled as an estimate).
+sampled growth of resident memory on CPU, labelled as an estimate). Achieved TFLOP/s count the
+useful work (4 N h k^2 D forward, 12 N h k^2 D forward+backward: QK, AV; dQ, dK, dV, dP) and
+GB/s the forward's minimal traffic (read q, k, v, write out); on a GPU whose peaks are known
+(PEAKS) the share of the peak is printed too.
 
     python -m dinat_m2f.benchmarks.na                 # CPU, the full table
     python -m dinat_m2f.benchmarks.na --device cuda   # on a GPU
@@ -38,13 +43,17 @@ from dinat_m2f.benchmarks.timing import (
     time_forward_and_backward,
 )
 from dinat_m2f.layers import na2d, native_backends
+from dinat_m2f.ops.na import fused
 from dinat_m2f.ops.na.reference import axis_windows, na_av_reference, na_qk_reference
 
 # Widths and the largest dilation per level of the schedules DiNAT uses (docs: dinat-facts).
 VARIANTS = {"tiny": (2, 4, 8, 16), "large": (6, 12, 24, 48)}  # heads per level, head dim 32
 HEAD_DIM = 32
-MAX_DILATION = {224: (8, 4, 2, 1), 1024: (14, 7, 3, 1)}  # ImageNet k=7 / Mask2Former k=11
-IMPLS = ("native", "torch", "sdpa", "flex")
+# the largest dilation per level: ImageNet 224 (k=7), Mask2Former at 640 and 1024 (k=11)
+MAX_DILATION = {224: (8, 4, 2, 1), 640: (14, 7, 3, 1), 1024: (14, 7, 3, 1)}
+IMPLS = ("native", "fused", "torch", "sdpa", "flex")
+# dense fp16/bf16 tensor-core TFLOP/s and memory bandwidth TB/s, by device-name substring
+PEAKS = {"H200": (989.0, 4.8), "H100": (989.0, 3.35), "A100": (312.0, 2.0)}
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,13 @@ def dinat_shapes(inputs, variants, levels, kernels) -> list[Shape]:
 
 
 def run_native(shape: Shape) -> Callable:
-    return lambda q, k, v, rpb: na2d(q, k, v, shape.kernel, dilation=shape.dilation, rpb=rpb)
+    return lambda q, k, v, rpb: na2d(q, k, v, shape.kernel, dilation=shape.dilation, rpb=rpb,
+                                     backend="unfused")
+
+
+def run_fused(shape: Shape) -> Callable:
+    return lambda q, k, v, rpb: na2d(q, k, v, shape.kernel, dilation=shape.dilation, rpb=rpb,
+                                     backend="fused")
 
 
 def run_torch(shape: Shape) -> Callable:
@@ -154,7 +169,8 @@ def run_flex(shape: Shape) -> Callable:
     return fn
 
 
-FACTORIES = {"native": run_native, "torch": run_torch, "sdpa": run_sdpa, "flex": run_flex}
+FACTORIES = {"native": run_native, "fused": run_fused, "torch": run_torch, "sdpa": run_sdpa,
+             "flex": run_flex}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +180,14 @@ FACTORIES = {"native": run_native, "torch": run_torch, "sdpa": run_sdpa, "flex":
 def skip_reason(impl: str, shape: Shape, batch: int, args) -> str | None:
     if impl == "native" and torch.device(args.device).type.upper() not in native_backends():
         return "extension not built for this device"
+    if impl == "fused":
+        probe = torch.empty(0, shape.side, shape.side, shape.heads, HEAD_DIM,
+                            dtype=getattr(torch, args.dtype), device=args.device)
+        reason = fused.unsupported(probe, probe, (shape.kernel, shape.kernel))
+        if torch.device(args.device).type == "cpu":
+            reason = reason or "the Triton interpreter is for tests, not timing"
+        if reason:
+            return reason
     if impl in ("sdpa", "flex") and shape.tokens > args.max_dense_tokens:
         return f"{shape.tokens} tokens > --max-dense-tokens {args.max_dense_tokens}"
     if impl == "torch":
@@ -192,15 +216,43 @@ def benchmark_row(impl: str, shape: Shape, args) -> dict:
 
 
 TABLE_HEADER = ("input", "model", "level", "tokens", "heads", "k", "d", "impl",
-                "fwd ms", "fwd+bwd ms", "peak MB", "note")
+                "fwd ms", "fwd+bwd ms", "fwd TFLOP/s", "fwd+bwd TFLOP/s", "fwd GB/s",
+                "peak MB", "note")
 
 
-def format_row(row: dict) -> str:
+def device_peaks(device: torch.device) -> tuple[float, float] | None:
+    """(TFLOP/s, TB/s) of the GPU, when it is one of PEAKS."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAKS.items() if key in name), None)
+
+
+def throughput(row: dict, batch: int, element_bytes: int, peaks) -> tuple[str, str, str]:
+    """Achieved forward and forward+backward TFLOP/s and forward GB/s (with % of peak)."""
+    s = row["shape"]
+    work = batch * s.tokens * s.heads * s.kernel**2 * HEAD_DIM
+    traffic = 4 * batch * s.tokens * s.heads * HEAD_DIM * element_bytes
+
+    def rate(amount, seconds, peak, scale):
+        if seconds is None:
+            return "-"
+        value = amount / seconds / scale
+        return f"{value:.1f}" + (f" ({100 * value / peak:.0f}%)" if peak else "")
+
+    flops_peak, bandwidth_peak = peaks or (None, None)
+    return (rate(4 * work, row["fwd"], flops_peak, 1e12),
+            rate(12 * work, row["fwdbwd"], flops_peak, 1e12),
+            rate(traffic, row["fwd"], bandwidth_peak and bandwidth_peak * 1e3, 1e9))
+
+
+def format_row(row: dict, batch: int = 1, element_bytes: int = 4, peaks=None) -> str:
     s = row["shape"]
     mem = "-" if row["mem"] is None else f"{row['mem']:.1f}"
     return markdown_row((s.input_size, s.variant, s.level, s.tokens, s.heads, s.kernel,
                          s.dilation, row["impl"], format_ms(row["fwd"], digits=2),
-                         format_ms(row["fwdbwd"], digits=2), mem, row["note"]))
+                         format_ms(row["fwdbwd"], digits=2),
+                         *throughput(row, batch, element_bytes, peaks), mem, row["note"]))
 
 
 OPS = ("na", "ms_deform_attn")
@@ -264,13 +316,15 @@ def main(argv=None) -> list[dict]:
     print(f"# torch {torch.__version__}, dtype {args.dtype}, batch {args.batch}, head dim "
           f"{HEAD_DIM}, median of {args.repeats} after {args.warmup} warm-up; "
           f"native backends: {', '.join(native_backends()) or 'none'}")
-    print(f"# peak MB: {memory_note(device)}")
+    peaks = device_peaks(device)
+    print(f"# peak MB: {memory_note(device)}; device peaks (TFLOP/s, TB/s): {peaks or 'unknown'}")
     print(markdown_header(TABLE_HEADER), flush=True)
+    element_bytes = torch.finfo(getattr(torch, args.dtype)).bits // 8
     rows = []
     for shape in shapes:  # rows print as they finish, so an interrupted run keeps its rows
         for impl in args.impls:
             rows.append(benchmark_row(impl, shape, args))
-            print(format_row(rows[-1]), flush=True)
+            print(format_row(rows[-1], args.batch, element_bytes, peaks), flush=True)
     flops = sum(4 * s.tokens * s.heads * s.kernel**2 * HEAD_DIM * args.batch for s in shapes)
     print(f"# {len(shapes)} shapes; NA forward work summed over shapes: {flops / 1e9:.2f} GFLOP")
     return rows

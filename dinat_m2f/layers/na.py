@@ -16,17 +16,12 @@ from collections.abc import Sequence
 
 import torch
 
+from ..ops.na import attention as _attention_op
 from ..ops.na import av as _av_op
 from ..ops.na import checks
 from ..ops.na import qk as _qk_op
 
 IntOrTuple = int | Sequence[int]
-
-
-def _softmax(logits: torch.Tensor) -> torch.Tensor:
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        return torch.softmax(logits, dim=-1, dtype=torch.float32).to(logits.dtype)
-    return torch.softmax(logits, dim=-1)
 
 
 def _qk(op, rank, query, key, kernel_size, dilation, rpb):
@@ -39,12 +34,11 @@ def _av(op, rank, attn, value, kernel_size, dilation):
     return _av_op(attn, value, kernel, dil)
 
 
-def _na(op, rank, query, key, value, kernel_size, dilation, rpb, scale):
+def _na(op, rank, query, key, value, kernel_size, dilation, rpb, scale, backend):
     kernel, dil = checks.qkv_inputs(op, query, key, value, kernel_size, dilation, rpb, rank)
     if scale is None:
         scale = query.shape[-1] ** -0.5
-    attn = _softmax(_qk_op(query * scale, key, rpb, kernel, dil))
-    return _av_op(attn, value, kernel, dil)
+    return _attention_op(op, query, key, value, rpb, kernel, dil, scale, backend)
 
 
 def na1d_qk(
@@ -146,6 +140,7 @@ def na1d(
     dilation: IntOrTuple = 1,
     rpb: torch.Tensor | None = None,
     scale: float | None = None,
+    backend: str | None = None,
 ) -> torch.Tensor:
     """1D neighborhood attention: softmax(scale * q.k + rpb) . v over each token's window.
 
@@ -155,12 +150,15 @@ def na1d(
         dilation: >= 1; the length must be at least kernel_size * dilation.
         rpb: relative positional bias, or None.
         scale: logit scale; None means dim ** -0.5.
+        backend: "auto" (fused kernels for CUDA tensors where they apply, else unfused),
+            "fused", "unfused" or "reference"; None means DINAT_M2F_NA_BACKEND, else "auto".
+            See docs/na_ops.md.
 
     Shape:
         query, key: (batch, length, heads, dim); value: (batch, length, heads, dim_v);
         rpb: (heads, 2 * kernel_size - 1); returns (batch, length, heads, dim_v).
     """
-    return _na("na1d", 1, query, key, value, kernel_size, dilation, rpb, scale)
+    return _na("na1d", 1, query, key, value, kernel_size, dilation, rpb, scale, backend)
 
 
 def na2d(
@@ -172,6 +170,7 @@ def na2d(
     dilation: IntOrTuple = 1,
     rpb: torch.Tensor | None = None,
     scale: float | None = None,
+    backend: str | None = None,
 ) -> torch.Tensor:
     """2D neighborhood attention: softmax(scale * q.k + rpb) . v over each token's window.
 
@@ -182,9 +181,12 @@ def na2d(
             (NeighborhoodAttention2D pads smaller inputs).
         rpb: relative positional bias, or None.
         scale: logit scale; None means dim ** -0.5.
+        backend: "auto" (fused kernels for CUDA tensors where they apply, else unfused),
+            "fused", "unfused" or "reference"; None means DINAT_M2F_NA_BACKEND, else "auto".
+            See docs/na_ops.md.
 
     Shape:
         query, key: (batch, height, width, heads, dim); value: (batch, height, width, heads,
         dim_v); rpb: (heads, 2kh - 1, 2kw - 1); returns (batch, height, width, heads, dim_v).
     """
-    return _na("na2d", 2, query, key, value, kernel_size, dilation, rpb, scale)
+    return _na("na2d", 2, query, key, value, kernel_size, dilation, rpb, scale, backend)

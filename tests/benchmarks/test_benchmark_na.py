@@ -39,7 +39,7 @@ def test_benchmark_rejects_bad_arguments(capsys):
 
 
 @requires_native
-@pytest.mark.parametrize("impl", ["torch", "flex"])
+@pytest.mark.parametrize("impl", ["torch", "flex", "fused"])
 def test_compared_implementations_compute_neighborhood_attention(impl):
     """The baselines do the same work as ours: same outputs on a DiNAT-like shape."""
     import torch
@@ -51,3 +51,19 @@ def test_compared_implementations_compute_neighborhood_attention(impl):
     expected = bench.run_native(shape)(q, k, v, rpb)
     torch.testing.assert_close(bench.FACTORIES[impl](shape)(q, k, v, rpb), expected,
                                rtol=1e-4, atol=1e-4)
+
+
+@requires_native
+def test_fused_row_is_skipped_on_cpu_and_throughput_counts_useful_work(capsys):
+    rows = bench.main(["--quick", "--variants", "tiny", "--levels", "4", "--repeats", "1",
+                       "--warmup", "0", "--impls", "fused"])
+    assert rows[0]["fwd"] is None
+    assert "the Triton interpreter is for tests, not timing" in rows[0]["note"]
+    shape = bench.Shape(224, "tiny", 1, side=56, heads=2, kernel=7, dilation=1)
+    row = dict(shape=shape, fwd=1e-3, fwdbwd=4e-3)
+    work = 56 * 56 * 2 * 49 * bench.HEAD_DIM
+    fwd, fwdbwd, bandwidth = bench.throughput(row, 1, 2, (100.0, 2.0))
+    assert fwd == f"{4 * work / 1e-3 / 1e12:.1f} ({4 * work / 1e-3 / 1e14:.0f}%)"
+    assert fwdbwd.startswith(f"{12 * work / 4e-3 / 1e12:.1f} (")
+    traffic = 4 * 56 * 56 * 2 * bench.HEAD_DIM * 2
+    assert bandwidth == f"{traffic / 1e-3 / 1e9:.1f} ({100 * traffic / 1e-3 / 2e12:.0f}%)"

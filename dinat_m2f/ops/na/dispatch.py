@@ -1,16 +1,33 @@
-"""Which implementation computes an NA op: the native kernels when the extension is built for
-the tensors' device (library.native_ops(): the emulated device's inside
-library.use_emulated_device()), else the pure-PyTorch twin (with one warning per device type).
+"""Which implementation computes an NA op.
+
+The unfused ops (qk, av): the native kernels when the extension is built for the tensors'
+device (library.native_ops(): the emulated device's inside library.use_emulated_device()),
+else the pure-PyTorch twin (with one warning per device type).
+
+Whole attention (attention()) by backend:
+    "auto"       the fused Triton kernels for CUDA tensors when Triton and the problem allow
+                 it (fused.unsupported), else "unfused";
+    "fused"      the fused Triton kernels (CPU tensors only under TRITON_INTERPRET=1), or a
+                 ValueError saying why not;
+    "unfused"    qk, a softmax and av, which keep the attention map for the backward;
+    "reference"  the pure-PyTorch twin, even where native kernels exist.
+The default is "auto", or the environment variable DINAT_M2F_NA_BACKEND.
 
 Arguments are assumed checked (checks.py) and normalised to per-axis tuples.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..library import native_ops, native_supports, warn_fallback_once
+from . import fused
 from .reference import na_av_reference, na_qk_reference
+
+BACKENDS = ("auto", "fused", "unfused", "reference")
+BACKEND_ENV = "DINAT_M2F_NA_BACKEND"
 
 
 def qk(
@@ -35,3 +52,56 @@ def av(
         return native_ops().na_av(attn, value, list(kernel), list(dilation))
     warn_fallback_once(value.device, "na")
     return na_av_reference(attn, value, kernel, dilation)
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        return torch.softmax(logits, dim=-1, dtype=torch.float32).to(logits.dtype)
+    return torch.softmax(logits, dim=-1)
+
+
+def default_backend() -> str:
+    """DINAT_M2F_NA_BACKEND, or "auto"."""
+    return os.environ.get(BACKEND_ENV, "auto") or "auto"
+
+
+def resolve_backend(
+    op: str, backend: str | None, query: torch.Tensor, value: torch.Tensor, kernel
+) -> str:
+    """The backend that computes this call: "fused", "unfused" or "reference"."""
+    if backend is None:
+        backend = default_backend()
+        source = f"{BACKEND_ENV}={backend!r}"
+    else:
+        source = f"backend={backend!r}"
+    if backend not in BACKENDS:
+        raise ValueError(f"{op}: {source} is not one of {list(BACKENDS)}")
+    if backend == "auto":
+        fits = query.device.type == "cuda" and fused.unsupported(query, value, kernel) is None
+        return "fused" if fits else "unfused"
+    if backend == "fused":
+        reason = fused.unsupported(query, value, kernel)
+        if reason is not None:
+            raise ValueError(f"{op}: {source} cannot compute this call: {reason}")
+    return backend
+
+
+def attention(
+    op: str,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    rpb: torch.Tensor | None,
+    kernel: tuple[int, ...],
+    dilation: tuple[int, ...],
+    scale: float,
+    backend: str | None,
+) -> torch.Tensor:
+    """softmax(scale * q.k + rpb) . v over each query's window, by `backend` (see above)."""
+    chosen = resolve_backend(op, backend, query, value, kernel)
+    if chosen == "fused":
+        return fused.attention(query, key, value, rpb, kernel, dilation, scale)
+    if chosen == "reference":
+        logits = na_qk_reference(query * scale, key, rpb, kernel, dilation)
+        return na_av_reference(_softmax(logits), value, kernel, dilation)
+    return av(_softmax(qk(query * scale, key, rpb, kernel, dilation)), value, kernel, dilation)

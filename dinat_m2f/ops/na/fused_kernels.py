@@ -1,0 +1,280 @@
+"""Triton kernels of fused neighborhood attention (NA / DiNA) with relative positional bias:
+the forward with an online softmax, and the backward in two kernels (dQ and dRPB per query
+tile; dK and dV per key tile), both recomputing the scores from the saved log-sum-exp.
+Tile shapes and loops: fused_plan.py.
+
+Every problem is 2D (1D runs with a height of 1, kernel 1, dilation 1), heads-last and
+contiguous: tensors (batch, height, width, heads, dim), the log-sum-exp and delta
+(batch, height, width, heads) in float32. Tiles are in dilation-group coordinates (see
+fused_plan.py). Scores are s = scale * <q, k> + rpb[head, key - query + k - 1 per axis];
+the softmax runs in base 2 (the saved log-sum-exp is log2 of the sum of 2^(s * log2 e)).
+Products take the inputs' dtype (tensor cores for fp16/bf16; `ieee` for fp32) and
+accumulate in fp32. DOT_FP32 upcasts the operands first: Triton's interpreter computes
+bf16 products wrongly, so interpreter runs on bf16 use it.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _window_start(pos, group_len, kernel: tl.constexpr):
+    """First in-group position of the window of the query at in-group position `pos`."""
+    return tl.minimum(tl.maximum(pos - kernel // 2, 0), group_len - kernel)
+
+
+@triton.jit
+def _dot(a, b, DOT_FP32: tl.constexpr, IEEE: tl.constexpr):
+    if DOT_FP32:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    elif IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
+def _tile_of(pid, TILES_H, TILES_W, DW, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+    """Group (gh, gw) and first in-group position (h0, w0) of a program's tile."""
+    tw = pid % TILES_W
+    rest = pid // TILES_W
+    th = rest % TILES_H
+    group = rest // TILES_H
+    return group // DW, group % DW, th * TILE_H, tw * TILE_W
+
+
+@triton.jit
+def _start_tile(s0, group_len, kernel: tl.constexpr, size: tl.constexpr):
+    """Queries (first position, count) of the tile of window starts s0 .. s0 + size - 1 along
+    one axis, and its key box (first position, extent); count 0 past the group's end."""
+    starts = group_len - kernel + 1
+    s1 = tl.minimum(s0 + size - 1, starts - 1)
+    first = tl.where(s0 == 0, 0, s0 + kernel // 2)
+    last = tl.where(s1 == starts - 1, group_len - 1, s1 + kernel // 2)
+    count = tl.where(s0 < starts, last - first + 1, 0)
+    return first, count, s0, s1 - s0 + kernel
+
+
+@triton.jit
+def _scores(q, k, pos_h, pos_w, key_h, key_w, start_h, start_w, valid, rpb_head, scale,
+            KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr,
+            DOT_FP32: tl.constexpr, IEEE: tl.constexpr):
+    """Scores (base-2 logits) of queries (rows) x keys (columns), -inf outside each query's
+    window. pos/start: the queries' in-group positions and window starts; key: the keys'."""
+    s = _dot(q, tl.trans(k), DOT_FP32, IEEE) * scale
+    inside = (
+        valid
+        & (key_h[None, :] >= start_h[:, None]) & (key_h[None, :] < start_h[:, None] + KH)
+        & (key_w[None, :] >= start_w[:, None]) & (key_w[None, :] < start_w[:, None] + KW)
+    )
+    if HAS_RPB:
+        bias_h = key_h[None, :] - pos_h[:, None] + (KH - 1)
+        bias_w = key_w[None, :] - pos_w[:, None] + (KW - 1)
+        s += tl.load(rpb_head + bias_h * (2 * KW - 1) + bias_w, mask=inside, other=0.0).to(
+            tl.float32
+        )
+    return tl.where(inside, s * 1.4426950408889634, float("-inf")), inside
+
+
+@triton.jit
+def na_forward_kernel(
+    Q, K, V, RPB, OUT, LSE,
+    H, W, HEADS, D, DV, DH, DW, TILES_H, TILES_W, scale,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    HAS_RPB: tl.constexpr, DOT_FP32: tl.constexpr, IEEE: tl.constexpr,
+):
+    gh, gw, s0_h, s0_w = _tile_of(tl.program_id(0), TILES_H, TILES_W, DW, SH, SW)
+    bh = tl.program_id(1)
+    batch = bh // HEADS
+    head = bh % HEADS
+    len_h = (H - gh + DH - 1) // DH
+    len_w = (W - gw + DW - 1) // DW
+    # the tile's queries (a rectangle) and the box of keys their windows cover
+    first_h, count_h, box_h0, box_h = _start_tile(s0_h, len_h, KH, SH)
+    first_w, count_w, box_w0, box_w = _start_tile(s0_w, len_w, KW, SW)
+    queries = count_h * count_w
+    box_n = box_h * box_w
+    d = tl.arange(0, BLOCK_D)
+    dv = tl.arange(0, BLOCK_DV)
+    rpb_head = RPB + head * (2 * KH - 1) * (2 * KW - 1)
+    for i0 in range(0, queries, BLOCK_Q):
+        i = i0 + tl.arange(0, BLOCK_Q)
+        q_valid = i < queries
+        pos_h = first_h + i // count_w
+        pos_w = first_w + i % count_w
+        start_h = _window_start(pos_h, len_h, KH)
+        start_w = _window_start(pos_w, len_w, KW)
+        q_token = ((batch * H + gh + pos_h * DH).to(tl.int64) * W + gw + pos_w * DW) * HEADS + head
+        q = tl.load(Q + q_token[:, None] * D + d[None, :],
+                    mask=q_valid[:, None] & (d[None, :] < D), other=0.0)
+        m = tl.full((BLOCK_Q,), float("-inf"), tl.float32)
+        l = tl.zeros((BLOCK_Q,), tl.float32)
+        acc = tl.zeros((BLOCK_Q, BLOCK_DV), tl.float32)
+        for j0 in range(0, box_n, BLOCK_K):
+            j = j0 + tl.arange(0, BLOCK_K)
+            k_valid = j < box_n
+            key_h = box_h0 + j // box_w
+            key_w = box_w0 + j % box_w
+            k_token = (
+                ((batch * H + gh + key_h * DH).to(tl.int64) * W + gw + key_w * DW) * HEADS + head
+            )
+            k = tl.load(K + k_token[:, None] * D + d[None, :],
+                        mask=k_valid[:, None] & (d[None, :] < D), other=0.0)
+            v = tl.load(V + k_token[:, None] * DV + dv[None, :],
+                        mask=k_valid[:, None] & (dv[None, :] < DV), other=0.0)
+            s, _ = _scores(q, k, pos_h, pos_w, key_h, key_w, start_h, start_w,
+                           q_valid[:, None] & k_valid[None, :], rpb_head, scale,
+                           KH, KW, HAS_RPB, DOT_FP32, IEEE)
+            m_new = tl.maximum(m, tl.max(s, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp2(m - m_safe)
+            p = tl.exp2(s - m_safe[:, None])
+            l = l * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, DOT_FP32, IEEE)
+            m = m_new
+        l_safe = tl.where(l > 0.0, l, 1.0)
+        out = acc / l_safe[:, None]
+        tl.store(OUT + q_token[:, None] * DV + dv[None, :], out.to(OUT.dtype.element_ty),
+                 mask=q_valid[:, None] & (dv[None, :] < DV))
+        tl.store(LSE + q_token, m + tl.log2(l_safe), mask=q_valid)
+
+
+@triton.jit
+def na_backward_query_kernel(
+    Q, K, V, RPB, DO, LSE, DELTA, DQ, DRPB,
+    H, W, HEADS, D, DV, DH, DW, TILES_H, TILES_W, SPLITS, scale,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    HAS_RPB: tl.constexpr, DOT_FP32: tl.constexpr, IEEE: tl.constexpr,
+):
+    """dQ of a query tile (the forward's tiles), and its share of dRPB, added into
+    DRPB[pid % SPLITS, head] in fp32 (the splits spread the atomics over more addresses)."""
+    pid = tl.program_id(0)
+    gh, gw, s0_h, s0_w = _tile_of(pid, TILES_H, TILES_W, DW, SH, SW)
+    bh = tl.program_id(1)
+    batch = bh // HEADS
+    head = bh % HEADS
+    len_h = (H - gh + DH - 1) // DH
+    len_w = (W - gw + DW - 1) // DW
+    first_h, count_h, box_h0, box_h = _start_tile(s0_h, len_h, KH, SH)
+    first_w, count_w, box_w0, box_w = _start_tile(s0_w, len_w, KW, SW)
+    queries = count_h * count_w
+    box_n = box_h * box_w
+    d = tl.arange(0, BLOCK_D)
+    dv = tl.arange(0, BLOCK_DV)
+    rpb_head = RPB + head * (2 * KH - 1) * (2 * KW - 1)
+    drpb_head = DRPB + ((pid % SPLITS) * HEADS + head) * (2 * KH - 1) * (2 * KW - 1)
+    for i0 in range(0, queries, BLOCK_Q):
+        i = i0 + tl.arange(0, BLOCK_Q)
+        q_valid = i < queries
+        pos_h = first_h + i // count_w
+        pos_w = first_w + i % count_w
+        start_h = _window_start(pos_h, len_h, KH)
+        start_w = _window_start(pos_w, len_w, KW)
+        q_token = ((batch * H + gh + pos_h * DH).to(tl.int64) * W + gw + pos_w * DW) * HEADS + head
+        q = tl.load(Q + q_token[:, None] * D + d[None, :],
+                    mask=q_valid[:, None] & (d[None, :] < D), other=0.0)
+        do = tl.load(DO + q_token[:, None] * DV + dv[None, :],
+                     mask=q_valid[:, None] & (dv[None, :] < DV), other=0.0)
+        lse = tl.load(LSE + q_token, mask=q_valid, other=0.0)
+        delta = tl.load(DELTA + q_token, mask=q_valid, other=0.0)
+        dq = tl.zeros((BLOCK_Q, BLOCK_D), tl.float32)
+        for j0 in range(0, box_n, BLOCK_K):
+            j = j0 + tl.arange(0, BLOCK_K)
+            k_valid = j < box_n
+            key_h = box_h0 + j // box_w
+            key_w = box_w0 + j % box_w
+            k_token = (
+                ((batch * H + gh + key_h * DH).to(tl.int64) * W + gw + key_w * DW) * HEADS + head
+            )
+            k = tl.load(K + k_token[:, None] * D + d[None, :],
+                        mask=k_valid[:, None] & (d[None, :] < D), other=0.0)
+            v = tl.load(V + k_token[:, None] * DV + dv[None, :],
+                        mask=k_valid[:, None] & (dv[None, :] < DV), other=0.0)
+            s, inside = _scores(q, k, pos_h, pos_w, key_h, key_w, start_h, start_w,
+                                q_valid[:, None] & k_valid[None, :], rpb_head, scale,
+                                KH, KW, HAS_RPB, DOT_FP32, IEEE)
+            p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.0)
+            dp = _dot(do, tl.trans(v), DOT_FP32, IEEE)
+            ds = p * (dp - delta[:, None])  # d loss / d (scaled logit + bias)
+            dq += _dot(ds.to(k.dtype), k, DOT_FP32, IEEE)
+            if HAS_RPB:
+                bias_h = key_h[None, :] - pos_h[:, None] + (KH - 1)
+                bias_w = key_w[None, :] - pos_w[:, None] + (KW - 1)
+                tl.atomic_add(drpb_head + bias_h * (2 * KW - 1) + bias_w, ds, mask=inside)
+        tl.store(DQ + q_token[:, None] * D + d[None, :], (dq * scale).to(DQ.dtype.element_ty),
+                 mask=q_valid[:, None] & (d[None, :] < D))
+
+
+@triton.jit
+def na_backward_key_kernel(
+    Q, K, V, RPB, DO, LSE, DELTA, DK, DV_OUT,
+    H, W, HEADS, D, DV, DH, DW, TILES_H, TILES_W, scale,
+    KH: tl.constexpr, KW: tl.constexpr, KTH: tl.constexpr, KTW: tl.constexpr,
+    BLOCK_Q_KV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    HAS_RPB: tl.constexpr, DOT_FP32: tl.constexpr, IEEE: tl.constexpr,
+):
+    """dK and dV of a key tile: iterates over the box of queries whose windows can hold its
+    keys (a query at in-group position p has window start clamp(p - k//2, 0, L - k))."""
+    gh, gw, h0, w0 = _tile_of(tl.program_id(0), TILES_H, TILES_W, DW, KTH, KTW)
+    bh = tl.program_id(1)
+    batch = bh // HEADS
+    head = bh % HEADS
+    len_h = (H - gh + DH - 1) // DH
+    len_w = (W - gw + DW - 1) // DW
+    i = tl.arange(0, KTH * KTW)
+    key_h = h0 + i // KTW
+    key_w = w0 + i % KTW
+    k_valid = (key_h < len_h) & (key_w < len_w)
+    # queries whose windows can hold keys of rows h0..h_last: from the first query whose
+    # window reaches h0 to the last one whose window starts at or before h_last
+    h_last = tl.minimum(h0 + KTH - 1, len_h - 1)
+    w_last = tl.minimum(w0 + KTW - 1, len_w - 1)
+    qbox_h0 = tl.where(h0 - KH + 1 <= 0, 0, h0 - KH // 2)
+    qbox_w0 = tl.where(w0 - KW + 1 <= 0, 0, w0 - KW // 2)
+    qbox_h = tl.where(h_last >= len_h - KH, len_h - 1, h_last + KH // 2) + 1 - qbox_h0
+    qbox_w = tl.where(w_last >= len_w - KW, len_w - 1, w_last + KW // 2) + 1 - qbox_w0
+    qbox_n = tl.where((h0 < len_h) & (w0 < len_w), qbox_h * qbox_w, 0)
+
+    d = tl.arange(0, BLOCK_D)
+    dv = tl.arange(0, BLOCK_DV)
+    k_token = ((batch * H + gh + key_h * DH).to(tl.int64) * W + gw + key_w * DW) * HEADS + head
+    k = tl.load(K + k_token[:, None] * D + d[None, :],
+                mask=k_valid[:, None] & (d[None, :] < D), other=0.0)
+    v = tl.load(V + k_token[:, None] * DV + dv[None, :],
+                mask=k_valid[:, None] & (dv[None, :] < DV), other=0.0)
+    rpb_head = RPB + head * (2 * KH - 1) * (2 * KW - 1)
+
+    dk = tl.zeros((KTH * KTW, BLOCK_D), tl.float32)
+    dvalue = tl.zeros((KTH * KTW, BLOCK_DV), tl.float32)
+    for j0 in range(0, qbox_n, BLOCK_Q_KV):
+        j = j0 + tl.arange(0, BLOCK_Q_KV)
+        q_valid = j < qbox_n
+        pos_h = qbox_h0 + j // qbox_w
+        pos_w = qbox_w0 + j % qbox_w
+        start_h = _window_start(pos_h, len_h, KH)
+        start_w = _window_start(pos_w, len_w, KW)
+        q_token = ((batch * H + gh + pos_h * DH).to(tl.int64) * W + gw + pos_w * DW) * HEADS + head
+        q = tl.load(Q + q_token[:, None] * D + d[None, :],
+                    mask=q_valid[:, None] & (d[None, :] < D), other=0.0)
+        do = tl.load(DO + q_token[:, None] * DV + dv[None, :],
+                     mask=q_valid[:, None] & (dv[None, :] < DV), other=0.0)
+        lse = tl.load(LSE + q_token, mask=q_valid, other=0.0)
+        delta = tl.load(DELTA + q_token, mask=q_valid, other=0.0)
+        s, inside = _scores(q, k, pos_h, pos_w, key_h, key_w, start_h, start_w,
+                            q_valid[:, None] & k_valid[None, :], rpb_head, scale,
+                            KH, KW, HAS_RPB, DOT_FP32, IEEE)
+        p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.0)  # (queries, keys)
+        dvalue += _dot(tl.trans(p).to(do.dtype), do, DOT_FP32, IEEE)
+        dp = _dot(do, tl.trans(v), DOT_FP32, IEEE)
+        ds = p * (dp - delta[:, None])
+        dk += _dot(tl.trans(ds).to(q.dtype), q, DOT_FP32, IEEE)
+    tl.store(DK + k_token[:, None] * D + d[None, :], (dk * scale).to(DK.dtype.element_ty),
+             mask=k_valid[:, None] & (d[None, :] < D))
+    tl.store(DV_OUT + k_token[:, None] * DV + dv[None, :], dvalue.to(DV_OUT.dtype.element_ty),
+             mask=k_valid[:, None] & (dv[None, :] < DV))

@@ -1,0 +1,161 @@
+"""The tile plan of the fused NA kernels (fused_kernels.py), and the work it implies.
+
+Forward and dQ: a program takes the queries of one dilation group whose window starts fall in
+an SH x SW range of start values, and reads only the box of keys those windows cover: exactly
+(SH + kh - 1) x (SW + kw - 1) keys. Away from the borders that is SH x SW queries; at a border,
+where windows stop shifting, every query whose window starts there joins the same tile (up to
+k//2 more per axis), all sharing its box. The tile's queries are taken BLOCK_Q at a time and
+the box BLOCK_K keys at a time (row-major), and scores outside a query's own window are masked.
+
+dK and dV: the mirror image. A program takes a KTH x KTW block of keys of one group and reads
+the box of queries whose windows can hold them, BLOCK_Q_KV at a time.
+
+Sizes are chosen per problem to compute the fewest scores (ties: larger blocks). The launcher
+and the efficiency benchmark both take their numbers from here, so what the benchmark
+reports is what the kernels compute.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCKS = (16, 32, 64)  # BLOCK_Q, BLOCK_K, BLOCK_Q_KV (tl.dot needs at least 16)
+MAX_START_RANGE = 16
+_KEY_TILES_2D = [(h, w) for h in (1, 2, 4, 8, 16) for w in (1, 2, 4, 8, 16, 32, 64)
+                 if h * w in BLOCKS]
+_KEY_TILES_1D = [(1, w) for w in BLOCKS]
+
+
+@dataclass(frozen=True)
+class Axis:
+    length: int
+    kernel: int
+    dilation: int
+
+    @property
+    def longest_group(self) -> int:
+        return -(-self.length // self.dilation)
+
+    def group_lengths(self) -> np.ndarray:
+        groups = np.arange(self.dilation)
+        return (self.length - groups + self.dilation - 1) // self.dilation
+
+    def start_tiles(self, size: int) -> int:
+        """Tiles of `size` window starts along the axis (of the longest group)."""
+        return -(-(self.longest_group - self.kernel + 1) // size)
+
+
+@dataclass(frozen=True)
+class Plan:
+    sh: int  # window-start rows per query tile
+    sw: int  # window-start columns per query tile
+    block_q: int  # queries per chunk (forward, dQ)
+    block_k: int  # keys per chunk (forward, dQ)
+    kth: int  # key tile rows (dK/dV)
+    ktw: int  # key tile columns (dK/dV)
+    block_q_kv: int  # queries per chunk (dK/dV)
+
+    @property
+    def block_keys(self) -> int:
+        return self.kth * self.ktw
+
+
+def query_tiles(axis: Axis, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per (group, tile of `size` window starts): its queries and the extent of its key box
+    (both 0 for tiles past the end of a short group)."""
+    group_len = axis.group_lengths()[:, None]
+    starts = group_len - axis.kernel + 1  # window starts in each group
+    s0 = np.arange(axis.start_tiles(size))[None, :] * size
+    s1 = np.minimum(s0 + size - 1, starts - 1)
+    first = np.where(s0 == 0, 0, s0 + axis.kernel // 2)
+    last = np.where(s1 == starts - 1, group_len - 1, s1 + axis.kernel // 2)
+    inside = s0 < starts
+    return np.where(inside, last - first + 1, 0), np.where(inside, s1 - s0 + axis.kernel, 0)
+
+
+def key_tiles(axis: Axis, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per (group, tile of `tile` key positions): its keys and the extent of the box of
+    queries whose windows can hold them (both 0 past the end of a short group)."""
+    group_len = axis.group_lengths()[:, None]
+    first = np.arange(-(-axis.longest_group // tile))[None, :] * tile
+    last = np.minimum(first + tile - 1, group_len - 1)
+    k = axis.kernel
+    lo = np.where(first - k + 1 <= 0, 0, first - k // 2)
+    hi = np.where(last >= group_len - k, group_len - 1, last + k // 2)
+    inside = first < group_len
+    return np.where(inside, last - first + 1, 0), np.where(inside, hi - lo + 1, 0)
+
+
+def _chunked(count: np.ndarray, block: int) -> np.ndarray:
+    return -(-count // block) * block
+
+
+def _pairwise(h: tuple[np.ndarray, np.ndarray], w: tuple[np.ndarray, np.ndarray],
+              block_a: int, block_b: int) -> int:
+    """Scores over all (row tile, column tile) pairs of all groups: chunked counts of the
+    tiles' own items times chunked counts of their boxes."""
+    (n_h, box_h), (n_w, box_w) = h, w
+    items = n_h.reshape(-1)[:, None] * n_w.reshape(-1)[None, :]
+    box = box_h.reshape(-1)[:, None] * box_w.reshape(-1)[None, :]
+    return int((_chunked(items, block_a) * _chunked(box, block_b)).sum())
+
+
+def forward_scores(h: Axis, w: Axis, plan: Plan) -> int:
+    """Scores the forward (and the dQ) kernel computes for one (batch, head)."""
+    return _pairwise(query_tiles(h, plan.sh), query_tiles(w, plan.sw), plan.block_q,
+                     plan.block_k)
+
+
+def backward_kv_scores(h: Axis, w: Axis, plan: Plan) -> int:
+    """Scores the dK/dV kernel recomputes for one (batch, head)."""
+    n_h, box_h = key_tiles(h, plan.kth)
+    n_w, box_w = key_tiles(w, plan.ktw)
+    tiles = (n_h.reshape(-1)[:, None] * n_w.reshape(-1)[None, :]) > 0
+    box = box_h.reshape(-1)[:, None] * box_w.reshape(-1)[None, :]
+    return int((tiles * plan.block_keys * _chunked(box, plan.block_q_kv)).sum())
+
+
+def useful_scores(h: Axis, w: Axis) -> int:
+    """Scores of neighborhood attention itself, per (batch, head): tokens x kh x kw."""
+    return h.length * w.length * h.kernel * w.kernel
+
+
+@functools.lru_cache(maxsize=256)
+def plan_tiles(h: Axis, w: Axis) -> Plan:
+    """The sizes with the fewest computed scores (ties: larger blocks). 1D problems (a
+    height of 1 with kernel 1) have one start row."""
+    one_d = h.length == 1 and h.kernel == 1
+    best_q = None
+    for sh in (1,) if one_d else range(1, MAX_START_RANGE + 1):
+        rows = query_tiles(h, sh)
+        for sw in range(1, MAX_START_RANGE + 1):
+            cols = query_tiles(w, sw)
+            for block_q in BLOCKS:
+                for block_k in BLOCKS:
+                    cost = (_pairwise(rows, cols, block_q, block_k), -block_q * block_k)
+                    if best_q is None or cost < best_q[0]:
+                        best_q = (cost, (sh, sw, block_q, block_k))
+    best_kv = None
+    for kth, ktw in _KEY_TILES_1D if one_d else _KEY_TILES_2D:
+        for block_q_kv in BLOCKS:
+            plan = Plan(*best_q[1], kth, ktw, block_q_kv)
+            cost = (backward_kv_scores(h, w, plan), -kth * ktw * block_q_kv)
+            if best_kv is None or cost < best_kv[0]:
+                best_kv = (cost, plan)
+    return best_kv[1]
+
+
+def query_grid(h: Axis, w: Axis, plan: Plan, batch_heads: int) -> tuple[int, int]:
+    """Programs of the forward and dQ kernels: (groups x start tiles, batch x heads)."""
+    tiles = h.start_tiles(plan.sh) * w.start_tiles(plan.sw)
+    return h.dilation * w.dilation * tiles, batch_heads
+
+
+def key_grid(h: Axis, w: Axis, plan: Plan, batch_heads: int) -> tuple[int, int]:
+    """Programs of the dK/dV kernel: (groups x key tiles, batch x heads)."""
+    tiles = math.ceil(h.longest_group / plan.kth) * math.ceil(w.longest_group / plan.ktw)
+    return h.dilation * w.dilation * tiles, batch_heads

@@ -1,0 +1,72 @@
+"""The fused kernels' work efficiency (dinat_m2f.benchmarks.na_efficiency): the planner's
+score counts against a direct enumeration of the tiles, flex_attention's block mask built
+from the block table against create_block_mask, and the targets on every DiNAT shape."""
+
+import pytest
+import torch
+
+from dinat_m2f.benchmarks import na_efficiency as eff
+from dinat_m2f.ops.na import fused_plan
+from tests.na_brute_force import axis_windows
+
+
+def enumerated_forward_scores(h_axis, w_axis, plan):
+    """Scores of the forward kernel by walking its tiles: for each group and tile of window
+    starts, the queries whose window starts fall in it and the keys their windows cover."""
+    def tiles(axis, size):
+        out = []
+        for g in range(axis.dilation):
+            members = list(range(g, axis.length, axis.dilation))
+            windows = axis_windows(axis.length, axis.kernel, axis.dilation)
+            starts = [members.index(windows[i][0][0]) for i in members]  # in-group starts
+            for s0 in range(0, max(starts) + 1, size):
+                queries = [p for p, s in enumerate(starts) if s0 <= s < s0 + size]
+                keys = {starts[p] + j for p in queries for j in range(axis.kernel)}
+                out.append((len(queries), len(keys)))
+        return out
+
+    total = 0
+    for nh, kh in tiles(h_axis, plan.sh):
+        for nw, kw in tiles(w_axis, plan.sw):
+            chunks_q = -(-nh * nw // plan.block_q)
+            chunks_k = -(-kh * kw // plan.block_k)
+            total += chunks_q * plan.block_q * chunks_k * plan.block_k
+    return total
+
+
+@pytest.mark.parametrize("h,w", [((15, 7, 2), (14, 7, 2)), ((14, 11, 1), (14, 11, 1)),
+                                 ((1, 1, 1), (40, 13, 3)), ((30, 5, 4), (9, 3, 1))])
+def test_planner_counts_what_the_tiles_compute(h, w):
+    h, w = fused_plan.Axis(*h), fused_plan.Axis(*w)
+    plan = fused_plan.plan_tiles(h, w)
+    assert fused_plan.forward_scores(h, w, plan) == enumerated_forward_scores(h, w, plan)
+    assert fused_plan.useful_scores(h, w) <= fused_plan.forward_scores(h, w, plan)
+
+
+@pytest.mark.parametrize("side,kernel,dilation", [(14, 7, 1), (28, 7, 4), (20, 11, 1), (40, 5, 3)])
+def test_block_table_equals_create_block_mask(side, kernel, dilation):
+    from torch.nn.attention.flex_attention import BlockMask
+
+    dense = eff.flex_block_mask(side, kernel, dilation)  # create_block_mask at these sizes
+    counts, indices = eff.flex_block_table(side, kernel, dilation)
+    built = BlockMask.from_kv_blocks(counts, indices, BLOCK_SIZE=eff.FLEX_BLOCK,
+                                     seq_lengths=(side * side, side * side))
+    assert eff.flex_computed_scores(built) == eff.flex_computed_scores(dense)
+    dense_blocks = dense.to_dense()[0, 0].bool()
+    assert torch.equal(built.to_dense()[0, 0].bool(), dense_blocks)
+
+
+def test_targets_on_every_dinat_shape(capsys):
+    rows = eff.main([])
+    out = capsys.readouterr().out
+    assert len(rows) == 80 and "| 1024 | large | 1 | 65536 |" in out
+    for r in rows:
+        s = r["shape"]
+        # the forward (and dQ) kernel computes at least twice flex's useful fraction
+        assert r["fused"] >= 2 * r["flex"], (s, r["fused"], r["flex"])
+        # the dK/dV kernel: at least 1.75x (1.78x on the 14x14 map with kernel 11)
+        assert r["fused_kv"] >= 1.75 * r["flex"], (s, r["fused_kv"], r["flex"])
+        # no attention-map-sized tensor is kept for the backward; the unfused path keeps one
+        assert r["largest_fused_over_k2"] < 1
+        k2 = s.tokens * s.heads * s.kernel**2 * 2
+        assert r["unfused_bytes"] >= r["fused_bytes"] + k2

@@ -1,0 +1,249 @@
+"""The fused Triton NA kernels (forward with online softmax, backward recomputing the scores,
+RPB inside) against the brute-force oracle and the unfused path: output and every gradient,
+kernels 3..13, dilations 1..4, non-square maps, sizes not multiples of the dilation, with and
+without RPB, 1D and 2D, float32 / float16 / bfloat16, the module's padding for small inputs.
+Without a GPU they run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1);
+on a GPU, the cuda-marked cases run them as compiled kernels.
+
+Tolerances (max abs error relative to max(1, max |reference|), inputs rounded to the dtype
+first): float32 2e-5, float16 1e-2, bfloat16 4e-2.
+"""
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import tests.na_brute_force as brute
+from dinat_m2f.layers import NeighborhoodAttention2D, na1d, na2d
+from dinat_m2f.ops.na import dispatch, fused, fused_plan
+
+TOLERANCE = {torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 4e-2}
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEVICES = [
+    pytest.param("cpu", id="interpreter",
+                 marks=pytest.mark.skipif(not fused.interpreting(), reason="needs TRITON_INTERPRET=1")),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.cuda),
+]
+
+# (spatial, kernel, dilation, heads, dim, dim_v, rpb)
+CASES = [
+    ((9, 10), (3, 3), (1, 1), 2, 32, 32, True),
+    ((13, 17), (3, 5), (2, 3), 1, 16, 24, True),  # non-square kernel, dims not powers of 2
+    ((15, 14), (7, 7), (2, 2), 2, 32, 32, True),  # sizes not multiples of the dilation
+    ((11, 29), (9, 5), (1, 4), 1, 32, 32, False),
+    ((22, 23), (11, 11), (2, 1), 1, 32, 32, True),
+    ((13, 27), (13, 13), (1, 2), 1, 16, 16, True),
+    ((20, 13), (5, 3), (4, 4), 1, 64, 64, True),
+    ((23,), (5,), (3,), 2, 32, 32, True),  # 1D
+    ((40,), (13,), (3,), 1, 16, 16, False),
+]
+
+
+def case_id(case):
+    spatial, kernel, dilation, heads, dim, dim_v, rpb = case
+    return (f"L{'x'.join(map(str, spatial))}-k{'x'.join(map(str, kernel))}-"
+            f"d{'x'.join(map(str, dilation))}-D{dim}-Dv{dim_v}" + ("-rpb" if rpb else ""))
+
+
+def make_inputs(case, batch=2, seed=0):
+    spatial, kernel, _, heads, dim, dim_v, with_rpb = case
+    g = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(batch, *spatial, heads, dim, generator=g, dtype=torch.float64)
+            for _ in range(2))
+    v = torch.randn(batch, *spatial, heads, dim_v, generator=g, dtype=torch.float64)
+    rpb = (torch.randn(heads, *(2 * x - 1 for x in kernel), generator=g, dtype=torch.float64)
+           if with_rpb else None)
+    return q, k, v, rpb
+
+
+def outputs_and_grads(fn, tensors, device, dtype):
+    leaves = [None if x is None else x.detach().to(device, dtype).requires_grad_() for x in tensors]
+    out = fn(*leaves)
+    g = torch.Generator().manual_seed(1)
+    out.backward(torch.randn(out.shape, generator=g, dtype=torch.float64).to(out))
+    return [out.detach()] + [None if x is None else x.grad for x in leaves]
+
+
+def assert_close_relative(got, expected, tol, names=("out", "dq", "dk", "dv", "drpb")):
+    for name, a, b in zip(names, got, expected):
+        if b is None:
+            assert a is None
+            continue
+        err = (a.double().cpu() - b).abs().max().item() / max(1.0, b.abs().max().item())
+        assert err <= tol, f"{name}: relative max error {err:.2e} > {tol:.0e}"
+
+
+# every case in float32; float16 and bfloat16 on a subset (interpreter time)
+PRECISION_CASES = [(c, torch.float32) for c in CASES] + [
+    (c, dtype) for dtype in (torch.float16, torch.bfloat16) for c in (CASES[0], CASES[2], CASES[7])
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case,dtype", PRECISION_CASES,
+                         ids=[f"{case_id(c)}-{str(d)[6:]}" for c, d in PRECISION_CASES])
+def test_fused_matches_brute_force(case, dtype, device):
+    spatial, kernel, dilation = case[:3]
+    rounded = [None if x is None else x.to(dtype).double() for x in make_inputs(case)]
+    scale = case[4] ** -0.5
+    expected = outputs_and_grads(
+        lambda q, k, v, rpb: brute.na(q, k, v, kernel, dilation, rpb, scale=scale),
+        rounded, "cpu", torch.float64)
+    na = na2d if len(spatial) == 2 else na1d
+    got = outputs_and_grads(
+        lambda q, k, v, rpb: na(q, k, v, kernel, dilation=dilation, rpb=rpb, backend="fused"),
+        rounded, device, dtype)
+    for x in got:
+        assert x is None or (x.dtype == dtype and x.device.type == device)
+    assert_close_relative(got, expected, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_equals_unfused_path(device):
+    case = CASES[2]
+    q, k, v, rpb = make_inputs(case, seed=5)
+    kernel, dilation = case[1], case[2]
+
+    def run(backend):
+        return outputs_and_grads(
+            lambda q, k, v, rpb: na2d(q, k, v, kernel, dilation=dilation, rpb=rpb,
+                                      backend=backend),
+            [q, k, v, rpb], device, torch.float32)
+
+    assert_close_relative(run("fused"), [x.double().cpu() for x in run("unfused")], 2e-5)
+
+
+def saved_bytes(fn, *tensors):
+    """Bytes of the distinct storages autograd keeps for the backward of fn(*tensors)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*tensors)
+    return storages
+
+
+def test_fused_keeps_no_attention_map_for_the_backward():
+    """The fused path keeps the inputs, the output and a float32 log-sum-exp per query; the
+    unfused one also keeps the (tokens x heads x k*k) attention map."""
+    spatial, kernel, heads, dim = (21, 22), 7, 2, 32
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, *spatial, heads, dim, generator=g).requires_grad_()
+               for _ in range(3))
+    rpb = torch.randn(heads, 13, 13, generator=g).requires_grad_()
+    tokens = math.prod(spatial) * heads
+
+    fused_saved = saved_bytes(
+        lambda *x: na2d(*x[:3], kernel, dilation=3, rpb=x[3], backend="fused"), q, k, v, rpb)
+    inputs = 3 * tokens * dim * 4 + rpb.numel() * 4
+    assert sum(fused_saved.values()) == inputs + tokens * dim * 4 + tokens * 4  # + out + lse
+    assert max(fused_saved.values()) < tokens * kernel * kernel * 4
+
+    unfused_saved = saved_bytes(
+        lambda *x: na2d(*x[:3], kernel, dilation=3, rpb=x[3], backend="unfused"), q, k, v, rpb)
+    assert max(unfused_saved.values()) == tokens * kernel * kernel * 4
+
+
+def test_module_pads_small_inputs_on_the_fused_path(monkeypatch):
+    torch.manual_seed(0)
+    module = NeighborhoodAttention2D(dim=64, num_heads=2, kernel_size=7, dilation=3).eval()
+    x = torch.randn(2, 9, 25, 64)  # height 9 < 7 * 3: padded to 21
+    monkeypatch.setenv(dispatch.BACKEND_ENV, "unfused")
+    expected = module(x)
+    monkeypatch.setenv(dispatch.BACKEND_ENV, "fused")
+    calls = []
+    real = fused.attention
+    monkeypatch.setattr(fused, "attention", lambda *a: calls.append(a) or real(*a))
+    torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 1 and calls[0][0].shape[1:3] == (21, 25)
+
+
+def test_empty_batch():
+    q = torch.randn(0, 9, 9, 2, 32)
+    assert na2d(q, q, q, 3, backend="fused").shape == q.shape
+
+
+def test_opcheck_and_compile_fullgraph():
+    case = CASES[0]
+    q, k, v, rpb = (x.float() for x in make_inputs(case, batch=1))
+    ops = torch.ops.dinat_m2f_triton
+    torch.library.opcheck(ops.na_fused.default, (q.requires_grad_(), k, v, rpb, [3, 3], [1, 1], 0.2))
+    torch.library.opcheck(ops.na_fused.default, (q, k, v, None, [3, 3], [2, 2], 0.2))
+
+    def fn(q, k, v, rpb):
+        return na2d(q, k, v, 3, dilation=2, rpb=rpb, backend="fused").square().sum()
+
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    leaves = [x.detach().requires_grad_() for x in (q, k, v, rpb)]
+    eager = [x.detach().requires_grad_() for x in (q, k, v, rpb)]
+    compiled(*leaves).backward()
+    fn(*eager).backward()
+    for a, b in zip(leaves, eager):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
+
+
+# --- choice of backend ------------------------------------------------------------------------
+
+
+def test_auto_takes_the_fused_kernels_only_for_cuda_tensors(monkeypatch):
+    q = torch.randn(1, 9, 9, 2, 32)
+    assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == "unfused"
+    assert dispatch.resolve_backend("na2d", "fused", q, q, (3, 3)) == "fused"
+    assert dispatch.resolve_backend("na2d", "reference", q, q, (3, 3)) == "reference"
+    monkeypatch.setenv(dispatch.BACKEND_ENV, "reference")
+    assert dispatch.resolve_backend("na2d", None, q, q, (3, 3)) == "reference"
+
+
+@pytest.mark.parametrize(
+    "tensor,kernel,message",
+    [
+        (torch.randn(1, 9, 9, 2, 32, dtype=torch.float64), 3, r"dtype torch.float64"),
+        (torch.randn(1, 9, 9, 2, 8), 3, r"query head dim 8 \(the fused kernels take 16..128\)"),
+        (torch.randn(1, 45, 45, 1, 16), 15, r"kernel_size \(15, 15\)"),
+    ],
+)
+def test_fused_refuses_what_it_cannot_compute_and_auto_falls_back(tensor, kernel, message):
+    with pytest.raises(ValueError, match=r"na2d: backend='fused' cannot compute this call: " + message):
+        na2d(tensor, tensor, tensor, kernel, backend="fused")
+    assert dispatch.resolve_backend("na2d", "auto", tensor, tensor, (kernel, kernel)) == "unfused"
+
+
+def test_bad_backend_names_the_argument_and_the_environment_variable(monkeypatch):
+    q = torch.randn(1, 9, 9, 2, 32)
+    with pytest.raises(ValueError, match=r"na2d: backend='triton' is not one of \['auto', 'fused', 'unfused', 'reference'\]"):
+        na2d(q, q, q, 3, backend="triton")
+    monkeypatch.setenv(dispatch.BACKEND_ENV, "fast")
+    with pytest.raises(ValueError, match=r"na1d: DINAT_M2F_NA_BACKEND='fast' is not one of"):
+        na1d(q[:, 0], q[:, 0], q[:, 0], 3)
+
+
+def test_fused_on_cpu_needs_the_interpreter():
+    code = ("import torch; from dinat_m2f.layers import na2d; q = torch.randn(1, 9, 9, 2, 32)\n"
+            "try:\n    na2d(q, q, q, 3, backend='fused')\n"
+            "except ValueError as e:\n    print('ERROR', e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert "ERROR na2d: backend='fused' cannot compute this call: CPU tensors need Triton's " \
+           "interpreter (TRITON_INTERPRET=1)" in result.stdout, result.stderr
+
+
+def test_plan_tiles_are_the_ones_the_kernels_launch(monkeypatch):
+    """The efficiency numbers come from the planner the launcher uses: a planted change of
+    the plan changes what the kernels compute (still correctly)."""
+    h, w = fused_plan.Axis(15, 7, 2), fused_plan.Axis(14, 7, 2)
+    plan = fused_plan.plan_tiles(h, w)
+    assert plan.block_q in (16, 32, 64) and plan.block_k in (16, 32, 64)
+    seen = []
+    real = fused_plan.plan_tiles
+    monkeypatch.setattr(fused_plan, "plan_tiles", lambda *a: seen.append(a) or real(*a))
+    q = torch.randn(1, 15, 14, 1, 32)
+    na2d(q, q, q, 7, dilation=2, backend="fused")
+    assert seen == [(h, w)]
