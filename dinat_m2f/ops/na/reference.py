@@ -7,6 +7,8 @@ memory of the inputs; autograd comes from PyTorch. Inputs are assumed checked (c
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -64,6 +66,8 @@ def na_qk_reference(
     dilation: tuple[int, ...],
 ) -> torch.Tensor:
     """Logits (batch, *spatial, heads, K): <query, neighbor key> (+ rpb)."""
+    if query.numel() == 0:  # no window tables for a batch of nothing, however large the map
+        return query.new_empty((*query.shape[:-1], math.prod(kernel)))
     spatial = tuple(query.shape[1:-2])
     batch, heads, dim = query.shape[0], query.shape[-2], query.shape[-1]
     neighbors, bias = flat_windows(spatial, kernel, dilation, query.device)
@@ -78,6 +82,8 @@ def na_av_reference(
     attn: torch.Tensor, value: torch.Tensor, kernel: tuple[int, ...], dilation: tuple[int, ...]
 ) -> torch.Tensor:
     """Output (batch, *spatial, heads, dim): attention-weighted sum of neighbor values."""
+    if value.numel() == 0 or attn.numel() == 0:
+        return value.new_zeros(value.shape)
     spatial = tuple(value.shape[1:-2])
     batch, heads = value.shape[0], value.shape[-2]
     neighbors, _ = flat_windows(spatial, kernel, dilation, value.device)
