@@ -94,29 +94,40 @@ def _chunked(count: np.ndarray, block: int) -> np.ndarray:
     return -(-count // block) * block
 
 
-def _pairwise(h: tuple[np.ndarray, np.ndarray], w: tuple[np.ndarray, np.ndarray],
-              block_a: int, block_b: int) -> int:
-    """Scores over all (row tile, column tile) pairs of all groups: chunked counts of the
-    tiles' own items times chunked counts of their boxes."""
-    (n_h, box_h), (n_w, box_w) = h, w
-    items = n_h.reshape(-1)[:, None] * n_w.reshape(-1)[None, :]
-    box = box_h.reshape(-1)[:, None] * box_w.reshape(-1)[None, :]
-    return int((_chunked(items, block_a) * _chunked(box, block_b)).sum())
+def _distinct(counts: np.ndarray, boxes: np.ndarray):
+    """The distinct (count, box) tiles of an axis and how often each occurs: interior tiles are
+    all alike, so a map of any size has only a handful."""
+    pairs, times = np.unique(np.stack([counts.reshape(-1), boxes.reshape(-1)], 1), axis=0,
+                             return_counts=True)
+    return pairs[:, 0], pairs[:, 1], times
+
+
+def _pairwise(h, w, block_a: int, block_b: int) -> int:
+    """Scores over all (row tile, column tile) pairs of all groups (h, w: _distinct tiles):
+    chunked counts of the tiles' own items times chunked counts of their boxes."""
+    n_h, box_h, times_h = h
+    n_w, box_w, times_w = w
+    items = n_h[:, None] * n_w[None, :]
+    box = box_h[:, None] * box_w[None, :]
+    times = times_h[:, None] * times_w[None, :]
+    return int((_chunked(items, block_a) * _chunked(box, block_b) * times).sum())
 
 
 def forward_scores(h: Axis, w: Axis, plan: Plan) -> int:
     """Scores the forward (and the dQ) kernel computes for one (batch, head)."""
-    return _pairwise(query_tiles(h, plan.sh), query_tiles(w, plan.sw), plan.block_q,
-                     plan.block_k)
+    return _pairwise(_distinct(*query_tiles(h, plan.sh)), _distinct(*query_tiles(w, plan.sw)),
+                     plan.block_q, plan.block_k)
 
 
 def backward_kv_scores(h: Axis, w: Axis, plan: Plan) -> int:
-    """Scores the dK/dV kernel recomputes for one (batch, head)."""
-    n_h, box_h = key_tiles(h, plan.kth)
-    n_w, box_w = key_tiles(w, plan.ktw)
-    tiles = (n_h.reshape(-1)[:, None] * n_w.reshape(-1)[None, :]) > 0
-    box = box_h.reshape(-1)[:, None] * box_w.reshape(-1)[None, :]
-    return int((tiles * plan.block_keys * _chunked(box, plan.block_q_kv)).sum())
+    """Scores the dK/dV kernel recomputes for one (batch, head): every key tile (of
+    block_keys slots) times its chunked query box."""
+    n_h, box_h, times_h = _distinct(*key_tiles(h, plan.kth))
+    n_w, box_w, times_w = _distinct(*key_tiles(w, plan.ktw))
+    tiles = (n_h[:, None] * n_w[None, :]) > 0
+    box = box_h[:, None] * box_w[None, :]
+    times = times_h[:, None] * times_w[None, :]
+    return int((tiles * plan.block_keys * _chunked(box, plan.block_q_kv) * times).sum())
 
 
 def useful_scores(h: Axis, w: Axis) -> int:
@@ -129,14 +140,22 @@ def plan_tiles(h: Axis, w: Axis) -> Plan:
     """The sizes with the fewest computed scores (ties: larger blocks). 1D problems (a
     height of 1 with kernel 1) have one start row."""
     one_d = h.length == 1 and h.kernel == 1
+    blocks = np.array(BLOCKS)
+    columns = {sw: _distinct(*query_tiles(w, sw)) for sw in range(1, MAX_START_RANGE + 1)}
     best_q = None
     for sh in (1,) if one_d else range(1, MAX_START_RANGE + 1):
-        rows = query_tiles(h, sh)
-        for sw in range(1, MAX_START_RANGE + 1):
-            cols = query_tiles(w, sw)
-            for block_q in BLOCKS:
-                for block_k in BLOCKS:
-                    cost = (_pairwise(rows, cols, block_q, block_k), -block_q * block_k)
+        n_h, box_h, times_h = _distinct(*query_tiles(h, sh))
+        for sw, (n_w, box_w, times_w) in columns.items():
+            items = n_h[:, None] * n_w[None, :]
+            box = box_h[:, None] * box_w[None, :]
+            times = times_h[:, None] * times_w[None, :]
+            # scores for every (block_q, block_k) at once: the same sum as forward_scores
+            chunked_items = -(-items[None] // blocks[:, None, None]) * blocks[:, None, None]
+            chunked_box = -(-box[None] // blocks[:, None, None]) * blocks[:, None, None]
+            costs = np.einsum("iab,jab,ab->ij", chunked_items, chunked_box, times)
+            for i, block_q in enumerate(BLOCKS):
+                for j, block_k in enumerate(BLOCKS):
+                    cost = (int(costs[i, j]), -block_q * block_k)
                     if best_q is None or cost < best_q[0]:
                         best_q = (cost, (sh, sw, block_q, block_k))
     best_kv = None
