@@ -41,10 +41,12 @@ TORCH_LIBRARY(dinat_m2f, m) {
 // kernels with a given tile and head-dim chunk, and their launch plan.
 TORCH_LIBRARY(dinat_m2f_testing, m) {
   for (const char* schema : kSchemas) m.def(schema);
-  m.def("na_qk_tiled(Tensor query, Tensor key, Tensor? rpb, int[] kernel_size, "
-        "int[] dilation, int tile, int chunk) -> Tensor");
-  m.def("na_av_tiled(Tensor attn, Tensor value, int[] kernel_size, int[] dilation, "
-        "int tile, int chunk) -> Tensor");
+  m.def(
+      "na_qk_tiled(Tensor query, Tensor key, Tensor? rpb, int[] kernel_size, "
+      "int[] dilation, int tile, int chunk) -> Tensor");
+  m.def(
+      "na_av_tiled(Tensor attn, Tensor value, int[] kernel_size, int[] dilation, "
+      "int tile, int chunk) -> Tensor");
   // the launch plan of the tiled "qk" or "av" kernel for `like`'s shape and dtype:
   // [tile, chunk, shared-memory bytes], tile 0 when the naive kernel runs
   m.def("na_tile_plan(Tensor like, int[] kernel_size, int[] dilation, str kernel) -> int[]");

@@ -30,7 +30,9 @@ std::string list_str(const Seq& values) {
   return os.str();
 }
 
-inline std::string shape_str(c10::IntArrayRef shape) { return list_str(shape); }
+inline std::string shape_str(c10::IntArrayRef shape) {
+  return list_str(shape);
+}
 
 // Data pointer of an optional tensor (the RPB), or nullptr when it is undefined.
 template <typename T>

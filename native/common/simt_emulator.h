@@ -124,9 +124,9 @@ class Barrier {
 // What the threads of the running block share.
 struct Block {
   int threads = 0;
-  Barrier sync;                 // __syncthreads
+  Barrier sync;                                 // __syncthreads
   std::vector<std::unique_ptr<Barrier>> warps;  // one per warp: shuffles, __syncwarp
-  std::vector<int> warp_lanes;  // threads in each warp (the last may be partial)
+  std::vector<int> warp_lanes;                  // threads in each warp (the last may be partial)
   // shuffle exchange: two sets of kWarp slots per warp, used in turn, so one barrier per
   // shuffle suffices (nobody can write a set again before everybody has read it)
   std::vector<uint64_t> slots;
@@ -140,9 +140,11 @@ struct Block {
 
 inline thread_local Block* current_block = nullptr;
 inline thread_local int current_thread = 0;  // linear thread index in the block
-inline thread_local unsigned shuffles = 0;     // shuffles of this thread in this block
+inline thread_local unsigned shuffles = 0;   // shuffles of this thread in this block
 
-inline unsigned char* dynamic_shared() { return current_block->shared; }
+inline unsigned char* dynamic_shared() {
+  return current_block->shared;
+}
 
 // The pool of worker threads that runs launches.
 class Device {
@@ -170,8 +172,8 @@ class Device {
     if (grid.x < 1 || grid.x > 0x7fffffffu || grid.y < 1 || grid.y > 65535 || grid.z < 1 ||
         grid.z > 65535)
       throw std::invalid_argument("emulated kernel launch: invalid grid (" +
-                                  std::to_string(grid.x) + ", " + std::to_string(grid.y) +
-                                  ", " + std::to_string(grid.z) + ")");
+                                  std::to_string(grid.x) + ", " + std::to_string(grid.y) + ", " +
+                                  std::to_string(grid.z) + ")");
     if (shared_bytes > kMaxDynamicShared)
       throw std::invalid_argument("emulated kernel launch: " + std::to_string(shared_bytes) +
                                   " bytes of dynamic shared memory (at most " +
@@ -301,8 +303,7 @@ T atomic_add(T* address, T value) {
     const T sum = current + value;
     Bits desired;
     std::memcpy(&desired, &sum, sizeof(T));
-    if (__atomic_compare_exchange_n(bits, &old, desired, true, __ATOMIC_RELAXED,
-                                    __ATOMIC_RELAXED))
+    if (__atomic_compare_exchange_n(bits, &old, desired, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
       return current;
   }
 }
@@ -319,7 +320,9 @@ void launch(Kernel kernel, dim3 grid, dim3 block, size_t smem, Stream, Args... a
 }  // namespace dinat_m2f
 
 // CUDA's intrinsics.
-inline void __syncthreads() { dinat_m2f::simt::emulator::current_block->sync.arrive_and_wait(); }
+inline void __syncthreads() {
+  dinat_m2f::simt::emulator::current_block->sync.arrive_and_wait();
+}
 
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   dinat_m2f::simt::emulator::exchange(mask, 0, [](int) { return -1; });
@@ -340,9 +343,8 @@ T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
 
 template <typename T>
 T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
-  return dinat_m2f::simt::emulator::exchange(mask, var, [&](int lane) {
-    return lane % width >= int(delta) ? lane - int(delta) : -1;
-  });
+  return dinat_m2f::simt::emulator::exchange(
+      mask, var, [&](int lane) { return lane % width >= int(delta) ? lane - int(delta) : -1; });
 }
 
 template <typename T>

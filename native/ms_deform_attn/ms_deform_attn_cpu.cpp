@@ -19,40 +19,41 @@ using cpu::dot;
 
 // Parallel over (batch, query); each task produces the rows of all heads of its query.
 template <typename T>
-void forward_kernel(const T* value, const T* locations, const T* weights, T* out,
-                    const Problem& p, const Levels& lv) {
+void forward_kernel(const T* value, const T* locations, const T* weights, T* out, const Problem& p,
+                    const Levels& lv) {
   using Acc = at::opmath_type<T>;
   const int D = p.dim, S = p.samples();
   const int64_t work = std::max<int64_t>(1, int64_t(p.heads) * S * 4 * D);
   at::parallel_for(0, p.batch * p.len_q, std::max<int64_t>(1, 32768 / work),
                    [&](int64_t begin, int64_t end) {
-    std::vector<Acc> acc(D);
-    Corner<Acc> corners[4];
-    for (int64_t bq = begin; bq < end; ++bq) {
-      const int64_t b = bq / p.len_q;
-      for (int h = 0; h < p.heads; ++h) {
-        const int64_t r = bq * p.heads + h;
-        const T* w = weights + r * S;
-        const T* xy = locations + r * S * 2;
-        const T* v = value + p.value_offset(b, h);
-        std::fill(acc.begin(), acc.end(), Acc(0));
-        for (int l = 0; l < p.levels; ++l) {
-          for (int s = l * p.points; s < (l + 1) * p.points; ++s) {
-            if (!bilinear_corners(Acc(xy[2 * s]), Acc(xy[2 * s + 1]), lv.height[l], lv.width[l],
-                                  lv.start[l], corners))
-              continue;
-            const Acc a = Acc(w[s]);
-            for (int c = 0; c < 4; ++c) {
-              if (!corners[c].inside) continue;
-              axpy(a * corners[c].weight, v + corners[c].token * p.token_stride(), acc.data(), D);
-            }
-          }
-        }
-        T* o = out + r * D;
-        for (int d = 0; d < D; ++d) o[d] = T(acc[d]);
-      }
-    }
-  });
+                     std::vector<Acc> acc(D);
+                     Corner<Acc> corners[4];
+                     for (int64_t bq = begin; bq < end; ++bq) {
+                       const int64_t b = bq / p.len_q;
+                       for (int h = 0; h < p.heads; ++h) {
+                         const int64_t r = bq * p.heads + h;
+                         const T* w = weights + r * S;
+                         const T* xy = locations + r * S * 2;
+                         const T* v = value + p.value_offset(b, h);
+                         std::fill(acc.begin(), acc.end(), Acc(0));
+                         for (int l = 0; l < p.levels; ++l) {
+                           for (int s = l * p.points; s < (l + 1) * p.points; ++s) {
+                             if (!bilinear_corners(Acc(xy[2 * s]), Acc(xy[2 * s + 1]), lv.height[l],
+                                                   lv.width[l], lv.start[l], corners))
+                               continue;
+                             const Acc a = Acc(w[s]);
+                             for (int c = 0; c < 4; ++c) {
+                               if (!corners[c].inside) continue;
+                               axpy(a * corners[c].weight, v + corners[c].token * p.token_stride(),
+                                    acc.data(), D);
+                             }
+                           }
+                         }
+                         T* o = out + r * D;
+                         for (int d = 0; d < D; ++d) o[d] = T(acc[d]);
+                       }
+                     }
+                   });
 }
 
 // Parallel over (batch, head, level): a task's corners all lie in the level's tokens of its
@@ -107,10 +108,9 @@ struct CpuKernels {
                       const at::Tensor& weights, at::Tensor& out, const Problem& p,
                       const Levels& levels) {
     DINAT_M2F_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cpu", [&] {
-      forward_kernel<scalar_t>(value.const_data_ptr<scalar_t>(),
-                               locations.const_data_ptr<scalar_t>(),
-                               weights.const_data_ptr<scalar_t>(),
-                               out.mutable_data_ptr<scalar_t>(), p, levels);
+      forward_kernel<scalar_t>(
+          value.const_data_ptr<scalar_t>(), locations.const_data_ptr<scalar_t>(),
+          weights.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), p, levels);
     });
   }
   static void backward(const at::Tensor& grad_out, const at::Tensor& value,
@@ -130,7 +130,9 @@ struct CpuKernels {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(dinat_m2f, CPU, m) { register_ops<CpuKernels>(m); }
+TORCH_LIBRARY_IMPL(dinat_m2f, CPU, m) {
+  register_ops<CpuKernels>(m);
+}
 
 }  // namespace ms_deform_attn
 }  // namespace dinat_m2f

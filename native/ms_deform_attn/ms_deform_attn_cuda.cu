@@ -5,7 +5,9 @@
 namespace dinat_m2f {
 namespace ms_deform_attn {
 
-TORCH_LIBRARY_IMPL(dinat_m2f, CUDA, m) { register_ops<cuda::DeviceKernels>(m); }
+TORCH_LIBRARY_IMPL(dinat_m2f, CUDA, m) {
+  register_ops<cuda::DeviceKernels>(m);
+}
 
 }  // namespace ms_deform_attn
 }  // namespace dinat_m2f

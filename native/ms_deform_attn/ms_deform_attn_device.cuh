@@ -86,8 +86,8 @@ __global__ void backward_kernel(const T* __restrict__ grad_out, const T* __restr
   const int lane = int(threadIdx.x % kWarp);
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / kWarp);
   // r is the same for every lane of a warp, so the shuffles below see all 32 lanes.
-  for (int64_t r = int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
-       r < p.rows(); r += warps) {
+  for (int64_t r = int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp; r < p.rows();
+       r += warps) {
     const int h = int(r % p.heads);
     const int64_t b = r / (int64_t(p.heads) * p.len_q);
     const T* v = value + p.value_offset(b, h);
@@ -131,8 +131,8 @@ __global__ void backward_kernel(const T* __restrict__ grad_out, const T* __restr
 }
 
 template <typename T>
-void launch_forward(const T* value, const T* locations, const T* weights, T* out,
-                    const Problem& p, const Levels& levels, simt::Stream stream) {
+void launch_forward(const T* value, const T* locations, const T* weights, T* out, const Problem& p,
+                    const Levels& levels, simt::Stream stream) {
   const int64_t total = p.rows() * p.dim;
   if (total == 0) return;
   simt::launch(forward_kernel<T>, dim3(blocks_for(total)), dim3(kThreads), 0, stream, value,

@@ -20,8 +20,8 @@ struct DeviceKernels {
     DINAT_M2F_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn", [&] {
       launch_forward<scalar_t>(value.const_data_ptr<scalar_t>(),
                                locations.const_data_ptr<scalar_t>(),
-                               weights.const_data_ptr<scalar_t>(),
-                               out.mutable_data_ptr<scalar_t>(), p, levels, scope.stream());
+                               weights.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                               p, levels, scope.stream());
     });
   }
   static void backward(const at::Tensor& grad_out, const at::Tensor& value,

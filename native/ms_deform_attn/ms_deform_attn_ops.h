@@ -39,8 +39,9 @@
 namespace dinat_m2f {
 namespace ms_deform_attn {
 
-
-inline std::string shape_str(const at::Tensor& t) { return list_str(t.sizes()); }
+inline std::string shape_str(const at::Tensor& t) {
+  return list_str(t.sizes());
+}
 
 // "[[h0, w0], [h1, w1]]"
 inline std::string pairs_str(const int64_t* hw, int64_t count) {
@@ -53,32 +54,32 @@ inline std::string pairs_str(const int64_t* hw, int64_t count) {
 }
 
 inline void check_rank(const char* op, const char* name, const at::Tensor& t, int64_t rank,
-                const char* layout) {
+                       const char* layout) {
   TORCH_CHECK_VALUE(t.dim() == rank, op, ": ", name, " must have shape ", layout, ", got ",
                     shape_str(t));
 }
 
 // `t`.size(dim) (called `what`) must equal `like`.size(like_dim).
 inline void check_same_size(const char* op, const char* name, const at::Tensor& t, int64_t dim,
-                     const char* like_name, const at::Tensor& like, int64_t like_dim,
-                     const char* what) {
+                            const char* like_name, const at::Tensor& like, int64_t like_dim,
+                            const char* what) {
   TORCH_CHECK_VALUE(t.size(dim) == like.size(like_dim), op, ": ", name, " has ", t.size(dim), " ",
                     what, " (dim ", dim, ") but ", like_name, " has ", like.size(like_dim),
                     " (dim ", like_dim, "); shapes ", shape_str(t), " and ", shape_str(like));
 }
 
 inline void check_float_like(const char* op, const char* name, const at::Tensor& t,
-                      const at::Tensor& value) {
+                             const at::Tensor& value) {
   TORCH_CHECK_VALUE(t.scalar_type() == value.scalar_type(), op, ": ", name,
                     " must have value's dtype ", value.scalar_type(), ", got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == value.device(), op, ": ", name,
-                    " must be on value's device ", value.device(), ", got ", t.device());
+  TORCH_CHECK_VALUE(t.device() == value.device(), op, ": ", name, " must be on value's device ",
+                    value.device(), ", got ", t.device());
 }
 
 inline void check_index_tensor(const char* op, const char* name, const at::Tensor& t,
-                        const at::Tensor& value) {
-  TORCH_CHECK_VALUE(t.scalar_type() == at::kLong, op, ": ", name,
-                    " must be an int64 tensor, got ", t.scalar_type());
+                               const at::Tensor& value) {
+  TORCH_CHECK_VALUE(t.scalar_type() == at::kLong, op, ": ", name, " must be an int64 tensor, got ",
+                    t.scalar_type());
   TORCH_CHECK_VALUE(t.device() == value.device() || t.is_cpu(), op, ": ", name,
                     " must be on value's device ", value.device(), " or on the CPU, got ",
                     t.device());
@@ -86,7 +87,7 @@ inline void check_index_tensor(const char* op, const char* name, const at::Tenso
 
 // Reads spatial_shapes / level_start_index and checks them against value's length axis.
 inline Levels read_levels(const char* op, const at::Tensor& spatial_shapes,
-                   const at::Tensor& level_start_index, const at::Tensor& value) {
+                          const at::Tensor& level_start_index, const at::Tensor& value) {
   const at::Tensor shapes = spatial_shapes.to(at::kCPU).contiguous();
   const at::Tensor starts = level_start_index.to(at::kCPU).contiguous();
   const int64_t count = shapes.size(0);
@@ -108,8 +109,8 @@ inline Levels read_levels(const char* op, const at::Tensor& spatial_shapes,
     levels.start[l] = expected[l] = total;
     total = std::min<int64_t>(total + h * w, int64_t(1) << 62);
   }
-  TORCH_CHECK_VALUE(total == len_in, op, ": spatial_shapes ", pairs_str(hw, count), " hold ",
-                    total, " tokens (sum of height*width) but value has len_in = ", len_in,
+  TORCH_CHECK_VALUE(total == len_in, op, ": spatial_shapes ", pairs_str(hw, count), " hold ", total,
+                    " tokens (sum of height*width) but value has len_in = ", len_in,
                     " (value shape ", shape_str(value), ")");
   TORCH_CHECK_VALUE(std::equal(expected.begin(), expected.end(), given), op,
                     ": level_start_index must be the exclusive cumulative sum of height*width "
@@ -120,14 +121,14 @@ inline Levels read_levels(const char* op, const at::Tensor& spatial_shapes,
 }
 
 // Checks the five inputs of the forward (and backward) op; fills `levels`.
-inline Problem check_inputs(const char* op, const at::Tensor& value, const at::Tensor& spatial_shapes,
-                     const at::Tensor& level_start_index, const at::Tensor& locations,
-                     const at::Tensor& weights, Levels* levels) {
+inline Problem check_inputs(const char* op, const at::Tensor& value,
+                            const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+                            const at::Tensor& locations, const at::Tensor& weights,
+                            Levels* levels) {
   check_rank(op, "value", value, 4, "(batch, len_in, heads, head_dim)");
   check_rank(op, "spatial_shapes", spatial_shapes, 2, "(levels, 2)");
   check_rank(op, "level_start_index", level_start_index, 1, "(levels,)");
-  check_rank(op, "sampling_locations", locations, 6,
-             "(batch, len_q, heads, levels, points, 2)");
+  check_rank(op, "sampling_locations", locations, 6, "(batch, len_q, heads, levels, points, 2)");
   check_rank(op, "attention_weights", weights, 5, "(batch, len_q, heads, levels, points)");
   TORCH_CHECK_VALUE(spatial_shapes.size(1) == 2, op,
                     ": spatial_shapes must have shape (levels, 2), one (height, width) per "
@@ -138,10 +139,9 @@ inline Problem check_inputs(const char* op, const at::Tensor& value, const at::T
                     shape_str(locations));
   const int64_t n_levels = spatial_shapes.size(0);
   TORCH_CHECK_VALUE(n_levels >= 1 && n_levels <= kMaxLevels, op,
-                    ": spatial_shapes must describe 1 to ", kMaxLevels, " levels, got ",
-                    n_levels);
-  check_same_size(op, "level_start_index", level_start_index, 0, "spatial_shapes",
-                  spatial_shapes, 0, "levels");
+                    ": spatial_shapes must describe 1 to ", kMaxLevels, " levels, got ", n_levels);
+  check_same_size(op, "level_start_index", level_start_index, 0, "spatial_shapes", spatial_shapes,
+                  0, "levels");
   check_same_size(op, "sampling_locations", locations, 0, "value", value, 0, "batch entries");
   check_same_size(op, "sampling_locations", locations, 2, "value", value, 2, "heads");
   check_same_size(op, "sampling_locations", locations, 3, "spatial_shapes", spatial_shapes, 0,
@@ -189,14 +189,16 @@ at::Tensor forward_op(const at::Tensor& value, const at::Tensor& spatial_shapes,
 }
 
 template <typename Kernels>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_op(
-    const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_op(const at::Tensor& grad_output,
+                                                           const at::Tensor& value,
+                                                           const at::Tensor& spatial_shapes,
+                                                           const at::Tensor& level_start_index,
+                                                           const at::Tensor& sampling_locations,
+                                                           const at::Tensor& attention_weights) {
   const char* op = "ms_deform_attn_backward";
   Levels levels;
-  const Problem p = check_inputs(op, value, spatial_shapes, level_start_index,
-                                 sampling_locations, attention_weights, &levels);
+  const Problem p = check_inputs(op, value, spatial_shapes, level_start_index, sampling_locations,
+                                 attention_weights, &levels);
   const std::vector<int64_t> out_shape = {p.batch, p.len_q, p.token_stride()};
   TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(out_shape), op,
                     ": grad_output must have the output's shape (batch, len_q, heads*head_dim) ",
@@ -207,13 +209,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_op(
   at::Tensor grad_locations = at::empty(sampling_locations.sizes(), sampling_locations.options());
   at::Tensor grad_weights = at::empty(attention_weights.sizes(), attention_weights.options());
   if (p.rows() > 0) {
-    Kernels::backward(grad_output.contiguous(), value.contiguous(),
-                      sampling_locations.contiguous(), attention_weights.contiguous(),
-                      grad_value_acc, grad_locations, grad_weights, p, levels);
+    Kernels::backward(grad_output.contiguous(), value.contiguous(), sampling_locations.contiguous(),
+                      attention_weights.contiguous(), grad_value_acc, grad_locations, grad_weights,
+                      p, levels);
   }
-  at::Tensor grad_value = acc_type == value.scalar_type()
-                              ? grad_value_acc
-                              : grad_value_acc.to(value.scalar_type());
+  at::Tensor grad_value =
+      acc_type == value.scalar_type() ? grad_value_acc : grad_value_acc.to(value.scalar_type());
   return {grad_value, grad_locations, grad_weights};
 }
 

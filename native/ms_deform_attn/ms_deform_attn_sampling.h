@@ -72,7 +72,7 @@ struct Corner {
 // array stays in registers on the GPU) and skip those not `inside`.
 template <typename Acc>
 DINAT_M2F_HOST_DEVICE bool bilinear_corners(Acc x, Acc y, int height, int width, int64_t start,
-                                       Corner<Acc> (&corners)[4]) {
+                                            Corner<Acc> (&corners)[4]) {
   const Acc px = x * Acc(width) - Acc(0.5);
   const Acc py = y * Acc(height) - Acc(0.5);
   if (!(px > Acc(-1) && py > Acc(-1) && px < Acc(width) && py < Acc(height))) return false;

@@ -142,8 +142,8 @@ struct CpuKernels {
                       const Problem& p) {
     DINAT_M2F_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "na_inverse_cpu", [&] {
       inverse_kernel<scalar_t>(weights.const_data_ptr<scalar_t>(),
-                               source.const_data_ptr<scalar_t>(),
-                               out.mutable_data_ptr<scalar_t>(), p);
+                               source.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                               p);
     });
   }
   static void rpb_grad(const at::Tensor& grad_attn, at::Tensor& grad_rpb, const Problem& p) {
@@ -156,7 +156,9 @@ struct CpuKernels {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(dinat_m2f, CPU, m) { register_ops<CpuKernels>(m); }
+TORCH_LIBRARY_IMPL(dinat_m2f, CPU, m) {
+  register_ops<CpuKernels>(m);
+}
 
 }  // namespace na
 }  // namespace dinat_m2f

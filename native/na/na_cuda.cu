@@ -5,7 +5,9 @@
 namespace dinat_m2f {
 namespace na {
 
-TORCH_LIBRARY_IMPL(dinat_m2f, CUDA, m) { register_ops<cuda::DeviceKernels>(m); }
+TORCH_LIBRARY_IMPL(dinat_m2f, CUDA, m) {
+  register_ops<cuda::DeviceKernels>(m);
+}
 
 }  // namespace na
 }  // namespace dinat_m2f

@@ -35,7 +35,7 @@ inline unsigned int blocks_for(int64_t elements) {
   return unsigned(std::min<int64_t>(kMaxBlocks, (elements + kThreads - 1) / kThreads));
 }
 
-#define NA_GRID_STRIDE(index, total)                                                   \
+#define NA_GRID_STRIDE(index, total)                                                    \
   for (int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; index < (total); \
        index += int64_t(gridDim.x) * blockDim.x)
 
@@ -58,7 +58,8 @@ __global__ void qk_naive_kernel(const T* __restrict__ query, const T* __restrict
     const T* kp = key + (s * p.heads + head) * p.dim;
     Acc sum = Acc(0);
     for (int d = 0; d < p.dim; ++d) sum += Acc(qp[d]) * Acc(kp[d]);
-    if (rpb != nullptr) sum += Acc(rpb[head * bias_hw + (wh.bias_first + i) * bias_w + ww.bias_first + j]);
+    if (rpb != nullptr)
+      sum += Acc(rpb[head * bias_hw + (wh.bias_first + i) * bias_w + ww.bias_first + j]);
     attn[e] = T(sum);
   }
 }
@@ -153,8 +154,7 @@ __global__ void av_tiled_kernel(const T* attn, const T* value, T* out, Problem p
   DINAT_M2F_DYNAMIC_SHARED(unsigned char, smem_bytes);
   tiled::Tile t;
   if (!tiled::locate_tile(blockIdx.x, p, tile, &t)) return;
-  tiled::av_tile_program(p, t, tile, chunk, attn, value, out,
-                         reinterpret_cast<Acc*>(smem_bytes));
+  tiled::av_tile_program(p, t, tile, chunk, attn, value, out, reinterpret_cast<Acc*>(smem_bytes));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -173,17 +173,15 @@ tiled::TilePlan av_plan(const Problem& p) {
 template <typename T>
 void launch_qk_tiled(const T* query, const T* key, const T* rpb, T* attn, const Problem& p,
                      const tiled::TilePlan& plan, simt::Stream stream) {
-  simt::launch(qk_tiled_kernel<T>, dim3(unsigned(tiled::num_blocks(p, plan.tile))),
-               dim3(kThreads), size_t(plan.smem_bytes), stream, query, key, rpb, attn, p,
-               plan.tile, plan.chunk);
+  simt::launch(qk_tiled_kernel<T>, dim3(unsigned(tiled::num_blocks(p, plan.tile))), dim3(kThreads),
+               size_t(plan.smem_bytes), stream, query, key, rpb, attn, p, plan.tile, plan.chunk);
 }
 
 template <typename T>
 void launch_av_tiled(const T* attn, const T* value, T* out, const Problem& p,
                      const tiled::TilePlan& plan, simt::Stream stream) {
-  simt::launch(av_tiled_kernel<T>, dim3(unsigned(tiled::num_blocks(p, plan.tile))),
-               dim3(kThreads), size_t(plan.smem_bytes), stream, attn, value, out, p, plan.tile,
-               plan.chunk);
+  simt::launch(av_tiled_kernel<T>, dim3(unsigned(tiled::num_blocks(p, plan.tile))), dim3(kThreads),
+               size_t(plan.smem_bytes), stream, attn, value, out, p, plan.tile, plan.chunk);
 }
 
 template <typename T>
@@ -193,8 +191,8 @@ void launch_qk(const T* query, const T* key, const T* rpb, T* attn, const Proble
   if (total == 0) return;
   const tiled::TilePlan plan = qk_plan<T>(p);
   if (plan.use) return launch_qk_tiled(query, key, rpb, attn, p, plan, stream);
-  simt::launch(qk_naive_kernel<T>, dim3(blocks_for(total)), dim3(kThreads), 0, stream, query,
-               key, rpb, attn, p);
+  simt::launch(qk_naive_kernel<T>, dim3(blocks_for(total)), dim3(kThreads), 0, stream, query, key,
+               rpb, attn, p);
 }
 
 template <typename T>
@@ -203,8 +201,8 @@ void launch_av(const T* attn, const T* value, T* out, const Problem& p, simt::St
   if (total == 0) return;
   const tiled::TilePlan plan = av_plan<T>(p);
   if (plan.use) return launch_av_tiled(attn, value, out, p, plan, stream);
-  simt::launch(av_naive_kernel<T>, dim3(blocks_for(total)), dim3(kThreads), 0, stream, attn,
-               value, out, p);
+  simt::launch(av_naive_kernel<T>, dim3(blocks_for(total)), dim3(kThreads), 0, stream, attn, value,
+               out, p);
 }
 
 template <typename T>
@@ -212,16 +210,16 @@ void launch_inverse(const T* weights, const T* source, T* out, const Problem& p,
                     simt::Stream stream) {
   const int64_t total = p.tokens() * p.heads * p.dim;
   if (total == 0) return;
-  simt::launch(inverse_naive_kernel<T>, dim3(blocks_for(total)), dim3(kThreads), 0, stream,
-               weights, source, out, p);
+  simt::launch(inverse_naive_kernel<T>, dim3(blocks_for(total)), dim3(kThreads), 0, stream, weights,
+               source, out, p);
 }
 
 template <typename T>
 void launch_rpb_grad(const T* grad_attn, T* grad_rpb, const Problem& p, simt::Stream stream) {
   const int64_t entries = int64_t(p.heads) * (2 * p.h.kernel - 1) * (2 * p.w.kernel - 1);
   if (entries == 0 || p.tokens() == 0) return;
-  simt::launch(rpb_grad_kernel<T>, dim3(unsigned(entries)), dim3(kThreads), 0, stream,
-               grad_attn, grad_rpb, p);
+  simt::launch(rpb_grad_kernel<T>, dim3(unsigned(entries)), dim3(kThreads), 0, stream, grad_attn,
+               grad_rpb, p);
 }
 
 #undef NA_GRID_STRIDE

@@ -18,8 +18,8 @@ struct DeviceKernels {
     const simt::DeviceScope scope(query);
     DINAT_M2F_DISPATCH_FLOATING_TYPES(query.scalar_type(), "na_qk", [&] {
       launch_qk<scalar_t>(query.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
-                          data_or_null<scalar_t>(rpb), attn.mutable_data_ptr<scalar_t>(),
-                          p, scope.stream());
+                          data_or_null<scalar_t>(rpb), attn.mutable_data_ptr<scalar_t>(), p,
+                          scope.stream());
     });
   }
   static void av(const at::Tensor& attn, const at::Tensor& value, at::Tensor& out,
@@ -35,8 +35,8 @@ struct DeviceKernels {
     const simt::DeviceScope scope(weights);
     DINAT_M2F_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "na_inverse", [&] {
       launch_inverse<scalar_t>(weights.const_data_ptr<scalar_t>(),
-                               source.const_data_ptr<scalar_t>(),
-                               out.mutable_data_ptr<scalar_t>(), p, scope.stream());
+                               source.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                               p, scope.stream());
     });
   }
   static void rpb_grad(const at::Tensor& grad_attn, at::Tensor& grad_rpb, const Problem& p) {

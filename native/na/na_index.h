@@ -82,8 +82,8 @@ DINAT_M2F_HOST_DEVICE InverseRange inverse_range(int key, const Axis& a) {
   r.key_pos = key / a.dilation;
   r.group_len = group_length(a, r.group);
   r.first_pos = r.key_pos - a.kernel + 1 < 0 ? 0 : r.key_pos - a.kernel + 1;
-  r.last_pos = r.key_pos + a.kernel - 1 > r.group_len - 1 ? r.group_len - 1
-                                                          : r.key_pos + a.kernel - 1;
+  r.last_pos =
+      r.key_pos + a.kernel - 1 > r.group_len - 1 ? r.group_len - 1 : r.key_pos + a.kernel - 1;
   return r;
 }
 
@@ -97,7 +97,8 @@ DINAT_M2F_HOST_DEVICE int slot_in_window(const InverseRange& r, int pos, int ker
 // Calls visit(query_h, query_w, slot) for every query whose window holds the key at
 // (key_h, key_w), slot being the key's row-major index in that window.
 template <typename Visit>
-DINAT_M2F_HOST_DEVICE void for_each_query_of_key(int key_h, int key_w, const Problem& p, Visit&& visit) {
+DINAT_M2F_HOST_DEVICE void for_each_query_of_key(int key_h, int key_w, const Problem& p,
+                                                 Visit&& visit) {
   const InverseRange rh = inverse_range(key_h, p.h), rw = inverse_range(key_w, p.w);
   for (int ph = rh.first_pos; ph <= rh.last_pos; ++ph) {
     const int slot_h = slot_in_window(rh, ph, p.h.kernel);

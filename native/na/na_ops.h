@@ -75,31 +75,29 @@ inline at::Tensor from_2d(const at::Tensor& x, int64_t rank) {
   return rank == 1 ? x.squeeze(1) : x;
 }
 
-inline void check_pair(const char* op, const char* name_a, const at::Tensor& a,
-                       const char* name_b, const at::Tensor& b) {
+inline void check_pair(const char* op, const char* name_a, const at::Tensor& a, const char* name_b,
+                       const at::Tensor& b) {
   TORCH_CHECK_VALUE(a.device() == b.device(), op, ": ", name_a, " and ", name_b,
                     " must be on the same device, got ", a.device(), " and ", b.device());
   TORCH_CHECK_VALUE(a.scalar_type() == b.scalar_type(), op, ": ", name_a, " and ", name_b,
-                    " must have the same dtype, got ", a.scalar_type(), " and ",
-                    b.scalar_type());
+                    " must have the same dtype, got ", a.scalar_type(), " and ", b.scalar_type());
   TORCH_CHECK_VALUE(a.sizes() == b.sizes(), op, ": ", name_a, " ", shape_str(a.sizes()), " and ",
                     name_b, " ", shape_str(b.sizes()), " must have the same shape");
 }
 
-inline void check_attn(const char* op, const char* name, const at::Tensor& attn,
-                       const Problem& p, const at::Tensor& like) {
+inline void check_attn(const char* op, const char* name, const at::Tensor& attn, const Problem& p,
+                       const at::Tensor& like) {
   const int64_t rank = like.dim() - 3;
   std::vector<int64_t> expected(like.sizes().begin(), like.sizes().end());
   expected.back() = p.neighbors();
-  TORCH_CHECK_VALUE(attn.sizes() == at::IntArrayRef(expected), op, ": ", name,
-                    " must have shape ", shape_str(expected),
-                    " (batch, *spatial, heads, prod(kernel_size) = ", p.neighbors(), ") for ",
-                    rank, "D inputs of shape ", shape_str(like.sizes()), ", got ",
+  TORCH_CHECK_VALUE(attn.sizes() == at::IntArrayRef(expected), op, ": ", name, " must have shape ",
+                    shape_str(expected),
+                    " (batch, *spatial, heads, prod(kernel_size) = ", p.neighbors(), ") for ", rank,
+                    "D inputs of shape ", shape_str(like.sizes()), ", got ",
                     shape_str(attn.sizes()));
-  TORCH_CHECK_VALUE(attn.device() == like.device() && attn.scalar_type() == like.scalar_type(),
-                    op, ": ", name, " must match the inputs' device and dtype (", like.device(),
-                    ", ", like.scalar_type(), "), got ", attn.device(), ", ",
-                    attn.scalar_type());
+  TORCH_CHECK_VALUE(attn.device() == like.device() && attn.scalar_type() == like.scalar_type(), op,
+                    ": ", name, " must match the inputs' device and dtype (", like.device(), ", ",
+                    like.scalar_type(), "), got ", attn.device(), ", ", attn.scalar_type());
 }
 
 inline std::vector<int64_t> rpb_shape(const Problem& p, int64_t rank) {
@@ -116,8 +114,8 @@ inline at::Tensor checked_rpb(const char* op, const c10::optional<at::Tensor>& r
   TORCH_CHECK_VALUE(rpb->sizes() == at::IntArrayRef(expected), op,
                     ": rpb must have shape (heads, 2*kernel_size-1 per axis) = ",
                     shape_str(expected), ", got ", shape_str(rpb->sizes()));
-  TORCH_CHECK_VALUE(rpb->device() == like.device() && rpb->scalar_type() == like.scalar_type(),
-                    op, ": rpb must match query's device and dtype (", like.device(), ", ",
+  TORCH_CHECK_VALUE(rpb->device() == like.device() && rpb->scalar_type() == like.scalar_type(), op,
+                    ": rpb must match query's device and dtype (", like.device(), ", ",
                     like.scalar_type(), "), got ", rpb->device(), ", ", rpb->scalar_type());
   return rpb->reshape({p.heads, 2 * p.h.kernel - 1, 2 * p.w.kernel - 1}).contiguous();
 }
@@ -130,9 +128,8 @@ inline at::Tensor empty_2d(const Problem& p, int64_t last, const at::Tensor& lik
 // Entry points, one per schema of native/library.cpp.
 
 template <typename Kernels>
-at::Tensor qk(const at::Tensor& query, const at::Tensor& key,
-              const c10::optional<at::Tensor>& rpb, at::IntArrayRef kernel_size,
-              at::IntArrayRef dilation) {
+at::Tensor qk(const at::Tensor& query, const at::Tensor& key, const c10::optional<at::Tensor>& rpb,
+              at::IntArrayRef kernel_size, at::IntArrayRef dilation) {
   const Problem p = make_problem("na_qk", "query", query, kernel_size, dilation);
   check_pair("na_qk", "query", query, "key", key);
   const int64_t rank = kernel_size.size();
@@ -154,9 +151,8 @@ at::Tensor av(const at::Tensor& attn, const at::Tensor& value, at::IntArrayRef k
 }
 
 template <typename Kernels>
-std::tuple<at::Tensor, at::Tensor> qk_backward(const at::Tensor& grad_attn,
-                                               const at::Tensor& query, const at::Tensor& key,
-                                               at::IntArrayRef kernel_size,
+std::tuple<at::Tensor, at::Tensor> qk_backward(const at::Tensor& grad_attn, const at::Tensor& query,
+                                               const at::Tensor& key, at::IntArrayRef kernel_size,
                                                at::IntArrayRef dilation) {
   const Problem p = make_problem("na_qk_backward", "query", query, kernel_size, dilation);
   check_pair("na_qk_backward", "query", query, "key", key);
@@ -174,9 +170,8 @@ std::tuple<at::Tensor, at::Tensor> qk_backward(const at::Tensor& grad_attn,
 }
 
 template <typename Kernels>
-std::tuple<at::Tensor, at::Tensor> av_backward(const at::Tensor& grad_out,
-                                               const at::Tensor& attn, const at::Tensor& value,
-                                               at::IntArrayRef kernel_size,
+std::tuple<at::Tensor, at::Tensor> av_backward(const at::Tensor& grad_out, const at::Tensor& attn,
+                                               const at::Tensor& value, at::IntArrayRef kernel_size,
                                                at::IntArrayRef dilation) {
   const Problem p = make_problem("na_av_backward", "value", value, kernel_size, dilation);
   check_pair("na_av_backward", "grad_out", grad_out, "value", value);
@@ -196,8 +191,7 @@ std::tuple<at::Tensor, at::Tensor> av_backward(const at::Tensor& grad_out,
 template <typename Kernels>
 at::Tensor rpb_backward(const at::Tensor& grad_attn, at::IntArrayRef kernel_size,
                         at::IntArrayRef dilation) {
-  const Problem p =
-      make_problem("na_rpb_backward", "grad_attn", grad_attn, kernel_size, dilation);
+  const Problem p = make_problem("na_rpb_backward", "grad_attn", grad_attn, kernel_size, dilation);
   const int64_t rank = kernel_size.size();
   TORCH_CHECK_VALUE(grad_attn.size(-1) == p.neighbors(), "na_rpb_backward: grad_attn's last ",
                     "dim must be prod(kernel_size) = ", p.neighbors(), ", got ",

@@ -34,7 +34,9 @@ DINAT_M2F_HOST_DEVICE int64_t num_blocks(const Problem& p, int tile) {
 }
 
 // Shared-memory row stride of a staged chunk, padded by one to spread banks.
-DINAT_M2F_HOST_DEVICE int padded(int chunk) { return chunk + 1; }
+DINAT_M2F_HOST_DEVICE int padded(int chunk) {
+  return chunk + 1;
+}
 
 // Elements of shared memory each program needs.
 DINAT_M2F_HOST_DEVICE int64_t key_box_elems(const Problem& p, int tile, int chunk) {
@@ -74,7 +76,8 @@ struct Tile {
   TileAxis w;
 };
 
-DINAT_M2F_HOST_DEVICE bool place_axis(const Axis& a, int group, int tile_index, int tile, TileAxis* out) {
+DINAT_M2F_HOST_DEVICE bool place_axis(const Axis& a, int group, int tile_index, int tile,
+                                      TileAxis* out) {
   out->group = group;
   out->group_len = group_length(a, group);
   out->first_pos = tile_index * tile;
@@ -130,8 +133,7 @@ DINAT_M2F_DEVICE void stage_box(const Problem& p, const Tile& t, const T* src, i
   const int entries = t.h.box_len * t.w.box_len * count;
   for (int e = threadIdx.x; e < entries; e += blockDim.x) {
     const int b = e / count, c = e % count;
-    box[b * padded(count) + c] =
-        Acc(src[(box_token(p, t, b) * p.heads + t.head) * p.dim + c0 + c]);
+    box[b * padded(count) + c] = Acc(src[(box_token(p, t, b) * p.heads + t.head) * p.dim + c0 + c]);
   }
 }
 

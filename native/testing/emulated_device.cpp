@@ -18,8 +18,7 @@ namespace {
 
 // The plan of a tiled launch: the given tile and chunk, or (both 0) the planner's.
 tiled::TilePlan chosen_plan(const char* op, const Problem& p, int64_t tile, int64_t chunk,
-                            const tiled::TilePlan& planned, int64_t smem_elems,
-                            int64_t acc_size) {
+                            const tiled::TilePlan& planned, int64_t smem_elems, int64_t acc_size) {
   TORCH_CHECK_VALUE((tile == 0 && chunk == 0) || (tile >= 1 && chunk >= 1), op,
                     ": tile and chunk must be >= 1, or both 0 for the CUDA launch's choice, "
                     "got ",
@@ -46,17 +45,15 @@ at::Tensor qk_tiled(const at::Tensor& query, const at::Tensor& key,
     const tiled::TilePlan plan =
         chosen_plan(op, p, tile, chunk, emulated::qk_plan<scalar_t>(p),
                     tile ? tiled::qk_smem_elems(p, int(tile), int(chunk)) : 0, sizeof(Acc));
-    emulated::launch_qk_tiled<scalar_t>(q.const_data_ptr<scalar_t>(),
-                                        k.const_data_ptr<scalar_t>(),
+    emulated::launch_qk_tiled<scalar_t>(q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(),
                                         data_or_null<scalar_t>(bias),
                                         attn.mutable_data_ptr<scalar_t>(), p, plan, nullptr);
   });
   return from_2d(attn, rank);
 }
 
-at::Tensor av_tiled(const at::Tensor& attn, const at::Tensor& value,
-                    at::IntArrayRef kernel_size, at::IntArrayRef dilation, int64_t tile,
-                    int64_t chunk) {
+at::Tensor av_tiled(const at::Tensor& attn, const at::Tensor& value, at::IntArrayRef kernel_size,
+                    at::IntArrayRef dilation, int64_t tile, int64_t chunk) {
   const char* op = "na_av_tiled";
   const Problem p = make_problem(op, "value", value, kernel_size, dilation);
   check_attn(op, "attn", attn, p, value);
@@ -68,8 +65,7 @@ at::Tensor av_tiled(const at::Tensor& attn, const at::Tensor& value,
     const tiled::TilePlan plan =
         chosen_plan(op, p, tile, chunk, emulated::av_plan<scalar_t>(p),
                     tile ? tiled::av_smem_elems(p, int(tile), int(chunk)) : 0, sizeof(Acc));
-    emulated::launch_av_tiled<scalar_t>(a.const_data_ptr<scalar_t>(),
-                                        v.const_data_ptr<scalar_t>(),
+    emulated::launch_av_tiled<scalar_t>(a.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
                                         out.mutable_data_ptr<scalar_t>(), p, plan, nullptr);
   });
   return from_2d(out, rank);

@@ -255,8 +255,8 @@ int race() {
   const na::Problem p = na_problem(1, 1, 8, {9, 3, 1}, {9, 3, 1});
   std::vector<float> grad_attn = random_vector<float>(size_t(p.tokens()) * p.neighbors(), 9);
   std::vector<float> grad_rpb(25);
-  simt::launch(planted::rpb_grad_without_barrier<float>, dim3(25), dim3(na::emulated::kThreads),
-               0, nullptr, grad_attn.data(), grad_rpb.data(), p);
+  simt::launch(planted::rpb_grad_without_barrier<float>, dim3(25), dim3(na::emulated::kThreads), 0,
+               nullptr, grad_attn.data(), grad_rpb.data(), p);
   return 0;
 }
 
@@ -283,11 +283,16 @@ int global_overflow() {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   int status = 2;
-  if (mode == "selftest") status = selftest();
-  else if (mode == "kernels") status = kernels();
-  else if (mode == "race") status = race();
-  else if (mode == "shared-overflow") status = shared_overflow();
-  else if (mode == "global-overflow") status = global_overflow();
+  if (mode == "selftest")
+    status = selftest();
+  else if (mode == "kernels")
+    status = kernels();
+  else if (mode == "race")
+    status = race();
+  else if (mode == "shared-overflow")
+    status = shared_overflow();
+  else if (mode == "global-overflow")
+    status = global_overflow();
   else {
     std::fprintf(stderr, "usage: %s selftest|kernels|race|shared-overflow|global-overflow\n",
                  argv[0]);

@@ -17,8 +17,8 @@ using na::emulated::kThreads;
 // sums and the tree reduction removed: threads read partial[] entries that other threads may
 // not have written yet (a data race, reported by ThreadSanitizer).
 template <typename T>
-__global__ void rpb_grad_without_barrier(const T* __restrict__ grad_attn,
-                                         T* __restrict__ grad_rpb, Problem p) {
+__global__ void rpb_grad_without_barrier(const T* __restrict__ grad_attn, T* __restrict__ grad_rpb,
+                                         Problem p) {
   using Acc = simt::acc_t<T>;
   __shared__ Acc partial[kThreads];
   const int K = p.neighbors();
@@ -64,8 +64,8 @@ __global__ void qk_reading_past_key(const T* __restrict__ query, const T* __rest
                                     T* __restrict__ attn, Problem p) {
   using Acc = simt::acc_t<T>;
   const int K = p.neighbors();
-  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-       e < p.tokens() * p.heads * K; e += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < p.tokens() * p.heads * K;
+       e += int64_t(gridDim.x) * blockDim.x) {
     const int n = int(e % K);
     const int head = int((e / K) % p.heads);
     const int64_t t = e / (int64_t(K) * p.heads);
