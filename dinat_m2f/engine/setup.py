@@ -6,6 +6,7 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 
 from ..config import add_dinat_config, add_maskformer2_config
+from ..detection_config import add_detection_config
 from ..modeling.backbone.torchvision_swin_config import add_swin_config
 from .trainer import AMP_PRECISIONS
 
@@ -17,6 +18,7 @@ def load_cfg(config_file: str, opts: list[str] | None = None) -> CfgNode:
     add_dinat_config(cfg)
     add_maskformer2_config(cfg)
     add_swin_config(cfg)  # MODEL.TVSWIN (the torchvision Swin baseline backbone)
+    add_detection_config(cfg)  # the R-CNN detectors' extra keys
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts or []))
     check_cfg(cfg)
