@@ -325,11 +325,19 @@ def demo_metadata(cfg: CfgNode) -> Metadata:
         if "stuff_colors" in fields:
             fields["thing_colors"] = list(fields["stuff_colors"])
     num_classes = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    if not _is_mask_former(cfg):  # R-CNN detectors: their ROI heads' classes
+        num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     generic = [f"class {i}" for i in range(num_classes)]
     fields.setdefault("stuff_classes", fields.get("thing_classes", generic))
     fields.setdefault("thing_classes", fields["stuff_classes"])
     fields["name"] = f"{names[0]} (demo)"
     return Metadata(**fields)
+
+
+def _is_mask_former(cfg: CfgNode) -> bool:
+    """Mask2Former models choose their outputs with MODEL.MASK_FORMER.TEST.*_ON; detectron2's
+    R-CNN detectors (GeneralizedRCNN) always output instances."""
+    return cfg.MODEL.META_ARCHITECTURE == "MaskFormer"
 
 
 def available_modes(predictions: dict[str, Any]) -> list[str]:
@@ -418,6 +426,8 @@ class VisualizationDemo:
         if show not in SHOW_MODES:
             raise ValueError(f"show={show!r}; use one of {SHOW_MODES}")
         test_cfg = cfg.MODEL.get("MASK_FORMER", {}).get("TEST") if "MODEL" in cfg else None
+        if "MODEL" in cfg and not _is_mask_former(cfg):
+            test_cfg = None  # the flags are Mask2Former's
         flag = f"MODEL.MASK_FORMER.TEST.{_TEST_FLAG.get(show, '')}"
         if show != "auto" and test_cfg is not None and not test_cfg.get(_TEST_FLAG[show], True):
             raise ShowModeError(
