@@ -44,8 +44,8 @@ def _load(path: str, dinat_defaults: tuple = ()):
     from dinat_m2f.engine import setup
 
     def replace_defaults(cfg):
-        for key, value in dinat_defaults:
-            cfg.MODEL.DINAT[key] = value
+        for key, value in dinat_defaults:  # hashable tuples back to the lists of the defaults
+            cfg.MODEL.DINAT[key] = _plain(value)
 
     with mock.patch.object(setup, "check_cfg", lambda cfg: None):  # no GPU check here
         if not dinat_defaults:
@@ -222,8 +222,11 @@ def test_every_release_config_is_here():
 @pytest.mark.parametrize("path", ALL_FILES, ids=ids(ALL_FILES))
 def test_plain_yaml_with_existing_base(path):
     raw = yaml.safe_load(path.read_text())
-    assert isinstance(raw, dict) and "_BASE_" in raw
-    assert (path.parent / raw["_BASE_"]).is_file()
+    assert isinstance(raw, dict)
+    if path.name == "Base-RCNN-DiNAT-FPN-3x.yaml":  # the root of the detection chain
+        assert "_BASE_" not in raw
+    else:
+        assert (path.parent / raw["_BASE_"]).is_file()
     assert "DiNAT" not in raw.get("MODEL", {}), "one spelling: MODEL.DINAT"
 
 
