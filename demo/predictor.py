@@ -325,8 +325,6 @@ def demo_metadata(cfg: CfgNode) -> Metadata:
         if "stuff_colors" in fields:
             fields["thing_colors"] = list(fields["stuff_colors"])
     num_classes = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
-    if not _is_mask_former(cfg):  # R-CNN detectors: their ROI heads' classes
-        num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     generic = [f"class {i}" for i in range(num_classes)]
     fields.setdefault("stuff_classes", fields.get("thing_classes", generic))
     fields.setdefault("thing_classes", fields["stuff_classes"])
