@@ -76,7 +76,7 @@ def test_maps_builtin_instances_with_the_crop_branch(shapes, crop_prob):
         if crop_prob == 0.0:  # uncropped: every shape is kept
             assert len(instances) == len(record["annotations"])
         for box, mask in zip(instances.gt_boxes.tensor, instances.gt_masks.tensor):
-            ys, xs = torch.nonzero(mask, as_tuple=True)
+            _, xs = torch.nonzero(mask, as_tuple=True)
             if len(xs):
                 assert box[0] == xs.min() and box[2] == xs.max() + 1
 
