@@ -261,6 +261,12 @@ def demo_metadata(cfg: CfgNode) -> Metadata:
     return Metadata(**fields)
 
 
+def _is_mask_former(cfg: CfgNode) -> bool:
+    """Mask2Former models choose their outputs with MODEL.MASK_FORMER.TEST.*_ON; detectron2's
+    R-CNN detectors (GeneralizedRCNN) always output instances."""
+    return cfg.MODEL.META_ARCHITECTURE == "MaskFormer"
+
+
 def available_modes(predictions: dict[str, Any]) -> list[str]:
     """The drawable outputs in `predictions`, in the order "auto" prefers them."""
     return [m for m in ("panoptic", "instance", "semantic") if _OUTPUT_KEY[m] in predictions]
@@ -347,6 +353,8 @@ class VisualizationDemo:
         if show not in SHOW_MODES:
             raise ValueError(f"show={show!r}; use one of {SHOW_MODES}")
         test_cfg = cfg.MODEL.get("MASK_FORMER", {}).get("TEST") if "MODEL" in cfg else None
+        if "MODEL" in cfg and not _is_mask_former(cfg):
+            test_cfg = None  # the flags are Mask2Former's
         flag = f"MODEL.MASK_FORMER.TEST.{_TEST_FLAG.get(show, '')}"
         if show != "auto" and test_cfg is not None and not test_cfg.get(_TEST_FLAG[show], True):
             raise ShowModeError(

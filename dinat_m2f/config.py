@@ -1,6 +1,6 @@
 """detectron2 config keys of the project: `add_dinat_config` (MODEL.DINAT),
-`add_maskformer2_config` (Mask2Former's keys) and `add_swin_config` (MODEL.TVSWIN, the
-torchvision Swin baseline)."""
+`add_maskformer2_config` (Mask2Former's keys), `add_swin_config` (MODEL.TVSWIN, the
+torchvision Swin baseline) and `add_detection_config` (the R-CNN detectors' extra keys)."""
 
 from detectron2.config import CfgNode as CN
 
@@ -134,3 +134,26 @@ def add_swin_config(cfg: CN) -> None:
     # ("" = random init). Loading downloads the file (or reads torch hub's cache); MODEL.WEIGHTS
     # (a detectron2 checkpoint, `backbone.features.*` keys) is loaded afterwards and wins
     c.WEIGHTS_IMAGENET = ""
+
+
+def add_detection_config(cfg: CN) -> None:
+    """Adds what the DiNAT detection release's recipe needs beyond detectron2's own R-CNN keys
+    (MODEL.RPN, ROI_HEADS, ROI_BOX_HEAD, ROI_BOX_CASCADE_HEAD, ROI_MASK_HEAD, FPN):
+    INPUT.DETR_CROP and MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS."""
+    # The multi-scale training of the DiNAT / Swin detection releases (from DETR): after the
+    # horizontal flip, with probability PROB resize the short side to one of MIN_SIZE (long
+    # side <= INPUT.MAX_SIZE_TRAIN) and take a random crop of TYPE / SIZE (detectron2's
+    # RandomCrop); then, in both cases, the usual INPUT.MIN_SIZE_TRAIN resize. Read by the
+    # "detectron2_instance" dataset mapper.
+    cfg.INPUT.DETR_CROP = CN()
+    c = cfg.INPUT.DETR_CROP
+    c.ENABLED = False  # off: only detectron2's resize and flip (and INPUT.CROP if enabled)
+    c.PROB = 0.5  # chance of the resize-and-crop branch (the release picks 1 of 2 policies)
+    c.MIN_SIZE = (400, 500, 600)  # short side before the crop, one chosen at random
+    c.TYPE = "absolute_range"  # detectron2 RandomCrop type
+    c.SIZE = [384, 600]  # absolute_range: crop height and width each in [384, 600] px
+
+    # Cascade R-CNN ("StageMaskCascadeROIHeads" only): weight of each stage's box and mask
+    # losses, one per MODEL.ROI_BOX_CASCADE_HEAD.IOUS entry (the Cascade R-CNN paper's and
+    # mmdetection's 1, 0.5, 0.25).
+    cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS = [1.0, 0.5, 0.25]

@@ -4,6 +4,9 @@ multiply-add = one FLOP as in the paper).
 
     python tools/analyze_model.py --variant dinat_tiny --classifier          # the paper's table
     python tools/analyze_model.py --config-file cfg.yaml --input-size 800 1216 [KEY VALUE ...]
+    # a whole detector, as the DiNAT detection release counts it (1280 x 800 input)
+    python tools/analyze_model.py --full-model --input-size 1280 800 \
+        --config-file configs/coco/detection/dinat/mask_rcnn_dinat_mini_3x.yaml
 """
 
 from __future__ import annotations
@@ -15,22 +18,37 @@ import torch
 from fvcore.nn import flop_count_table
 
 from dinat_m2f.modeling.backbone import MODEL_CONSTRUCTORS
-from dinat_m2f.modeling.flop_count import flop_count_analysis
+from dinat_m2f.modeling.flop_count import detectron2_flop_count_analysis, flop_count_analysis
 
+
+
+NA_OPS = ("na_qk", "na_av")
 
 
 def build_from_config(config_file: str, opts: list[str]) -> torch.nn.Module:
-    from detectron2.config import get_cfg
+    """The backbone (MODEL.BACKBONE.NAME) of a config, on the CPU."""
     from detectron2.modeling import build_backbone
 
     import dinat_m2f.modeling  # noqa: F401  (registers the backbones)
-    from dinat_m2f.config import add_dinat_config
+    from dinat_m2f.engine.setup import load_cfg
 
-    cfg = get_cfg()
-    add_dinat_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts)
-    return build_backbone(cfg)
+    defaults = ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"]
+    return build_backbone(load_cfg(config_file, defaults + list(opts)))
+
+
+def build_full_model_from_config(config_file: str, opts: list[str]) -> torch.nn.Module:
+    """The whole model of a config (the project's loader: train_net's keys), on the CPU. The
+    ROI heads keep every detection (score threshold 0), so the mask head runs on
+    TEST.DETECTIONS_PER_IMAGE boxes whatever the random weights score, as the release's count
+    does (box heads on the RPN's 1000 proposals, mask heads on 100 boxes)."""
+    from detectron2.modeling import build_model
+
+    import dinat_m2f.modeling  # noqa: F401  (registers the models)
+    from dinat_m2f.engine.setup import load_cfg
+
+    defaults = ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False",
+                "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    return build_model(load_cfg(config_file, defaults + list(opts)))
 
 
 def main(argv=None) -> dict:
@@ -40,6 +58,9 @@ def main(argv=None) -> dict:
     source.add_argument("--config-file", help="a detectron2 config with MODEL.BACKBONE.NAME")
     parser.add_argument("--classifier", action="store_true",
                         help="with --variant: the ImageNet model (1000-class head), as in the paper")
+    parser.add_argument("--full-model", action="store_true",
+                        help="with --config-file: the whole model (e.g. a detector of "
+                             "configs/coco/detection), FLOPs of its inference on one image")
     parser.add_argument("--input-size", type=int, nargs="+", default=[224], metavar="SIDE",
                         help="H [W] of the input (default 224)")
     parser.add_argument("--tasks", nargs="+", default=["parameter", "flop"],
@@ -50,10 +71,15 @@ def main(argv=None) -> dict:
         parser.error(f"--input-size takes H or H W >= 1, got {args.input_size}")
     height, width = args.input_size[0], args.input_size[-1]
 
+    if args.full_model and not args.config_file:
+        parser.error("--full-model goes with --config-file")
     if args.variant:
         extra = dict(num_classes=1000, out_indices=()) if args.classifier else {}
         model = MODEL_CONSTRUCTORS[args.variant](**extra)
         name = args.variant + (" (ImageNet classifier)" if args.classifier else " (backbone)")
+    elif args.full_model:
+        model = build_full_model_from_config(args.config_file, args.opts)
+        name = f"{args.config_file} (whole model)"
     else:
         model = build_from_config(args.config_file, args.opts)
         name = args.config_file
@@ -68,11 +94,19 @@ def main(argv=None) -> dict:
         print(f"parameters: {results['params'] / 1e6:.2f} M")
     if "flop" in args.tasks:
         x = torch.randn(1, 3, height, width)
-        target = model if args.classifier else _FeaturesOnly(model)
         with torch.no_grad():
-            analysis = flop_count_analysis(target, x)
+            if args.full_model:
+                image = {"image": (x[0] * 50 + 120).clamp(0, 255), "height": height, "width": width}
+                analysis = detectron2_flop_count_analysis(model, [image])
+            else:
+                target = model if args.classifier else _FeaturesOnly(model)
+                analysis = flop_count_analysis(target, x)
             results["flops"] = analysis.total()
+            by_operator = analysis.by_operator()
+            results["na_flops"] = sum(
+                count for op, count in by_operator.items() if op.split("::")[-1] in NA_OPS)
         print(f"GFLOPs (multiply-adds): {results['flops'] / 1e9:.2f}")
+        print(f"  of which NA ops (na_qk + na_av): {results['na_flops'] / 1e9:.2f}")
         print(flop_count_table(analysis, max_depth=2))
     if "structure" in args.tasks:
         print(model)

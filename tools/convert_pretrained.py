@@ -6,6 +6,9 @@ biases to the target kernel size (bicubic) and reporting every key it dropped or
     python tools/convert_pretrained.py dinat_large_in22k_224.pth dinat_large_k11.pth \\
         --variant dinat_large_k11
     python tools/convert_pretrained.py pytorch_model.bin out.pth --variant dinat_tiny
+    # the FPN detectors (configs/coco/detection) hold the backbone as backbone.bottom_up.*
+    python tools/convert_pretrained.py dinat_mini_in1k_224.pth dinat_mini_in1k_224_fpn.pth \\
+        --variant dinat_mini --prefix backbone.bottom_up.
 
 Then set MODEL.WEIGHTS to the output. Inputs are read weights-only (no pickled objects).
 """
@@ -23,7 +26,8 @@ from dinat_m2f.modeling.backbone import MODEL_CONSTRUCTORS
 
 
 
-def convert(source: str, target: str, variant: str, kernel_size: int | None = None) -> list[str]:
+def convert(source: str, target: str, variant: str, kernel_size: int | None = None,
+            prefix: str = "backbone.") -> list[str]:
     """Writes the converted checkpoint; returns the report lines."""
     kwargs = {"dilations": None}  # dilations shape no weight
     if kernel_size is not None:
@@ -35,7 +39,7 @@ def convert(source: str, target: str, variant: str, kernel_size: int | None = No
     report += [f"not in the checkpoint (initialised by the model): {name}" for name in missing]
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     torch.save(
-        {"model": {f"backbone.{k}": v for k, v in weights.items()}, "__author__": "dinat_m2f",
+        {"model": {f"{prefix}{k}": v for k, v in weights.items()}, "__author__": "dinat_m2f",
          "matching_heuristics": False},
         target,
     )
@@ -50,11 +54,14 @@ def main(argv=None) -> list[str]:
                         help="the architecture the weights are for (its kernel size sets the RPB size)")
     parser.add_argument("--kernel-size", type=int, default=None,
                         help="resize the RPBs to this kernel size instead of the variant's")
+    parser.add_argument("--prefix", default="backbone.",
+                        help="prefix of the keys in the output: backbone. (D2DiNAT, Mask2Former) "
+                             "or backbone.bottom_up. (the FPN backbones of the R-CNN detectors)")
     args = parser.parse_args(argv)
     if args.kernel_size is not None and (args.kernel_size < 3 or args.kernel_size % 2 == 0):
         parser.error(f"--kernel-size must be odd and >= 3, got {args.kernel_size}")
     try:
-        report = convert(args.source, args.target, args.variant, args.kernel_size)
+        report = convert(args.source, args.target, args.variant, args.kernel_size, args.prefix)
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"convert_pretrained: error: {error}\n")
     for line in report:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from detectron2.config import CfgNode, get_cfg
 
-from ..config import add_dinat_config, add_maskformer2_config, add_swin_config
+from ..config import (
+    add_detection_config,
+    add_dinat_config,
+    add_maskformer2_config,
+    add_swin_config,
+)
 from .trainer import AMP_PRECISIONS
 
 
@@ -16,6 +21,7 @@ def load_cfg(config_file: str, opts: list[str] | None = None) -> CfgNode:
     add_dinat_config(cfg)
     add_maskformer2_config(cfg)
     add_swin_config(cfg)  # MODEL.TVSWIN (the torchvision Swin baseline backbone)
+    add_detection_config(cfg)  # the R-CNN detectors' extra keys
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts or []))
     check_cfg(cfg)

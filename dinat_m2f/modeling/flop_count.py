@@ -30,3 +30,14 @@ def flop_count_analysis(model: torch.nn.Module, inputs) -> FlopCountAnalysis:
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     return analysis
+
+
+def detectron2_flop_count_analysis(model: torch.nn.Module, inputs: list[dict]) -> FlopCountAnalysis:
+    """`flop_count_analysis` for a whole detectron2 model called with a list of dicts
+    (detectron2's tracing adapter; its ignored ops, such as NMS and ROIAlign, stay ignored)."""
+    from detectron2.utils.analysis import FlopCountAnalysis as Detectron2FlopCountAnalysis
+
+    analysis = Detectron2FlopCountAnalysis(model, inputs).set_op_handle(**NA_FLOP_HANDLES)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    return analysis

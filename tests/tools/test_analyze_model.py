@@ -30,3 +30,25 @@ def test_bad_arguments_are_reported(capsys):
     with pytest.raises(SystemExit):
         analyze_model.main(["--variant", "dinat_mini", "--input-size", "1", "2", "3"])
     assert "--input-size takes H or H W >= 1, got [1, 2, 3]" in capsys.readouterr().err
+
+
+def test_full_detector_counts_na_ops_and_heads(capsys):
+    """--full-model: a whole Mask R-CNN (the built-in config) on one image; the NA ops are
+    counted, and the heads add FLOPs to the backbone + FPN alone."""
+    config = "configs/builtin/mask_rcnn_dinat_mini_builtin_shapes.yaml"
+    whole = analyze_model.main(["--full-model", "--config-file", config,
+                                "--input-size", "128", "160", "--tasks", "parameter", "flop"])
+    out = capsys.readouterr().out
+    assert "(whole model), input 1x3x128x160" in out
+    assert "NA ops (na_qk + na_av)" in out
+    assert whole["na_flops"] > 0
+    backbone = analyze_model.main(["--config-file", config, "--input-size", "128", "160",
+                                   "--tasks", "parameter", "flop"])
+    assert backbone["na_flops"] == whole["na_flops"]  # the same backbone, the same NA work
+    assert whole["flops"] > backbone["flops"] and whole["params"] > backbone["params"]
+
+
+def test_full_model_needs_a_config(capsys):
+    with pytest.raises(SystemExit):
+        analyze_model.main(["--full-model", "--variant", "dinat_mini"])
+    assert "--full-model goes with --config-file" in capsys.readouterr().err

@@ -7,6 +7,7 @@
 | "mask_former_panoptic" | MaskFormerPanopticDatasetMapper | panoptic (pan_seg_file_name) |
 | "coco_instance_lsj" | COCOInstanceNewBaselineDatasetMapper | COCO-format instances |
 | "coco_panoptic_lsj" | COCOPanopticNewBaselineDatasetMapper | panoptic |
+| "detectron2_instance" | DetectionDatasetMapper (R-CNN detectors) | COCO-format instances |
 
 Output contract: see `common`.
 """
@@ -19,6 +20,7 @@ from detectron2.config import CfgNode
 
 from .coco_instance_new_baseline_dataset_mapper import COCOInstanceNewBaselineDatasetMapper
 from .coco_panoptic_new_baseline_dataset_mapper import COCOPanopticNewBaselineDatasetMapper
+from .detection_dataset_mapper import DetectionDatasetMapper
 from .mask_former_instance_dataset_mapper import MaskFormerInstanceDatasetMapper
 from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
@@ -27,6 +29,7 @@ __all__ = [
     "DATASET_MAPPERS",
     "COCOInstanceNewBaselineDatasetMapper",
     "COCOPanopticNewBaselineDatasetMapper",
+    "DetectionDatasetMapper",
     "MaskFormerInstanceDatasetMapper",
     "MaskFormerPanopticDatasetMapper",
     "MaskFormerSemanticDatasetMapper",
@@ -39,6 +42,7 @@ DATASET_MAPPERS: dict[str, type] = {
     "mask_former_panoptic": MaskFormerPanopticDatasetMapper,
     "coco_instance_lsj": COCOInstanceNewBaselineDatasetMapper,
     "coco_panoptic_lsj": COCOPanopticNewBaselineDatasetMapper,
+    "detectron2_instance": DetectionDatasetMapper,
 }
 
 

@@ -1,0 +1,86 @@
+"""train_net.py with the R-CNN detectors: a short run of the built-in Mask R-CNN DiNAT-Mini
+config (and of a cascade) on a small built-in dataset trains, checkpoints and reports COCO box
+and mask AP through detectron2's COCOEvaluator; --eval-only reloads the result. The full run
+(configs/builtin/mask_rcnn_dinat_mini_builtin_shapes.yaml, numbers in README.md) is too long
+for the suite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .test_train_net import _copypaste
+from .train_net_runner import REPO, env_with_datasets
+
+CONFIG = os.path.join(REPO, "configs", "builtin", "mask_rcnn_dinat_mini_builtin_shapes.yaml")
+# a one-block-per-level DiNAT on 96 px images: seconds per iteration on a CPU
+SMALL = [
+    "MODEL.DINAT.EMBED_DIM", "32", "MODEL.DINAT.DEPTHS", "[1, 1, 1, 1]",
+    "MODEL.DINAT.NUM_HEADS", "[1, 2, 4, 8]", "MODEL.DINAT.DILATIONS", "[[2], [1], [1], [1]]",
+    "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM", "64", "INPUT.MIN_SIZE_TRAIN", "(96,)",
+    "INPUT.MIN_SIZE_TEST", "96", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
+    "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "(100,)",
+]
+CASCADE = [
+    "MODEL.ROI_HEADS.NAME", "StageMaskCascadeROIHeads", "MODEL.ROI_BOX_HEAD.NUM_CONV", "2",
+    "MODEL.ROI_BOX_HEAD.CONV_DIM", "64", "MODEL.ROI_BOX_HEAD.NUM_FC", "1",
+    "MODEL.ROI_BOX_HEAD.NORM", "BN", "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", "giou",
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT", "10.0",
+]
+
+
+@pytest.fixture(scope="module")
+def datasets_root(tmp_path_factory):
+    from dinat_m2f.data.datasets.builtin_shapes import generate_builtin_shapes
+
+    root = str(tmp_path_factory.mktemp("datasets"))
+    generate_builtin_shapes(root, num_train=8, num_val=4, size=96, seed=0)
+    return root
+
+
+def run(datasets_root, output, *args, overrides=()):
+    command = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", CONFIG,
+               *args, *SMALL, "OUTPUT_DIR", str(output), *overrides]
+    return subprocess.run(command, env=env_with_datasets(datasets_root), capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+@pytest.fixture(scope="module")
+def trained(datasets_root, tmp_path_factory):
+    output = tmp_path_factory.mktemp("train_detection")
+    result = run(datasets_root, output, overrides=["SOLVER.MAX_ITER", "3",
+                                                   "SOLVER.CHECKPOINT_PERIOD", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output, result
+
+
+def test_short_training_reports_box_and_mask_ap(trained):
+    output, result = trained
+    assert {"model_0000001.pth", "model_final.pth", "metrics.json"} <= set(os.listdir(output))
+    log = result.stdout + result.stderr
+    assert "loss_mask" in log and "loss_rpn_cls" in log
+    results = _copypaste(log)
+    assert set(results) == {"bbox", "segm"}, results
+    for task in ("bbox", "segm"):
+        assert {"AP", "AP50", "AP75"} <= set(results[task])
+        assert 0.0 <= results[task]["AP"] <= 100.0
+
+
+def test_eval_only_reloads_the_detector(trained, datasets_root, tmp_path):
+    output, _ = trained
+    result = run(datasets_root, tmp_path, "--eval-only",
+                 overrides=["MODEL.WEIGHTS", os.path.join(output, "model_final.pth")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert set(_copypaste(result.stdout + result.stderr)) == {"bbox", "segm"}
+
+
+def test_cascade_trains_and_evaluates(datasets_root, tmp_path):
+    result = run(datasets_root, tmp_path, overrides=["SOLVER.MAX_ITER", "2", *CASCADE])
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "loss_mask_stage2" in log
+    assert set(_copypaste(log)) == {"bbox", "segm"}
