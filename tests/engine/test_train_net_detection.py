@@ -35,7 +35,7 @@ CASCADE = [
 
 @pytest.fixture(scope="module")
 def datasets_root(tmp_path_factory):
-    from dinat_m2f.data.datasets.builtin_shapes import generate_builtin_shapes
+    from dinat_m2f.data.synthetic import generate_builtin_shapes
 
     root = str(tmp_path_factory.mktemp("datasets"))
     generate_builtin_shapes(root, num_train=8, num_val=4, size=96, seed=0)
