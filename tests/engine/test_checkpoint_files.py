@@ -19,6 +19,8 @@ from dinat_m2f.engine.checkpoint_files import (
 from dinat_m2f.engine.interrupt_checkpoint import CheckpointOnInterrupt
 from dinat_m2f.engine.loss_guard import NonFiniteWeightsError
 
+from ..log_capture import captured_log
+
 
 def _checkpointer(folder, value: float = 1.0) -> TrainingCheckpointer:
     model = nn.Linear(3, 2)
@@ -64,7 +66,7 @@ def test_truncated_and_empty_files_are_recognised(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "empty pointer"])
-def test_resume_falls_back_to_the_newest_complete_checkpoint(tmp_path, damage, caplog):
+def test_resume_falls_back_to_the_newest_complete_checkpoint(tmp_path, damage):
     ck = _checkpointer(tmp_path, 1.0)
     ck.save("model_0000004", iteration=4)
     with torch.no_grad():
@@ -79,13 +81,14 @@ def test_resume_falls_back_to_the_newest_complete_checkpoint(tmp_path, damage, c
         (tmp_path / "last_checkpoint").write_text("")
 
     fresh = _checkpointer(tmp_path, 0.0)
-    with caplog.at_level(logging.WARNING):
+    with captured_log("dinat_m2f.engine.checkpoint_files", logging.WARNING) as log:
         assert fresh.has_checkpoint()
         extra = fresh.resume_or_load("", resume=True)
     expected = "model_0000009.pth" if damage == "empty pointer" else "model_0000004.pth"
     assert extra["iteration"] == int(expected[6:13])
     assert torch.all(fresh.model.weight == (2.0 if damage == "empty pointer" else 1.0))
-    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    warning = " ".join(log)
+    assert len(log) == 1  # once, although the pointer is read three times
     assert f"resuming from {tmp_path / expected}, the newest complete checkpoint" in warning
     if damage != "empty pointer":
         assert "names model_0000009.pth, which" in warning
@@ -100,7 +103,7 @@ def test_a_pointer_to_nothing_complete_is_an_error_naming_the_file(tmp_path):
         _checkpointer(tmp_path).resume_or_load("", resume=True)
 
 
-def test_left_over_partial_files_are_removed_on_resume_and_never_loaded(tmp_path, caplog):
+def test_left_over_partial_files_are_removed_on_resume_and_never_loaded(tmp_path):
     ck = _checkpointer(tmp_path, 1.0)
     ck.save("model_0000004", iteration=4)
     # a write killed halfway (what atomic_write leaves after a kill -9)
@@ -111,11 +114,11 @@ def test_left_over_partial_files_are_removed_on_resume_and_never_loaded(tmp_path
     assert partial_files(str(tmp_path)) == sorted([str(pointer_partial), str(partial)])
 
     fresh = _checkpointer(tmp_path, 0.0)
-    with caplog.at_level(logging.WARNING):
+    with captured_log("dinat_m2f.engine.checkpoint_files", logging.WARNING) as messages:
         extra = fresh.resume_or_load("", resume=True)
     assert extra["iteration"] == 4
     assert not partial.exists() and not pointer_partial.exists()
-    log = caplog.text
+    log = "\n".join(messages)
     assert f"removed {partial}: an incomplete write of model_0000009.pth" in log
     assert f"removed {pointer_partial}: an incomplete write of last_checkpoint" in log
 
