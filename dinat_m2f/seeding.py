@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -41,7 +41,11 @@ def seed_all(seed: int) -> None:
 def seeded(seed: int) -> Iterator[None]:
     """Runs the block with `seed_all(seed)` and restores the CPU random states afterwards
     (for code that must not disturb the caller's streams; it does not use the GPU)."""
-    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    py_state, np_state, torch_state = (
+        random.getstate(),
+        np.random.get_state(),
+        torch.get_rng_state(),
+    )
     random.seed(seed)
     np.random.seed(seed)
     torch.random.default_generator.manual_seed(seed)

@@ -3,7 +3,7 @@ propagation off, which hides records from pytest's caplog)."""
 
 import contextlib
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 
 @contextlib.contextmanager

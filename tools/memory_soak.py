@@ -31,13 +31,16 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CONFIG = os.path.join(_REPO_ROOT, "configs", "builtin", "maskformer2_dinat_mini_builtin_shapes.yaml")
+DEFAULT_CONFIG = os.path.join(
+    _REPO_ROOT, "configs", "builtin", "maskformer2_dinat_mini_builtin_shapes.yaml"
+)
 # (height, width) cycled through by the generated images
 SIZES = ((160, 160), (144, 208), (208, 144), (192, 192))
 MB = 1024 * 1024
@@ -172,8 +175,8 @@ def build_demo(config_file: str, opts: list[str], folder: str, draw: bool):
     sys.path.insert(0, os.path.join(_REPO_ROOT, "demo"))
     from predictor import VisualizationDemo
 
-    import dinat_m2f.data  # noqa: F401  (registers the datasets: metadata)
-    import dinat_m2f.modeling  # noqa: F401  (registers the model)
+    import dinat_m2f.data
+    import dinat_m2f.modeling
     from dinat_m2f.engine.setup import load_cfg
 
     cfg = load_cfg(config_file, opts)
@@ -191,14 +194,23 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-file", default=DEFAULT_CONFIG)
     parser.add_argument("--images", type=int, default=1000, help="images to run (default 1000)")
     parser.add_argument("--every", type=int, default=100, help="print RSS every N images")
-    parser.add_argument("--warmup", type=int, default=200, help="images before the flatness baseline")
-    parser.add_argument("--max-growth-mb", type=float, default=4.0, help="allowed growth after warm-up")
+    parser.add_argument(
+        "--warmup", type=int, default=200, help="images before the flatness baseline"
+    )
+    parser.add_argument(
+        "--max-growth-mb", type=float, default=4.0, help="allowed growth after warm-up"
+    )
     parser.add_argument("--no-draw", action="store_true", help="only predict, do not draw")
-    parser.add_argument("--small-model", action="store_true",
-                        help="the train_net tests' small model at 96 px (before --opts)")
+    parser.add_argument(
+        "--small-model",
+        action="store_true",
+        help="the train_net tests' small model at 96 px (before --opts)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", metavar="FILE", help="also write the measurements as json")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides"
+    )
     return parser
 
 
@@ -212,22 +224,36 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="memory_soak") as folder:
         opts = (SMALL_MODEL if args.small_model else []) + list(args.opts)
         run_one, cfg = build_demo(args.config_file, opts, folder, draw=not args.no_draw)
-        print(f"memory soak: {args.images} images, {'predict + draw' if not args.no_draw else 'predict'}"
-              f", {os.path.relpath(args.config_file)}{' --small-model' * args.small_model} "
-              f"{' '.join(args.opts)}, MODEL.DEVICE "
-              f"{cfg.MODEL.DEVICE}, torch threads {torch.get_num_threads()}")
+        print(
+            f"memory soak: {args.images} images, "
+            f"{'predict + draw' if not args.no_draw else 'predict'}"
+            f", {os.path.relpath(args.config_file)}{' --small-model' * args.small_model} "
+            f"{' '.join(args.opts)}, MODEL.DEVICE "
+            f"{cfg.MODEL.DEVICE}, torch threads {torch.get_num_threads()}"
+        )
         with torch.no_grad():
-            result = soak(run_one, synthetic_images(args.images), args.every, args.warmup,
-                          args.max_growth_mb)
+            result = soak(
+                run_one, synthetic_images(args.images), args.every, args.warmup, args.max_growth_mb
+            )
     verdict = "flat" if result.flat else "NOT flat"
     low, high = result.raw_band_mb
-    print(f"{verdict}: RSS grew {result.growth_mb:+.1f} MB after image {args.warmup} (allowed "
-          f"{args.max_growth_mb} MB); before malloc_trim it stayed within {low:.1f}..{high:.1f} MB; "
-          f"{result.seconds:.0f} s, {1000 * result.seconds / max(args.images, 1):.0f} ms per image")
+    print(
+        f"{verdict}: RSS grew {result.growth_mb:+.1f} MB after image {args.warmup} (allowed "
+        f"{args.max_growth_mb} MB); before malloc_trim it stayed within {low:.1f}..{high:.1f} MB; "
+        f"{result.seconds:.0f} s, {1000 * result.seconds / max(args.images, 1):.0f} ms per image"
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**asdict(result), "growth_mb": result.growth_mb, "flat": result.flat,
-                       "raw_band_mb": result.raw_band_mb}, f, indent=1)
+            json.dump(
+                {
+                    **asdict(result),
+                    "growth_mb": result.growth_mb,
+                    "flat": result.flat,
+                    "raw_band_mb": result.raw_band_mb,
+                },
+                f,
+                indent=1,
+            )
     return 0 if result.flat else 1
 
 

@@ -24,8 +24,8 @@ import logging
 import math
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from detectron2.data.detection_utils import SizeMismatchError
 from PIL import Image
@@ -60,7 +60,9 @@ def reading(path: str, kind: str) -> Iterator[None]:
     except BrokenSampleError:
         raise
     except READ_ERRORS as error:
-        raise BrokenSampleError(f"cannot read the {kind} '{path}': {type(error).__name__}: {error}") from error
+        raise BrokenSampleError(
+            f"cannot read the {kind} '{path}': {type(error).__name__}: {error}"
+        ) from error
 
 
 def check_label_file(path: str, kind: str) -> None:
@@ -104,7 +106,9 @@ class BrokenSampleCounter:
 
     def __call__(self, sample: BrokenSample) -> None:
         if not self.skip:
-            raise BrokenSampleError(f"{self.stage}: broken sample in {sample.describe()}; {SKIP_HINT}")
+            raise BrokenSampleError(
+                f"{self.stage}: broken sample in {sample.describe()}; {SKIP_HINT}"
+            )
         found = self.found.setdefault(sample.dataset, set())
         new = sample.index not in found
         found.add(sample.index)
@@ -118,8 +122,14 @@ class BrokenSampleCounter:
             )
         if new:
             logger.warning(
-                "%s: skipped a broken sample (%d of %d in dataset '%s' so far, %d skips in all): %s",
-                self.stage, len(found), size, sample.dataset, self.skipped, sample.message,
+                "%s: skipped a broken sample (%d of %d in dataset '%s' so far, %d skips in all): "
+                "%s",
+                self.stage,
+                len(found),
+                size,
+                sample.dataset,
+                self.skipped,
+                sample.message,
             )
 
     def state_dict(self) -> dict:

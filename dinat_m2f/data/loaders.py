@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import bisect
 import logging
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.utils.data as torchdata
 from detectron2.config import CfgNode
-from detectron2.data import DatasetFromList, build_detection_test_loader, get_detection_dataset_dicts
+from detectron2.data import (
+    DatasetFromList,
+    build_detection_test_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.data.build import _train_loader_from_config
 from detectron2.data.dataset_mapper import DatasetMapper
 from detectron2.data.samplers import InferenceSampler
@@ -147,7 +151,9 @@ class ResumableTrainLoader:
             raise RuntimeError(f"ResumableTrainLoader.{what}: the loader is already iterating")
 
     def state_dict(self) -> dict:
-        pending = self._pending if self._buckets is None else [p for b in self._buckets for p, _ in b]
+        pending = (
+            self._pending if self._buckets is None else [p for b in self._buckets for p, _ in b]
+        )
         return {
             "next_position": self.next_position,
             "pending": sorted(pending),
@@ -201,7 +207,9 @@ def build_train_loader(cfg: CfgNode, mapper: Callable) -> ResumableTrainLoader:
         part = get_detection_dataset_dicts(
             [name],
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-            min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
+            min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+            if cfg.MODEL.KEYPOINT_ON
+            else 0,
         )
         sizes.append(len(part))
         dicts.extend(part)
@@ -210,14 +218,21 @@ def build_train_loader(cfg: CfgNode, mapper: Callable) -> ResumableTrainLoader:
     world = comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world:
         raise ValueError(
-            f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by the {world} processes"
+            f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by the {world} "
+            "processes"
         )
     counter = BrokenSampleCounter(
-        cfg.DATALOADER.SKIP_BROKEN_SAMPLES, cfg.DATALOADER.MAX_BROKEN_FRACTION,
-        dict(zip(names, sizes)), stage="training",
+        cfg.DATALOADER.SKIP_BROKEN_SAMPLES,
+        cfg.DATALOADER.MAX_BROKEN_FRACTION,
+        dict(zip(names, sizes)),
+        stage="training",
     )
     stream = _SampleStream(
-        DatasetFromList(dicts, copy=False), mapper, sampler, _DatasetNames(names, sizes), comm.get_rank()
+        DatasetFromList(dicts, copy=False),
+        mapper,
+        sampler,
+        _DatasetNames(names, sizes),
+        comm.get_rank(),
     )
     return ResumableTrainLoader(
         stream,
@@ -279,21 +294,29 @@ class CheckedTestLoader:
         if self._counter.skipped:
             logger.warning(
                 "evaluation of '%s': skipped %d broken samples of %d; the metrics leave them out",
-                self.dataset_name, self._counter.skipped, self._counter.sizes[self.dataset_name],
+                self.dataset_name,
+                self._counter.skipped,
+                self._counter.sizes[self.dataset_name],
             )
 
 
-def build_test_loader(cfg: CfgNode, dataset_name: str, mapper: Callable | None = None) -> CheckedTestLoader:
+def build_test_loader(
+    cfg: CfgNode, dataset_name: str, mapper: Callable | None = None
+) -> CheckedTestLoader:
     """detectron2's test loader of `dataset_name` (batch 1, DATALOADER.NUM_WORKERS, mapper
     default DatasetMapper(cfg, False)) with broken samples named or skipped."""
     dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False)
     dataset = _CheckedTestDataset(dicts, mapper or DatasetMapper(cfg, False), dataset_name)
     loader = build_detection_test_loader(
-        dataset=dataset, mapper=None, sampler=InferenceSampler(len(dataset)),
+        dataset=dataset,
+        mapper=None,
+        sampler=InferenceSampler(len(dataset)),
         num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
     counter = BrokenSampleCounter(
-        cfg.DATALOADER.SKIP_BROKEN_SAMPLES, cfg.DATALOADER.MAX_BROKEN_FRACTION,
-        {dataset_name: len(dataset)}, stage=f"evaluation of '{dataset_name}'",
+        cfg.DATALOADER.SKIP_BROKEN_SAMPLES,
+        cfg.DATALOADER.MAX_BROKEN_FRACTION,
+        {dataset_name: len(dataset)},
+        stage=f"evaluation of '{dataset_name}'",
     )
     return CheckedTestLoader(loader, counter, dataset_name)

@@ -25,7 +25,8 @@ import os
 import re
 import secrets
 import zipfile
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -117,8 +118,8 @@ def _recency(path: str) -> tuple[float, float]:
     """Sort key of checkpoint files: the iteration in the name (model_final last), then mtime."""
     name = os.path.basename(path)
     match = _ITERATION_RE.search(name)
-    iteration = float("inf") if name.endswith("_final.pth") else (
-        float(match.group(1)) if match else -1.0
+    iteration = (
+        float("inf") if name.endswith("_final.pth") else (float(match.group(1)) if match else -1.0)
     )
     try:
         mtime = os.path.getmtime(path)
@@ -148,7 +149,9 @@ def remove_partial_files(directory: str) -> list[str]:
         final = _PARTIAL_RE.match(os.path.basename(path)).group("final")
         logger.warning(
             "removed %s: an incomplete write of %s that was interrupted (a killed run); the "
-            "complete files are kept", path, final,
+            "complete files are kept",
+            path,
+            final,
         )
         removed.append(path)
     return removed

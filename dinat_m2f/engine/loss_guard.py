@@ -10,7 +10,7 @@ the non-finite terms. `check_finite_weights` is what the checkpointer calls befo
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
@@ -104,7 +104,7 @@ class _FiniteLossCheck:
                 "enable SOLVER.CLIP_GRADIENTS, then continue with --resume"
             ) from error
 
-    def _write_metrics(self, loss_dict, data_time, prefix="", iter=None):  # noqa: A002
+    def _write_metrics(self, loss_dict, data_time, prefix="", iter=None):
         check_finite_losses(loss_dict, self.iter if iter is None else iter)
         super()._write_metrics(loss_dict, data_time, prefix=prefix, iter=iter)
 

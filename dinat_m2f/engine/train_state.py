@@ -36,7 +36,8 @@ class ResumableTrainingState(HookBase):
         if self._loader is None:
             logger.warning(
                 "the training loader (%s) does not save its position: --resume restarts its "
-                "sample order", type(data_loader).__name__,
+                "sample order",
+                type(data_loader).__name__,
             )
 
     def before_step(self) -> None:
@@ -61,12 +62,15 @@ class ResumableTrainingState(HookBase):
         if len(per_rank) != world:
             logger.warning(
                 "the checkpoint holds the data-loader state of %d processes, this run has %d: "
-                "the data stream starts again, in a new sample order", len(per_rank), world,
+                "the data stream starts again, in a new sample order",
+                len(per_rank),
+                world,
             )
             self._loader.set_base_seed(derive_seed(self.base_seed, world))
             return
         self._loader.load_state_dict(per_rank[rank])
         logger.info(
             "data stream resumed at position %d (%d samples waiting in the batching buckets)",
-            self._loader.next_position, len(per_rank[rank]["pending"]),
+            self._loader.next_position,
+            len(per_rank[rank]["pending"]),
         )

@@ -1,6 +1,8 @@
 """The detectron2 trainer of the project: Mask2Former dataset mappers, evaluators per dataset,
 the paper's optimizer and schedules, AMP in float16 or bfloat16, DDP on GPUs (NCCL) and CPUs
-(gloo), semantic test-time augmentation, and a checkpoint on interruption."""
+(gloo), semantic test-time augmentation, a checkpoint on interruption, atomic checkpoint files
+and an exact resume (`checkpoint_files`, `train_state`, `data.loaders`), broken samples named
+or skipped, and a stop on non-finite losses (`loss_guard`)."""
 
 from __future__ import annotations
 

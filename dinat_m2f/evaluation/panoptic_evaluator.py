@@ -152,7 +152,9 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         with open(gt_json) as f:
             gt_data = json.load(f)
         if skipped:
-            gt_data["annotations"] = [a for a in gt_data["annotations"] if a["image_id"] not in skipped]
+            gt_data["annotations"] = [
+                a for a in gt_data["annotations"] if a["image_id"] not in skipped
+            ]
             logger.warning(f"PQ of {self._dataset_name} leaves out the {len(skipped)} images "
                            "skipped as broken")
         annotations = [{k: v for k, v in p.items() if k != "png_string"} for p in predictions]

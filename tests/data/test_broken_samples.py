@@ -29,15 +29,20 @@ def shapes(tmp_path):
     generate_builtin_shapes(str(tmp_path), num_train=8, num_val=4, size=96, seed=0)
     prefix = f"broken_shapes_{next(_counter)}"
     register_builtin_shapes(str(tmp_path), prefix=prefix)
-    return (os.path.join(str(tmp_path), "builtin_shapes"), f"{prefix}_train_panoptic_with_sem_seg",
-            f"{prefix}_val_panoptic_with_sem_seg")
+    return (
+        os.path.join(str(tmp_path), "builtin_shapes"),
+        f"{prefix}_train_panoptic_with_sem_seg",
+        f"{prefix}_val_panoptic_with_sem_seg",
+    )
 
 
 def _cfg(train: str, val: str, *opts: str):
     from dinat_m2f.engine.setup import load_cfg
 
-    return load_cfg(CONFIG, [*SMALL_MODEL, "DATASETS.TRAIN", f"('{train}',)",
-                             "DATASETS.TEST", f"('{val}',)", *opts])
+    return load_cfg(
+        CONFIG,
+        [*SMALL_MODEL, "DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{val}',)", *opts],
+    )
 
 
 def _garble(path: str) -> None:
@@ -56,9 +61,17 @@ def _batches(cfg, n: int) -> list[list[dict]]:
     return list(itertools.islice(iter(loader), n))
 
 
-@pytest.mark.parametrize("damage", ["missing image", "garbled image", "truncated image",
-                                    "missing panoptic PNG", "garbled panoptic PNG",
-                                    "garbled semantic PNG"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "missing image",
+        "garbled image",
+        "truncated image",
+        "missing panoptic PNG",
+        "garbled panoptic PNG",
+        "garbled semantic PNG",
+    ],
+)
 def test_training_names_the_broken_file_and_its_dataset(shapes, damage):
     root, train, val = shapes
     path = {
@@ -73,7 +86,11 @@ def test_training_names_the_broken_file_and_its_dataset(shapes, damage):
     assert message.startswith(f"training: broken sample in dataset '{train}': cannot read the ")
     assert f"'{path}'" in message
     assert "set DATALOADER.SKIP_BROKEN_SAMPLES True to skip such samples" in message
-    kind = {"image": "image", "panoptic PNG": "panoptic annotation PNG", "semantic PNG": "label file"}
+    kind = {
+        "image": "image",
+        "panoptic PNG": "panoptic annotation PNG",
+        "semantic PNG": "label file",
+    }
     assert f"cannot read the {kind[damage.split(' ', 1)[1]]} '{path}'" in message
 
 
@@ -81,7 +98,14 @@ def test_training_skips_broken_samples_with_a_count_in_the_log(shapes):
     root, train, val = shapes
     _garble(f"{root}/train/000000000003.jpg")
     os.remove(f"{root}/panoptic_train/000000000006.png")
-    cfg = _cfg(train, val, "DATALOADER.SKIP_BROKEN_SAMPLES", "True", "DATALOADER.MAX_BROKEN_FRACTION", "0.25")
+    cfg = _cfg(
+        train,
+        val,
+        "DATALOADER.SKIP_BROKEN_SAMPLES",
+        "True",
+        "DATALOADER.MAX_BROKEN_FRACTION",
+        "0.25",
+    )
     with captured_log("dinat_m2f.data", logging.WARNING) as log:
         batches = _batches(cfg, 12)  # 24 samples: 4 passes over the 6 readable images
     names = [os.path.basename(d["file_name"]) for batch in batches for d in batch]
@@ -90,8 +114,11 @@ def test_training_skips_broken_samples_with_a_count_in_the_log(shapes):
     assert len(set(names)) == 6
     skipped = [m for m in log if "skipped a broken sample" in m]
     assert len(skipped) == 2  # each broken sample is logged when first found
-    assert re.search(rf"training: skipped a broken sample \(1 of 8 in dataset '{train}' so far, 1 skips "
-                     r"in all\): cannot read the (image|panoptic annotation PNG)", skipped[0])
+    assert re.search(
+        rf"training: skipped a broken sample \(1 of 8 in dataset '{train}' so far, 1 skips "
+        r"in all\): cannot read the (image|panoptic annotation PNG)",
+        skipped[0],
+    )
     assert re.search(rf"\(2 of 8 in dataset '{train}' so far, 2 skips in all\)", skipped[1])
 
 
@@ -99,11 +126,21 @@ def test_skipping_stops_when_more_than_the_allowed_fraction_is_broken(shapes):
     root, train, val = shapes
     for i in (1, 4, 7):
         _garble(f"{root}/train/00000000000{i}.jpg")
-    cfg = _cfg(train, val, "DATALOADER.SKIP_BROKEN_SAMPLES", "True", "DATALOADER.MAX_BROKEN_FRACTION", "0.25")
-    with pytest.raises(BrokenSampleError, match=re.escape(
-        f"training: 3 broken samples found in dataset '{train}' (8 samples), more than "
-        "DATALOADER.MAX_BROKEN_FRACTION=0.25 allows (2); the last: cannot read the image"
-    )):
+    cfg = _cfg(
+        train,
+        val,
+        "DATALOADER.SKIP_BROKEN_SAMPLES",
+        "True",
+        "DATALOADER.MAX_BROKEN_FRACTION",
+        "0.25",
+    )
+    with pytest.raises(
+        BrokenSampleError,
+        match=re.escape(
+            f"training: 3 broken samples found in dataset '{train}' (8 samples), more than "
+            "DATALOADER.MAX_BROKEN_FRACTION=0.25 allows (2); the last: cannot read the image"
+        ),
+    ):
         _batches(cfg, 20)
 
 
@@ -128,15 +165,27 @@ def test_evaluation_names_or_skips_a_broken_image_or_annotation(shapes):
         f"evaluation of '{val}': broken sample in dataset '{val}': cannot read the image '{image}'"
     )
 
-    cfg = _cfg(train, val, "DATALOADER.SKIP_BROKEN_SAMPLES", "True", "DATALOADER.MAX_BROKEN_FRACTION", "0.5")
+    cfg = _cfg(
+        train,
+        val,
+        "DATALOADER.SKIP_BROKEN_SAMPLES",
+        "True",
+        "DATALOADER.MAX_BROKEN_FRACTION",
+        "0.5",
+    )
     loader = build_test_loader(cfg, val)
     with captured_log("dinat_m2f.data", logging.WARNING) as log:
         batches = list(loader)
     assert len(loader) == 4 and len(batches) == 2
-    assert [os.path.basename(b[0]["file_name"]) for b in batches] == ["000000100001.jpg", "000000100003.jpg"]
+    assert [os.path.basename(b[0]["file_name"]) for b in batches] == [
+        "000000100001.jpg",
+        "000000100003.jpg",
+    ]
     assert skipped_image_ids(val) == {100002, 100004}
     assert f"cannot read the panoptic annotation PNG '{annotation}'" in "\n".join(log)
-    assert f"evaluation of '{val}': skipped 2 broken samples of 4; the metrics leave them out" in log
+    assert (
+        f"evaluation of '{val}': skipped 2 broken samples of 4; the metrics leave them out" in log
+    )
 
 
 def test_train_net_names_a_broken_training_image(shapes):
@@ -144,12 +193,17 @@ def test_train_net_names_a_broken_training_image(shapes):
     image = f"{root}/train/000000000005.jpg"
     _garble(image)
     datasets_root = os.path.dirname(root)
-    result = run_train_net(datasets_root, os.path.join(datasets_root, "out"),
-                           overrides=["SOLVER.MAX_ITER", "6", "DATASETS.TEST", "()"])
+    result = run_train_net(
+        datasets_root,
+        os.path.join(datasets_root, "out"),
+        overrides=["SOLVER.MAX_ITER", "6", "DATASETS.TEST", "()"],
+    )
     assert result.returncode == 2, result.stderr[-3000:]
-    assert ("train_net: error: training: broken sample in dataset "
-            "'builtin_shapes_train_panoptic_with_sem_seg': cannot read the image "
-            f"'{image}': UnidentifiedImageError") in result.stderr
+    assert (
+        "train_net: error: training: broken sample in dataset "
+        "'builtin_shapes_train_panoptic_with_sem_seg': cannot read the image "
+        f"'{image}': UnidentifiedImageError"
+    ) in result.stderr
 
 
 def test_train_net_skips_broken_samples_in_training_and_evaluation(shapes):
@@ -157,17 +211,37 @@ def test_train_net_skips_broken_samples_in_training_and_evaluation(shapes):
     _garble(f"{root}/train/000000000005.jpg")
     _truncate(f"{root}/panoptic_val/000000100003.png")
     datasets_root = os.path.dirname(root)
-    result = run_train_net(datasets_root, os.path.join(datasets_root, "out"), overrides=[
-        "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "100",
-        "DATALOADER.SKIP_BROKEN_SAMPLES", "True", "DATALOADER.MAX_BROKEN_FRACTION", "0.25",
-        "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False",
-    ])
+    result = run_train_net(
+        datasets_root,
+        os.path.join(datasets_root, "out"),
+        overrides=[
+            "SOLVER.MAX_ITER",
+            "6",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "100",
+            "DATALOADER.SKIP_BROKEN_SAMPLES",
+            "True",
+            "DATALOADER.MAX_BROKEN_FRACTION",
+            "0.25",
+            "MODEL.MASK_FORMER.TEST.INSTANCE_ON",
+            "False",
+        ],
+    )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
-    assert ("training: skipped a broken sample (1 of 8 in dataset "
-            "'builtin_shapes_train_panoptic_with_sem_seg' so far, 1 skips in all): cannot read "
-            f"the image '{root}/train/000000000005.jpg'") in log
-    assert ("evaluation of 'builtin_shapes_val_panoptic_with_sem_seg': skipped 1 broken samples "
-            "of 4; the metrics leave them out") in log
-    assert "PQ of builtin_shapes_val_panoptic_with_sem_seg leaves out the 1 images skipped as broken" in log
-    assert re.search(r"copypaste: Task: panoptic_seg", log) and re.search(r"copypaste: Task: sem_seg", log)
+    assert (
+        "training: skipped a broken sample (1 of 8 in dataset "
+        "'builtin_shapes_train_panoptic_with_sem_seg' so far, 1 skips in all): cannot read "
+        f"the image '{root}/train/000000000005.jpg'"
+    ) in log
+    assert (
+        "evaluation of 'builtin_shapes_val_panoptic_with_sem_seg': skipped 1 broken samples "
+        "of 4; the metrics leave them out"
+    ) in log
+    assert (
+        "PQ of builtin_shapes_val_panoptic_with_sem_seg leaves out the 1 images skipped as broken"
+        in log
+    )
+    assert re.search(r"copypaste: Task: panoptic_seg", log) and re.search(
+        r"copypaste: Task: sem_seg", log
+    )

@@ -22,8 +22,16 @@ BROKEN = {4, 9}
 
 def _dicts():
     # both aspect-ratio groups, unevenly: buckets keep samples between batches
-    return [{"file_name": f"img{i}.jpg", "image_id": i, "width": 40 if i % 3 else 20,
-             "height": 30, "index": i} for i in range(SIZE)]
+    return [
+        {
+            "file_name": f"img{i}.jpg",
+            "image_id": i,
+            "width": 40 if i % 3 else 20,
+            "height": 30,
+            "index": i,
+        }
+        for i in range(SIZE)
+    ]
 
 
 class _Mapper:

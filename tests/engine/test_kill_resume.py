@@ -26,8 +26,12 @@ from .train_net_runner import env_with_datasets, run_train_net, train_net_comman
 SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoint_write_shim.py")
 MAX_ITER, PERIOD = 60, 3
 OVERRIDES = [
-    "SOLVER.MAX_ITER", str(MAX_ITER), "SOLVER.CHECKPOINT_PERIOD", str(PERIOD),
-    "DATASETS.TEST", "()",  # no evaluation: only the weights are compared
+    "SOLVER.MAX_ITER",
+    str(MAX_ITER),
+    "SOLVER.CHECKPOINT_PERIOD",
+    str(PERIOD),
+    "DATASETS.TEST",
+    "()",  # no evaluation: only the weights are compared
 ]
 
 
@@ -60,7 +64,12 @@ def _read(path: str) -> str:
 
 
 def _starts(output: str) -> list[int]:
-    return [int(n) for n in re.findall(r"Starting training from iteration (\d+)", _read(os.path.join(output, "log.txt")))]
+    return [
+        int(n)
+        for n in re.findall(
+            r"Starting training from iteration (\d+)", _read(os.path.join(output, "log.txt"))
+        )
+    ]
 
 
 def _last_checkpoint(output: str) -> tuple[str | None, int]:
@@ -69,7 +78,9 @@ def _last_checkpoint(output: str) -> tuple[str | None, int]:
     if name is None:
         return None, -1
     path = os.path.join(output, name)
-    assert checkpoint_file_problem(path) is None, f"last_checkpoint names an incomplete file: {name}"
+    assert checkpoint_file_problem(path) is None, (
+        f"last_checkpoint names an incomplete file: {name}"
+    )
     return name, int(torch.load(path, map_location="cpu", weights_only=True)["iteration"])
 
 
@@ -98,17 +109,27 @@ def _compare_checkpoints(reference: str, resumed: str, name: str) -> None:
         _assert_same(a[key], b[key], f"{name}:{key}")
 
 
-def test_kill_9_at_random_points_and_inside_writes_then_resume_loses_nothing(datasets_root, tmp_path):
+def test_kill_9_at_random_points_and_inside_writes_then_resume_loses_nothing(
+    datasets_root, tmp_path
+):
     reference = str(tmp_path / "reference")
-    result = run_train_net(datasets_root, reference, overrides=OVERRIDES + ["DATALOADER.NUM_WORKERS", "0"])
+    result = run_train_net(
+        datasets_root, reference, overrides=OVERRIDES + ["DATALOADER.NUM_WORKERS", "0"]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     output = str(tmp_path / "killed")
     os.makedirs(output)
     events = os.path.join(output, "events.txt")
     rng = random.Random(16)
-    plan = ["random", "inside a checkpoint write", "inside the pointer write", "random",
-            "right after a checkpoint", "random"]
+    plan = [
+        "random",
+        "inside a checkpoint write",
+        "inside the pointer write",
+        "random",
+        "right after a checkpoint",
+        "random",
+    ]
     report = []
     for kind in plan:
         pointer, at = _last_checkpoint(output)
@@ -121,10 +142,23 @@ def test_kill_9_at_random_points_and_inside_writes_then_resume_loses_nothing(dat
         }.get(kind, "none")
         starts_before = len(_starts(output))
         console = open(os.path.join(output, f"console_{len(report)}.txt"), "w")
-        command = [sys.executable, SHIM, events, pause_at, "--",
-                   *train_net_command(output, "--resume", overrides=OVERRIDES + ["DATALOADER.NUM_WORKERS", "1"])[2:]]
-        process = subprocess.Popen(command, env=env_with_datasets(datasets_root), stdout=console,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        command = [
+            sys.executable,
+            SHIM,
+            events,
+            pause_at,
+            "--",
+            *train_net_command(
+                output, "--resume", overrides=OVERRIDES + ["DATALOADER.NUM_WORKERS", "1"]
+            )[2:],
+        ]
+        process = subprocess.Popen(
+            command,
+            env=env_with_datasets(datasets_root),
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             _wait(lambda: len(_starts(output)) > starts_before, "the start of training", process)
             if kind == "random":
@@ -147,9 +181,13 @@ def test_kill_9_at_random_points_and_inside_writes_then_resume_loses_nothing(dat
         new_pointer, new_at = _last_checkpoint(output)
         partial = partial_files(output)
         last_event = (_read(events).splitlines() or ["(no checkpoint write yet)"])[-1]
-        report.append({"kind": kind, "last_event": last_event, "pointer": new_pointer, "partial": partial})
-        print(f"kill {len(report)} ({kind}): last write event '{last_event}', last_checkpoint -> "
-              f"{new_pointer}, partial files {[os.path.basename(p) for p in partial]}")
+        report.append(
+            {"kind": kind, "last_event": last_event, "pointer": new_pointer, "partial": partial}
+        )
+        print(
+            f"kill {len(report)} ({kind}): last write event '{last_event}', last_checkpoint -> "
+            f"{new_pointer}, partial files {[os.path.basename(p) for p in partial]}"
+        )
         if kind == "inside a checkpoint write":
             assert [os.path.basename(p).split(".")[0] for p in partial] == [target[:-4]]
             assert new_at == int(target[6:13]) - PERIOD  # the previous, complete checkpoint
@@ -161,17 +199,23 @@ def test_kill_9_at_random_points_and_inside_writes_then_resume_loses_nothing(dat
             assert new_pointer == target and not partial
 
     _, at = _last_checkpoint(output)
-    result = run_train_net(datasets_root, output, "--resume", overrides=OVERRIDES + ["DATALOADER.NUM_WORKERS", "1"])
+    result = run_train_net(
+        datasets_root, output, "--resume", overrides=OVERRIDES + ["DATALOADER.NUM_WORKERS", "1"]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert _starts(output)[-1] == at + 1
     assert not partial_files(output)
 
     _compare_checkpoints(reference, output, "model_final.pth")
     common = sorted(
-        n for n in os.listdir(reference) if re.fullmatch(r"model_\d{7}\.pth", n) and os.path.exists(os.path.join(output, n))
+        n
+        for n in os.listdir(reference)
+        if re.fullmatch(r"model_\d{7}\.pth", n) and os.path.exists(os.path.join(output, n))
     )
     assert len(common) >= 8, common
     for name in common:
         _compare_checkpoints(reference, output, name)
-    print(f"final weights equal to the uninterrupted run's bit for bit; {len(common)} periodic "
-          "checkpoints equal too")
+    print(
+        f"final weights equal to the uninterrupted run's bit for bit; {len(common)} periodic "
+        "checkpoints equal too"
+    )

@@ -7,7 +7,7 @@ import tempfile
 import pytest
 import torch
 
-from tools.memory_soak import SMALL_MODEL, DEFAULT_CONFIG, build_demo, main, soak, synthetic_images
+from tools.memory_soak import DEFAULT_CONFIG, SMALL_MODEL, build_demo, main, soak, synthetic_images
 
 SMALL_SIZES = ((96, 96), (80, 112), (112, 80), (96, 96))
 
@@ -22,8 +22,21 @@ def one_thread():
 
 def test_reduced_soak_of_the_demo_is_flat(tmp_path, one_thread):
     out = tmp_path / "soak.json"
-    status = main(["--small-model", "--images", "60", "--every", "10", "--warmup", "20",
-                   "--threads", "1", "--json", str(out)])
+    status = main(
+        [
+            "--small-model",
+            "--images",
+            "60",
+            "--every",
+            "10",
+            "--warmup",
+            "20",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
     result = json.loads(out.read_text())
     assert [n for n, _ in result["points"]] == [0, 10, 20, 30, 40, 50, 60]
     assert status == 0 and result["flat"], result
@@ -39,7 +52,16 @@ def test_the_soak_detects_a_predictor_that_keeps_its_outputs(one_thread):
             kept.append(predictor(image))  # e.g. a cache of results that is never emptied
 
         with torch.no_grad():
-            honest = soak(predictor, synthetic_images(40, SMALL_SIZES), 10, 10, 4.0, report=lambda _: None)
-            leaky = soak(leaking, synthetic_images(40, SMALL_SIZES, seed=1), 10, 10, 4.0, report=lambda _: None)
+            honest = soak(
+                predictor, synthetic_images(40, SMALL_SIZES), 10, 10, 4.0, report=lambda _: None
+            )
+            leaky = soak(
+                leaking,
+                synthetic_images(40, SMALL_SIZES, seed=1),
+                10,
+                10,
+                4.0,
+                report=lambda _: None,
+            )
     assert honest.flat, honest.points
     assert not leaky.flat and leaky.growth_mb > 8.0, leaky.points
