@@ -8,6 +8,9 @@
 
 --eval-only loads its weights strictly: a missing file or a checkpoint that does not fit the
 config's model stops with the keys named (exit status 2) before anything is evaluated.
+A broken image or annotation file (without DATALOADER.SKIP_BROKEN_SAMPLES) and a pointer to no
+complete checkpoint also exit with 2, a NaN or infinite loss with 3; --resume after a kill
+continues from the last complete checkpoint.
 
 Multi-GPU and multi-node runs go through detectron2's launcher (--num-gpus, --num-machines,
 --machine-rank, --dist-url): one process per GPU with NCCL, or with gloo on machines without
@@ -21,6 +24,7 @@ from detectron2.engine import default_argument_parser, launch
 import dinat_m2f.data  # noqa: F401  (registers the datasets)
 import dinat_m2f.modeling  # noqa: F401  (registers the models)
 from dinat_m2f.checkpoint import WeightsError
+from dinat_m2f.data.broken_samples import BrokenSampleError
 from dinat_m2f.engine import (
     Trainer,
     TrainingInterrupted,
@@ -28,6 +32,8 @@ from dinat_m2f.engine import (
     run_evaluation,
     setup_cfg,
 )
+from dinat_m2f.engine.checkpoint_files import CheckpointFileError
+from dinat_m2f.engine.loss_guard import NonFiniteError
 
 
 def main(args):
@@ -56,9 +62,12 @@ def cli(argv=None) -> int:
         print(f"train_net: {interrupted}; the last checkpoint is in OUTPUT_DIR, continue with --resume",
               file=sys.stderr)
         return 128 + interrupted.signum
-    except WeightsError as error:
+    except (WeightsError, CheckpointFileError, BrokenSampleError) as error:
         print(f"train_net: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteError as error:
+        print(f"train_net: error: {error}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -50,6 +50,13 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.INPUT.IMAGE_SIZE = 1024
     cfg.INPUT.MIN_SCALE = 0.1
     cfg.INPUT.MAX_SCALE = 2.0
+    # a sample whose image or annotation file is missing or cannot be decoded: False stops
+    # training / evaluation with the file and the dataset named; True skips it (each one
+    # logged with a running count; evaluation metrics then leave it out)
+    cfg.DATALOADER.SKIP_BROKEN_SAMPLES = False
+    # ... but more than this fraction of a dataset's samples broken (at least 1 is allowed)
+    # is still an error, so that a fully broken dataset fails; must be < 1
+    cfg.DATALOADER.MAX_BROKEN_FRACTION = 0.01
 
     # --- solver ---------------------------------------------------------------------------
     cfg.SOLVER.OPTIMIZER = "ADAMW"  # "ADAMW" or "SGD"

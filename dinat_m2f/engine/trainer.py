@@ -1,6 +1,8 @@
 """The detectron2 trainer of the project: Mask2Former dataset mappers, evaluators per dataset,
 the paper's optimizer and schedules, AMP in float16 or bfloat16, DDP on GPUs (NCCL) and CPUs
-(gloo), semantic test-time augmentation, and a checkpoint on interruption."""
+(gloo), semantic test-time augmentation, a checkpoint on interruption, atomic checkpoint files
+and an exact resume (`checkpoint_files`, `train_state`, `data.loaders`), broken samples named
+or skipped, and a stop on non-finite losses (`loss_guard`)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,7 @@ import weakref
 from collections import OrderedDict
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -20,10 +20,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import load_model_weights
 from ..data.dataset_mappers import build_dataset_mapper
+from ..data.loaders import base_seed_of, build_test_loader, build_train_loader
 from ..evaluation.evaluator_factory import build_evaluator
 from ..modeling.semantic_tta import SemanticSegmentorWithTTA
 from ..solver import build_lr_scheduler, build_optimizer
+from .checkpoint_files import TrainingCheckpointer
 from .interrupt_checkpoint import CheckpointOnInterrupt
+from .loss_guard import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
+from .train_state import ResumableTrainingState
 
 AMP_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -51,13 +55,13 @@ class Trainer(DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
         model = wrap_ddp(model)
         if cfg.SOLVER.AMP.ENABLED:
-            self._trainer = AMPTrainer(
+            self._trainer = FiniteLossAMPTrainer(
                 model, data_loader, optimizer, precision=AMP_PRECISIONS[cfg.SOLVER.AMP.PRECISION]
             )
         else:
-            self._trainer = SimpleTrainer(model, data_loader, optimizer)
+            self._trainer = FiniteLossSimpleTrainer(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = TrainingCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -66,6 +70,8 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         hooks = super().build_hooks()
         hooks.insert(0, CheckpointOnInterrupt(self.checkpointer))
+        # first: seeds each iteration, and its state must be current when checkpoints are saved
+        hooks.insert(0, ResumableTrainingState(self._trainer.data_loader, base_seed_of(self.cfg)))
         return hooks
 
     @classmethod
@@ -74,7 +80,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, is_train=True))
+        return build_train_loader(cfg, mapper=build_dataset_mapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
@@ -102,7 +112,7 @@ def load_weights_for_evaluation(cfg, model: torch.nn.Module, resume: bool = Fals
     """Loads the weights `--eval-only` evaluates, strictly (`load_model_weights`): OUTPUT_DIR's
     last checkpoint with `resume` when there is one, else MODEL.WEIGHTS. A missing, empty or
     unreadable file, or one that does not fit the model, is a `WeightsError`."""
-    checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    checkpointer = TrainingCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
     if resume and checkpointer.has_checkpoint():
         path = checkpointer.get_checkpoint_file()
         load_model_weights(model, path, source="the last checkpoint of OUTPUT_DIR")

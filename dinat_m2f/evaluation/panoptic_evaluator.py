@@ -20,6 +20,7 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
+from ..data.broken_samples import skipped_image_ids
 from ..panoptic_ids import id2rgb
 from .panoptic_quality import pq_compute
 from .panoptic_tables import summary_table
@@ -138,6 +139,8 @@ class COCOPanopticEvaluator(DatasetEvaluator):
     def evaluate(self) -> OrderedDict | None:
         comm.synchronize()
         predictions = list(itertools.chain(*comm.gather(self._predictions)))
+        # images the test loader skipped as broken (DATALOADER.SKIP_BROKEN_SAMPLES)
+        skipped = set(itertools.chain(*comm.gather(list(skipped_image_ids(self._dataset_name)))))
         if not comm.is_main_process():
             return None
         if not predictions:
@@ -148,6 +151,12 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         gt_folder = PathManager.get_local_path(self._metadata.panoptic_root)
         with open(gt_json) as f:
             gt_data = json.load(f)
+        if skipped:
+            gt_data["annotations"] = [
+                a for a in gt_data["annotations"] if a["image_id"] not in skipped
+            ]
+            logger.warning(f"PQ of {self._dataset_name} leaves out the {len(skipped)} images "
+                           "skipped as broken")
         annotations = [{k: v for k, v in p.items() if k != "png_string"} for p in predictions]
         pred_data = {k: v for k, v in gt_data.items() if k != "annotations"}
         pred_data["annotations"] = annotations

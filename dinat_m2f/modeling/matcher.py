@@ -10,6 +10,10 @@ from .mask_losses import pairwise_dice, pairwise_sigmoid_ce
 from .point_sampling import point_sample
 
 
+class NonFiniteCostError(FloatingPointError):
+    """The matching cost holds NaN or infinity: the model's predictions are not finite."""
+
+
 class HungarianMatcher(nn.Module):
     """One-to-one assignment of queries to targets minimising
     cost_class * (-p(class)) + cost_mask * sigmoid CE + cost_dice * dice,
@@ -49,7 +53,10 @@ class HungarianMatcher(nn.Module):
             cost = self.cost_matrix(
                 outputs["pred_logits"][b], outputs["pred_masks"][b], target["labels"], target["masks"]
             )
-            rows, cols = linear_sum_assignment(cost.reshape(num_queries, -1).cpu().numpy())
+            cost = cost.reshape(num_queries, -1).cpu()
+            if not bool(torch.isfinite(cost).all()):  # scipy's error would not say why
+                raise NonFiniteCostError(_nonfinite_cost_message(b, cost, outputs))
+            rows, cols = linear_sum_assignment(cost.numpy())
             indices.append(
                 (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
             )
@@ -85,3 +92,14 @@ class HungarianMatcher(nn.Module):
             f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
             f"cost_dice={self.cost_dice}, num_points={self.num_points}"
         )
+
+
+def _nonfinite_cost_message(image: int, cost: torch.Tensor, outputs: dict) -> str:
+    def bad(t: torch.Tensor) -> str:
+        return f"{int((~torch.isfinite(t.detach())).sum())} of {t.numel()}"
+
+    return (
+        f"the matching cost of image {image} of the batch holds {bad(cost)} NaN or infinite "
+        f"entries (non-finite pred_logits: {bad(outputs['pred_logits'][image])}, pred_masks: "
+        f"{bad(outputs['pred_masks'][image])})"
+    )

@@ -32,6 +32,7 @@ from PIL import Image
 
 from ...panoptic_ids import rgb2id
 from ..augmentations import ColorAugSSD
+from ..broken_samples import BrokenSampleError, reading
 
 IMAGE_PAD_VALUE = 128
 
@@ -119,18 +120,21 @@ def lsj_augmentations(cfg: CfgNode, is_train: bool) -> list[T.Augmentation]:
 
 # --- reading -----------------------------------------------------------------------------
 def read_image(dataset_dict: dict, image_format: str) -> np.ndarray:
-    """(H, W, 3) uint8 image; checks it against the dict's height/width (sets them if absent)."""
-    image = utils.read_image(dataset_dict["file_name"], format=image_format)
-    utils.check_image_size(dataset_dict, image)
+    """(H, W, 3) uint8 image; checks it against the dict's height/width (sets them if absent).
+    A missing, undecodable or wrongly sized file is a BrokenSampleError naming it."""
+    with reading(dataset_dict["file_name"], "image"):
+        image = utils.read_image(dataset_dict["file_name"], format=image_format)
+        utils.check_image_size(dataset_dict, image)
     return image
 
 
 def read_label_map(path: str) -> np.ndarray:
-    """(H, W) float64 labels of a single-channel PNG/TIFF (uint8 or uint16)."""
-    with Image.open(path) as im:
+    """(H, W) float64 labels of a single-channel PNG/TIFF (uint8 or uint16); a missing or
+    undecodable file, or one with several channels, is a BrokenSampleError naming it."""
+    with reading(path, "label file"), Image.open(path) as im:
         arr = np.asarray(im)
     if arr.ndim != 2:
-        raise ValueError(f"label file '{path}' has shape {arr.shape}; expected one channel")
+        raise BrokenSampleError(f"label file '{path}' has shape {arr.shape}; expected one channel")
     return arr.astype(np.float64)
 
 
@@ -242,7 +246,7 @@ def read_panoptic_ids(path: str) -> np.ndarray:
 
     Float64, like `read_label_map`, so that ids and semantic labels go through the same
     nearest-neighbour resize and stay aligned pixel for pixel."""
-    with Image.open(path) as im:
+    with reading(path, "panoptic annotation PNG"), Image.open(path) as im:
         rgb = np.asarray(im.convert("RGB"))
     return rgb2id(rgb).astype(np.float64)
 

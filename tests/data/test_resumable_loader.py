@@ -1,0 +1,100 @@
+"""The resumable training loader (dinat_m2f.data.loaders): the batches after a resume from a
+saved state are those an uninterrupted loader gives, also with samples waiting in the
+aspect-ratio buckets and with broken samples skipped, whatever the number of workers."""
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+
+from dinat_m2f.config import add_maskformer2_config
+from dinat_m2f.data.broken_samples import BrokenSampleError
+from dinat_m2f.data.loaders import build_train_loader
+
+NAME = "resumable_loader_test_dicts"
+SIZE = 13
+BROKEN = {4, 9}
+
+
+def _dicts():
+    # both aspect-ratio groups, unevenly: buckets keep samples between batches
+    return [
+        {
+            "file_name": f"img{i}.jpg",
+            "image_id": i,
+            "width": 40 if i % 3 else 20,
+            "height": 30,
+            "index": i,
+        }
+        for i in range(SIZE)
+    ]
+
+
+class _Mapper:
+    """Returns the index and one draw of each global random generator (as augmentations do);
+    the samples in `broken` cannot be read."""
+
+    def __init__(self, broken=frozenset()):
+        self.broken = broken
+
+    def __call__(self, d):
+        if d["index"] in self.broken:
+            raise BrokenSampleError(f"cannot read the image '{d['file_name']}': test")
+        return {**d, "draws": (random.random(), float(np.random.rand()), float(torch.rand(())))}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered():
+    if NAME not in DatasetCatalog.list():
+        DatasetCatalog.register(NAME, _dicts)
+
+
+def _loader(workers: int, broken=frozenset()):
+    cfg = get_cfg()
+    add_maskformer2_config(cfg)
+    cfg.DATASETS.TRAIN = (NAME,)
+    cfg.DATALOADER.NUM_WORKERS = workers
+    cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    cfg.DATALOADER.ASPECT_RATIO_GROUPING = True
+    cfg.DATALOADER.SKIP_BROKEN_SAMPLES = True
+    cfg.DATALOADER.MAX_BROKEN_FRACTION = 0.2
+    cfg.SOLVER.IMS_PER_BATCH = 3
+    cfg.SEED = 7
+    return build_train_loader(cfg, _Mapper(broken))
+
+
+def _take(iterator, n):
+    return [[(d["index"], d["draws"]) for d in batch] for batch in itertools.islice(iterator, n)]
+
+
+@pytest.mark.parametrize("broken", [frozenset(), frozenset(BROKEN)])
+def test_resumed_loader_gives_the_uninterrupted_batches(broken):
+    reference = _take(iter(_loader(0, broken)), 30)
+    assert len({i for batch in reference for i, _ in batch}) == SIZE - len(broken)
+    resumed_with_pending = 0
+    for cut in (1, 4, 7, 11, 17):
+        first = _loader(0, broken)
+        iterator = iter(first)
+        assert _take(iterator, cut) == reference[:cut]
+        state = first.state_dict()
+        resumed_with_pending += bool(state["pending"])
+        second = _loader(2, broken)  # another worker count, too
+        second.load_state_dict(state)
+        assert _take(iter(second), 30 - cut) == reference[cut:], cut
+    assert resumed_with_pending >= 2  # the cuts did fall with samples waiting in a bucket
+
+
+def test_the_worker_count_does_not_change_the_stream():
+    assert _take(iter(_loader(0)), 12) == _take(iter(_loader(2)), 12)
+
+
+def test_loading_a_state_into_a_running_loader_is_an_error():
+    loader = _loader(0)
+    iterator = iter(loader)
+    next(iterator)
+    with pytest.raises(RuntimeError, match="already iterating"):
+        loader.load_state_dict(loader.state_dict())
