@@ -20,17 +20,16 @@ from dinat_m2f.modeling.flop_count import flop_count_analysis
 
 
 def build_from_config(config_file: str, opts: list[str]) -> torch.nn.Module:
-    from detectron2.config import get_cfg
+    """The backbone of a config merged as train_net.py does (official Mask2Former / DiNAT
+    YAML files included)."""
     from detectron2.modeling import build_backbone
 
     import dinat_m2f.modeling  # noqa: F401  (registers the backbones)
-    from dinat_m2f.config import add_dinat_config
+    from dinat_m2f.engine.setup import load_cfg
 
-    cfg = get_cfg()
-    add_dinat_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts)
-    return build_backbone(cfg)
+    # measured on the CPU, in float32
+    cpu = ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"]
+    return build_backbone(load_cfg(config_file, cpu + list(opts)))
 
 
 def main(argv=None) -> dict:
