@@ -12,14 +12,14 @@ import dinat_m2f.modeling  # noqa: F401
 from dinat_m2f.config import add_dinat_config
 from dinat_m2f.modeling.backbone import dinat, dinat_s
 from dinat_m2f.modeling.flop_count import flop_count_analysis
-from tests.conftest import requires_native
+from tests.conftest import DINAT_MINI_OPTS, requires_native
 
 
 def mini_cfg(*opts):
     cfg = get_cfg()
     add_dinat_config(cfg)
     cfg.MODEL.BACKBONE.NAME = "D2DiNAT"
-    cfg.merge_from_list(list(opts))
+    cfg.merge_from_list(DINAT_MINI_OPTS + list(opts))
     return cfg
 
 
@@ -129,19 +129,45 @@ def test_native_and_pure_pytorch_backbones_agree(monkeypatch):
         torch.testing.assert_close(ours[name], reference[name], rtol=1e-10, atol=1e-10)
 
 
-def test_frozen_stages_have_no_gradients_and_stay_in_eval():
-    backbone = build_backbone(mini_cfg("MODEL.DINAT.FROZEN_STAGES", "2", "MODEL.DINAT.DROP_PATH_RATE", "0.3"))
+# MODEL.DINAT.FROZEN_STAGES -> the frozen modules, numbered as the DiNAT release's D2DiNAT
+# (Swin's numbering: 1 would be Swin's absolute position embedding, which DiNAT lacks)
+FROZEN = {
+    -1: [],
+    0: ["patch_embed"],
+    1: ["patch_embed"],
+    2: ["patch_embed", "levels.0"],
+    3: ["patch_embed", "levels.0", "levels.1"],
+    4: ["patch_embed", "levels.0", "levels.1", "levels.2"],
+    5: ["patch_embed", "levels.0", "levels.1", "levels.2", "levels.3"],
+}
+
+
+@pytest.mark.parametrize("stages", sorted(FROZEN))
+def test_frozen_stages_are_numbered_like_the_release_and_work_for_every_value(stages):
+    """The release's code freezes the tokenizer for 0 and levels[0..k-2] for k >= 2 (and fails
+    there, reaching for a missing `pos_drop`); here every value works."""
+    backbone = build_backbone(mini_cfg("MODEL.DINAT.FROZEN_STAGES", str(stages),
+                                       "MODEL.DINAT.DROP_PATH_RATE", "0.3"))
     backbone.train()
-    frozen = [backbone.patch_embed, backbone.levels[0], backbone.levels[1]]
-    assert all(not m.training for m in frozen) and backbone.levels[2].training
+    frozen = [backbone.get_submodule(name) for name in FROZEN[stages]]
+    trained = [backbone.get_submodule(f"levels.{i}") for i in range(4)
+               if f"levels.{i}" not in FROZEN[stages]]
+    assert all(not m.training for m in frozen) and all(m.training for m in trained)
+    assert backbone.pos_drop.training == (stages < 2)
     outs = backbone(torch.randn(2, 3, 64, 64))
     sum(o.sum() for o in outs.values()).backward()
     for module in frozen:
         for name, p in module.named_parameters():
             assert not p.requires_grad and p.grad is None, name
-    assert all(p.grad is not None for p in backbone.levels[2].parameters())
-    with pytest.raises(ValueError, match=r"frozen_stages must be in -1..4, got 5"):
-        dinat.dinat_mini(frozen_stages=5)
+    for module in trained + [backbone.norm0, backbone.norm3]:
+        assert all(p.grad is not None for p in module.parameters())
+
+
+def test_frozen_stages_out_of_range_is_an_error_naming_the_range():
+    with pytest.raises(ValueError, match=r"frozen_stages must be in -1..5 .*got 6"):
+        dinat.dinat_mini(frozen_stages=6)
+    with pytest.raises(ValueError, match=r"MODEL.DINAT.FROZEN_STAGES=-2 must be in -1..5"):
+        build_backbone(mini_cfg("MODEL.DINAT.FROZEN_STAGES", "-2"))
 
 
 def test_activation_checkpointing_gives_identical_gradients():
