@@ -5,6 +5,7 @@ from . import dinat_s as _dinat_s
 from .d2_dinat import D2DiNAT
 from .dinat import DiNAT
 from .dinat_s import D2DiNATs, DiNATs
+from .swin import D2SwinTransformer, SwinTransformer
 from .torchvision_swin import D2TorchvisionSwin
 
 # The named models (dinat_tiny, nat_base, dinat_large_k11, dinat_s_small, ...) by name.
@@ -15,4 +16,13 @@ MODEL_CONSTRUCTORS = {
     if name.startswith(("dinat_", "nat_")) and callable(getattr(module, name))
 }
 
-__all__ = ["MODEL_CONSTRUCTORS", "D2DiNAT", "D2DiNATs", "D2TorchvisionSwin", "DiNAT", "DiNATs"]
+__all__ = [
+    "MODEL_CONSTRUCTORS",
+    "D2DiNAT",
+    "D2DiNATs",
+    "D2SwinTransformer",
+    "D2TorchvisionSwin",
+    "DiNAT",
+    "DiNATs",
+    "SwinTransformer",
+]
