@@ -1,6 +1,7 @@
 """The detectron2 trainer of the project: Mask2Former dataset mappers, evaluators per dataset,
 the paper's optimizer and schedules, AMP in float16 or bfloat16, DDP on GPUs (NCCL) and CPUs
-(gloo), semantic test-time augmentation, and a checkpoint on interruption."""
+(gloo), semantic test-time augmentation, a checkpoint on interruption, and the project's
+checkpointer (files read as plain data only, dinat_m2f/checkpoint/checkpointer.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import weakref
 from collections import OrderedDict
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import verify_results
@@ -18,7 +18,13 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import load_model_weights
+from ..checkpoint import (
+    CheckpointReadError,
+    DetectionCheckpointer,
+    UnsafeCheckpointError,
+    WeightsError,
+    load_model_weights,
+)
 from ..data.dataset_mappers import build_dataset_mapper
 from ..evaluation.evaluator_factory import build_evaluator
 from ..modeling.semantic_tta import SemanticSegmentorWithTTA
@@ -62,6 +68,15 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """detectron2's: OUTPUT_DIR's last checkpoint with `resume` when there is one, else
+        MODEL.WEIGHTS, loaded leniently (a pretrained backbone leaves the head random). A file
+        that cannot be read safely, or whose weights fit nothing, is a `WeightsError`."""
+        try:
+            super().resume_or_load(resume=resume)
+        except (UnsafeCheckpointError, CheckpointReadError) as error:
+            raise WeightsError(f"cannot load the weights to train from: {error}") from error
 
     def build_hooks(self):
         hooks = super().build_hooks()
