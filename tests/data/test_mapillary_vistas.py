@@ -180,3 +180,28 @@ def test_mapillary_panoptic_gets_pq_and_miou(registered):
     kinds = [type(e).__name__ for e in evaluators._evaluators]
     assert kinds == [COCOPanopticEvaluator.__name__, "SemSegEvaluator"]
     assert evaluators._evaluators[1]._ignore_label == IGNORE_LABEL
+
+
+def test_mask2former_mappers_read_the_tiny_tree(registered):
+    """The panoptic mapper of Mask2Former's Mapillary configs turns a dict into instances with
+    contiguous classes and semantic labels padded with 65."""
+    import torch
+
+    from dinat_m2f.data import build_dataset_mapper
+    from dinat_m2f.engine.setup import load_cfg
+
+    write_download(str(registered / "mapillary_vistas"))
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "builtin",
+                          "maskformer2_dinat_mini_builtin_shapes.yaml")
+    cfg = load_cfg(config, [
+        "DATASETS.TRAIN", "('mapillary_vistas_panoptic_train',)",
+        "INPUT.DATASET_MAPPER_NAME", "mask_former_panoptic", "INPUT.MIN_SIZE_TRAIN", "(6,)",
+        "INPUT.MAX_SIZE_TRAIN", "8", "INPUT.SIZE_DIVISIBILITY", "16",
+        "INPUT.CROP.ENABLED", "False", "INPUT.COLOR_AUG_SSD", "False"])
+    mapper = build_dataset_mapper(cfg, is_train=True)
+    dicts = DatasetCatalog.get("mapillary_vistas_panoptic_train")
+    torch.manual_seed(0)
+    out = mapper(dicts[0])
+    assert out["image"].shape[-2:] == (16, 16)
+    assert sorted(out["instances"].gt_classes.tolist()) == sorted([ROAD, CAR, PERSON])
+    assert (out["sem_seg"][6:, :] == IGNORE_LABEL).all()  # padding
