@@ -13,8 +13,10 @@ there is no import cycle.
 
 __version__ = "0.1.0"
 
-from . import data  # noqa: F401,E402  (registers the datasets)
-from . import modeling  # noqa: F401,E402  (registers the models)
+from . import (
+    data,  # noqa: F401,E402  (registers the datasets)
+    modeling,  # noqa: F401,E402  (registers the models)
+)
 from .config import (  # noqa: E402
     add_deeplab_config,
     add_dinat_config,

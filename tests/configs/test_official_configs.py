@@ -145,12 +145,13 @@ OUR_EXTRA_KEYS = {
 
 # Parameter counts: Mask2Former paper Table 1 (R50 44M, Swin-L 216M; also R101 63M, Swin-T
 # 47M), DiNAT release / paper (DiNAT-L backbone 199.6M, Mask2Former with DiNAT-L 220M).
+DINAT_L_COCO = ("dinat/coco/panoptic-segmentation/dinat/"
+                "maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml")
 PAPER_PARAMS = {
     "mask2former/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml": (44.0e6, 0.05e6),
     "mask2former/coco/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml":
         (216e6, 0.5e6),
-    "dinat/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml":
-        (220e6, 0.5e6),
+    DINAT_L_COCO: (220e6, 0.5e6),
 }
 DINAT_L_BACKBONE = (199.6e6, 0.05e6)
 
@@ -324,7 +325,8 @@ def test_a_representative_set_builds_on_the_cpu(models, relative):
     if family == "build_resnet_backbone":
         assert shapes["res5"].channels == 2048
     else:
-        embed = cfg.MODEL.SWIN.EMBED_DIM if family == "D2SwinTransformer" else cfg.MODEL.DINAT.EMBED_DIM
+        node = cfg.MODEL.SWIN if family == "D2SwinTransformer" else cfg.MODEL.DINAT
+        embed = node.EMBED_DIM
         assert [s.channels for s in shapes.values()] == [embed * 2**i for i in range(4)]
 
 
@@ -344,8 +346,7 @@ def test_the_dinat_l_yaml_builds_the_released_backbone(models):
     the released tensors is lost, plus the four output norms."""
     from dinat_m2f.modeling.backbone.dinat import MASK2FORMER_K11, dinat_large_21k_11x11
 
-    relative = "dinat/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml"
-    backbone = built(models, relative).backbone
+    backbone = built(models, DINAT_L_COCO).backbone
     assert backbone.dilations == MASK2FORMER_K11
     assert backbone.levels[0].blocks[0].mlp.fc1.out_features == 2 * 192
     release = dinat_large_21k_11x11(num_classes=21841, out_indices=()).state_dict()
@@ -365,6 +366,9 @@ def test_an_official_model_runs_inference_on_the_cpu(models):
     assert len(result["instances"]) == 100
 
 
+ADE_PANOPTIC_R50 = "mask2former/ade20k/panoptic-segmentation/maskformer2_R50_bs16_160k.yaml"
+
+
 def test_mapillary_vistas_settings_build():
     """Mask2Former's Mapillary Vistas configs (not among the fixtures) are the R50 model with
     65 classes, ignore value 65 and the Mapillary dataset names registered here."""
@@ -377,11 +381,12 @@ def test_mapillary_vistas_settings_build():
     for task, mapper, panoptic in (("panoptic", "mask_former_panoptic", "True"),
                                    ("sem_seg", "mask_former_semantic", "False")):
         cfg = load_cfg(
-            str(FIXTURES / "mask2former/ade20k/panoptic-segmentation/maskformer2_R50_bs16_160k.yaml"),
+            str(FIXTURES / ADE_PANOPTIC_R50),
             CPU + ["DATASETS.TRAIN", f"('mapillary_vistas_{task}_train',)",
                    "DATASETS.TEST", f"('mapillary_vistas_{task}_val',)",
                    "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "65", "MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "65",
-                   "INPUT.DATASET_MAPPER_NAME", mapper, "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False",
+                   "INPUT.DATASET_MAPPER_NAME", mapper,
+                   "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False",
                    "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", panoptic],
         )
         assert MetadataCatalog.get(f"mapillary_vistas_{task}_train").ignore_label == 65
@@ -400,7 +405,7 @@ def test_train_net_demo_and_tools_take_an_official_yaml(tmp_path):
     from tests.demo.conftest import load_demo_module
     from tools import analyze_model
 
-    dinat_l = FIXTURES / "dinat/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml"
+    dinat_l = FIXTURES / DINAT_L_COCO
     args = default_argument_parser().parse_args(
         ["--config-file", str(dinat_l), *CPU, "OUTPUT_DIR", str(tmp_path)])
     cfg = setup_cfg(args)
@@ -430,11 +435,13 @@ def test_unknown_keys_and_unsupported_defaults_are_errors_naming_them(tmp_path):
         load_cfg(str(typo))
     r50 = str(FIXTURES / "mask2former/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml")
     # Mask2Former's own defaults do not build Mask2Former: every config sets these two
-    with pytest.raises(ValueError, match=r"MODEL\.SEM_SEG_HEAD\.PIXEL_DECODER_NAME='BasePixelDecoder'"):
-        build_model(load_cfg(r50, CPU + ["MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME", "BasePixelDecoder"]))
+    decoder = ["MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME", "BasePixelDecoder"]
+    with pytest.raises(ValueError, match=r"PIXEL_DECODER_NAME='BasePixelDecoder' is not regist"):
+        build_model(load_cfg(r50, CPU + decoder))
     with pytest.raises(ValueError, match=r"MODEL\.MASK_FORMER\.TRANSFORMER_IN_FEATURE='res5'"):
         build_model(load_cfg(r50, CPU + ["MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE", "res5"]))
-    swin = str(FIXTURES / "mask2former/ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml")
+    swin = str(FIXTURES / "mask2former/ade20k/semantic-segmentation/swin/"
+                          "maskformer2_swin_tiny_bs16_160k.yaml")
     with pytest.raises(ValueError, match=r"MODEL\.SWIN\.NUM_HEADS\[1\]=5 does not divide"):
         build_model(load_cfg(swin, CPU + ["MODEL.SWIN.NUM_HEADS", "[3, 5, 12, 24]"]))
     with pytest.raises(ValueError, match=r"MODEL\.SWIN\.OUT_FEATURES must name features"):

@@ -152,7 +152,9 @@ class SwinTransformerBlock(nn.Module):
             raise ValueError(f"shift_size must be in 0..{window_size - 1}, got {shift_size}")
         self.window_size, self.shift_size = window_size, shift_size
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop)
+        self.attn = WindowAttention(
+            dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop
+        )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
@@ -207,7 +209,9 @@ class SwinLevel(nn.Module):
         """(B, H, W, C) -> (level output, input of the next level)."""
         window = self.window_size
         hp, wp = -(-x.shape[1] // window) * window, -(-x.shape[2] // window) * window
-        mask = shifted_window_mask(hp, wp, window, self.shift_size, x.device) if self.shift_size else None
+        mask = None
+        if self.shift_size:
+            mask = shifted_window_mask(hp, wp, window, self.shift_size, x.device)
         for block in self.blocks:
             if self.use_checkpoint and self.training and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(block, x, mask, use_reentrant=False)
