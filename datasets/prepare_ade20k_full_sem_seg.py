@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 from typing import Sequence
 
 import numpy as np
@@ -33,6 +32,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from _prepare_common import default_root, require
+
+from dinat_m2f.checkpoint.safe_load import load_checkpoint_file
 
 BASE = "ADE20K_2021_17_01"
 IGNORE = 65535
@@ -133,8 +134,11 @@ def convert_image(
 
 
 def load_index(path: str) -> dict:
-    with open(path, "rb") as f:
-        index = pickle.load(f)
+    """The official index, read as plain data only (lists, strings, numpy arrays): a file that
+    asks for anything else is refused (`UnsafeCheckpointError`) before any of it runs."""
+    index = load_checkpoint_file(path)
+    if not isinstance(index, dict):
+        raise SystemExit(f"error: '{path}' holds a {type(index).__name__}, not the index dict")
     missing = [k for k in ("filename", "folder", "objectnames") if k not in index]
     if missing:
         raise SystemExit(f"error: '{path}' lacks the keys {missing}; is it index_ade20k.pkl?")

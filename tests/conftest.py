@@ -26,3 +26,24 @@ def pytest_collection_modifyitems(config, items):
 requires_native = pytest.mark.skipif(
     "CPU" not in native_backends(), reason="dinat_m2f._C (native CPU kernels) is not built"
 )
+
+
+# MODEL.DINAT of DiNAT-Mini (the config defaults are the DiNAT release's, i.e. DiNAT-L):
+# KEY VALUE pairs for merge_from_list, and the same values for set_dinat_mini
+DINAT_MINI = {
+    "EMBED_DIM": 64,
+    "DEPTHS": [3, 4, 6, 5],
+    "NUM_HEADS": [2, 4, 8, 16],
+    "MLP_RATIO": 3.0,
+    "KERNEL_SIZE": 7,
+    "DILATIONS": [[1, 8, 1], [1, 4, 1, 4], [1, 2, 1, 2, 1, 2], [1, 1, 1, 1, 1]],
+    "DROP_PATH_RATE": 0.2,
+}
+DINAT_MINI_OPTS = [item for key, value in DINAT_MINI.items()
+                   for item in (f"MODEL.DINAT.{key}", str(value))]
+
+
+def set_dinat_mini(cfg) -> None:
+    """Sets cfg.MODEL.DINAT to DiNAT-Mini (dinat_mini's architecture)."""
+    for key, value in DINAT_MINI.items():
+        setattr(cfg.MODEL.DINAT, key, value)

@@ -2,7 +2,10 @@
 the ops layer below everything else, and every native op schema declared once."""
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -159,3 +162,28 @@ def test_readme_layout_names_existing_folders():
         assert path.is_dir(), f"README layout names {''.join(parents)}, which does not exist"
         checked += 1
     assert checked >= 10
+
+
+def test_importing_the_package_registers_everything():
+    """`import dinat_m2f` alone (as `import mask2former`) registers the models and datasets
+    and exposes the config functions; run in a fresh interpreter."""
+    program = (
+        "import dinat_m2f\n"
+        "from dinat_m2f import add_deeplab_config, add_dinat_config, add_maskformer2_config\n"
+        "from detectron2.data import DatasetCatalog\n"
+        "from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY\n"
+        "backbones = {'D2DiNAT', 'D2DiNATs', 'D2SwinTransformer', 'D2TorchvisionSwin'}\n"
+        "assert backbones <= {name for name, _ in BACKBONE_REGISTRY}\n"
+        "assert 'MaskFormer' in META_ARCH_REGISTRY\n"
+        "assert {'MaskFormerHead', 'MSDeformAttnPixelDecoder'} <= {n for n, _ in SEM_SEG_HEADS_REGISTRY}\n"
+        "names = set(DatasetCatalog.list())\n"
+        "for name in ('coco_2017_train_panoptic', 'ade20k_panoptic_train', 'ade20k_full_sem_seg_val',\n"
+        "             'cityscapes_fine_panoptic_train', 'mapillary_vistas_panoptic_train',\n"
+        "             'mapillary_vistas_sem_seg_val', 'builtin_shapes_train_panoptic'):\n"
+        "    assert name in names, name\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            env=env, cwd=str(ROOT), timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

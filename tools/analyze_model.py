@@ -26,7 +26,8 @@ NA_OPS = ("na_qk", "na_av")
 
 
 def build_from_config(config_file: str, opts: list[str]) -> torch.nn.Module:
-    """The backbone (MODEL.BACKBONE.NAME) of a config, on the CPU."""
+    """The backbone of a config merged as train_net.py does (official Mask2Former / DiNAT
+    YAML files included)."""
     from detectron2.modeling import build_backbone
 
     import dinat_m2f.modeling  # noqa: F401  (registers the backbones)

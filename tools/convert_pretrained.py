@@ -10,7 +10,9 @@ biases to the target kernel size (bicubic) and reporting every key it dropped or
     python tools/convert_pretrained.py dinat_mini_in1k_224.pth dinat_mini_in1k_224_fpn.pth \\
         --variant dinat_mini --prefix backbone.bottom_up.
 
-Then set MODEL.WEIGHTS to the output. Inputs are read weights-only (no pickled objects).
+Then set MODEL.WEIGHTS to the output. The input may also be the `.pkl` that the DiNAT
+release's `convert-pretrained-dinat-model-to-d2.py` writes. Inputs are read as plain data only
+(`dinat_m2f.checkpoint.load_checkpoint_file`): a file holding pickled objects is refused.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def convert(source: str, target: str, variant: str, kernel_size: int | None = No
 
 def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="official .pth or Hugging Face pytorch_model.bin")
+    parser.add_argument("source", help="official .pth (or the release converter's .pkl) or "
+                                       "Hugging Face pytorch_model.bin")
     parser.add_argument("target", help="output detectron2 checkpoint (.pth)")
     parser.add_argument("--variant", required=True, choices=sorted(MODEL_CONSTRUCTORS),
                         help="the architecture the weights are for (its kernel size sets the RPB size)")

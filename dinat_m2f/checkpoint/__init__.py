@@ -1,17 +1,25 @@
-"""Checkpoints: strict loading of trained weights into a built model (`load_model_weights`),
-and loading / converting the official and Hugging Face DiNAT checkpoints."""
+"""Checkpoints: the one safe way this project reads checkpoint files (`load_checkpoint_file`:
+plain data only), the detectron2 checkpointer built on it (`DetectionCheckpointer`), strict
+loading of trained weights into a built model (`load_model_weights`), and loading / converting
+the official and Hugging Face DiNAT checkpoints."""
 
+from .checkpointer import DetectionCheckpointer, WeightsError
 from .dinat_weights import (
     convert_to_official,
     load_state_dict_file,
     official_backbone_state_dict,
     resize_rpb,
 )
-from .model_weights import WeightsError, load_model_weights
+from .model_weights import load_model_weights
+from .safe_load import CheckpointReadError, UnsafeCheckpointError, load_checkpoint_file
 
 __all__ = [
+    "CheckpointReadError",
+    "DetectionCheckpointer",
+    "UnsafeCheckpointError",
     "WeightsError",
     "convert_to_official",
+    "load_checkpoint_file",
     "load_model_weights",
     "load_state_dict_file",
     "official_backbone_state_dict",

@@ -3,8 +3,9 @@
 `DinatModel` / `DinatForImageClassification` / `DinatBackbone` (separate q/k/v), converted to
 the official names; relative-positional-bias resizing for another kernel size.
 
-Files are read with `torch.load(weights_only=True)`: tensors and plain containers only,
-never arbitrary pickled objects.
+Files are read with `load_checkpoint_file` (safe_load.py): plain data only, never arbitrary
+pickled objects; `.pkl` files of the DiNAT release's converter (`{"model": ..., "__author__":
+"third_party", "matching_heuristics": True}`) included.
 """
 
 from __future__ import annotations
@@ -12,28 +13,29 @@ from __future__ import annotations
 import os
 import re
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .safe_load import load_checkpoint_file
 
 _WRAPPERS = ("model", "state_dict", "model_state")
 
 
 def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
-    """Tensors of a .pth/.pt/.bin checkpoint (unwrapping {"model": ...} / {"state_dict": ...})."""
+    """Tensors of a .pth/.pt/.bin/.pkl checkpoint (unwrapping {"model": ...} /
+    {"state_dict": ...}; numpy arrays become tensors). Raises FileNotFoundError for a missing
+    file, `UnsafeCheckpointError` (a ValueError) for pickled objects, ValueError for anything
+    else that is not a state dict."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"{path}: not a weights-only PyTorch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200]}); it may hold pickled objects, which are not "
-            "loaded for safety"
-        ) from error
+    data = load_checkpoint_file(path)
     for key in _WRAPPERS:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
             break
+    if isinstance(data, dict):
+        data = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in data.items()}
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise ValueError(f"{path}: expected a state dict of tensors, got {type(data).__name__}")
     return dict(data)
@@ -129,4 +131,10 @@ def official_backbone_state_dict(
                 f"{tuple(target.shape)}; is the config the checkpoint's variant?"
             )
         adapted[name] = tensor
+    if state_dict and not adapted:
+        raise ValueError(
+            f"none of the checkpoint's {len(state_dict)} tensors is a weight of this backbone "
+            f"(keys such as {sorted(state_dict)[:4]}); is it an official or Hugging Face "
+            "DiNAT / NAT ImageNet checkpoint?"
+        )
     return adapted

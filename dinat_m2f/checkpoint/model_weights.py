@@ -7,6 +7,7 @@ then runs with random heads and no error. `load_model_weights` makes all of thos
 `WeightsError` naming the path or the keys. The demo, `train_net.py --eval-only` and the tools
 load trained weights through it. (Training's MODEL.WEIGHTS is a pretrained backbone that
 leaves the head random on purpose, so the trainer keeps detectron2's lenient loading.)
+Files are read by the project's checkpointer (`checkpointer.py`): plain data only.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import logging
 import os
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
+
+from .checkpointer import DetectionCheckpointer, WeightsError
 
 __all__ = ["WeightsError", "load_model_weights"]
 
@@ -24,12 +26,11 @@ logger = logging.getLogger(__name__)
 _MAX_KEYS_LISTED = 20
 
 
-class WeightsError(RuntimeError):
-    """The weights are missing, unreadable, or do not fit the model built from the config."""
-
-
 class _RecordingCheckpointer(DetectionCheckpointer):
-    """A DetectionCheckpointer that keeps the incompatible keys it would only log."""
+    """A DetectionCheckpointer that keeps the incompatible keys it would only log (and lists
+    them all, so it does not stop at "nothing fits")."""
+
+    require_some_weights = False
 
     incompatible = None
 
@@ -80,6 +81,8 @@ def load_model_weights(
     checkpointer = _RecordingCheckpointer(model)
     try:
         checkpointer.load(path)
+    except WeightsError:
+        raise
     except Exception as e:  # unreadable, not a checkpoint, not downloadable, ...
         raise WeightsError(f"cannot load {source} {path}: {type(e).__name__}: {e}") from e
     incompatible = checkpointer.incompatible

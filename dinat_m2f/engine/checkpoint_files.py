@@ -14,7 +14,8 @@ write leaves a truncated file that `--resume` then loads or fails on. Here:
   the newest complete checkpoint of the folder is used instead, with a warning naming both;
   left-over `.partial` files of interrupted writes are removed, each named in the log.
 
-`TrainingCheckpointer` is detectron2's `DetectionCheckpointer` with these files; the mixin
+`TrainingCheckpointer` is the project's safe `DetectionCheckpointer` (checkpoint/checkpointer.py:
+files read as plain data only) with these files; the mixin
 `AtomicCheckpointFiles` can be combined with another checkpointer class.
 """
 
@@ -29,8 +30,8 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 
+from ..checkpoint.checkpointer import DetectionCheckpointer
 from .loss_guard import check_finite_weights
 
 logger = logging.getLogger(__name__)

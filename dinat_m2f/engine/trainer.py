@@ -1,8 +1,10 @@
 """The detectron2 trainer of the project: Mask2Former dataset mappers, evaluators per dataset,
 the paper's optimizer and schedules, AMP in float16 or bfloat16, DDP on GPUs (NCCL) and CPUs
-(gloo), semantic test-time augmentation, a checkpoint on interruption, atomic checkpoint files
-and an exact resume (`checkpoint_files`, `train_state`, `data.loaders`), broken samples named
-or skipped, and a stop on non-finite losses (`loss_guard`)."""
+(gloo), semantic test-time augmentation, a checkpoint on interruption, the project's
+checkpointer (files read as plain data only, dinat_m2f/checkpoint/checkpointer.py) with
+atomic checkpoint files and an exact resume (`checkpoint_files`, `train_state`,
+`data.loaders`), broken samples named or skipped, and a stop on non-finite losses
+(`loss_guard`)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,13 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import load_model_weights
+from ..checkpoint import (
+    CheckpointReadError,
+    DetectionCheckpointer,
+    UnsafeCheckpointError,
+    WeightsError,
+    load_model_weights,
+)
 from ..data.dataset_mappers import build_dataset_mapper
 from ..data.loaders import base_seed_of, build_test_loader, build_train_loader
 from ..evaluation.evaluator_factory import build_evaluator
@@ -66,6 +74,15 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """detectron2's: OUTPUT_DIR's last checkpoint with `resume` when there is one, else
+        MODEL.WEIGHTS, loaded leniently (a pretrained backbone leaves the head random). A file
+        that cannot be read safely, or whose weights fit nothing, is a `WeightsError`."""
+        try:
+            super().resume_or_load(resume=resume)
+        except (UnsafeCheckpointError, CheckpointReadError) as error:
+            raise WeightsError(f"cannot load the weights to train from: {error}") from error
 
     def build_hooks(self):
         hooks = super().build_hooks()

@@ -19,7 +19,12 @@ from detectron2.evaluation import (
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-PANOPTIC_TYPES = ("coco_panoptic_seg", "ade20k_panoptic_seg", "cityscapes_panoptic_seg")
+PANOPTIC_TYPES = (
+    "coco_panoptic_seg",
+    "ade20k_panoptic_seg",
+    "cityscapes_panoptic_seg",
+    "mapillary_vistas_panoptic_seg",
+)
 SUPPORTED_TYPES = ("sem_seg", "coco", "cityscapes_sem_seg", "cityscapes_instance") + PANOPTIC_TYPES
 
 

@@ -12,6 +12,7 @@ from detectron2.modeling import build_backbone
 
 import dinat_m2f.modeling  # noqa: F401
 from dinat_m2f.checkpoint import (
+    UnsafeCheckpointError,
     convert_to_official,
     load_state_dict_file,
     official_backbone_state_dict,
@@ -19,6 +20,7 @@ from dinat_m2f.checkpoint import (
 )
 from dinat_m2f.config import add_dinat_config
 from dinat_m2f.modeling.backbone import dinat
+from tests.conftest import DINAT_MINI_OPTS
 from tools import convert_pretrained
 
 
@@ -70,7 +72,7 @@ def mini_backbone(*opts):
     cfg = get_cfg()
     add_dinat_config(cfg)
     cfg.MODEL.BACKBONE.NAME = "D2DiNAT"
-    cfg.merge_from_list(list(opts))
+    cfg.merge_from_list(DINAT_MINI_OPTS + list(opts))
     return build_backbone(cfg)
 
 
@@ -147,13 +149,59 @@ def test_converter_resizes_rpb_and_output_loads_in_detectron2(tmp_path):
 def test_loading_refuses_pickled_objects_and_bad_files(tmp_path):
     evil = tmp_path / "evil.pth"  # an arbitrary (here harmless) object beside the weights
     torch.save({"model": {"w": torch.zeros(1)}, "obj": argparse.Namespace(run="code")}, evil)
-    with pytest.raises(ValueError, match=r"not a weights-only PyTorch checkpoint"):
+    with pytest.raises(UnsafeCheckpointError, match=r"evil.pth: refused to load 'argparse.Namespace'"):
         load_state_dict_file(str(evil))
     with pytest.raises(FileNotFoundError, match=r"checkpoint not found: .*missing.pth"):
         load_state_dict_file(str(tmp_path / "missing.pth"))
     nested = tmp_path / "nested.pth"
     torch.save({"state_dict": {"a": torch.ones(2)}}, nested)
     assert list(load_state_dict_file(str(nested))) == ["a"]
+
+
+def test_converter_takes_the_official_converters_pkl(tmp_path):
+    """The DiNAT release's convert-pretrained-dinat-model-to-d2.py pickles {"model": <ImageNet
+    state dict>, "__author__": "third_party", "matching_heuristics": True} with `pickle`."""
+    import pickle
+
+    official = official_checkpoint()
+    source = tmp_path / "dinat_mini_in1k_224.pkl"
+    source.write_bytes(pickle.dumps(
+        {"model": official, "__author__": "third_party", "matching_heuristics": True}))
+    target = tmp_path / "dinat_mini_d2.pth"
+    report = convert_pretrained.main([str(source), str(target), "--variant", "dinat_mini"])
+    assert not any(line.startswith("resized") for line in report)
+    converted = torch.load(target, weights_only=True)["model"]
+    assert set(converted) == {f"backbone.{k}" for k in official if not k.startswith(("head.", "norm."))}
+    for name, tensor in converted.items():
+        assert torch.equal(tensor, official[name[len("backbone."):]]), name
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+def test_converter_refuses_files_that_would_run_code(tmp_path, capsys, suffix):
+    import pickle
+
+    from tests.checkpoint.test_safe_load import CreatesMarker
+
+    marker = tmp_path / "marker"
+    source = tmp_path / f"evil{suffix}"
+    content = {"model": {"patch_embed.norm.weight": CreatesMarker(marker)}}
+    source.write_bytes(pickle.dumps(content)) if suffix == ".pkl" else torch.save(content, source)
+    with pytest.raises(SystemExit) as info:
+        convert_pretrained.main([str(source), str(tmp_path / "out.pth"), "--variant", "dinat_mini"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{source}: refused to load" in err
+    assert not marker.exists() and not (tmp_path / "out.pth").exists()
+
+
+def test_converter_refuses_a_checkpoint_of_another_architecture(tmp_path, capsys):
+    source = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.bias": torch.zeros(10)}, source)
+    with pytest.raises(SystemExit):
+        convert_pretrained.main([str(source), str(tmp_path / "out.pth"), "--variant", "dinat_mini"])
+    err = capsys.readouterr().err
+    assert "none of the checkpoint's 2 tensors is a weight of this backbone" in err
+    assert "conv1.weight" in err and not (tmp_path / "out.pth").exists()
 
 
 def test_shape_mismatch_names_the_key():

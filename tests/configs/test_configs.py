@@ -528,7 +528,7 @@ def test_variant_matches_dinat_py(path):
         assert c.DILATIONS == schedule, f"{path}: not the ImageNet-224 schedule of {variant}"
         assert c.DROP_PATH_RATE == VARIANTS[variant][4]
     assert load(path).MODEL.WEIGHTS.endswith(".pth"), (
-        f"{path}: converted weights are torch files (detectron2 unpickles '.pkl')"
+        f"{path}: tools/convert_pretrained.py writes torch files (.pth)"
     )
 
 

@@ -214,6 +214,26 @@ def test_ade20k_full_end_to_end(tmp_path):
         register_all_ade20k_full(datasets_root())
 
 
+def test_ade20k_full_index_is_read_as_plain_data_only(tmp_path):
+    """index_ade20k.pkl goes through the project's safe loader: an index that would run code
+    while loading (here: create a file) is refused and none of it runs."""
+    from dinat_m2f.checkpoint import UnsafeCheckpointError
+    from tests.checkpoint.test_safe_load import CreatesMarker
+
+    script = load_script("prepare_ade20k_full_sem_seg")
+    marker = tmp_path / "marker"
+    index = tmp_path / "index_ade20k.pkl"
+    with open(index, "wb") as f:
+        pickle.dump({"filename": [], "folder": [], "objectnames": CreatesMarker(marker)}, f)
+    with pytest.raises(UnsafeCheckpointError, match=r"index_ade20k\.pkl: refused to load"):
+        script.load_index(str(index))
+    assert not marker.exists()
+    with open(index, "wb") as f:  # the official index's kinds of values load
+        pickle.dump({"filename": ["a.jpg"], "folder": ["f"], "objectnames": ["wall"],
+                     "objectPresence": np.zeros((1, 1), np.uint8)}, f)
+    assert script.load_index(str(index))["objectnames"] == ["wall"]
+
+
 # --- Cityscapes ------------------------------------------------------------------------------
 def test_cityscapes(tmp_path):
     script = load_script("prepare_cityscapes")

@@ -134,6 +134,31 @@ def test_empty_weights_and_unreadable_checkpoint(demo, demo_args, tmp_path, val_
     assert f"cannot load MODEL.WEIGHTS {junk}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+def test_weights_that_would_run_code_are_refused(demo, demo_args, tmp_path, val_images, capsys,
+                                                 suffix):
+    """The demo loads MODEL.WEIGHTS through dinat_m2f/checkpoint/model_weights.py, i.e. the
+    safe loader: a checkpoint that would create a file while loading is refused, exit 2."""
+    import pickle
+
+    from tests.checkpoint.test_safe_load import CreatesMarker
+
+    marker = tmp_path / "marker"
+    evil = tmp_path / f"evil{suffix}"
+    content = {"model": {"backbone.patch_embed.norm.weight": CreatesMarker(marker)},
+               "__author__": "x"}
+    if suffix == ".pkl":
+        evil.write_bytes(pickle.dumps(content))
+    else:
+        torch.save(content, evil)
+    out = tmp_path / "out"
+    argv = demo_args("--input", str(val_images[0]), "--output", str(out), weights_path=evil)
+    assert demo.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{evil}: refused to load" in err and "plain data only" in err
+    assert not marker.exists() and not out.exists()
+
+
 def test_webcam_without_a_camera(demo, demo_args, capsys):
     camera = cv2.VideoCapture(0)
     has_camera = camera.isOpened()

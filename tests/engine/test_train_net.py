@@ -102,6 +102,33 @@ def test_eval_only_refuses_weights_that_do_not_fit(trained, datasets_root, tmp_p
     assert f"train_net: error: MODEL.WEIGHTS file not found: {missing}" in result.stderr
 
 
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+def test_unsafe_weights_are_refused_by_training_and_eval_only(datasets_root, tmp_path, suffix):
+    """MODEL.WEIGHTS that would run code while loading (here: create a file) stops both the
+    trainer's checkpointer and --eval-only with exit status 2, and none of it runs."""
+    import pickle
+
+    import torch
+
+    from tests.checkpoint.test_safe_load import CreatesMarker
+
+    marker = tmp_path / "marker"
+    evil = tmp_path / f"evil{suffix}"
+    content = {"model": {"backbone.patch_embed.norm.weight": CreatesMarker(marker)},
+               "__author__": "x"}
+    if suffix == ".pkl":
+        evil.write_bytes(pickle.dumps(content))
+    else:
+        torch.save(content, evil)
+    for args in (["--eval-only"], []):
+        result = run_train_net(datasets_root, str(tmp_path / "out"), *args,
+                               overrides=["MODEL.WEIGHTS", str(evil)])
+        assert result.returncode == 2, (args, result.stderr[-3000:])
+        assert f"{evil}: refused to load" in result.stderr, args
+        assert "Traceback" not in result.stderr
+        assert not marker.exists(), args
+
+
 def test_resume_after_sigterm_continues_from_the_interrupted_iteration(datasets_root, tmp_path):
     output = str(tmp_path)
     # long enough not to finish before the signal; the resumed run is then cut short

@@ -4,6 +4,7 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 
 from dinat_m2f.config import add_dinat_config, add_maskformer2_config
+from tests.conftest import set_dinat_mini
 
 METADATA_NAME = "_test_tiny_mask2former"
 NUM_CLASSES = 3  # 0, 1 things, 2 stuff
@@ -23,12 +24,14 @@ def tiny_mask2former_cfg():
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.META_ARCHITECTURE = "MaskFormer"
     cfg.MODEL.BACKBONE.NAME = "D2DiNAT"
+    set_dinat_mini(cfg)
     cfg.MODEL.PIXEL_MEAN = [123.675, 116.280, 103.530]
     cfg.MODEL.PIXEL_STD = [58.395, 57.120, 57.375]
     cfg.MODEL.DINAT.DILATIONS = [[1, 2, 1], [1, 1, 1, 1], [1] * 6, [1] * 5]
     cfg.MODEL.DINAT.DROP_PATH_RATE = 0.0
     head = cfg.MODEL.SEM_SEG_HEAD
     head.NAME = "MaskFormerHead"
+    head.PIXEL_DECODER_NAME = "MSDeformAttnPixelDecoder"
     head.NUM_CLASSES = NUM_CLASSES
     head.IN_FEATURES = ["res2", "res3", "res4", "res5"]
     head.CONVS_DIM = 32
@@ -38,6 +41,7 @@ def tiny_mask2former_cfg():
     head.TRANSFORMER_ENC_LAYERS = 1
     head.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 64
     mf = cfg.MODEL.MASK_FORMER
+    mf.TRANSFORMER_IN_FEATURE = "multi_scale_pixel_decoder"
     mf.HIDDEN_DIM = 32
     mf.NHEADS = 4
     mf.DIM_FEEDFORWARD = 64

@@ -12,14 +12,14 @@ import dinat_m2f.modeling  # noqa: F401
 from dinat_m2f.config import add_dinat_config
 from dinat_m2f.modeling.backbone import dinat, dinat_s
 from dinat_m2f.modeling.flop_count import flop_count_analysis
-from tests.conftest import requires_native
+from tests.conftest import DINAT_MINI_OPTS, requires_native
 
 
 def mini_cfg(*opts):
     cfg = get_cfg()
     add_dinat_config(cfg)
     cfg.MODEL.BACKBONE.NAME = "D2DiNAT"
-    cfg.merge_from_list(list(opts))
+    cfg.merge_from_list(DINAT_MINI_OPTS + list(opts))
     return cfg
 
 
@@ -129,19 +129,45 @@ def test_native_and_pure_pytorch_backbones_agree(monkeypatch):
         torch.testing.assert_close(ours[name], reference[name], rtol=1e-10, atol=1e-10)
 
 
-def test_frozen_stages_have_no_gradients_and_stay_in_eval():
-    backbone = build_backbone(mini_cfg("MODEL.DINAT.FROZEN_STAGES", "2", "MODEL.DINAT.DROP_PATH_RATE", "0.3"))
+# MODEL.DINAT.FROZEN_STAGES -> the frozen modules, numbered as the DiNAT release's D2DiNAT
+# (Swin's numbering: 1 would be Swin's absolute position embedding, which DiNAT lacks)
+FROZEN = {
+    -1: [],
+    0: ["patch_embed"],
+    1: ["patch_embed"],
+    2: ["patch_embed", "levels.0"],
+    3: ["patch_embed", "levels.0", "levels.1"],
+    4: ["patch_embed", "levels.0", "levels.1", "levels.2"],
+    5: ["patch_embed", "levels.0", "levels.1", "levels.2", "levels.3"],
+}
+
+
+@pytest.mark.parametrize("stages", sorted(FROZEN))
+def test_frozen_stages_are_numbered_like_the_release_and_work_for_every_value(stages):
+    """The release's code freezes the tokenizer for 0 and levels[0..k-2] for k >= 2 (and fails
+    there, reaching for a missing `pos_drop`); here every value works."""
+    backbone = build_backbone(mini_cfg("MODEL.DINAT.FROZEN_STAGES", str(stages),
+                                       "MODEL.DINAT.DROP_PATH_RATE", "0.3"))
     backbone.train()
-    frozen = [backbone.patch_embed, backbone.levels[0], backbone.levels[1]]
-    assert all(not m.training for m in frozen) and backbone.levels[2].training
+    frozen = [backbone.get_submodule(name) for name in FROZEN[stages]]
+    trained = [backbone.get_submodule(f"levels.{i}") for i in range(4)
+               if f"levels.{i}" not in FROZEN[stages]]
+    assert all(not m.training for m in frozen) and all(m.training for m in trained)
+    assert backbone.pos_drop.training == (stages < 2)
     outs = backbone(torch.randn(2, 3, 64, 64))
     sum(o.sum() for o in outs.values()).backward()
     for module in frozen:
         for name, p in module.named_parameters():
             assert not p.requires_grad and p.grad is None, name
-    assert all(p.grad is not None for p in backbone.levels[2].parameters())
-    with pytest.raises(ValueError, match=r"frozen_stages must be in -1..4, got 5"):
-        dinat.dinat_mini(frozen_stages=5)
+    for module in trained + [backbone.norm0, backbone.norm3]:
+        assert all(p.grad is not None for p in module.parameters())
+
+
+def test_frozen_stages_out_of_range_is_an_error_naming_the_range():
+    with pytest.raises(ValueError, match=r"frozen_stages must be in -1..5 .*got 6"):
+        dinat.dinat_mini(frozen_stages=6)
+    with pytest.raises(ValueError, match=r"MODEL.DINAT.FROZEN_STAGES=-2 must be in -1..5"):
+        build_backbone(mini_cfg("MODEL.DINAT.FROZEN_STAGES", "-2"))
 
 
 def test_activation_checkpointing_gives_identical_gradients():
@@ -157,3 +183,50 @@ def test_activation_checkpointing_gives_identical_gradients():
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6)
+
+
+# The DiNAT release's ImageNet models (classification/dinat.py and nat.py of
+# SHI-Labs/Neighborhood-Attention-Transformer@d334f5b): name -> (embed_dim, depths, heads,
+# mlp_ratio, drop_path_rate, layer_scale, kernel_size, dilations)
+_D224_MINI = [[1, 8, 1], [1, 4, 1, 4], [1, 2, 1, 2, 1, 2], [1] * 5]
+_D224 = [[1, 8, 1], [1, 4, 1, 4], [1, 2] * 9, [1] * 5]
+_D384 = [[1, 13, 1], [1, 6, 1, 6], [1, 3] * 9, [1] * 5]
+_DEEP = [3, 4, 18, 5]
+RELEASE_VARIANTS = {
+    "dinat_mini": (64, [3, 4, 6, 5], [2, 4, 8, 16], 3, 0.2, None, 7, _D224_MINI),
+    "dinat_tiny": (64, _DEEP, [2, 4, 8, 16], 3, 0.2, None, 7, _D224),
+    "dinat_small": (96, _DEEP, [3, 6, 12, 24], 2, 0.3, None, 7, _D224),
+    "dinat_base": (128, _DEEP, [4, 8, 16, 32], 2, 0.5, 1e-5, 7, _D224),
+    "dinat_large": (192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 7, _D224),
+    "dinat_large_384": (192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 7, _D384),
+    "dinat_large_384_11x11": (192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 11, _D224),
+    "dinat_large_21k": (192, _DEEP, [6, 12, 24, 48], 2, 0.2, None, 7, _D224),
+    "dinat_large_21k_11x11": (192, _DEEP, [6, 12, 24, 48], 2, 0.2, None, 11, _D224),
+    "nat_mini": (64, [3, 4, 6, 5], [2, 4, 8, 16], 3, 0.2, None, 7, None),
+    "nat_tiny": (64, _DEEP, [2, 4, 8, 16], 3, 0.2, None, 7, None),
+    "nat_small": (96, _DEEP, [3, 6, 12, 24], 2, 0.3, 1e-5, 7, None),
+    "nat_base": (128, _DEEP, [4, 8, 16, 32], 2, 0.5, 1e-5, 7, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASE_VARIANTS))
+def test_named_constructors_build_the_release_models(name, monkeypatch):
+    """Each constructor asks DiNAT for the release's architecture (recorded, not built: the
+    Large ones take seconds each)."""
+    from dinat_m2f.modeling.backbone import MODEL_CONSTRUCTORS
+
+    asked = {}
+    monkeypatch.setattr(dinat, "DiNAT", lambda **settings: asked.update(settings))
+    MODEL_CONSTRUCTORS[name]()
+    embed, depths, heads, mlp, rate, scale, kernel, dilations = RELEASE_VARIANTS[name]
+    assert asked["embed_dim"] == embed and list(asked["depths"]) == depths
+    assert list(asked["num_heads"]) == heads and asked["mlp_ratio"] == mlp
+    assert asked["drop_path_rate"] == rate and asked["layer_scale"] == scale
+    assert asked["kernel_size"] == kernel and asked.get("dilations") == dilations
+
+
+def test_a_release_variant_builds_with_its_dilations_and_layer_scale():
+    model = dinat.nat_small(num_classes=1000, out_indices=())
+    assert model.dilations == [[1] * d for d in _DEEP]
+    assert model.levels[2].blocks[0].gamma1.shape == (384,)
+    assert abs(sum(p.numel() for p in model.parameters()) / 1e6 - 51) < 1  # NAT-S: 51M

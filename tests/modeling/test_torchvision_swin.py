@@ -130,24 +130,51 @@ def test_bad_settings_are_named_before_any_download(settings, message):
         build_backbone(swin_cfg(**settings))
 
 
-def test_imagenet_weights_load_into_the_stages(monkeypatch):
-    """WEIGHTS_IMAGENET loads torchvision's checkpoint into `features` (the download is
-    replaced by a state dict of torchvision's own swin_t)."""
-    from torchvision.models._api import WeightsEnum
+def _hub_cache(monkeypatch, tmp_path, weights) -> str:
+    """torch hub's cache in tmp_path; the path where `weights` is cached."""
+    import os
 
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    path = tmp_path / "hub" / "checkpoints" / os.path.basename(weights.url)
+    path.parent.mkdir(parents=True)
+    return str(path)
+
+
+def test_imagenet_weights_load_into_the_stages(monkeypatch, tmp_path):
+    """WEIGHTS_IMAGENET loads torchvision's checkpoint (here a state dict of torchvision's own
+    swin_t, put in torch hub's cache so nothing is downloaded) into `features`."""
+    weights = torchvision.models.Swin_T_Weights.IMAGENET1K_V1
+    cached = _hub_cache(monkeypatch, tmp_path, weights)
     torch.manual_seed(2)
     state = torchvision.models.swin_t().state_dict()
-    requested = []
-
-    def fake_get_state_dict(self, *args, **kwargs):
-        requested.append(self)
-        return state
-
-    monkeypatch.setattr(WeightsEnum, "get_state_dict", fake_get_state_dict)
+    torch.save(state, cached)
     backbone = build_backbone(swin_cfg(WEIGHTS_IMAGENET="Swin_T_Weights.IMAGENET1K_V1"))
-    assert requested == [torchvision.models.Swin_T_Weights.IMAGENET1K_V1]
     for key, value in backbone.features.state_dict().items():
         torch.testing.assert_close(value, state["features." + key])
+
+
+class _CreatesMarker:
+    """Unpickling it would create a file (how a malicious checkpoint runs code)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_imagenet_weights_are_read_as_plain_data_only(monkeypatch, tmp_path):
+    """The torchvision checkpoint goes through the project's safe loader like every other
+    checkpoint: a cached file that asks for an object is refused, and nothing of it runs."""
+    from dinat_m2f.checkpoint import UnsafeCheckpointError
+
+    weights = torchvision.models.Swin_T_Weights.IMAGENET1K_V1
+    cached = _hub_cache(monkeypatch, tmp_path, weights)
+    marker = tmp_path / "marker"
+    torch.save({"features.0.0.weight": _CreatesMarker(marker)}, cached)
+    with pytest.raises(UnsafeCheckpointError, match=r"refused to load '(builtins|io)\.open'"):
+        build_backbone(swin_cfg(WEIGHTS_IMAGENET="Swin_T_Weights.IMAGENET1K_V1"))
+    assert not marker.exists()
 
 
 def test_bad_input_rank(swin_t):

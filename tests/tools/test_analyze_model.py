@@ -18,6 +18,7 @@ def test_config_backbone_at_another_size(tmp_path, capsys):
     config = tmp_path / "nat_mini.yaml"
     config.write_text(
         "MODEL:\n  BACKBONE:\n    NAME: D2DiNAT\n  DiNAT:\n    EMBED_DIM: 32\n"
+        "    DEPTHS: [3, 4, 6, 5]\n    NUM_HEADS: [2, 4, 8, 16]\n    MLP_RATIO: 3.0\n"
         "    DILATIONS: [[1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]\n"
     )
     results = analyze_model.main(["--config-file", str(config), "--input-size", "96", "128",

@@ -9,6 +9,8 @@ Root: `$DETECTRON2_DATASETS` (default `./datasets`), read at import. Names:
 - ADE20K-Full (ade20k_full.py): `ade20k_full_sem_seg_{train,val}`;
 - Cityscapes (cityscapes.py): detectron2's `cityscapes_fine_sem_seg_{train,val}`,
   `cityscapes_fine_instance_seg_{train,val}`, `cityscapes_fine_panoptic_{train,val}`;
+- Mapillary Vistas (mapillary_vistas.py): `mapillary_vistas_sem_seg_{train,val}`,
+  `mapillary_vistas_panoptic_{train,val}`;
 - built-in synthetic (builtin_shapes.py): `builtin_shapes_{train,val}_panoptic_with_sem_seg`
   (alias `builtin_shapes_{train,val}_panoptic`), `builtin_shapes_{train,val}_instance`,
   `builtin_shapes_{train,val}_sem_seg`.
@@ -19,7 +21,7 @@ expected layout (datasets/README.md has the download and preparation steps).
 
 import detectron2.data.datasets  # noqa: F401  (detectron2's builtin names first)
 
-from . import ade20k, ade20k_full, builtin_shapes, cityscapes, coco
+from . import ade20k, ade20k_full, builtin_shapes, cityscapes, coco, mapillary_vistas
 from .errors import DatasetFormatError, DatasetNotFoundError
 from .layout import datasets_root
 
@@ -32,6 +34,7 @@ def register_all(root: str) -> None:
     ade20k.register_all_ade20k(root)
     ade20k_full.register_all_ade20k_full(root)
     cityscapes.register_all_cityscapes(root)
+    mapillary_vistas.register_all_mapillary_vistas(root)
     builtin_shapes.register_builtin_shapes(root)
 
 

@@ -37,6 +37,11 @@ LAYOUTS: dict[str, str] = {
   gtFine/{train,val,test}/<city>/*_gtFine_{polygons.json,labelIds.png,instanceIds.png}
   gtFine/{train,val,test}/<city>/*_gtFine_labelTrainIds.png  made by prepare_cityscapes.py
   gtFine/cityscapes_panoptic_{train,val}/ and .json          made by prepare_cityscapes.py""",
+    "Mapillary Vistas": """mapillary_vistas/
+  {training,validation}/images/*.jpg
+  {training,validation}/labels/*.png              v1.2 labels: class index per pixel, 65 = void
+  {training,validation}/panoptic/*.png, panoptic_2018.json   v1.2 panoptic annotations
+  laid out from the download (v1.2 or v2.0) and checked by prepare_mapillary_vistas.py""",
     "Built-in shapes": """builtin_shapes/
   {train,val}/*.jpg
   annotations/{panoptic,instances}_{train,val}.json

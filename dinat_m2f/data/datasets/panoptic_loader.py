@@ -127,12 +127,13 @@ def register_panoptic(
     *,
     family: str,
     evaluator_type: str = "coco_panoptic_seg",
+    ignore_label: int = 255,
 ) -> None:
     """Registers one COCO-format panoptic dataset (replacing an existing registration of the
     name). Dicts: see `load_coco_panoptic_json`. Metadata: `metadata` (see
     `panoptic_metadata`) plus panoptic_root, panoptic_json, sem_seg_root, image_root,
-    json_file (the instances json, for instance AP), evaluator_type, ignore_label 255 and
-    label_divisor 1000."""
+    json_file (the instances json, for instance AP), evaluator_type, ignore_label (the
+    semantic labels' void value) and label_divisor 1000."""
     meta = dict(metadata)
     loader = functools.partial(
         load_coco_panoptic_json,
@@ -153,7 +154,7 @@ def register_panoptic(
         panoptic_json=panoptic_json,
         json_file=instances_json,
         evaluator_type=evaluator_type,
-        ignore_label=255,
+        ignore_label=ignore_label,
         label_divisor=1000,
         **meta,
     )

@@ -6,6 +6,7 @@ from .d2_dinat import D2DiNAT
 from .dinat import DiNAT
 from .dinat_s import D2DiNATs, DiNATs
 from .fpn import build_dinat_fpn_backbone, build_dinat_s_fpn_backbone, build_nat_fpn_backbone
+from .swin import D2SwinTransformer, SwinTransformer
 from .torchvision_swin import D2TorchvisionSwin
 
 # The named models (dinat_tiny, nat_base, dinat_large_k11, dinat_s_small, ...) by name.
@@ -17,6 +18,15 @@ MODEL_CONSTRUCTORS = {
 }
 
 __all__ = [
-    "MODEL_CONSTRUCTORS", "D2DiNAT", "D2DiNATs", "D2TorchvisionSwin", "DiNAT", "DiNATs",
-    "build_dinat_fpn_backbone", "build_dinat_s_fpn_backbone", "build_nat_fpn_backbone",
+    "MODEL_CONSTRUCTORS",
+    "D2DiNAT",
+    "D2DiNATs",
+    "D2SwinTransformer",
+    "D2TorchvisionSwin",
+    "DiNAT",
+    "DiNATs",
+    "SwinTransformer",
+    "build_dinat_fpn_backbone",
+    "build_dinat_s_fpn_backbone",
+    "build_nat_fpn_backbone",
 ]

@@ -31,6 +31,12 @@ class D2DiNAT(DiNAT, Backbone):
     def __init__(self, cfg, input_shape: ShapeSpec) -> None:
         c = cfg.MODEL.DINAT
         out_indices = out_indices_of(c.OUT_FEATURES, "MODEL.DINAT.OUT_FEATURES")
+        levels = len(c.DEPTHS)
+        if not -1 <= c.FROZEN_STAGES <= levels + 1:
+            raise ValueError(
+                f"MODEL.DINAT.FROZEN_STAGES={c.FROZEN_STAGES} must be in -1..{levels + 1} (-1 "
+                "none, 0/1 the tokenizer, k >= 2 also levels 0..k-2), the DiNAT release's numbering"
+            )
         super().__init__(
             embed_dim=c.EMBED_DIM,
             depths=c.DEPTHS,

@@ -174,7 +174,9 @@ class DiNAT(nn.Module):
         out_indices: levels whose (LayerNorm'd, channels-first) outputs `forward_features`
             returns; their norms are `norm{i}`.
         num_classes: > 0 adds the ImageNet head (`norm`, average pool, `head`) for `forward`.
-        frozen_stages: -1 trains all; 0 freezes the tokenizer; i >= 1 also levels 0..i-1.
+        frozen_stages: numbered as in the DiNAT release (and Swin): -1 trains all; 0 or 1
+            freezes the tokenizer; k >= 2 also levels 0..k-2 (each with the downsampler that
+            ends it); valid up to num_levels + 1 (everything but the output norms).
         use_checkpoint: recompute each block in backward (activation checkpointing).
         tokenizer, downsampler: the stem `(in_chans, embed_dim)` and the between-level
             module `(dim)` (DiNAT_s swaps in Swin-like ones).
@@ -210,8 +212,11 @@ class DiNAT(nn.Module):
             )
         if any(i not in range(len(depths)) for i in out_indices):
             raise ValueError(f"out_indices must be levels in 0..{len(depths) - 1}, got {out_indices}")
-        if not -1 <= frozen_stages <= len(depths):
-            raise ValueError(f"frozen_stages must be in -1..{len(depths)}, got {frozen_stages}")
+        if not -1 <= frozen_stages <= len(depths) + 1:
+            raise ValueError(
+                f"frozen_stages must be in -1..{len(depths) + 1} (-1 none, 0/1 the tokenizer, "
+                f"k >= 2 also levels 0..k-2), got {frozen_stages}"
+            )
         self.dilations = check_dilations(dilations, depths)
         self.num_levels = len(depths)
         self.widths = [int(embed_dim * 2**i) for i in range(self.num_levels)]
@@ -244,9 +249,16 @@ class DiNAT(nn.Module):
         self._freeze_stages()
 
     def _frozen_modules(self) -> list[nn.Module]:
+        """The DiNAT release's numbering (Swin's; stage 1 would be Swin's absolute position
+        embedding, which DiNAT does not have): 0 and 1 the tokenizer, k >= 2 also levels
+        0..k-2, and from 2 on the dropout after the tokenizer is off too. Unlike the release's
+        code (which reaches for a `pos_drop` its segmentation backbone lacks), every value in
+        range works."""
         if self.frozen_stages < 0:
             return []
-        return [self.patch_embed] + list(self.levels[: self.frozen_stages])
+        if self.frozen_stages < 2:
+            return [self.patch_embed]
+        return [self.patch_embed, self.pos_drop] + list(self.levels[: self.frozen_stages - 1])
 
     def _freeze_stages(self) -> None:
         for module in self._frozen_modules():
@@ -291,12 +303,17 @@ def _init_weights(module: nn.Module) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# Variants (the paper's; dilation schedules from the DiNAT release)
+# Variants: the DiNAT release's ImageNet models (classification/dinat.py, nat.py), each
+# constructor building the same architecture as the release's function of the same name
+# (without the classifier unless num_classes > 0), plus dinat_large_k11 (the paper's
+# Mask2Former backbone) and nat_large.
 
 IMAGENET_224_K7 = {
     "mini": [[1, 8, 1], [1, 4, 1, 4], [1, 2, 1, 2, 1, 2], [1] * 5],
     "deep": [[1, 8, 1], [1, 4, 1, 4], [1, 2] * 9, [1] * 5],
 }
+# DiNAT-L fine-tuned at 384 px with kernel 7 (dinat_large_384)
+IMAGENET_384_K7 = [[1, 13, 1], [1, 6, 1, 6], [1, 3] * 9, [1] * 5]
 MASK2FORMER_K11 = [[1, 14, 1], [1, 4, 1, 7], [1, 2, 1, 3] * 4 + [1, 3], [1] * 5]
 
 VARIANTS = {
@@ -350,6 +367,35 @@ def dinat_large_k11(**kwargs) -> DiNAT:
     return _variant("large", True, kernel_size=11, **kwargs)
 
 
+def dinat_large_384(**kwargs) -> DiNAT:
+    """ImageNet-22K -> 1K at 384 px, kernel 7: dilations up to 13 / 6 / 3 / 1
+    (`dinat_large_in22k_in1k_384.pth`)."""
+    kwargs.setdefault("dilations", IMAGENET_384_K7)
+    return _variant("large", True, **kwargs)
+
+
+def dinat_large_384_11x11(**kwargs) -> DiNAT:
+    """ImageNet-22K -> 1K at 384 px with kernel 11 and the 224 px dilations
+    (`dinat_large_in22k_in1k_384_11x11.pth`)."""
+    kwargs.setdefault("dilations", IMAGENET_224_K7["deep"])
+    return _variant("large", True, kernel_size=11, **kwargs)
+
+
+def dinat_large_21k(**kwargs) -> DiNAT:
+    """The ImageNet-22K pretrained DiNAT-L (224 px, kernel 7, drop path 0.2;
+    `dinat_large_in22k_224.pth`, 21841 classes)."""
+    kwargs.setdefault("drop_path_rate", 0.2)
+    return _variant("large", True, **kwargs)
+
+
+def dinat_large_21k_11x11(**kwargs) -> DiNAT:
+    """The ImageNet-22K DiNAT-L with its RPBs interpolated to kernel 11 and the 224 px dilations
+    (`dinat_large_in22k_224_11x11interp.pth`)."""
+    kwargs.setdefault("drop_path_rate", 0.2)
+    kwargs.setdefault("dilations", IMAGENET_224_K7["deep"])
+    return _variant("large", True, kernel_size=11, **kwargs)
+
+
 def nat_mini(**kwargs) -> DiNAT:
     return _variant("mini", False, **kwargs)
 
@@ -359,6 +405,8 @@ def nat_tiny(**kwargs) -> DiNAT:
 
 
 def nat_small(**kwargs) -> DiNAT:
+    """NAT-S has layer scale (1e-5) in the NAT release; DiNAT-S does not."""
+    kwargs.setdefault("layer_scale", 1e-5)
     return _variant("small", False, **kwargs)
 
 

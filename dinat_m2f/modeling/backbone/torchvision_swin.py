@@ -11,8 +11,10 @@ Mask2Former's Swin backbone does. The stem and stages keep torchvision's names
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from functools import partial
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -107,8 +109,19 @@ def imagenet_weights(variant: str, weights_name: str, window_size: int = 0):
 
 def features_state_dict(weights) -> dict[str, torch.Tensor]:
     """The `features.*` entries of a torchvision checkpoint, without the prefix (downloads
-    it, or reads torch hub's cache)."""
-    state = weights.get_state_dict(progress=False, check_hash=True)
+    it into torch hub's cache, checking its hash, unless it is there; read as plain data only
+    by `load_checkpoint_file`)."""
+    from torch.hub import HASH_REGEX, download_url_to_file, get_dir
+
+    from ...checkpoint.safe_load import load_checkpoint_file
+
+    filename = os.path.basename(urlparse(weights.url).path)
+    cached = os.path.join(get_dir(), "checkpoints", filename)
+    if not os.path.isfile(cached):
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        match = HASH_REGEX.search(filename)
+        download_url_to_file(weights.url, cached, match.group(1) if match else None, progress=False)
+    state = load_checkpoint_file(cached)
     prefix = "features."
     return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
 

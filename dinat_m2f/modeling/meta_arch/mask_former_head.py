@@ -2,9 +2,16 @@
 
 Registered in detectron2's SEM_SEG_HEADS_REGISTRY as "MaskFormerHead"; checkpoint names
 `sem_seg_head.pixel_decoder.*` and `sem_seg_head.predictor.*`.
+
+Checkpoints exchange with Mask2Former both ways: like Mask2Former's head, this one is version
+2 in the state-dict metadata (`_version`, saved by `state_dict()` and kept by torch.save), and
+a state dict whose metadata says version < 2, or nothing (e.g. a `.pkl` of plain dicts), gets
+MaskFormer's old pixel-decoder names renamed on load (`rename_v1_pixel_decoder_keys`).
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 from detectron2.config import configurable
@@ -16,6 +23,24 @@ from ..pixel_decoder import build_pixel_decoder
 from ..transformer_decoder import build_transformer_decoder
 
 SUPPORTED_TRANSFORMER_IN_FEATURES = ("multi_scale_pixel_decoder",)
+
+logger = logging.getLogger(__name__)
+
+
+def rename_v1_pixel_decoder_keys(state_dict: dict, prefix: str) -> bool:
+    """Mask2Former's upgrade of version-1 MaskFormerHead state dicts, in place: every key of
+    `state_dict` containing "sem_seg_head" and not starting with `prefix + "predictor"` gets
+    each occurrence of `prefix` replaced by `prefix + "pixel_decoder."`. Returns whether any
+    key changed. (Applied to a version-2 dict this doubles "pixel_decoder.", exactly as
+    Mask2Former does: the version metadata is what tells the two apart.)"""
+    renamed = False
+    for key in list(state_dict.keys()):
+        if "sem_seg_head" in key and not key.startswith(prefix + "predictor"):
+            new_key = key.replace(prefix, prefix + "pixel_decoder.")
+            if new_key != key:
+                state_dict[new_key] = state_dict.pop(key)
+                renamed = True
+    return renamed
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -30,6 +55,22 @@ class MaskFormerHead(nn.Module):
     transformer_predictor: the transformer decoder.
     transformer_in_feature: what the decoder reads ("multi_scale_pixel_decoder").
     """
+
+    _version = 2  # state-dict metadata, as Mask2Former's MaskFormerHead
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        version = local_metadata.get("version", None)
+        if (version is None or version < 2) and rename_v1_pixel_decoder_keys(state_dict, prefix):
+            logger.warning(
+                "%s: state dict of version %s (< 2): pixel decoder keys renamed to "
+                "'%spixel_decoder.*' as Mask2Former does; save the model again to upgrade it",
+                type(self).__name__, version, prefix,
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     @configurable
     def __init__(

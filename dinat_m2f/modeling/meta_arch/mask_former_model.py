@@ -29,7 +29,8 @@ class MaskFormer(nn.Module):
     num_queries: queries of the decoder.
     object_mask_threshold / overlap_threshold: panoptic inference thresholds.
     metadata: dataset metadata (panoptic inference needs thing_dataset_id_to_contiguous_id).
-    size_divisibility: pad batched images to this multiple (<= 0: the backbone's).
+    size_divisibility: pad batched images to this multiple; negative: the backbone's
+        (0 pads nothing, as in Mask2Former).
     sem_seg_postprocess_before_inference: resize mask logits to the image size before
         combining them (needed for panoptic and instance results).
     pixel_mean / pixel_std: input normalisation (per channel, input format order).
@@ -75,7 +76,7 @@ class MaskFormer(nn.Module):
         self.overlap_threshold = overlap_threshold
         self.object_mask_threshold = object_mask_threshold
         self.metadata = metadata
-        if size_divisibility <= 0:
+        if size_divisibility < 0:
             size_divisibility = self.backbone.size_divisibility
         self.size_divisibility = size_divisibility
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference

@@ -161,7 +161,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "mask_dim": head.MASK_DIM,
             "norm": head.NORM,
             "transformer_dropout": cfg.MODEL.MASK_FORMER.DROPOUT,
-            "transformer_nheads": head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS,
+            # Mask2Former's encoder takes the decoder's head count (its N_HEADS key is unread)
+            "transformer_nheads": cfg.MODEL.MASK_FORMER.NHEADS,
             "transformer_dim_feedforward": head.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD,
             "transformer_enc_layers": head.TRANSFORMER_ENC_LAYERS,
             "transformer_in_features": list(head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES),

@@ -48,6 +48,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     dim_feedforward: FFN width; dec_layers: decoder layers (MODEL.MASK_FORMER.DEC_LAYERS - 1);
     pre_norm: pre-norm layers; mask_dim: channels of the mask features;
     enforce_input_project: 1x1 projection of the maps even when in_channels == hidden_dim.
+    dropout: dropout of the decoder layers; 0.0 when built from a config, as Mask2Former.
     """
 
     NUM_FEATURE_LEVELS = 3
@@ -126,7 +127,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "pre_norm": mf.PRE_NORM,
             "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
             "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
-            "dropout": mf.DROPOUT,
+            # no "dropout": Mask2Former's decoder layers hard-code 0.0 (MODEL.MASK_FORMER.DROPOUT
+            # is the pixel decoder's)
         }
 
     def forward(
