@@ -12,9 +12,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMPS := $(VENV)/stamps
-NATIVE_SOURCES := $(wildcard native/*.cpp native/*/*.cpp native/*/*.cu native/*/*.h)
+NATIVE_SOURCES := $(wildcard native/*.cpp native/*/*.cpp native/*/*.cu native/*/*.cuh native/*/*.h)
 
-.PHONY: setup test bench sanitize demo clean
+.PHONY: setup test lint format bench sanitize demo clean
 
 setup: $(STAMPS)/native
 
@@ -42,8 +42,21 @@ $(STAMPS)/native: $(STAMPS)/detectron2 setup.py $(NATIVE_SOURCES)
 	$(PY) -c 'import dinat_m2f.layers as L; assert L.native_available(), "native build missing"; print("native ops:", L.native_backends())'
 	touch $@
 
-test: setup
+test: setup lint
 	DINAT_M2F_REQUIRE_NATIVE=1 $(PY) -m pytest -q tests
+
+# Style: ruff (lint + format, pyproject.toml) over the Python tree, clang-format (.clang-format)
+# over native/. `make format` applies both.
+CXX_SOURCES = $(shell find native -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' -o -name '*.h')
+lint: $(STAMPS)/deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/clang-format --dry-run -Werror $(CXX_SOURCES)
+
+format: $(STAMPS)/deps
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
 
 bench: setup
 	$(PY) -m dinat_m2f.benchmarks.na --quick

@@ -59,8 +59,10 @@ def cli(argv=None) -> int:
             args=(args,),
         )
     except TrainingInterrupted as interrupted:
-        print(f"train_net: {interrupted}; the last checkpoint is in OUTPUT_DIR, continue with --resume",
-              file=sys.stderr)
+        print(
+            f"train_net: {interrupted}; the last checkpoint is in OUTPUT_DIR, continue with --resume",
+            file=sys.stderr,
+        )
         return 128 + interrupted.signum
     except (WeightsError, CheckpointFileError, BrokenSampleError) as error:
         print(f"train_net: error: {error}", file=sys.stderr)

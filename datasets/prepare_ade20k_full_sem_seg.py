@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from _prepare_common import default_root, require
 from PIL import Image
 from tqdm import tqdm
-
-from _prepare_common import default_root, require
 
 from dinat_m2f.checkpoint.safe_load import load_checkpoint_file
 
@@ -55,7 +54,7 @@ def decode_class_mask(seg: np.ndarray) -> np.ndarray:
 
 
 def split_of(folder: str, filename: str) -> str:
-    """"training" or "validation" from the index's folder (else the file name)."""
+    """ "training" or "validation" from the index's folder (else the file name)."""
     parts = folder.replace("\\", "/").split("/")
     if "validation" in parts:
         return "validation"
@@ -64,9 +63,7 @@ def split_of(folder: str, filename: str) -> str:
     return "validation" if "_val_" in filename else "training"
 
 
-def select_classes(
-    presence: np.ndarray, splits: Sequence[str], names: Sequence[str]
-) -> list[dict]:
+def select_classes(presence: np.ndarray, splits: Sequence[str], names: Sequence[str]) -> list[dict]:
     """Classes present in >= 1 training and >= 1 validation image, most training images first.
 
     Args:

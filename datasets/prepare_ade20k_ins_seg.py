@@ -18,11 +18,10 @@ import json
 import os
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
-
 from _prepare_common import require
+from PIL import Image
 from prepare_ade20k_pan_seg import INSTANCE_HINT, instance_segments, run_on_ade20k_splits
+from tqdm import tqdm
 
 from dinat_m2f.data.datasets.ade20k import ADE20K_150_CATEGORIES
 from dinat_m2f.data.formats import encode_rle, mask_bbox_xywh
@@ -79,7 +78,9 @@ def convert_split(ade: str, split: str, dirname: str, catid_mapping: dict) -> in
 
 def main(argv: list[str] | None = None) -> int:
     return run_on_ade20k_splits(
-        __doc__.split("\n\n")[0], argv, convert_split,
+        __doc__.split("\n\n")[0],
+        argv,
+        convert_split,
         "{split}: wrote ade20k_instance_{split}.json for {n} images",
     )
 

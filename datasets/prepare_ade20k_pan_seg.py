@@ -23,13 +23,12 @@ import argparse
 import json
 import os
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from _prepare_common import default_root, require
 from PIL import Image
 from tqdm import tqdm
-
-from _prepare_common import default_root, require
 
 from dinat_m2f.data.datasets.ade20k import ADE20K_150_CATEGORIES, ADE20K_INSTANCE_TO_SEMANTIC
 from dinat_m2f.data.formats import segment_stats, unique_segment_colors
@@ -86,7 +85,10 @@ def instance_segments(
         mask = ins_map == ins
         classes, counts = np.unique(cls_map[mask], return_counts=True)
         if len(classes) > 1:
-            warnings.warn(f"{path}: instance {ins} has classes {classes.tolist()}; using majority")
+            warnings.warn(
+                f"{path}: instance {ins} has classes {classes.tolist()}; using majority",
+                stacklevel=2,
+            )
         cls = int(classes[np.argmax(counts)])
         if cls == 0:
             continue
@@ -181,9 +183,7 @@ def convert_split(ade: str, split: str, dirname: str, catid_mapping: dict[int, i
     return len(images)
 
 
-def run_on_ade20k_splits(
-    description: str, argv: list[str] | None, convert, report: str
-) -> int:
+def run_on_ade20k_splits(description: str, argv: list[str] | None, convert, report: str) -> int:
     """The command line shared by the ADE20K panoptic and instance scripts: `--root` and
     `--catid-mapping`, then `convert(ade_folder, split, dirname, mapping)` per split, printing
     `report.format(split=..., n=...)`."""
@@ -212,7 +212,9 @@ def run_on_ade20k_splits(
 
 def main(argv: list[str] | None = None) -> int:
     return run_on_ade20k_splits(
-        __doc__.split("\n\n")[0], argv, convert_split,
+        __doc__.split("\n\n")[0],
+        argv,
+        convert_split,
         "{split}: wrote {n} panoptic PNGs and ade20k_panoptic_{split}.json",
     )
 

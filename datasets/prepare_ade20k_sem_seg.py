@@ -14,10 +14,9 @@ import argparse
 import os
 
 import numpy as np
+from _prepare_common import default_root, require
 from PIL import Image
 from tqdm import tqdm
-
-from _prepare_common import default_root, require
 
 
 def convert_labels(label: np.ndarray) -> np.ndarray:

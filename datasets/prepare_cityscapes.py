@@ -15,9 +15,8 @@ import argparse
 import glob
 import os
 
-from tqdm import tqdm
-
 from _prepare_common import default_root, require
+from tqdm import tqdm
 
 HINT = (
     "Download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "

@@ -15,14 +15,13 @@ import argparse
 import functools
 import json
 import os
+from collections.abc import Mapping, Sequence
 from multiprocessing import Pool
-from typing import Mapping, Sequence
 
 import numpy as np
+from _prepare_common import default_root, require
 from PIL import Image
 from tqdm import tqdm
-
-from _prepare_common import default_root, require
 
 from dinat_m2f.data.formats import panoptic_to_semantic
 from dinat_m2f.panoptic_ids import rgb2id
@@ -102,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             f"Unzip coco/annotations/panoptic_{split}.zip into coco/ (it holds panoptic_{split}/).",
         )
         n = convert_split(
-            pan_json, pan_root, os.path.join(coco, f"panoptic_semseg_{split}"), COCO_CATEGORIES,
+            pan_json,
+            pan_root,
+            os.path.join(coco, f"panoptic_semseg_{split}"),
+            COCO_CATEGORIES,
             args.workers,
         )
         print(f"{split}: wrote {n} semantic PNGs")

@@ -30,9 +30,8 @@ import json
 import os
 
 import numpy as np
-from PIL import Image
-
 from _prepare_common import default_root, require
+from PIL import Image
 
 from dinat_m2f.data.datasets.mapillary_vistas import (
     IGNORE_LABEL,
@@ -56,8 +55,10 @@ class LayoutError(SystemExit):
 
     def __init__(self, path: str, problem: str):
         self.path = path
-        super().__init__(f"error: '{os.path.abspath(path)}': {problem}\n{HINT}\n"
-                         "See datasets/README.md, section 'Mapillary Vistas'.")
+        super().__init__(
+            f"error: '{os.path.abspath(path)}': {problem}\n{HINT}\n"
+            "See datasets/README.md, section 'Mapillary Vistas'."
+        )
 
 
 def source_parts(source_split: str) -> dict[str, str]:
@@ -97,15 +98,20 @@ def check_categories(json_path: str, categories: list) -> None:
     if found != expected:
         differ = [(f, e) for f, e in zip(found, expected) if f != e][:1]
         detail = f" (first difference: {differ[0][0]} instead of {differ[0][1]})" if differ else ""
-        raise LayoutError(json_path, f"has {len(found)} categories, not the {len(expected)} of "
-                                     f"Mapillary Vistas v1.2{detail}; a v2.0 json? use the "
-                                     "v1.2 annotations")
+        raise LayoutError(
+            json_path,
+            f"has {len(found)} categories, not the {len(expected)} of "
+            f"Mapillary Vistas v1.2{detail}; a v2.0 json? use the "
+            "v1.2 annotations",
+        )
 
 
 def check_split(split_dir: str, check_pngs: int) -> int:
     """Checks one split of the laid-out tree; returns its number of images."""
-    parts = {part: require(os.path.join(split_dir, part), f"Mapillary Vistas {part} folder", HINT)
-             for part in PARTS}
+    parts = {
+        part: require(os.path.join(split_dir, part), f"Mapillary Vistas {part} folder", HINT)
+        for part in PARTS
+    }
     json_path = require(os.path.join(parts["panoptic"], PANOPTIC_JSON), "panoptic json", HINT)
     try:
         with open(json_path) as f:
@@ -121,13 +127,17 @@ def check_split(split_dir: str, check_pngs: int) -> int:
     missing = []
     for ann in info["annotations"]:
         stem = os.path.splitext(ann["file_name"])[0]
-        wanted = [("images", images.get(ann["image_id"], stem + ".jpg")),
-                  ("panoptic", ann["file_name"]), ("labels", ann["file_name"])]
+        wanted = [
+            ("images", images.get(ann["image_id"], stem + ".jpg")),
+            ("panoptic", ann["file_name"]),
+            ("labels", ann["file_name"]),
+        ]
         missing += [os.path.join(parts[p], n) for p, n in wanted if n not in names[p]]
     if missing:
         listed = "\n  ".join(missing[:MAX_LISTED])
-        raise LayoutError(split_dir, f"{len(missing)} files listed by {PANOPTIC_JSON} are "
-                                     f"missing:\n  {listed}")
+        raise LayoutError(
+            split_dir, f"{len(missing)} files listed by {PANOPTIC_JSON} are missing:\n  {listed}"
+        )
     for ann in info["annotations"][:check_pngs]:
         label_path = os.path.join(parts["labels"], ann["file_name"])
         with Image.open(label_path) as im:
@@ -135,8 +145,11 @@ def check_split(split_dir: str, check_pngs: int) -> int:
         if labels.ndim != 2:
             raise LayoutError(label_path, f"a label PNG has one channel, this one {labels.shape}")
         if labels.size and labels.max() > IGNORE_LABEL:
-            raise LayoutError(label_path, f"label {labels.max()} is above {IGNORE_LABEL} (v1.2 "
-                                          "labels are 0..64 and 65 = unlabeled)")
+            raise LayoutError(
+                label_path,
+                f"label {labels.max()} is above {IGNORE_LABEL} (v1.2 "
+                "labels are 0..64 and 65 = unlabeled)",
+            )
         pan_path = os.path.join(parts["panoptic"], ann["file_name"])
         with Image.open(pan_path) as im:
             if im.mode != "RGB":
@@ -147,19 +160,25 @@ def check_split(split_dir: str, check_pngs: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=default_root(), help="datasets root")
-    parser.add_argument("--source", default=None,
-                        help=f"the unzipped download (default: $root/{BASE})")
+    parser.add_argument(
+        "--source", default=None, help=f"the unzipped download (default: $root/{BASE})"
+    )
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
-    parser.add_argument("--check-pngs", type=int, default=20, metavar="N",
-                        help="label / panoptic PNGs opened per split (the others are only "
-                             "checked to exist)")
+    parser.add_argument(
+        "--check-pngs",
+        type=int,
+        default=20,
+        metavar="N",
+        help="label / panoptic PNGs opened per split (the others are only checked to exist)",
+    )
     args = parser.parse_args(argv)
     target = os.path.join(args.root, BASE)
     source = require(args.source or target, "Mapillary Vistas folder", HINT)
     for split in args.splits:
         dirname = SPLITS[split]
-        source_split = require(os.path.join(source, dirname), f"Mapillary Vistas {dirname} folder",
-                               HINT)
+        source_split = require(
+            os.path.join(source, dirname), f"Mapillary Vistas {dirname} folder", HINT
+        )
         target_split = os.path.join(target, dirname)
         for link in link_split(source_split, target_split):
             print(f"linked {link} -> {os.readlink(link)}")

@@ -67,12 +67,12 @@ import torch  # noqa: E402
 import tqdm  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
+from predictor import SHOW_MODES, ShowModeError, VisualizationDemo  # noqa: E402
 
 import dinat_m2f.data  # noqa: E402,F401  (registers the datasets: the metadata for drawing)
 import dinat_m2f.modeling  # noqa: E402,F401  (registers the model)
 from dinat_m2f.checkpoint import WeightsError  # noqa: E402
 from dinat_m2f.engine.setup import load_cfg  # noqa: E402
-from predictor import SHOW_MODES, ShowModeError, VisualizationDemo  # noqa: E402
 
 DEFAULT_CONFIG = "configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -174,8 +174,10 @@ def expand_inputs(patterns: list[str]) -> tuple[list[str], bool]:
         else:
             paths.append(item)
     if not paths:
-        raise DemoError(f"--input {' '.join(patterns)}: no image files found "
-                        f"(image extensions: {', '.join(IMAGE_EXTENSIONS)})")
+        raise DemoError(
+            f"--input {' '.join(patterns)}: no image files found "
+            f"(image extensions: {', '.join(IMAGE_EXTENSIONS)})"
+        )
     return paths, several
 
 

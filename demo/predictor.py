@@ -184,8 +184,7 @@ class AsyncPredictor:
                 dead = [p for p in self.procs if not p.is_alive()]
                 if dead:
                     raise RuntimeError(
-                        f"parallel worker process {dead[0].pid} died "
-                        f"(exit code {dead[0].exitcode})"
+                        f"parallel worker process {dead[0].pid} died (exit code {dead[0].exitcode})"
                     ) from None
 
     def put(self, image: np.ndarray) -> None:
@@ -316,8 +315,7 @@ def describe_predictions(
     labels = predictions["sem_seg"].argmax(dim=0)
     ids = [int(c) for c in torch.unique(labels)]
     names = ", ".join(
-        metadata.stuff_classes[i] if i < len(metadata.stuff_classes) else f"class {i}"
-        for i in ids
+        metadata.stuff_classes[i] if i < len(metadata.stuff_classes) else f"class {i}" for i in ids
     )
     return f"semantic: {len(ids)} classes ({names})"
 

@@ -12,7 +12,9 @@ from dinat_m2f.ops.library import native_backends  # noqa: E402
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "cuda: needs a CUDA GPU and the CUDA kernels (skipped otherwise)")
+    config.addinivalue_line(
+        "markers", "cuda: needs a CUDA GPU and the CUDA kernels (skipped otherwise)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -39,8 +41,9 @@ DINAT_MINI = {
     "DILATIONS": [[1, 8, 1], [1, 4, 1, 4], [1, 2, 1, 2, 1, 2], [1, 1, 1, 1, 1]],
     "DROP_PATH_RATE": 0.2,
 }
-DINAT_MINI_OPTS = [item for key, value in DINAT_MINI.items()
-                   for item in (f"MODEL.DINAT.{key}", str(value))]
+DINAT_MINI_OPTS = [
+    item for key, value in DINAT_MINI.items() for item in (f"MODEL.DINAT.{key}", str(value))
+]
 
 
 def set_dinat_mini(cfg) -> None:

@@ -75,4 +75,3 @@ def na(query, key, value, kernel, dilation, rpb=None, scale=None):
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     attn = qk(query * scale, key, kernel, dilation, rpb).softmax(-1)
     return av(attn, value, kernel, dilation)
-

@@ -138,8 +138,15 @@ def test_devices_register_their_own_kernels_without_device_branches():
 
 @requires_native
 def test_dispatcher_routes_each_public_op_to_a_cpu_kernel():
-    for op in ("na_qk", "na_av", "na_qk_backward", "na_av_backward", "na_rpb_backward",
-               "ms_deform_attn", "ms_deform_attn_backward"):
+    for op in (
+        "na_qk",
+        "na_av",
+        "na_qk_backward",
+        "na_av_backward",
+        "na_rpb_backward",
+        "ms_deform_attn",
+        "ms_deform_attn_backward",
+    ):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"dinat_m2f::{op}", "CPU"), op
     # the test-only ops live in their own namespace
     assert not hasattr(torch.ops.dinat_m2f, "na_qk_tiled")
@@ -184,6 +191,12 @@ def test_importing_the_package_registers_everything():
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                            env=env, cwd=str(ROOT), timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(ROOT),
+        timeout=300,
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

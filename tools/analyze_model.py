@@ -20,8 +20,6 @@ from fvcore.nn import flop_count_table
 from dinat_m2f.modeling.backbone import MODEL_CONSTRUCTORS
 from dinat_m2f.modeling.flop_count import detectron2_flop_count_analysis, flop_count_analysis
 
-
-
 NA_OPS = ("na_qk", "na_av")
 
 
@@ -47,8 +45,14 @@ def build_full_model_from_config(config_file: str, opts: list[str]) -> torch.nn.
     import dinat_m2f.modeling  # noqa: F401  (registers the models)
     from dinat_m2f.engine.setup import load_cfg
 
-    defaults = ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False",
-                "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    defaults = [
+        "MODEL.DEVICE",
+        "cpu",
+        "SOLVER.AMP.ENABLED",
+        "False",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+    ]
     return build_model(load_cfg(config_file, defaults + list(opts)))
 
 
@@ -57,15 +61,31 @@ def main(argv=None) -> dict:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--variant", choices=sorted(MODEL_CONSTRUCTORS), help="a named model")
     source.add_argument("--config-file", help="a detectron2 config with MODEL.BACKBONE.NAME")
-    parser.add_argument("--classifier", action="store_true",
-                        help="with --variant: the ImageNet model (1000-class head), as in the paper")
-    parser.add_argument("--full-model", action="store_true",
-                        help="with --config-file: the whole model (e.g. a detector of "
-                             "configs/coco/detection), FLOPs of its inference on one image")
-    parser.add_argument("--input-size", type=int, nargs="+", default=[224], metavar="SIDE",
-                        help="H [W] of the input (default 224)")
-    parser.add_argument("--tasks", nargs="+", default=["parameter", "flop"],
-                        choices=["parameter", "flop", "structure"])
+    parser.add_argument(
+        "--classifier",
+        action="store_true",
+        help="with --variant: the ImageNet model (1000-class head), as in the paper",
+    )
+    parser.add_argument(
+        "--full-model",
+        action="store_true",
+        help="with --config-file: the whole model (e.g. a detector of "
+        "configs/coco/detection), FLOPs of its inference on one image",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs="+",
+        default=[224],
+        metavar="SIDE",
+        help="H [W] of the input (default 224)",
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["parameter", "flop"],
+        choices=["parameter", "flop", "structure"],
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     if len(args.input_size) > 2 or min(args.input_size) < 1:
@@ -105,7 +125,8 @@ def main(argv=None) -> dict:
             results["flops"] = analysis.total()
             by_operator = analysis.by_operator()
             results["na_flops"] = sum(
-                count for op, count in by_operator.items() if op.split("::")[-1] in NA_OPS)
+                count for op, count in by_operator.items() if op.split("::")[-1] in NA_OPS
+            )
         print(f"GFLOPs (multiply-adds): {results['flops'] / 1e9:.2f}")
         print(f"  of which NA ops (na_qk + na_av): {results['na_flops'] / 1e9:.2f}")
         print(flop_count_table(analysis, max_depth=2))
@@ -122,7 +143,11 @@ class _FeaturesOnly(torch.nn.Module):
         self.model = model
 
     def forward(self, x):
-        outs = self.model.forward_features(x) if hasattr(self.model, "forward_features") else self.model(x)
+        outs = (
+            self.model.forward_features(x)
+            if hasattr(self.model, "forward_features")
+            else self.model(x)
+        )
         return tuple(outs.values())
 
 

@@ -13,7 +13,10 @@ import os
 import sys
 
 ROWS = (
-    ("panoptic PQ (all / things / stuff)", ("panoptic_seg/PQ", "panoptic_seg/PQ_th", "panoptic_seg/PQ_st")),
+    (
+        "panoptic PQ (all / things / stuff)",
+        ("panoptic_seg/PQ", "panoptic_seg/PQ_th", "panoptic_seg/PQ_st"),
+    ),
     ("panoptic SQ / RQ", ("panoptic_seg/SQ", "panoptic_seg/RQ")),
     ("instance mask AP / AP50 / AP75", ("segm/AP", "segm/AP50", "segm/AP75")),
     ("instance box AP / AP50", ("bbox/AP", "bbox/AP50")),
@@ -48,7 +51,9 @@ def format_results(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("output_dir", help="OUTPUT_DIR of the run")
     args = parser.parse_args(argv)
     try:
@@ -59,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_results(record))
     pictures = os.path.join(args.output_dir, "demo")
     if os.path.isdir(pictures):
-        print(f"  predictions drawn on the held-out images: {pictures}/ ({len(os.listdir(pictures))} files)")
+        print(
+            f"  predictions drawn on the held-out images: {pictures}/ ({len(os.listdir(pictures))} files)"
+        )
     return 0
 
 

@@ -36,14 +36,23 @@ def model_state_of(config_file: str, opts: list[str]) -> dict[str, torch.Tensor]
     return build_model(cfg).state_dict()
 
 
-def convert(source: str, target: str, config_file: str, opts: list[str] = (),
-            allow_missing: bool = False, allow_unmatched: bool = False) -> list[str]:
+def convert(
+    source: str,
+    target: str,
+    config_file: str,
+    opts: list[str] = (),
+    allow_missing: bool = False,
+    allow_unmatched: bool = False,
+) -> list[str]:
     """Writes the converted checkpoint; returns the report lines."""
     state = load_state_dict_file(source)
     report: list[str] = []
     weights = convert_mmdet_detection(
-        state, model_state_of(config_file, list(opts)), report,
-        allow_missing=allow_missing, allow_unmatched=allow_unmatched,
+        state,
+        model_state_of(config_file, list(opts)),
+        report,
+        allow_missing=allow_missing,
+        allow_unmatched=allow_unmatched,
     )
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     torch.save({"model": weights, "__author__": "dinat_m2f", "matching_heuristics": False}, target)
@@ -54,18 +63,37 @@ def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="the release's .pth (mmdetection: meta + state_dict)")
     parser.add_argument("target", help="output detectron2 checkpoint (.pth)")
-    parser.add_argument("--config-file", required=True,
-                        help="the matching config, e.g. configs/coco/detection/dinat/*.yaml")
-    parser.add_argument("--allow-missing", action="store_true",
-                        help="write the checkpoint even if it leaves model keys unfilled")
-    parser.add_argument("--allow-unmatched", action="store_true",
-                        help="drop checkpoint keys that match no model key instead of failing")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides KEY VALUE ... (last on the command line)")
+    parser.add_argument(
+        "--config-file",
+        required=True,
+        help="the matching config, e.g. configs/coco/detection/dinat/*.yaml",
+    )
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="write the checkpoint even if it leaves model keys unfilled",
+    )
+    parser.add_argument(
+        "--allow-unmatched",
+        action="store_true",
+        help="drop checkpoint keys that match no model key instead of failing",
+    )
+    parser.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config overrides KEY VALUE ... (last on the command line)",
+    )
     args = parser.parse_args(argv)
     try:
-        report = convert(args.source, args.target, args.config_file, args.opts,
-                         args.allow_missing, args.allow_unmatched)
+        report = convert(
+            args.source,
+            args.target,
+            args.config_file,
+            args.opts,
+            args.allow_missing,
+            args.allow_unmatched,
+        )
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"convert_mmdet_detection: error: {error}\n")
     for line in report:

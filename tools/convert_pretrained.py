@@ -27,9 +27,13 @@ from dinat_m2f.checkpoint import load_state_dict_file, official_backbone_state_d
 from dinat_m2f.modeling.backbone import MODEL_CONSTRUCTORS
 
 
-
-def convert(source: str, target: str, variant: str, kernel_size: int | None = None,
-            prefix: str = "backbone.") -> list[str]:
+def convert(
+    source: str,
+    target: str,
+    variant: str,
+    kernel_size: int | None = None,
+    prefix: str = "backbone.",
+) -> list[str]:
     """Writes the converted checkpoint; returns the report lines."""
     kwargs = {"dilations": None}  # dilations shape no weight
     if kernel_size is not None:
@@ -41,8 +45,11 @@ def convert(source: str, target: str, variant: str, kernel_size: int | None = No
     report += [f"not in the checkpoint (initialised by the model): {name}" for name in missing]
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     torch.save(
-        {"model": {f"{prefix}{k}": v for k, v in weights.items()}, "__author__": "dinat_m2f",
-         "matching_heuristics": False},
+        {
+            "model": {f"{prefix}{k}": v for k, v in weights.items()},
+            "__author__": "dinat_m2f",
+            "matching_heuristics": False,
+        },
         target,
     )
     return report
@@ -50,16 +57,29 @@ def convert(source: str, target: str, variant: str, kernel_size: int | None = No
 
 def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="official .pth (or the release converter's .pkl) or "
-                                       "Hugging Face pytorch_model.bin")
+    parser.add_argument(
+        "source",
+        help="official .pth (or the release converter's .pkl) or Hugging Face pytorch_model.bin",
+    )
     parser.add_argument("target", help="output detectron2 checkpoint (.pth)")
-    parser.add_argument("--variant", required=True, choices=sorted(MODEL_CONSTRUCTORS),
-                        help="the architecture the weights are for (its kernel size sets the RPB size)")
-    parser.add_argument("--kernel-size", type=int, default=None,
-                        help="resize the RPBs to this kernel size instead of the variant's")
-    parser.add_argument("--prefix", default="backbone.",
-                        help="prefix of the keys in the output: backbone. (D2DiNAT, Mask2Former) "
-                             "or backbone.bottom_up. (the FPN backbones of the R-CNN detectors)")
+    parser.add_argument(
+        "--variant",
+        required=True,
+        choices=sorted(MODEL_CONSTRUCTORS),
+        help="the architecture the weights are for (its kernel size sets the RPB size)",
+    )
+    parser.add_argument(
+        "--kernel-size",
+        type=int,
+        default=None,
+        help="resize the RPBs to this kernel size instead of the variant's",
+    )
+    parser.add_argument(
+        "--prefix",
+        default="backbone.",
+        help="prefix of the keys in the output: backbone. (D2DiNAT, Mask2Former) "
+        "or backbone.bottom_up. (the FPN backbones of the R-CNN detectors)",
+    )
     args = parser.parse_args(argv)
     if args.kernel_size is not None and (args.kernel_size < 3 or args.kernel_size % 2 == 0):
         parser.error(f"--kernel-size must be odd and >= 3, got {args.kernel_size}")

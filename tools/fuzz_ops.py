@@ -125,12 +125,16 @@ def draw_na_call(data, emulated: bool) -> NaCall:
         return torch.randn(batch, *spatial, heads, last, generator=g).to(dtype)
 
     query, key, value = tokens(dim), tokens(dim), tokens(dim_v)
-    rpb = (torch.randn(heads, *(2 * k - 1 for k in kernel), generator=g).to(dtype)
-           if data.draw(st.booleans(), label="rpb") else None)
+    rpb = (
+        torch.randn(heads, *(2 * k - 1 for k in kernel), generator=g).to(dtype)
+        if data.draw(st.booleans(), label="rpb")
+        else None
+    )
     backends = [None, None, "unfused", "reference"] + ([] if emulated else ["fused", "auto"])
     backend = data.draw(st.sampled_from(backends), label="backend")
-    if backend == "fused" and (dtype == torch.float64 or min(dim, dim_v) < 16 or batch == 0
-                               or math.prod(spatial) > 600):
+    if backend == "fused" and (
+        dtype == torch.float64 or min(dim, dim_v) < 16 or batch == 0 or math.prod(spatial) > 600
+    ):
         backend = "unfused"  # valid calls only; "fused" refusals are a perturbation below
     call = NaCall(rank, kernel, dilation, query, key, value, rpb, backend, set())
     return _perturb_na(call, data, g)
@@ -140,19 +144,32 @@ def _perturb_na(call: NaCall, data, g) -> NaCall:
     q = call.query
     choice = data.draw(st.integers(0, 21), label="perturbation")  # 11..21: valid
     if choice == 0:
-        call.kernel = data.draw(st.sampled_from([(4,) * call.rank, (1,) * call.rank,
-                                                 (3,) * (call.rank + 1), (3.0,) * call.rank,
-                                                 (True,) * call.rank, "3"]), label="bad k")
+        call.kernel = data.draw(
+            st.sampled_from(
+                [
+                    (4,) * call.rank,
+                    (1,) * call.rank,
+                    (3,) * (call.rank + 1),
+                    (3.0,) * call.rank,
+                    (True,) * call.rank,
+                    "3",
+                ]
+            ),
+            label="bad k",
+        )
         call.broken = {"kernel_size"}
     elif choice == 1:
-        call.dilation = data.draw(st.sampled_from([(0,) * call.rank, (-1,) * call.rank,
-                                                   (1,) * (call.rank + 1)]), label="bad d")
+        call.dilation = data.draw(
+            st.sampled_from([(0,) * call.rank, (-1,) * call.rank, (1,) * (call.rank + 1)]),
+            label="bad d",
+        )
         call.broken = {"dilation"}
     elif choice == 2:  # an axis shorter than kernel * dilation
         axis = data.draw(st.integers(0, call.rank - 1), label="axis")
         short = call.kernel[axis] * call.dilation[axis] - 1
-        call.query, call.key, call.value = (x.narrow(1 + axis, 0, short)
-                                            for x in (call.query, call.key, call.value))
+        call.query, call.key, call.value = (
+            x.narrow(1 + axis, 0, short) for x in (call.query, call.key, call.value)
+        )
         call.broken = {"query", "value", "kernel_size", "dilation"}
     elif choice == 3:
         call.key = torch.cat([call.key, call.key[:, :1]], dim=1)
@@ -165,36 +182,53 @@ def _perturb_na(call: NaCall, data, g) -> NaCall:
         call.key = call.key.to("meta")
         call.broken = {"key"}
     elif choice == 6:
-        call.value = call.value[..., :1, :] if q.shape[-2] > 1 else call.value.repeat(
-            *([1] * (q.dim() - 2)), 2, 1)
+        call.value = (
+            call.value[..., :1, :]
+            if q.shape[-2] > 1
+            else call.value.repeat(*([1] * (q.dim() - 2)), 2, 1)
+        )
         call.broken = {"value"}
     elif choice == 7:
         bad = data.draw(st.sampled_from(["int", "rank", "list"]), label="bad q")
-        call.query = {"int": lambda: q.to(torch.int64), "rank": lambda: q.flatten(0, 1),
-                      "list": q.tolist}[bad]()
+        call.query = {
+            "int": lambda: q.to(torch.int64),
+            "rank": lambda: q.flatten(0, 1),
+            "list": q.tolist,
+        }[bad]()
         call.broken = {"query"}
     elif choice == 8:
         heads = q.shape[-2]
-        bad = [torch.zeros(heads + 1, *(2 * k - 1 for k in call.kernel)),
-               torch.zeros(heads, *(2 * k + 1 for k in call.kernel)), "bias"]
+        bad = [
+            torch.zeros(heads + 1, *(2 * k - 1 for k in call.kernel)),
+            torch.zeros(heads, *(2 * k + 1 for k in call.kernel)),
+            "bias",
+        ]
         if call.rpb is not None:
             other = torch.float64 if q.dtype != torch.float64 else torch.float32
             bad.append(call.rpb.to(other))
         call.rpb = data.draw(st.sampled_from(bad), label="bad rpb")
-        if isinstance(call.rpb, torch.Tensor) and call.rpb.dtype != torch.float64 and \
-                call.rpb.shape[0] == heads + 1:
+        if (
+            isinstance(call.rpb, torch.Tensor)
+            and call.rpb.dtype != torch.float64
+            and call.rpb.shape[0] == heads + 1
+        ):
             call.rpb = call.rpb.to(q.dtype)
         call.broken = {"rpb"}
     elif choice == 9:
         call.backend = data.draw(st.sampled_from(["triton", "", "FUSED"]), label="bad backend")
         call.broken = {"backend"}
-    elif choice == 10 and call.backend is not None and call.query.dtype == torch.float64 \
-            and call.rank in (1, 2):
+    elif (
+        choice == 10
+        and call.backend is not None
+        and call.query.dtype == torch.float64
+        and call.rank in (1, 2)
+    ):
         call.backend = "fused"  # float64: the fused kernels refuse it by name
         call.broken = {"backend"}
     else:  # a valid call, maybe with non-contiguous tensors
-        call.query, call.key, call.value = (_strided(x, data)
-                                            for x in (call.query, call.key, call.value))
+        call.query, call.key, call.value = (
+            _strided(x, data) for x in (call.query, call.key, call.value)
+        )
     return call
 
 
@@ -210,20 +244,32 @@ def check_na(data, emulated: bool) -> None:
             if unfused_ops:
                 logits = qk(call.query, call.key, kernel, dilation=dilation, rpb=call.rpb)
                 half = logits.dtype in (torch.float16, torch.bfloat16)
-                weights = logits.float().softmax(-1).to(logits.dtype) if half else logits.softmax(-1)
+                weights = (
+                    logits.float().softmax(-1).to(logits.dtype) if half else logits.softmax(-1)
+                )
                 got = av(weights, call.value, kernel, dilation=dilation)
             else:
-                got = na(call.query, call.key, call.value, kernel, dilation=dilation,
-                         rpb=call.rpb, backend=call.backend)
+                got = na(
+                    call.query,
+                    call.key,
+                    call.value,
+                    kernel,
+                    dilation=dilation,
+                    rpb=call.rpb,
+                    backend=call.backend,
+                )
     except Exception as error:  # noqa: BLE001 (classified below)
         if not call.broken:
-            raise AssertionError(f"{op}: a valid call raised {type(error).__name__}: {error}")
+            raise AssertionError(
+                f"{op}: a valid call raised {type(error).__name__}: {error}"
+            ) from error
         _check_error(error, call.broken, op)
         STATS.count(op, f"refused {type(error).__name__}")
         return
     assert not call.broken, f"{op}: broken {sorted(call.broken)} accepted"
-    q, k, v, rpb = (None if x is None else x.double()
-                    for x in (call.query, call.key, call.value, call.rpb))
+    q, k, v, rpb = (
+        None if x is None else x.double() for x in (call.query, call.key, call.value, call.rpb)
+    )
     scale = 1.0 if unfused_ops else q.shape[-1] ** -0.5
     logits = na_qk_reference(q * scale, k, rpb, kernel, dilation)
     if unfused_ops:  # the logits went through the dtype before the softmax
@@ -239,21 +285,36 @@ def check_na(data, emulated: bool) -> None:
 
 def check_ms_deform_attn(data, emulated: bool) -> None:
     levels = data.draw(st.integers(1, 3), label="levels")
-    shapes = [(data.draw(st.integers(1, 7), label="h"), data.draw(st.integers(1, 7), label="w"))
-              for _ in range(levels)]
+    shapes = [
+        (data.draw(st.integers(1, 7), label="h"), data.draw(st.integers(1, 7), label="w"))
+        for _ in range(levels)
+    ]
     batch = data.draw(st.integers(0, 2), label="batch")
-    heads, dim = data.draw(st.integers(1, 3), label="heads"), data.draw(st.integers(1, 16), label="dim")
-    points, len_q = data.draw(st.integers(1, 3), label="points"), data.draw(st.integers(0, 6), label="q")
+    heads, dim = (
+        data.draw(st.integers(1, 3), label="heads"),
+        data.draw(st.integers(1, 16), label="dim"),
+    )
+    points, len_q = (
+        data.draw(st.integers(1, 3), label="points"),
+        data.draw(st.integers(0, 6), label="q"),
+    )
     dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
     g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16), label="seed"))
     spatial_shapes = torch.tensor(shapes, dtype=torch.int64)
     sizes = spatial_shapes.prod(1)
     starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
     value = torch.randn(batch, int(sizes.sum()), heads, dim, generator=g).to(dtype)
-    locations = (torch.rand(batch, len_q, heads, levels, points, 2, generator=g) * 1.4 - 0.2).to(dtype)
+    locations = (torch.rand(batch, len_q, heads, levels, points, 2, generator=g) * 1.4 - 0.2).to(
+        dtype
+    )
     weights = torch.rand(batch, len_q, heads, levels, points, generator=g).to(dtype)
-    args = dict(value=value, spatial_shapes=spatial_shapes, level_start_index=starts,
-                sampling_locations=locations, attention_weights=weights)
+    args = dict(
+        value=value,
+        spatial_shapes=spatial_shapes,
+        level_start_index=starts,
+        sampling_locations=locations,
+        attention_weights=weights,
+    )
     broken: set = set()
     choice = data.draw(st.integers(0, 19), label="perturbation")  # 10..19: valid
     if choice == 0:
@@ -296,7 +357,9 @@ def check_ms_deform_attn(data, emulated: bool) -> None:
             got = ms_deform_attn(**args)
     except Exception as error:  # noqa: BLE001 (classified below)
         if not broken:
-            raise AssertionError(f"{op}: a valid call raised {type(error).__name__}: {error}")
+            raise AssertionError(
+                f"{op}: a valid call raised {type(error).__name__}: {error}"
+            ) from error
         _check_error(error, broken, op)
         STATS.count(op, f"refused {type(error).__name__}")
         return
@@ -313,8 +376,9 @@ CHECKS = {"na": check_na, "ms_deform_attn": check_ms_deform_attn}
 
 def run(op: str, examples: int, seed_value: int, emulated: bool) -> None:
     @seed(seed_value)
-    @settings(max_examples=examples, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(st.data())
     def fuzz(data):
         CHECKS[op](data, emulated)

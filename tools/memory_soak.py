@@ -175,8 +175,6 @@ def build_demo(config_file: str, opts: list[str], folder: str, draw: bool):
     sys.path.insert(0, os.path.join(_REPO_ROOT, "demo"))
     from predictor import VisualizationDemo
 
-    import dinat_m2f.data
-    import dinat_m2f.modeling
     from dinat_m2f.engine.setup import load_cfg
 
     cfg = load_cfg(config_file, opts)

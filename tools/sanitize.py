@@ -89,8 +89,9 @@ def build(sanitizer: str) -> Path:
     command = [CXX, *flags, f"-I{NATIVE}", str(DRIVER), "-o", str(partial)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"building the {sanitizer} driver failed:\n{' '.join(command)}\n"
-                           f"{result.stderr[-4000:]}")
+        raise RuntimeError(
+            f"building the {sanitizer} driver failed:\n{' '.join(command)}\n{result.stderr[-4000:]}"
+        )
     partial.rename(binary)  # only complete binaries carry the final name
     return binary
 
@@ -99,12 +100,18 @@ def run(binary: Path, mode: str, timeout: float = 900) -> subprocess.CompletedPr
     """Runs a mode; retries without address-space randomisation when ThreadSanitizer cannot
     map its shadow memory (newer kernels randomise more than older TSan runtimes expect)."""
     env = {**os.environ, "TSAN_OPTIONS": "halt_on_error=0", "ASAN_OPTIONS": "detect_leaks=0"}
-    result = subprocess.run([str(binary), mode], capture_output=True, text=True, env=env,
-                            timeout=timeout)
+    result = subprocess.run(
+        [str(binary), mode], capture_output=True, text=True, env=env, timeout=timeout
+    )
     if "unexpected memory mapping" in result.stderr:
         arch = os.uname().machine
-        result = subprocess.run(["setarch", arch, "-R", str(binary), mode], capture_output=True,
-                                text=True, env=env, timeout=timeout)
+        result = subprocess.run(
+            ["setarch", arch, "-R", str(binary), mode],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
     return result
 
 

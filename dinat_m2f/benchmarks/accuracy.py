@@ -70,8 +70,9 @@ def _errors(fn, inputs, device, dtype, context) -> list[float]:
 
 def na_inputs(spatial, kernel, heads, dim, batch=2):
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(batch, *spatial, heads, dim, generator=g, dtype=torch.float64)
-               for _ in range(3))
+    q, k, v = (
+        torch.randn(batch, *spatial, heads, dim, generator=g, dtype=torch.float64) for _ in range(3)
+    )
     rpb = torch.randn(heads, *(2 * kernel - 1,) * len(spatial), generator=g, dtype=torch.float64)
     return [q, k, v, rpb]
 
@@ -108,19 +109,36 @@ def main(argv=None) -> list[dict]:
             return na(q, k, v, kernel, dilation=dilation, rpb=rpb)
 
         for dtype in args.dtypes:
-            errors = _errors(fn, na_inputs(spatial, kernel, heads, dim), device,
-                             getattr(torch, dtype), context)
+            errors = _errors(
+                fn, na_inputs(spatial, kernel, heads, dim), device, getattr(torch, dtype), context
+            )
             rows.append(dict(op="na", shape=name, dtype=dtype, errors=errors))
-            print(markdown_row(("na (q, k, v, rpb)", name, dtype,
-                                *(f"{e:.1e}" for e in errors))), flush=True)
+            print(
+                markdown_row(("na (q, k, v, rpb)", name, dtype, *(f"{e:.1e}" for e in errors))),
+                flush=True,
+            )
     for name, levels, heads, dim, points, queries in MS_DEFORM_ATTN_SHAPES[args.device]:
         for dtype in args.dtypes:
-            errors = _errors(ms_deform_attn, ms_deform_attn_inputs(levels, heads, dim, points,
-                                                                   queries),
-                             device, getattr(torch, dtype), context)
+            errors = _errors(
+                ms_deform_attn,
+                ms_deform_attn_inputs(levels, heads, dim, points, queries),
+                device,
+                getattr(torch, dtype),
+                context,
+            )
             rows.append(dict(op="ms_deform_attn", shape=name, dtype=dtype, errors=errors))
-            print(markdown_row(("ms_deform_attn (value, loc, w)", name, dtype,
-                                *(f"{e:.1e}" for e in errors), "")), flush=True)
+            print(
+                markdown_row(
+                    (
+                        "ms_deform_attn (value, loc, w)",
+                        name,
+                        dtype,
+                        *(f"{e:.1e}" for e in errors),
+                        "",
+                    )
+                ),
+                flush=True,
+            )
     return rows
 
 

@@ -56,7 +56,7 @@ LAYER_MODELS = {"tiny": (96, 3), "large": (192, 6)}
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
-    """"512x640" -> (512, 640); "512" -> (512, 512)."""
+    """ "512x640" -> (512, 640); "512" -> (512, 512)."""
     parts = text.lower().split("x")
     try:
         sizes = [int(p) for p in parts]
@@ -88,8 +88,10 @@ def load_config(config_file: str, opts: list[str], device: str, nat: bool):
     cfg = load_cfg(config_file, model_opts(opts, device))
     if nat:
         if cfg.MODEL.BACKBONE.NAME not in DINAT_BACKBONES:
-            raise ValueError(f"--nat: {config_file} has MODEL.BACKBONE.NAME "
-                             f"{cfg.MODEL.BACKBONE.NAME}, not one of {DINAT_BACKBONES}")
+            raise ValueError(
+                f"--nat: {config_file} has MODEL.BACKBONE.NAME "
+                f"{cfg.MODEL.BACKBONE.NAME}, not one of {DINAT_BACKBONES}"
+            )
         cfg.MODEL.DINAT.DILATIONS = [[1] * depth for depth in cfg.MODEL.DINAT.DEPTHS]
     return cfg
 
@@ -100,9 +102,16 @@ def backbone_label(cfg) -> str:
         from dinat_m2f.modeling.backbone.dinat import VARIANTS
 
         c = cfg.MODEL.DINAT
-        size = next((v for v, (embed, depths, *_) in VARIANTS.items()
-                     if embed == c.EMBED_DIM and list(depths) == list(c.DEPTHS)), f"C{c.EMBED_DIM}")
-        top = max(d for level in c.DILATIONS for d in level)
+        size = next(
+            (
+                v
+                for v, (embed, depths, *_) in VARIANTS.items()
+                if embed == c.EMBED_DIM and list(depths) == list(c.DEPTHS)
+            ),
+            f"C{c.EMBED_DIM}",
+        )
+        # DILATIONS None (the official default) is NAT: every dilation 1
+        top = max((d for level in c.DILATIONS or [] for d in level), default=1)
         if top == 1:
             return f"NAT-{size} k{c.KERNEL_SIZE}"
         return f"DiNAT-{size} k{c.KERNEL_SIZE} (d <= {top})"
@@ -128,8 +137,15 @@ def build(cfg, backbone_only: bool) -> nn.Module:
     return model.backbone if backbone_only else model
 
 
-def synthetic_batch(cfg, height: int, width: int, batch: int, instances: int,
-                    device: torch.device, generator: torch.Generator) -> list[dict]:
+def synthetic_batch(
+    cfg,
+    height: int,
+    width: int,
+    batch: int,
+    instances: int,
+    device: torch.device,
+    generator: torch.Generator,
+) -> list[dict]:
     """Model inputs: random uint8 images with "instances" (random classes, random rectangle
     masks) for training; inference ignores the instances."""
     from detectron2.structures import Instances
@@ -146,8 +162,14 @@ def synthetic_batch(cfg, height: int, width: int, batch: int, instances: int,
         target = Instances((height, width))
         target.gt_classes = torch.randint(0, num_classes, (instances,), generator=generator)
         target.gt_masks = masks
-        out.append({"image": image.to(device), "height": height, "width": width,
-                    "instances": target.to(device)})
+        out.append(
+            {
+                "image": image.to(device),
+                "height": height,
+                "width": width,
+                "instances": target.to(device),
+            }
+        )
     return out
 
 
@@ -165,8 +187,9 @@ class _Traceable(nn.Module):
         return out["pred_logits"], out["pred_masks"]
 
 
-def gflops(model: nn.Module, backbone_only: bool, height: int, width: int,
-           device: torch.device) -> float:
+def gflops(
+    model: nn.Module, backbone_only: bool, height: int, width: int, device: torch.device
+) -> float:
     """fvcore GFLOPs (one multiply-add = one FLOP, NA ops counted) of one image, backbone
     (+ pixel decoder and transformer decoder) on the input padded to 32; post-processing and
     the MSDeformAttn sampling are not counted (Mask2Former's numbers do not count it either)."""
@@ -193,9 +216,21 @@ def benchmark_config(config_file: str, args, nat: bool = False) -> dict:
     cfg = load_config(config_file, args.opts, args.device, nat)
     label = backbone_label(cfg)
     name = Path(config_file).stem + (" (NAT)" if nat else "")
-    row = dict(config=name, backbone=label, backbone_name=cfg.MODEL.BACKBONE.NAME, params=None,
-               gflops=None, fwd=None, fwd_iqr=None, imgs=None, train=None, train_iqr=None,
-               fwd_mem=None, train_mem=None, note="")
+    row = dict(
+        config=name,
+        backbone=label,
+        backbone_name=cfg.MODEL.BACKBONE.NAME,
+        params=None,
+        gflops=None,
+        fwd=None,
+        fwd_iqr=None,
+        imgs=None,
+        train=None,
+        train_iqr=None,
+        fwd_mem=None,
+        train_mem=None,
+        note="",
+    )
     height, width = args.resolution
     torch.manual_seed(0)
     model = build(cfg, args.backbone_only)
@@ -246,26 +281,44 @@ def benchmark_config(config_file: str, args, nat: bool = False) -> dict:
         if not args.keep_going:
             raise
         row["note"] = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}"
-    del model
+    model = None  # free the model before the next row
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row
 
 
-MODEL_COLUMNS = ("config", "backbone", "params M", "GFLOPs", "fwd ms (± IQR)", "imgs/s",
-                 "train step ms (± IQR)", "fwd peak MB", "train peak MB", "note")
+MODEL_COLUMNS = (
+    "config",
+    "backbone",
+    "params M",
+    "GFLOPs",
+    "fwd ms (± IQR)",
+    "imgs/s",
+    "train step ms (± IQR)",
+    "fwd peak MB",
+    "train peak MB",
+    "note",
+)
 
 
 def format_model_row(row: dict) -> str:
     def num(value, fmt):
         return "-" if value is None else format(value, fmt)
 
-    return markdown_row((
-        row["config"], row["backbone"], num(row["params"], ".1f"), num(row["gflops"], ".1f"),
-        format_ms(row["fwd"], row["fwd_iqr"]), num(row["imgs"], ".2f"),
-        format_ms(row["train"], row["train_iqr"]), num(row["fwd_mem"], ".0f"),
-        num(row["train_mem"], ".0f"), row["note"],
-    ))
+    return markdown_row(
+        (
+            row["config"],
+            row["backbone"],
+            num(row["params"], ".1f"),
+            num(row["gflops"], ".1f"),
+            format_ms(row["fwd"], row["fwd_iqr"]),
+            num(row["imgs"], ".2f"),
+            format_ms(row["train"], row["train_iqr"]),
+            num(row["fwd_mem"], ".0f"),
+            num(row["train_mem"], ".0f"),
+            row["note"],
+        )
+    )
 
 
 def run_models(args) -> list[dict]:
@@ -274,12 +327,17 @@ def run_models(args) -> list[dict]:
     what = "backbone only" if args.backbone_only else "Mask2Former (full model)"
     memory = memory_note(device)
     print(f"# Model benchmark ({what}): {device_description(device)}")
-    targets = "loss = mean square of the features" if args.backbone_only else \
-        f"{args.instances} random masks with random classes per image"
-    print(f"# torch {torch.__version__}, input {height}x{width}, batch {args.batch_size}, "
-          f"median ± IQR of {args.repeats} after {args.warmup} warm-up; train step = forward "
-          f"({targets}) + backward + the config's optimizer step; peak MB: {memory}; load "
-          f"average at start: {load_average()}")
+    targets = (
+        "loss = mean square of the features"
+        if args.backbone_only
+        else f"{args.instances} random masks with random classes per image"
+    )
+    print(
+        f"# torch {torch.__version__}, input {height}x{width}, batch {args.batch_size}, "
+        f"median ± IQR of {args.repeats} after {args.warmup} warm-up; train step = forward "
+        f"({targets}) + backward + the config's optimizer step; peak MB: {memory}; load "
+        f"average at start: {load_average()}"
+    )
     if args.opts:
         print(f"# opts: {' '.join(args.opts)}")
     print(markdown_header(MODEL_COLUMNS), flush=True)
@@ -298,8 +356,9 @@ def run_models(args) -> list[dict]:
 # layer mode
 
 
-def layer_modules(dim: int, heads: int, kernel: int, dilation: int, mlp_ratio: float
-                  ) -> dict[str, tuple[str, nn.Module]]:
+def layer_modules(
+    dim: int, heads: int, kernel: int, dilation: int, mlp_ratio: float
+) -> dict[str, tuple[str, nn.Module]]:
     """{kind: (blocks, two-block module)} for NAT, DiNAT and Swin at one width."""
     from dinat_m2f.modeling.backbone.dinat import NATBlock
     from dinat_m2f.modeling.backbone.torchvision_swin import swin_blocks
@@ -314,9 +373,21 @@ def layer_modules(dim: int, heads: int, kernel: int, dilation: int, mlp_ratio: f
     }
 
 
-LAYER_COLUMNS = ("level", "side", "tokens", "dim", "heads", "k", "layer", "blocks",
-                 "fwd ms (± IQR)", "fwd+bwd ms (± IQR)", "fwd / Swin", "fwd+bwd / Swin",
-                 "peak MB")
+LAYER_COLUMNS = (
+    "level",
+    "side",
+    "tokens",
+    "dim",
+    "heads",
+    "k",
+    "layer",
+    "blocks",
+    "fwd ms (± IQR)",
+    "fwd+bwd ms (± IQR)",
+    "fwd / Swin",
+    "fwd+bwd / Swin",
+    "peak MB",
+)
 
 
 def run_layers(args) -> list[dict]:
@@ -325,11 +396,13 @@ def run_layers(args) -> list[dict]:
     height, width = args.resolution
     memory = memory_note(device)
     print(f"# Layer benchmark ({args.layer_model} widths): {device_description(device)}")
-    print(f"# torch {torch.__version__}, dtype {args.dtype}, batch {args.batch_size}, input "
-          f"{height}x{width} -> level sides /4../32, kernel = window {args.kernel}, MLP ratio "
-          f"{args.mlp_ratio}, DiNAT dilation = largest with side // d >= k; median ± IQR of "
-          f"{args.repeats} after {args.warmup} warm-up; peak MB (fwd+bwd): {memory}; load "
-          f"average at start: {load_average()}")
+    print(
+        f"# torch {torch.__version__}, dtype {args.dtype}, batch {args.batch_size}, input "
+        f"{height}x{width} -> level sides /4../32, kernel = window {args.kernel}, MLP ratio "
+        f"{args.mlp_ratio}, DiNAT dilation = largest with side // d >= k; median ± IQR of "
+        f"{args.repeats} after {args.warmup} warm-up; peak MB (fwd+bwd): {memory}; load "
+        f"average at start: {load_average()}"
+    )
     print(markdown_header(LAYER_COLUMNS), flush=True)
     rows = []
     for level in args.levels:
@@ -339,17 +412,18 @@ def run_layers(args) -> list[dict]:
         generator = torch.Generator().manual_seed(level)
         x = torch.randn(args.batch_size, side_h, side_w, dim, generator=generator).to(device, dtype)
         level_rows = []
-        for kind, (blocks, module) in layer_modules(dim, heads, args.kernel, dilation,
-                                                    args.mlp_ratio).items():
+        for kind, (blocks, module) in layer_modules(
+            dim, heads, args.kernel, dilation, args.mlp_ratio
+        ).items():
             torch.manual_seed(0)
             module = module.to(device, dtype)
             leaf = x.clone().requires_grad_()
 
-            def forward():
+            def forward(module=module, x=x):
                 with torch.no_grad():
                     module(x)
 
-            def forward_backward():
+            def forward_backward(module=module, leaf=leaf):
                 module(leaf).sum().backward()
                 module.zero_grad(set_to_none=True)
                 leaf.grad = None
@@ -359,21 +433,50 @@ def run_layers(args) -> list[dict]:
             module.train()
             fwdbwd = median_iqr(time_runs(forward_backward, device, args.warmup, args.repeats))
             mem = peak_memory_mb(forward_backward, device)
-            level_rows.append(dict(level=level, side=f"{side_h}x{side_w}", tokens=side_h * side_w,
-                                   dim=dim, heads=heads, kernel=args.kernel, kind=kind,
-                                   blocks=blocks, fwd=fwd, fwdbwd=fwdbwd, mem=mem))
+            level_rows.append(
+                dict(
+                    level=level,
+                    side=f"{side_h}x{side_w}",
+                    tokens=side_h * side_w,
+                    dim=dim,
+                    heads=heads,
+                    kernel=args.kernel,
+                    kind=kind,
+                    blocks=blocks,
+                    fwd=fwd,
+                    fwdbwd=fwdbwd,
+                    mem=mem,
+                )
+            )
         swin = next(r for r in level_rows if r["kind"] == "Swin")
         for r in level_rows:
             r["fwd_vs_swin"] = r["fwd"][0] / swin["fwd"][0]
             r["fwdbwd_vs_swin"] = r["fwdbwd"][0] / swin["fwdbwd"][0]
-            print(markdown_row((
-                r["level"], r["side"], r["tokens"], r["dim"], r["heads"], r["kernel"], r["kind"],
-                r["blocks"], format_ms(*r["fwd"]), format_ms(*r["fwdbwd"]),
-                f"{r['fwd_vs_swin']:.2f}", f"{r['fwdbwd_vs_swin']:.2f}", f"{r['mem']:.1f}",
-            )), flush=True)
+            print(
+                markdown_row(
+                    (
+                        r["level"],
+                        r["side"],
+                        r["tokens"],
+                        r["dim"],
+                        r["heads"],
+                        r["kernel"],
+                        r["kind"],
+                        r["blocks"],
+                        format_ms(*r["fwd"]),
+                        format_ms(*r["fwdbwd"]),
+                        f"{r['fwd_vs_swin']:.2f}",
+                        f"{r['fwdbwd_vs_swin']:.2f}",
+                        f"{r['mem']:.1f}",
+                    )
+                ),
+                flush=True,
+            )
         rows.extend(level_rows)
-    print(f"# x / Swin: time of the row over Swin's at that level (below 1: faster than Swin); "
-          f"load average at end: {load_average()}")
+    print(
+        f"# x / Swin: time of the row over Swin's at that level (below 1: faster than Swin); "
+        f"load average at end: {load_average()}"
+    )
     return rows
 
 
@@ -382,37 +485,66 @@ def run_layers(args) -> list[dict]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="KEY VALUE opts apply to every config, e.g. SOLVER.AMP.ENABLED False.",
     )
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--configs", "--config-file", nargs="+", metavar="YAML",
-                      help="configs to compare, one table row each")
-    mode.add_argument("--layer", action="store_true",
-                      help="layer mode: NAT vs DiNAT vs Swin blocks (no config)")
-    parser.add_argument("--resolution", type=parse_resolution, default=None, metavar="HxW",
-                        help="input size (default 512x512; 224x224 with --layer)")
+    mode.add_argument(
+        "--configs",
+        "--config-file",
+        nargs="+",
+        metavar="YAML",
+        help="configs to compare, one table row each",
+    )
+    mode.add_argument(
+        "--layer", action="store_true", help="layer mode: NAT vs DiNAT vs Swin blocks (no config)"
+    )
+    parser.add_argument(
+        "--resolution",
+        type=parse_resolution,
+        default=None,
+        metavar="HxW",
+        help="input size (default 512x512; 224x224 with --layer)",
+    )
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default=None,
-                        help="cpu or cuda[:i] (default: cuda if available, else cpu)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--device", default=None, help="cpu or cuda[:i] (default: cuda if available, else cpu)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
     model = parser.add_argument_group("model mode")
-    model.add_argument("--nat", action="store_true",
-                       help="also time each DiNAT config as NAT (every dilation 1)")
-    model.add_argument("--backbone-only", action="store_true",
-                       help="time the backbone alone (training loss: mean square of the features)")
+    model.add_argument(
+        "--nat", action="store_true", help="also time each DiNAT config as NAT (every dilation 1)"
+    )
+    model.add_argument(
+        "--backbone-only",
+        action="store_true",
+        help="time the backbone alone (training loss: mean square of the features)",
+    )
     model.add_argument("--flops", action="store_true", help="add fvcore GFLOPs (one image)")
     model.add_argument("--skip-train", action="store_true", help="inference only")
-    model.add_argument("--instances", type=int, default=8,
-                       help="random masks (with random classes) per training image")
-    model.add_argument("--keep-going", action="store_true",
-                       help="a config that fails gets a note in its row instead of stopping")
+    model.add_argument(
+        "--instances",
+        type=int,
+        default=8,
+        help="random masks (with random classes) per training image",
+    )
+    model.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="a config that fails gets a note in its row instead of stopping",
+    )
     layer = parser.add_argument_group("layer mode")
-    layer.add_argument("--layer-model", default="tiny", choices=sorted(LAYER_MODELS),
-                       help="widths: tiny 96/192/384/768 (heads 3..24), large 192.. (6..48)")
+    layer.add_argument(
+        "--layer-model",
+        default="tiny",
+        choices=sorted(LAYER_MODELS),
+        help="widths: tiny 96/192/384/768 (heads 3..24), large 192.. (6..48)",
+    )
     layer.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
     layer.add_argument("--kernel", type=int, default=7, help="NA kernel = Swin window")
     layer.add_argument("--mlp-ratio", type=float, default=4.0)
@@ -442,8 +574,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device is available")
     if args.batch_size < 1 or args.repeats < 1 or args.warmup < 0 or args.instances < 1:
-        parser.error("--batch-size, --repeats and --instances must be >= 1 and --warmup >= 0, got "
-                     f"{args.batch_size}, {args.repeats}, {args.instances}, {args.warmup}")
+        parser.error(
+            "--batch-size, --repeats and --instances must be >= 1 and --warmup >= 0, got "
+            f"{args.batch_size}, {args.repeats}, {args.instances}, {args.warmup}"
+        )
     if args.kernel < 3 or args.kernel % 2 == 0:
         parser.error(f"--kernel must be odd and >= 3, got {args.kernel}")
     if args.threads is not None and args.threads < 1:

@@ -94,13 +94,15 @@ def dinat_shapes(inputs, variants, levels, kernels) -> list[Shape]:
 
 
 def run_native(shape: Shape) -> Callable:
-    return lambda q, k, v, rpb: na2d(q, k, v, shape.kernel, dilation=shape.dilation, rpb=rpb,
-                                     backend="unfused")
+    return lambda q, k, v, rpb: na2d(
+        q, k, v, shape.kernel, dilation=shape.dilation, rpb=rpb, backend="unfused"
+    )
 
 
 def run_fused(shape: Shape) -> Callable:
-    return lambda q, k, v, rpb: na2d(q, k, v, shape.kernel, dilation=shape.dilation, rpb=rpb,
-                                     backend="fused")
+    return lambda q, k, v, rpb: na2d(
+        q, k, v, shape.kernel, dilation=shape.dilation, rpb=rpb, backend="fused"
+    )
 
 
 def run_torch(shape: Shape) -> Callable:
@@ -126,7 +128,9 @@ def run_sdpa(shape: Shape) -> Callable:
     return fn
 
 
-def _window_tables(side: int, kernel: int, dilation: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _window_tables(
+    side: int, kernel: int, dilation: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(side, side) tables from the reference's windows: whether key j is in query i's
     window on an axis, and its bias index there (0 where it is not)."""
     neighbors, bias = axis_windows(side, kernel, dilation, device)
@@ -159,7 +163,10 @@ def run_flex(shape: Shape) -> Callable:
         bias = cache["bias"]
 
         def score_mod(score, b, h, q_idx, kv_idx):
-            return score + rpb[h, bias[q_idx // side, kv_idx // side], bias[q_idx % side, kv_idx % side]]
+            return (
+                score
+                + rpb[h, bias[q_idx // side, kv_idx // side], bias[q_idx % side, kv_idx % side]]
+            )
 
         out = compiled(
             *(_to_heads_first(x) for x in (q, k, v)), score_mod=score_mod, block_mask=cache["mask"]
@@ -169,8 +176,13 @@ def run_flex(shape: Shape) -> Callable:
     return fn
 
 
-FACTORIES = {"native": run_native, "fused": run_fused, "torch": run_torch, "sdpa": run_sdpa,
-             "flex": run_flex}
+FACTORIES = {
+    "native": run_native,
+    "fused": run_fused,
+    "torch": run_torch,
+    "sdpa": run_sdpa,
+    "flex": run_flex,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,8 +193,15 @@ def skip_reason(impl: str, shape: Shape, batch: int, args) -> str | None:
     if impl == "native" and torch.device(args.device).type.upper() not in native_backends():
         return "extension not built for this device"
     if impl == "fused":
-        probe = torch.empty(0, shape.side, shape.side, shape.heads, HEAD_DIM,
-                            dtype=getattr(torch, args.dtype), device=args.device)
+        probe = torch.empty(
+            0,
+            shape.side,
+            shape.side,
+            shape.heads,
+            HEAD_DIM,
+            dtype=getattr(torch, args.dtype),
+            device=args.device,
+        )
         reason = fused.unsupported(probe, probe, (shape.kernel, shape.kernel))
         if torch.device(args.device).type == "cpu":
             reason = reason or "the Triton interpreter is for tests, not timing"
@@ -215,9 +234,23 @@ def benchmark_row(impl: str, shape: Shape, args) -> dict:
     return time_forward_and_backward(row, fn, inputs, leaves, device, args)
 
 
-TABLE_HEADER = ("input", "model", "level", "tokens", "heads", "k", "d", "impl",
-                "fwd ms", "fwd+bwd ms", "fwd TFLOP/s", "fwd+bwd TFLOP/s", "fwd GB/s",
-                "peak MB", "note")
+TABLE_HEADER = (
+    "input",
+    "model",
+    "level",
+    "tokens",
+    "heads",
+    "k",
+    "d",
+    "impl",
+    "fwd ms",
+    "fwd+bwd ms",
+    "fwd TFLOP/s",
+    "fwd+bwd TFLOP/s",
+    "fwd GB/s",
+    "peak MB",
+    "note",
+)
 
 
 def device_peaks(device: torch.device) -> tuple[float, float] | None:
@@ -241,18 +274,33 @@ def throughput(row: dict, batch: int, element_bytes: int, peaks) -> tuple[str, s
         return f"{value:.1f}" + (f" ({100 * value / peak:.0f}%)" if peak else "")
 
     flops_peak, bandwidth_peak = peaks or (None, None)
-    return (rate(4 * work, row["fwd"], flops_peak, 1e12),
-            rate(12 * work, row["fwdbwd"], flops_peak, 1e12),
-            rate(traffic, row["fwd"], bandwidth_peak and bandwidth_peak * 1e3, 1e9))
+    return (
+        rate(4 * work, row["fwd"], flops_peak, 1e12),
+        rate(12 * work, row["fwdbwd"], flops_peak, 1e12),
+        rate(traffic, row["fwd"], bandwidth_peak and bandwidth_peak * 1e3, 1e9),
+    )
 
 
 def format_row(row: dict, batch: int = 1, element_bytes: int = 4, peaks=None) -> str:
     s = row["shape"]
     mem = "-" if row["mem"] is None else f"{row['mem']:.1f}"
-    return markdown_row((s.input_size, s.variant, s.level, s.tokens, s.heads, s.kernel,
-                         s.dilation, row["impl"], format_ms(row["fwd"], digits=2),
-                         format_ms(row["fwdbwd"], digits=2),
-                         *throughput(row, batch, element_bytes, peaks), mem, row["note"]))
+    return markdown_row(
+        (
+            s.input_size,
+            s.variant,
+            s.level,
+            s.tokens,
+            s.heads,
+            s.kernel,
+            s.dilation,
+            row["impl"],
+            format_ms(row["fwd"], digits=2),
+            format_ms(row["fwdbwd"], digits=2),
+            *throughput(row, batch, element_bytes, peaks),
+            mem,
+            row["note"],
+        )
+    )
 
 
 OPS = ("na", "ms_deform_attn")
@@ -260,10 +308,14 @@ OPS = ("na", "ms_deform_attn")
 
 def _op_parser(add_help: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=add_help)
-    parser.add_argument("--op", default="na", choices=OPS,
-                        help="na: this table; ms_deform_attn: the multi-scale deformable "
-                             "attention table, whose options are in "
-                             "`python -m dinat_m2f.benchmarks.ms_deform_attn --help`")
+    parser.add_argument(
+        "--op",
+        default="na",
+        choices=OPS,
+        help="na: this table; ms_deform_attn: the multi-scale deformable "
+        "attention table, whose options are in "
+        "`python -m dinat_m2f.benchmarks.ms_deform_attn --help`",
+    )
     return parser
 
 
@@ -279,13 +331,23 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--max-dense-tokens", type=int, default=None,
-                        help="skip sdpa/flex above this many tokens (default: 4096 on CPU, "
-                             "65536 on CUDA)")
-    parser.add_argument("--max-gather-gb", type=float, default=2.0,
-                        help="skip the pure-PyTorch path when its gathered keys exceed this")
-    parser.add_argument("--quick", action="store_true",
-                        help="224 input, kernel 7 only (overrides --inputs and --kernels)")
+    parser.add_argument(
+        "--max-dense-tokens",
+        type=int,
+        default=None,
+        help="skip sdpa/flex above this many tokens (default: 4096 on CPU, 65536 on CUDA)",
+    )
+    parser.add_argument(
+        "--max-gather-gb",
+        type=float,
+        default=2.0,
+        help="skip the pure-PyTorch path when its gathered keys exceed this",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="224 input, kernel 7 only (overrides --inputs and --kernels)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.inputs, args.kernels = [224], [7]
@@ -298,8 +360,10 @@ def parse_args(argv=None):
     if any(k < 3 or k % 2 == 0 for k in args.kernels):
         parser.error(f"--kernels must be odd and >= 3, got {args.kernels}")
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
-        parser.error(f"--batch and --repeats must be >= 1 and --warmup >= 0, got "
-                     f"{args.batch}, {args.repeats}, {args.warmup}")
+        parser.error(
+            f"--batch and --repeats must be >= 1 and --warmup >= 0, got "
+            f"{args.batch}, {args.repeats}, {args.warmup}"
+        )
     return args
 
 
@@ -313,9 +377,11 @@ def main(argv=None) -> list[dict]:
     device = torch.device(args.device)
     shapes = dinat_shapes(args.inputs, args.variants, args.levels, args.kernels)
     print(f"# Neighborhood attention benchmark: {device_description(device)}")
-    print(f"# torch {torch.__version__}, dtype {args.dtype}, batch {args.batch}, head dim "
-          f"{HEAD_DIM}, median of {args.repeats} after {args.warmup} warm-up; "
-          f"native backends: {', '.join(native_backends()) or 'none'}")
+    print(
+        f"# torch {torch.__version__}, dtype {args.dtype}, batch {args.batch}, head dim "
+        f"{HEAD_DIM}, median of {args.repeats} after {args.warmup} warm-up; "
+        f"native backends: {', '.join(native_backends()) or 'none'}"
+    )
     peaks = device_peaks(device)
     print(f"# peak MB: {memory_note(device)}; device peaks (TFLOP/s, TB/s): {peaks or 'unknown'}")
     print(markdown_header(TABLE_HEADER), flush=True)

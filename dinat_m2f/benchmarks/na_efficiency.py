@@ -35,8 +35,11 @@ def fused_fractions(shape: Shape) -> tuple[float, float, fused_plan.Plan]:
     axis = fused_plan.Axis(shape.side, shape.kernel, shape.dilation)
     plan = fused_plan.plan_tiles(axis, axis)
     useful = fused_plan.useful_scores(axis, axis)
-    return (useful / fused_plan.forward_scores(axis, axis, plan),
-            useful / fused_plan.backward_kv_scores(axis, axis, plan), plan)
+    return (
+        useful / fused_plan.forward_scores(axis, axis, plan),
+        useful / fused_plan.backward_kv_scores(axis, axis, plan),
+        plan,
+    )
 
 
 def flex_block_table(side: int, kernel: int, dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,11 +73,13 @@ def flex_block_mask(side: int, kernel: int, dilation: int):
         def mask_mod(b, h, q_idx, kv_idx):
             return inside[q_idx // side, kv_idx // side] & inside[q_idx % side, kv_idx % side]
 
-        return create_block_mask(mask_mod, None, None, tokens, tokens, device="cpu",
-                                 BLOCK_SIZE=FLEX_BLOCK)
+        return create_block_mask(
+            mask_mod, None, None, tokens, tokens, device="cpu", BLOCK_SIZE=FLEX_BLOCK
+        )
     counts, indices = flex_block_table(side, kernel, dilation)
-    return BlockMask.from_kv_blocks(counts, indices, BLOCK_SIZE=FLEX_BLOCK,
-                                    seq_lengths=(tokens, tokens))
+    return BlockMask.from_kv_blocks(
+        counts, indices, BLOCK_SIZE=FLEX_BLOCK, seq_lengths=(tokens, tokens)
+    )
 
 
 def flex_computed_scores(block_mask) -> int:
@@ -90,9 +95,7 @@ def flex_fraction(shape: Shape) -> float:
     return useful / flex_computed_scores(flex_block_mask(shape.side, shape.kernel, shape.dilation))
 
 
-def saved_for_backward(
-    shape: Shape, backend: str, dtype: torch.dtype, batch: int = 1
-) -> list[int]:
+def saved_for_backward(shape: Shape, backend: str, dtype: torch.dtype, batch: int = 1) -> list[int]:
     """Bytes of each distinct storage autograd keeps for na2d's backward (fake tensors)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -109,14 +112,35 @@ def saved_for_backward(
         q, k, v = (torch.empty(dims, dtype=dtype).requires_grad_() for _ in range(3))
         rpb = torch.empty(shape.heads, 2 * shape.kernel - 1, 2 * shape.kernel - 1, dtype=dtype)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            na2d(q, k, v, shape.kernel, dilation=shape.dilation, rpb=rpb.requires_grad_(),
-                 backend=backend)
+            na2d(
+                q,
+                k,
+                v,
+                shape.kernel,
+                dilation=shape.dilation,
+                rpb=rpb.requires_grad_(),
+                backend=backend,
+            )
     return sorted(storages.values())
 
 
-COLUMNS = ("input", "model", "level", "tokens", "heads", "k", "d", "fused plan (starts SHxSW, BLOCK_QxBLOCK_K; dK/dV key tile, BLOCK_Q)",
-           "useful: fused fwd", "fused dK/dV", "flex", "fused / flex", "saved MB: fused",
-           "unfused", "largest saved by fused / a k*k map")
+COLUMNS = (
+    "input",
+    "model",
+    "level",
+    "tokens",
+    "heads",
+    "k",
+    "d",
+    "fused plan (starts SHxSW, BLOCK_QxBLOCK_K; dK/dV key tile, BLOCK_Q)",
+    "useful: fused fwd",
+    "fused dK/dV",
+    "flex",
+    "fused / flex",
+    "saved MB: fused",
+    "unfused",
+    "largest saved by fused / a k*k map",
+)
 
 
 def main(argv=None) -> list[dict]:
@@ -128,9 +152,11 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     shapes = dinat_shapes(args.inputs, args.variants, [1, 2, 3, 4], args.kernels)
-    print(f"# Fused NA work efficiency (no GPU needed): useful scores (tokens x k*k) over computed "
-          f"scores; saved bytes for the backward, batch 1, {args.dtype}, head dim {HEAD_DIM}; "
-          f"flex_attention block {FLEX_BLOCK}")
+    print(
+        f"# Fused NA work efficiency (no GPU needed): useful scores (tokens x k*k) over computed "
+        f"scores; saved bytes for the backward, batch 1, {args.dtype}, head dim {HEAD_DIM}; "
+        f"flex_attention block {FLEX_BLOCK}"
+    )
     print(markdown_header(COLUMNS), flush=True)
     rows = []
     for s in shapes:
@@ -140,21 +166,46 @@ def main(argv=None) -> list[dict]:
         fused_bytes, unfused_bytes = sum(fused_saved), sum(saved_for_backward(s, "unfused", dtype))
         # the smallest attention-map-sized tensor: tokens x heads x k*k in the inputs' dtype
         k2_bytes = s.tokens * s.heads * s.kernel**2 * torch.finfo(dtype).bits // 8
-        row = dict(shape=s, fused=fwd, fused_kv=kv, flex=flex, fused_bytes=fused_bytes,
-                   unfused_bytes=unfused_bytes, plan=plan)
+        row = dict(
+            shape=s,
+            fused=fwd,
+            fused_kv=kv,
+            flex=flex,
+            fused_bytes=fused_bytes,
+            unfused_bytes=unfused_bytes,
+            plan=plan,
+        )
         rows.append(row)
-        print(markdown_row((
-            s.input_size, s.variant, s.level, s.tokens, s.heads, s.kernel, s.dilation,
-            f"{plan.sh}x{plan.sw}, {plan.block_q}x{plan.block_k}; {plan.kth}x{plan.ktw}, {plan.block_q_kv}", f"{fwd:.3f}", f"{kv:.3f}", f"{flex:.3f}",
-            f"{min(fwd, kv) / flex:.1f}x", f"{fused_bytes / 2**20:.1f}",
-            f"{unfused_bytes / 2**20:.1f}", f"{fused_saved[-1] / k2_bytes:.2f}",
-        )), flush=True)
+        print(
+            markdown_row(
+                (
+                    s.input_size,
+                    s.variant,
+                    s.level,
+                    s.tokens,
+                    s.heads,
+                    s.kernel,
+                    s.dilation,
+                    f"{plan.sh}x{plan.sw}, {plan.block_q}x{plan.block_k}; {plan.kth}x{plan.ktw}, {plan.block_q_kv}",
+                    f"{fwd:.3f}",
+                    f"{kv:.3f}",
+                    f"{flex:.3f}",
+                    f"{min(fwd, kv) / flex:.1f}x",
+                    f"{fused_bytes / 2**20:.1f}",
+                    f"{unfused_bytes / 2**20:.1f}",
+                    f"{fused_saved[-1] / k2_bytes:.2f}",
+                )
+            ),
+            flush=True,
+        )
         row["largest_fused_over_k2"] = fused_saved[-1] / k2_bytes
     worst = min(min(r["fused"], r["fused_kv"]) / r["flex"] for r in rows)
     largest = max(r["largest_fused_over_k2"] for r in rows)
-    print(f"# {len(rows)} shapes; fused / flex useful fraction at least {worst:.1f}x on every "
-          "shape (the smaller of the forward's and the dK/dV kernel's); the largest tensor the "
-          f"fused path saves is at most {largest:.2f} of a k*k attention map")
+    print(
+        f"# {len(rows)} shapes; fused / flex useful fraction at least {worst:.1f}x on every "
+        "shape (the smaller of the forward's and the dK/dV kernel's); the largest tensor the "
+        f"fused path saves is at most {largest:.2f} of a k*k attention map"
+    )
     return rows
 
 

@@ -134,7 +134,7 @@ def time_forward_and_backward(row: dict, fn, inputs, leaves, device, args) -> di
 
 
 def device_description(device: torch.device) -> str:
-    """"<GPU name> (CUDA x.y)" or "<CPU model>, <n> threads"."""
+    """ "<GPU name> (CUDA x.y)" or "<CPU model>, <n> threads"."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     model = platform.processor() or "CPU"

@@ -42,8 +42,9 @@ class DetectionCheckpointer(_D2DetectionCheckpointer):
     def _load_file(self, filename: str) -> dict[str, Any]:
         data = load_checkpoint_file(filename)
         if not isinstance(data, dict):
-            raise WeightsError(f"{filename}: a checkpoint holds a dict, this file a "
-                               f"{type(data).__name__}")
+            raise WeightsError(
+                f"{filename}: a checkpoint holds a dict, this file a {type(data).__name__}"
+            )
         if filename.endswith(".pkl"):
             if "model" in data and "__author__" in data:  # detectron2's model-zoo layout
                 self.logger.info("Reading a file from '%s'", data["__author__"])
@@ -54,10 +55,15 @@ class DetectionCheckpointer(_D2DetectionCheckpointer):
             return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
         if filename.endswith(".pyth"):  # pycls
             if "model_state" not in data:
-                raise WeightsError(f"{filename}: a pycls .pyth checkpoint holds 'model_state'; "
-                                   f"this one has {sorted(data)[:_KEYS_SHOWN]}")
-            weights = {k: v for k, v in data["model_state"].items()
-                       if not k.endswith("num_batches_tracked")}
+                raise WeightsError(
+                    f"{filename}: a pycls .pyth checkpoint holds 'model_state'; "
+                    f"this one has {sorted(data)[:_KEYS_SHOWN]}"
+                )
+            weights = {
+                k: v
+                for k, v in data["model_state"].items()
+                if not k.endswith("num_batches_tracked")
+            }
             return {"model": weights, "__author__": "pycls", "matching_heuristics": True}
         if "model" not in data:
             data = {"model": data}
@@ -66,8 +72,10 @@ class DetectionCheckpointer(_D2DetectionCheckpointer):
         if queries.pop("matching_heuristics", ["False"]) == ["True"]:
             data["matching_heuristics"] = True
         if queries:
-            raise WeightsError(f"{filename}: unsupported query {queries} in the checkpoint path "
-                               "(only ?matching_heuristics=True)")
+            raise WeightsError(
+                f"{filename}: unsupported query {queries} in the checkpoint path "
+                "(only ?matching_heuristics=True)"
+            )
         return data
 
     def _torch_load(self, f: str) -> Any:

@@ -60,8 +60,10 @@ _HF_OUT_NORM = re.compile(r"^hidden_states_norms\.stage(\d+)\.(weight|bias)$")
 
 
 def is_hugging_face(state_dict: dict[str, torch.Tensor]) -> bool:
-    return any(".layernorm_before." in k or k.startswith(("embeddings.", "dinat.embeddings."))
-               for k in state_dict)
+    return any(
+        ".layernorm_before." in k or k.startswith(("embeddings.", "dinat.embeddings."))
+        for k in state_dict
+    )
 
 
 def convert_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -102,7 +104,9 @@ def resize_rpb(rpb: torch.Tensor, kernel_size: int) -> torch.Tensor:
     size = 2 * kernel_size - 1
     if rpb.shape[-1] == size and rpb.shape[-2] == size:
         return rpb
-    resized = F.interpolate(rpb[None].float(), size=(size, size), mode="bicubic", align_corners=False)
+    resized = F.interpolate(
+        rpb[None].float(), size=(size, size), mode="bicubic", align_corners=False
+    )
     return resized[0].to(rpb.dtype)
 
 
@@ -123,7 +127,9 @@ def official_backbone_state_dict(
         target = model_state[name]
         if name.endswith(".rpb") and tensor.shape != target.shape:
             kernel = (target.shape[-1] + 1) // 2
-            report.append(f"resized {name} {tuple(tensor.shape)} -> {tuple(target.shape)} (bicubic)")
+            report.append(
+                f"resized {name} {tuple(tensor.shape)} -> {tuple(target.shape)} (bicubic)"
+            )
             tensor = resize_rpb(tensor, kernel)
         if tensor.shape != target.shape:
             raise ValueError(

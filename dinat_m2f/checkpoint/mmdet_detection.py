@@ -66,27 +66,47 @@ _NORM = "(?:" + "|".join(_NORM_NAMES) + ")"
 # mmdetection -> detectron2, after the backbone and FPN rules; the first match wins
 _HEAD_RULES: list[tuple[str, Callable]] = [
     (r"^rpn_head\.rpn_conv\.(.+)$", lambda m: f"proposal_generator.rpn_head.conv.{m[1]}"),
-    (r"^rpn_head\.rpn_cls\.(.+)$",
-     lambda m: f"proposal_generator.rpn_head.objectness_logits.{m[1]}"),
+    (
+        r"^rpn_head\.rpn_cls\.(.+)$",
+        lambda m: f"proposal_generator.rpn_head.objectness_logits.{m[1]}",
+    ),
     (r"^rpn_head\.rpn_reg\.(.+)$", lambda m: f"proposal_generator.rpn_head.anchor_deltas.{m[1]}"),
-    (rf"^roi_head\.bbox_head\.(\d+\.)?shared_convs\.(\d+)\.{_NORM}\.(.+)$",
-     lambda m: f"roi_heads.box_head.{_stage(m[1])}conv{int(m[2]) + 1}.norm.{m[3]}"),
-    (r"^roi_head\.bbox_head\.(\d+\.)?shared_convs\.(\d+)\.conv\.(.+)$",
-     lambda m: f"roi_heads.box_head.{_stage(m[1])}conv{int(m[2]) + 1}.{m[3]}"),
-    (r"^roi_head\.bbox_head\.(\d+\.)?shared_fcs\.(\d+)\.(.+)$",
-     lambda m: f"roi_heads.box_head.{_stage(m[1])}fc{int(m[2]) + 1}.{m[3]}"),
-    (r"^roi_head\.bbox_head\.(\d+\.)?fc_cls\.(.+)$",
-     lambda m: f"roi_heads.box_predictor.{_stage(m[1])}cls_score.{m[2]}"),
-    (r"^roi_head\.bbox_head\.(\d+\.)?fc_reg\.(.+)$",
-     lambda m: f"roi_heads.box_predictor.{_stage(m[1])}bbox_pred.{m[2]}"),
-    (rf"^roi_head\.mask_head\.(\d+\.)?convs\.(\d+)\.{_NORM}\.(.+)$",
-     lambda m: f"roi_heads.mask_head.{_stage(m[1])}mask_fcn{int(m[2]) + 1}.norm.{m[3]}"),
-    (r"^roi_head\.mask_head\.(\d+\.)?convs\.(\d+)\.conv\.(.+)$",
-     lambda m: f"roi_heads.mask_head.{_stage(m[1])}mask_fcn{int(m[2]) + 1}.{m[3]}"),
-    (r"^roi_head\.mask_head\.(\d+\.)?upsample\.(.+)$",
-     lambda m: f"roi_heads.mask_head.{_stage(m[1])}deconv.{m[2]}"),
-    (r"^roi_head\.mask_head\.(\d+\.)?conv_logits\.(.+)$",
-     lambda m: f"roi_heads.mask_head.{_stage(m[1])}predictor.{m[2]}"),
+    (
+        rf"^roi_head\.bbox_head\.(\d+\.)?shared_convs\.(\d+)\.{_NORM}\.(.+)$",
+        lambda m: f"roi_heads.box_head.{_stage(m[1])}conv{int(m[2]) + 1}.norm.{m[3]}",
+    ),
+    (
+        r"^roi_head\.bbox_head\.(\d+\.)?shared_convs\.(\d+)\.conv\.(.+)$",
+        lambda m: f"roi_heads.box_head.{_stage(m[1])}conv{int(m[2]) + 1}.{m[3]}",
+    ),
+    (
+        r"^roi_head\.bbox_head\.(\d+\.)?shared_fcs\.(\d+)\.(.+)$",
+        lambda m: f"roi_heads.box_head.{_stage(m[1])}fc{int(m[2]) + 1}.{m[3]}",
+    ),
+    (
+        r"^roi_head\.bbox_head\.(\d+\.)?fc_cls\.(.+)$",
+        lambda m: f"roi_heads.box_predictor.{_stage(m[1])}cls_score.{m[2]}",
+    ),
+    (
+        r"^roi_head\.bbox_head\.(\d+\.)?fc_reg\.(.+)$",
+        lambda m: f"roi_heads.box_predictor.{_stage(m[1])}bbox_pred.{m[2]}",
+    ),
+    (
+        rf"^roi_head\.mask_head\.(\d+\.)?convs\.(\d+)\.{_NORM}\.(.+)$",
+        lambda m: f"roi_heads.mask_head.{_stage(m[1])}mask_fcn{int(m[2]) + 1}.norm.{m[3]}",
+    ),
+    (
+        r"^roi_head\.mask_head\.(\d+\.)?convs\.(\d+)\.conv\.(.+)$",
+        lambda m: f"roi_heads.mask_head.{_stage(m[1])}mask_fcn{int(m[2]) + 1}.{m[3]}",
+    ),
+    (
+        r"^roi_head\.mask_head\.(\d+\.)?upsample\.(.+)$",
+        lambda m: f"roi_heads.mask_head.{_stage(m[1])}deconv.{m[2]}",
+    ),
+    (
+        r"^roi_head\.mask_head\.(\d+\.)?conv_logits\.(.+)$",
+        lambda m: f"roi_heads.mask_head.{_stage(m[1])}predictor.{m[2]}",
+    ),
 ]
 
 
@@ -96,29 +116,52 @@ def _inverse_head_rules(norm_name: str) -> list[tuple[str, Callable]]:
     norm layer ("bn" for the release's SyncBN)."""
     return [
         (r"^proposal_generator\.rpn_head\.conv\.(.+)$", lambda m: f"rpn_head.rpn_conv.{m[1]}"),
-        (r"^proposal_generator\.rpn_head\.objectness_logits\.(.+)$",
-         lambda m: f"rpn_head.rpn_cls.{m[1]}"),
-        (r"^proposal_generator\.rpn_head\.anchor_deltas\.(.+)$",
-         lambda m: f"rpn_head.rpn_reg.{m[1]}"),
-        (r"^roi_heads\.box_head\.(\d+\.)?conv(\d+)\.norm\.(.+)$",
-         lambda m: f"roi_head.bbox_head.{_stage(m[1])}shared_convs.{int(m[2]) - 1}."
-                   f"{norm_name}.{m[3]}"),
-        (r"^roi_heads\.box_head\.(\d+\.)?conv(\d+)\.(.+)$",
-         lambda m: f"roi_head.bbox_head.{_stage(m[1])}shared_convs.{int(m[2]) - 1}.conv.{m[3]}"),
-        (r"^roi_heads\.box_head\.(\d+\.)?fc(\d+)\.(.+)$",
-         lambda m: f"roi_head.bbox_head.{_stage(m[1])}shared_fcs.{int(m[2]) - 1}.{m[3]}"),
-        (r"^roi_heads\.box_predictor\.(\d+\.)?cls_score\.(.+)$",
-         lambda m: f"roi_head.bbox_head.{_stage(m[1])}fc_cls.{m[2]}"),
-        (r"^roi_heads\.box_predictor\.(\d+\.)?bbox_pred\.(.+)$",
-         lambda m: f"roi_head.bbox_head.{_stage(m[1])}fc_reg.{m[2]}"),
-        (r"^roi_heads\.mask_head\.(\d+\.)?mask_fcn(\d+)\.norm\.(.+)$",
-         lambda m: f"roi_head.mask_head.{_stage(m[1])}convs.{int(m[2]) - 1}.{norm_name}.{m[3]}"),
-        (r"^roi_heads\.mask_head\.(\d+\.)?mask_fcn(\d+)\.(.+)$",
-         lambda m: f"roi_head.mask_head.{_stage(m[1])}convs.{int(m[2]) - 1}.conv.{m[3]}"),
-        (r"^roi_heads\.mask_head\.(\d+\.)?deconv\.(.+)$",
-         lambda m: f"roi_head.mask_head.{_stage(m[1])}upsample.{m[2]}"),
-        (r"^roi_heads\.mask_head\.(\d+\.)?predictor\.(.+)$",
-         lambda m: f"roi_head.mask_head.{_stage(m[1])}conv_logits.{m[2]}"),
+        (
+            r"^proposal_generator\.rpn_head\.objectness_logits\.(.+)$",
+            lambda m: f"rpn_head.rpn_cls.{m[1]}",
+        ),
+        (
+            r"^proposal_generator\.rpn_head\.anchor_deltas\.(.+)$",
+            lambda m: f"rpn_head.rpn_reg.{m[1]}",
+        ),
+        (
+            r"^roi_heads\.box_head\.(\d+\.)?conv(\d+)\.norm\.(.+)$",
+            lambda m: (
+                f"roi_head.bbox_head.{_stage(m[1])}shared_convs.{int(m[2]) - 1}.{norm_name}.{m[3]}"
+            ),
+        ),
+        (
+            r"^roi_heads\.box_head\.(\d+\.)?conv(\d+)\.(.+)$",
+            lambda m: f"roi_head.bbox_head.{_stage(m[1])}shared_convs.{int(m[2]) - 1}.conv.{m[3]}",
+        ),
+        (
+            r"^roi_heads\.box_head\.(\d+\.)?fc(\d+)\.(.+)$",
+            lambda m: f"roi_head.bbox_head.{_stage(m[1])}shared_fcs.{int(m[2]) - 1}.{m[3]}",
+        ),
+        (
+            r"^roi_heads\.box_predictor\.(\d+\.)?cls_score\.(.+)$",
+            lambda m: f"roi_head.bbox_head.{_stage(m[1])}fc_cls.{m[2]}",
+        ),
+        (
+            r"^roi_heads\.box_predictor\.(\d+\.)?bbox_pred\.(.+)$",
+            lambda m: f"roi_head.bbox_head.{_stage(m[1])}fc_reg.{m[2]}",
+        ),
+        (
+            r"^roi_heads\.mask_head\.(\d+\.)?mask_fcn(\d+)\.norm\.(.+)$",
+            lambda m: f"roi_head.mask_head.{_stage(m[1])}convs.{int(m[2]) - 1}.{norm_name}.{m[3]}",
+        ),
+        (
+            r"^roi_heads\.mask_head\.(\d+\.)?mask_fcn(\d+)\.(.+)$",
+            lambda m: f"roi_head.mask_head.{_stage(m[1])}convs.{int(m[2]) - 1}.conv.{m[3]}",
+        ),
+        (
+            r"^roi_heads\.mask_head\.(\d+\.)?deconv\.(.+)$",
+            lambda m: f"roi_head.mask_head.{_stage(m[1])}upsample.{m[2]}",
+        ),
+        (
+            r"^roi_heads\.mask_head\.(\d+\.)?predictor\.(.+)$",
+            lambda m: f"roi_head.mask_head.{_stage(m[1])}conv_logits.{m[2]}",
+        ),
     ]
 
 
@@ -132,14 +175,16 @@ def _apply(rules, name: str) -> str | None:
 
 def fpn_levels(model_state: dict[str, torch.Tensor]) -> list[int]:
     """The FPN levels k of a detectron2 model's `backbone.fpn_lateral{k}` convolutions."""
-    return sorted({int(m[1]) for k in model_state if (m := re.match(r"^backbone\.fpn_lateral(\d+)\.", k))})
+    return sorted(
+        {int(m[1]) for k in model_state if (m := re.match(r"^backbone\.fpn_lateral(\d+)\.", k))}
+    )
 
 
 def mmdet_to_detectron2_name(name: str, levels: list[int]) -> str | None:
     """The detectron2 name of an mmdetection key, or None when no rule knows it."""
     if name.startswith("backbone."):
         name = re.sub(r"^backbone\.layers\.(\d+)\.", r"backbone.levels.\1.", name)  # DiNAT_s
-        return "backbone.bottom_up." + name[len("backbone."):]
+        return "backbone.bottom_up." + name[len("backbone.") :]
     return _apply(_fpn_rules(levels, inverse=False) + _HEAD_RULES, name)
 
 
@@ -149,7 +194,7 @@ def detectron2_to_mmdet_name(
     """The mmdetection name of a detectron2 key (the inverse of `mmdet_to_detectron2_name`),
     or None for a key the release's models do not have."""
     if name.startswith("backbone.bottom_up."):
-        name = "backbone." + name[len("backbone.bottom_up."):]
+        name = "backbone." + name[len("backbone.bottom_up.") :]
         if dinat_s:
             name = re.sub(r"^backbone\.levels\.(\d+)\.", r"backbone.layers.\1.", name)
         return name
@@ -185,19 +230,25 @@ def architecture_mismatch(
     kinds = {True: "Cascade Mask R-CNN", False: "Mask R-CNN"}
     if (cascade_keys and not model_cascade) or (single_keys and model_cascade):
         example = (cascade_keys or single_keys)[0]
-        return (f"the checkpoint is a {kinds[not model_cascade]} ({example}), the config "
-                f"builds a {kinds[model_cascade]} (MODEL.ROI_HEADS.NAME)")
+        return (
+            f"the checkpoint is a {kinds[not model_cascade]} ({example}), the config "
+            f"builds a {kinds[model_cascade]} (MODEL.ROI_HEADS.NAME)"
+        )
     # DiNAT_s merges patches with a Linear (2-D weight), NAT / DiNAT downsample with a conv
     reduction = model_state.get("backbone.bottom_up.levels.0.downsample.reduction.weight")
     model_s = reduction is not None and reduction.dim() == 2
     swin_keys = [k for k in checkpoint_keys if k.startswith("backbone.layers.")]
     nat_keys = [k for k in checkpoint_keys if k.startswith("backbone.levels.")]
-    names = {True: "DiNAT_s (build_dinat_s_fpn_backbone)",
-             False: "NAT / DiNAT (build_dinat_fpn_backbone, build_nat_fpn_backbone)"}
+    names = {
+        True: "DiNAT_s (build_dinat_s_fpn_backbone)",
+        False: "NAT / DiNAT (build_dinat_fpn_backbone, build_nat_fpn_backbone)",
+    }
     if (swin_keys and not model_s) or (nat_keys and model_s):
         example = (swin_keys or nat_keys)[0]
-        return (f"the checkpoint's backbone is {names[not model_s]} ({example}), the config's "
-                f"is {names[model_s]} (MODEL.BACKBONE.NAME)")
+        return (
+            f"the checkpoint's backbone is {names[not model_s]} ({example}), the config's "
+            f"is {names[model_s]} (MODEL.BACKBONE.NAME)"
+        )
     return None
 
 
@@ -261,7 +312,8 @@ def convert_mmdet_detection(
         problems.append(f"{len(dropped)} of its keys match no model key: {_listed(dropped)}")
     if problems:
         raise ValueError(
-            "the checkpoint does not fit the model: " + "; ".join(problems)
+            "the checkpoint does not fit the model: "
+            + "; ".join(problems)
             + "; is the config the checkpoint's architecture, variant and FPN layout?"
         )
     return converted

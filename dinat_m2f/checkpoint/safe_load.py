@@ -26,7 +26,8 @@ import os
 import pickle
 import re
 import zipfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,9 +40,7 @@ __all__ = [
     "load_checkpoint_file",
 ]
 
-PLAIN_DATA = (
-    "tensors, numpy arrays, dicts, lists, tuples, numbers, strings, None and OrderedDict"
-)
+PLAIN_DATA = "tensors, numpy arrays, dicts, lists, tuples, numbers, strings, None and OrderedDict"
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
@@ -94,8 +93,9 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad, hooks, *metada
         raise pickle.UnpicklingError(f"a tensor rebuilt from a {type(storage).__name__}")
     if hooks:
         raise pickle.UnpicklingError("a tensor with backward hooks")
-    return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad,
-                                           collections.OrderedDict())
+    return torch._utils._rebuild_tensor_v2(
+        storage, offset, size, stride, requires_grad, collections.OrderedDict()
+    )
 
 
 def _numpy(module: str, name: str) -> Any:
@@ -111,8 +111,11 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
     **{
         (f"{core}.{module}", name): _numpy(module, name)
         for core in ("numpy.core", "numpy._core")
-        for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
-                             ("numeric", "_frombuffer"))  # _frombuffer: protocol 5
+        for module, name in (
+            ("multiarray", "_reconstruct"),
+            ("multiarray", "scalar"),
+            ("numeric", "_frombuffer"),
+        )  # _frombuffer: protocol 5
     },
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
@@ -151,8 +154,13 @@ def _numpy_globals_for_torch() -> list:
     """What torch's weights-only unpickler needs besides tensors to read numpy arrays."""
     core = getattr(np, "_core", None) or np.core
     dtypes = [type(np.dtype(t)) for t in np.sctypeDict.values() if np.dtype(t).kind in "biufcSUV?"]
-    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype,
-            *sorted(set(dtypes), key=str)]
+    return [
+        core.multiarray._reconstruct,
+        core.multiarray.scalar,
+        np.ndarray,
+        np.dtype,
+        *sorted(set(dtypes), key=str),
+    ]
 
 
 # how torch's weights-only unpickler names what it refused, and what it could not parse
@@ -200,7 +208,16 @@ def load_checkpoint_file(path: str | os.PathLike) -> Any:
             return RestrictedUnpickler(f, path).load()
         except UnsafeCheckpointError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError, RuntimeError) as error:
-            raise CheckpointReadError(path, f"not a readable pickle ({type(error).__name__}: "
-                                            f"{str(error)[:200]})") from error
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            KeyError,
+            RuntimeError,
+        ) as error:
+            raise CheckpointReadError(
+                path, f"not a readable pickle ({type(error).__name__}: {str(error)[:200]})"
+            ) from error

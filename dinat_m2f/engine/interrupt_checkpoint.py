@@ -33,7 +33,9 @@ class CheckpointOnInterrupt(HookBase):
 
     def _request(self, signum, frame) -> None:
         if self._signum is None:
-            logger.warning("%s received: saving a checkpoint after this iteration", signal.Signals(signum).name)
+            logger.warning(
+                "%s received: saving a checkpoint after this iteration", signal.Signals(signum).name
+            )
         self._signum = signum
 
     def before_train(self) -> None:

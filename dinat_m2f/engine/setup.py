@@ -29,7 +29,9 @@ def check_cfg(cfg: CfgNode) -> None:
         )
     amp = cfg.SOLVER.AMP
     if amp.PRECISION not in AMP_PRECISIONS:
-        raise ValueError(f"SOLVER.AMP.PRECISION={amp.PRECISION!r}; use one of {sorted(AMP_PRECISIONS)}")
+        raise ValueError(
+            f"SOLVER.AMP.PRECISION={amp.PRECISION!r}; use one of {sorted(AMP_PRECISIONS)}"
+        )
     if amp.ENABLED and cfg.MODEL.DEVICE == "cpu":
         raise ValueError(
             "SOLVER.AMP.ENABLED=True needs a GPU (detectron2's AMPTrainer is CUDA-only) but "

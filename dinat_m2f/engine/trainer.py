@@ -22,7 +22,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import (
     CheckpointReadError,
-    DetectionCheckpointer,
     UnsafeCheckpointError,
     WeightsError,
     load_model_weights,

@@ -56,8 +56,12 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str | None = None) ->
             evaluators.append(CityscapesSemSegEvaluator(dataset_name))
         else:
             evaluators.append(
-                SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder,
-                                sem_seg_loading_fn=load_label_png)
+                SemSegEvaluator(
+                    dataset_name,
+                    distributed=True,
+                    output_dir=output_folder,
+                    sem_seg_loading_fn=load_label_png,
+                )
             )
 
     def instance():
@@ -65,8 +69,9 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str | None = None) ->
             evaluators.append(CityscapesInstanceEvaluator(dataset_name))
         else:
             evaluators.append(
-                COCOEvaluator(dataset_name, output_dir=output_folder,
-                              use_fast_impl=fast_coco_eval_available())
+                COCOEvaluator(
+                    dataset_name, output_dir=output_folder, use_fast_impl=fast_coco_eval_available()
+                )
             )
 
     if evaluator_type in ("sem_seg", "cityscapes_sem_seg"):

@@ -38,8 +38,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the evaluation; returns the exit status (0 ok, 1 bad input)."""
     args = _parser().parse_args(argv)
     try:
-        result = pq_compute(args.gt_json, args.pred_json, args.gt_folder, args.pred_folder,
-                            workers=args.workers, progress=not args.no_progress)
+        result = pq_compute(
+            args.gt_json,
+            args.pred_json,
+            args.gt_folder,
+            args.pred_folder,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

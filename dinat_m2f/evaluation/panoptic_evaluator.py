@@ -61,15 +61,16 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         self._metadata = MetadataCatalog.get(dataset_name)
         for key in ("panoptic_json", "panoptic_root"):
             if not hasattr(self._metadata, key):
-                raise ValueError(f"COCOPanopticEvaluator: metadata of dataset {dataset_name!r} "
-                                 f"has no '{key}'")
+                raise ValueError(
+                    f"COCOPanopticEvaluator: metadata of dataset {dataset_name!r} has no '{key}'"
+                )
         self._thing_to_dataset = {
-            v: k for k, v in getattr(self._metadata, "thing_dataset_id_to_contiguous_id",
-                                     {}).items()
+            v: k
+            for k, v in getattr(self._metadata, "thing_dataset_id_to_contiguous_id", {}).items()
         }
         self._stuff_to_dataset = {
-            v: k for k, v in getattr(self._metadata, "stuff_dataset_id_to_contiguous_id",
-                                     {}).items()
+            v: k
+            for k, v in getattr(self._metadata, "stuff_dataset_id_to_contiguous_id", {}).items()
         }
         self._dataset_name = dataset_name
         self._output_dir = output_dir
@@ -90,9 +91,11 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         contiguous = int(segment["category_id"])
         if contiguous not in table:
             kind = "thing" if isthing else "stuff"
-            raise ValueError(f"image {image_id!r}: segment {segment.get('id')} has contiguous "
-                             f"{kind} category_id {contiguous}, absent from the {kind} id map of "
-                             f"dataset {self._dataset_name!r} (valid: {sorted(table)})")
+            raise ValueError(
+                f"image {image_id!r}: segment {segment.get('id')} has contiguous "
+                f"{kind} category_id {contiguous}, absent from the {kind} id map of "
+                f"dataset {self._dataset_name!r} (valid: {sorted(table)})"
+            )
         segment["category_id"] = table[contiguous]
         return segment
 
@@ -106,8 +109,9 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             if label == -1:
                 continue
             category = label // label_divisor
-            segments.append({"id": label + 1, "category_id": category,
-                             "isthing": category in thing_ids})
+            segments.append(
+                {"id": label + 1, "category_id": category, "isthing": category in thing_ids}
+            )
         return panoptic + 1, segments
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
@@ -129,12 +133,14 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             with io.BytesIO() as buffer:
                 Image.fromarray(id2rgb(panoptic)).save(buffer, format="PNG")
                 png = buffer.getvalue()
-            self._predictions.append({
-                "image_id": image_id,
-                "file_name": file_name,
-                "png_string": png,
-                "segments_info": [self._dataset_category(s, image_id) for s in segments_info],
-            })
+            self._predictions.append(
+                {
+                    "image_id": image_id,
+                    "file_name": file_name,
+                    "png_string": png,
+                    "segments_info": [self._dataset_category(s, image_id) for s in segments_info],
+                }
+            )
 
     def evaluate(self) -> OrderedDict | None:
         comm.synchronize()
@@ -155,8 +161,9 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             gt_data["annotations"] = [
                 a for a in gt_data["annotations"] if a["image_id"] not in skipped
             ]
-            logger.warning(f"PQ of {self._dataset_name} leaves out the {len(skipped)} images "
-                           "skipped as broken")
+            logger.warning(
+                f"PQ of {self._dataset_name} leaves out the {len(skipped)} images skipped as broken"
+            )
         annotations = [{k: v for k, v in p.items() if k != "png_string"} for p in predictions]
         pred_data = {k: v for k, v in gt_data.items() if k != "annotations"}
         pred_data["annotations"] = annotations
@@ -172,8 +179,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             if self._output_dir is not None:
                 with PathManager.open(os.path.join(root, "predictions.json"), "w") as f:
                     json.dump(pred_data, f)
-            result = pq_compute(gt_data, pred_data, gt_folder, pred_folder,
-                                workers=self._workers)
+            result = pq_compute(gt_data, pred_data, gt_folder, pred_folder, workers=self._workers)
 
         if self._output_dir is not None:
             path = os.path.join(self._output_dir, "panoptic_results.json")

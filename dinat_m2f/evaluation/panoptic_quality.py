@@ -39,7 +39,7 @@ import multiprocessing
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -51,7 +51,7 @@ VOID = 0
 # Segment ids come from 3 bytes, so they are < 2**24 and a (gt, pred) pair fits in an int64.
 OFFSET = NUM_SEGMENT_IDS
 
-JsonSource = Union[str, os.PathLike, Mapping[str, Any]]
+JsonSource = str | os.PathLike | Mapping[str, Any]
 
 
 @dataclass
@@ -158,8 +158,10 @@ def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
         array = np.asarray(image)
         mode = image.mode
     if array.ndim != 3 or array.shape[2] < 3:
-        raise ValueError(f"{path}: a panoptic PNG must be RGB-encoded, got mode {mode} with "
-                         f"shape {tuple(array.shape)}")
+        raise ValueError(
+            f"{path}: a panoptic PNG must be RGB-encoded, got mode {mode} with "
+            f"shape {tuple(array.shape)}"
+        )
     return rgb2id(array[..., :3])  # RGBA PNGs: the alpha channel is not part of the id
 
 
@@ -169,12 +171,14 @@ def _segment_table(
     table: dict[int, Mapping[str, Any]] = {}
     for segment in segments:
         if "id" not in segment or "category_id" not in segment:
-            raise ValueError(f"image {image_id!r}: a {role} segment lacks 'id' or "
-                             f"'category_id': {dict(segment)}")
+            raise ValueError(
+                f"image {image_id!r}: a {role} segment lacks 'id' or 'category_id': {dict(segment)}"
+            )
         seg_id = int(segment["id"])
         if seg_id in table:
-            raise ValueError(f"image {image_id!r}: {role} segment id {seg_id} is listed twice "
-                             "in segments_info")
+            raise ValueError(
+                f"image {image_id!r}: {role} segment id {seg_id} is listed twice in segments_info"
+            )
         table[seg_id] = segment
     return table
 
@@ -206,18 +210,24 @@ def pq_image_counts(
         image_id: named in error messages.
     """
     if gt_ids.shape != pred_ids.shape or gt_ids.ndim != 2:
-        raise ValueError(f"image {image_id!r}: ground truth {tuple(gt_ids.shape)} and "
-                         f"prediction {tuple(pred_ids.shape)} must be 2-D maps of the same size")
+        raise ValueError(
+            f"image {image_id!r}: ground truth {tuple(gt_ids.shape)} and "
+            f"prediction {tuple(pred_ids.shape)} must be 2-D maps of the same size"
+        )
     for ids, role in ((gt_ids, "ground-truth"), (pred_ids, "predicted")):
         if ids.size and (ids.min() < 0 or ids.max() >= OFFSET):
-            raise ValueError(f"image {image_id!r}: {role} ids must lie in [0, {OFFSET}), got "
-                             f"[{ids.min()}, {ids.max()}]")
+            raise ValueError(
+                f"image {image_id!r}: {role} ids must lie in [0, {OFFSET}), got "
+                f"[{ids.min()}, {ids.max()}]"
+            )
     gt_table = _segment_table(gt_segments, image_id, "ground-truth")
     pred_table = _segment_table(pred_segments, image_id, "predicted")
     for seg_id, seg in gt_table.items():
         if int(seg["category_id"]) not in categories:
-            raise ValueError(f"image {image_id!r}: ground-truth segment {seg_id} has unknown "
-                             f"category_id {seg['category_id']}")
+            raise ValueError(
+                f"image {image_id!r}: ground-truth segment {seg_id} has unknown "
+                f"category_id {seg['category_id']}"
+            )
 
     # Every (gt id, pred id) pair present and its pixel count: one pass over the pixels.
     pairs = gt_ids.astype(np.int64).ravel() * OFFSET + pred_ids.astype(np.int64).ravel()
@@ -229,30 +239,38 @@ def pq_image_counts(
     present = set(present_pred.tolist())
     for seg_id in present_pred.tolist():
         if seg_id not in pred_table and seg_id != VOID:
-            raise ValueError(f"image {image_id!r}: segment id {seg_id} is in the predicted PNG "
-                             "but not in its segments_info")
+            raise ValueError(
+                f"image {image_id!r}: segment id {seg_id} is in the predicted PNG "
+                "but not in its segments_info"
+            )
     absent = sorted(set(pred_table) - present)
     if absent:
-        raise ValueError(f"image {image_id!r}: predicted segment ids {absent} are in "
-                         "segments_info but not in the PNG")
+        raise ValueError(
+            f"image {image_id!r}: predicted segment ids {absent} are in "
+            "segments_info but not in the PNG"
+        )
     for seg_id, seg in pred_table.items():
         if int(seg["category_id"]) not in categories:
-            raise ValueError(f"image {image_id!r}: predicted segment {seg_id} has unknown "
-                             f"category_id {seg['category_id']}")
+            raise ValueError(
+                f"image {image_id!r}: predicted segment {seg_id} has unknown "
+                f"category_id {seg['category_id']}"
+            )
 
     # Segment tables as arrays sorted by id.
     gt_seg_ids = np.array(sorted(gt_table), dtype=np.int64)
     gt_cat = np.array([int(gt_table[i]["category_id"]) for i in gt_seg_ids.tolist()], np.int64)
-    gt_crowd = np.array([int(gt_table[i].get("iscrowd", 0)) == 1 for i in gt_seg_ids.tolist()],
-                        dtype=bool)
+    gt_crowd = np.array(
+        [int(gt_table[i].get("iscrowd", 0)) == 1 for i in gt_seg_ids.tolist()], dtype=bool
+    )
     gt_present, gt_inverse = np.unique(pair_gt, return_inverse=True)
     gt_pixels = dict(zip(gt_present.tolist(), np.bincount(gt_inverse, weights=inter).tolist()))
     gt_area = np.array(
         [int(gt_table[i].get("area", gt_pixels.get(i, 0))) for i in gt_seg_ids.tolist()], np.int64
     )
     pred_seg_ids = np.array(sorted(pred_table), dtype=np.int64)
-    pred_cat = np.array([int(pred_table[i]["category_id"]) for i in pred_seg_ids.tolist()],
-                        np.int64)
+    pred_cat = np.array(
+        [int(pred_table[i]["category_id"]) for i in pred_seg_ids.tolist()], np.int64
+    )
     area_index, _ = _lookup(present_pred, pred_seg_ids)
     pred_area = present_area[area_index] if pred_seg_ids.size else np.zeros(0, np.int64)
 
@@ -294,8 +312,7 @@ def pq_image_counts(
     pred_crowd_id = np.array([crowd_of.get(c, -1) for c in pred_cat.tolist()], np.int64)
     on_crowd = pred_known.copy()
     on_crowd[on_crowd] &= pair_gt[on_crowd] == pred_crowd_id[pi[on_crowd]]
-    pred_on_crowd = np.bincount(pi[on_crowd], weights=inter[on_crowd],
-                                minlength=pred_seg_ids.size)
+    pred_on_crowd = np.bincount(pi[on_crowd], weights=inter[on_crowd], minlength=pred_seg_ids.size)
 
     # False positives: unmatched predictions not mostly on VOID or on their category's crowd.
     ignored = (pred_void + pred_on_crowd) / np.maximum(pred_area, 1) > 0.5
@@ -317,13 +334,20 @@ def summarize(counts: Mapping[int, PQCounts], categories: Mapping[int, Category]
             per_class[cat_id] = ClassPQ(category, c, c.iou / denominator, sq, c.tp / denominator)
 
     def average(isthing: bool | None) -> PQMetrics:
-        chosen = [c for c in per_class.values()
-                  if c.valid and (isthing is None or c.category.isthing == isthing)]
+        chosen = [
+            c
+            for c in per_class.values()
+            if c.valid and (isthing is None or c.category.isthing == isthing)
+        ]
         if not chosen:
             return PQMetrics(math.nan, math.nan, math.nan, 0)
         n = len(chosen)
-        return PQMetrics(sum(c.pq for c in chosen) / n, sum(c.sq for c in chosen) / n,
-                         sum(c.rq for c in chosen) / n, n)
+        return PQMetrics(
+            sum(c.pq for c in chosen) / n,
+            sum(c.sq for c in chosen) / n,
+            sum(c.rq for c in chosen) / n,
+            n,
+        )
 
     return PQResult(average(None), average(True), average(False), per_class)
 
@@ -357,8 +381,9 @@ def load_categories(gt_json: Mapping[str, Any]) -> dict[int, Category]:
         cat_id = int(entry["id"])
         if cat_id in categories:
             raise ValueError(f"ground-truth categories list id {cat_id} twice")
-        categories[cat_id] = Category(cat_id, str(entry.get("name", cat_id)),
-                                      int(entry.get("isthing", 0)) == 1)
+        categories[cat_id] = Category(
+            cat_id, str(entry.get("name", cat_id)), int(entry.get("isthing", 0)) == 1
+        )
     if not categories:
         raise ValueError("ground-truth json lists no categories")
     return categories
@@ -385,8 +410,14 @@ def _image_counts(task: tuple) -> dict[int, PQCounts]:
     image_id = gt_ann["image_id"]
     gt_ids = read_panoptic_png(os.path.join(gt_folder, gt_ann["file_name"]))
     pred_ids = read_panoptic_png(os.path.join(pred_folder, pred_ann["file_name"]))
-    return pq_image_counts(gt_ids, gt_ann.get("segments_info", []), pred_ids,
-                           pred_ann.get("segments_info", []), categories, image_id)
+    return pq_image_counts(
+        gt_ids,
+        gt_ann.get("segments_info", []),
+        pred_ids,
+        pred_ann.get("segments_info", []),
+        categories,
+        image_id,
+    )
 
 
 def pq_compute(
@@ -416,19 +447,24 @@ def pq_compute(
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{role} PNG folder not found: {folder}")
     categories = load_categories(gt_data)
-    gt_anns = _by_image_id(_require(gt_data, "annotations", "ground-truth", gt_json),
-                           "ground-truth")
-    pred_anns = _by_image_id(_require(pred_data, "annotations", "prediction", pred_json),
-                             "prediction")
+    gt_anns = _by_image_id(
+        _require(gt_data, "annotations", "ground-truth", gt_json), "ground-truth"
+    )
+    pred_anns = _by_image_id(
+        _require(pred_data, "annotations", "prediction", pred_json), "prediction"
+    )
     missing, extra = set(gt_anns) - set(pred_anns), set(pred_anns) - set(gt_anns)
     if missing:
         raise ValueError(f"no prediction for ground-truth image ids {_describe(missing)}")
     if extra:
-        raise ValueError(f"predictions for image ids absent from the ground truth: "
-                         f"{_describe(extra)}")
+        raise ValueError(
+            f"predictions for image ids absent from the ground truth: {_describe(extra)}"
+        )
 
-    tasks = [(gt_anns[i], pred_anns[i], os.fspath(gt_folder), os.fspath(pred_folder), categories)
-             for i in gt_anns]
+    tasks = [
+        (gt_anns[i], pred_anns[i], os.fspath(gt_folder), os.fspath(pred_folder), categories)
+        for i in gt_anns
+    ]
     total: dict[int, PQCounts] = {}
     for counts in _run(tasks, workers, progress):
         for cat_id, c in counts.items():

@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dinat_m2f.evaluation.semantic",
         description="mIoU / fwIoU / mACC / pACC of saved semantic label maps (detectron2's "
-                    "SemSegEvaluator definitions).",
+        "SemSegEvaluator definitions).",
     )
     parser.add_argument("--gt-folder", required=True, help="folder of ground-truth PNGs")
     parser.add_argument("--pred-folder", required=True, help="folder of predicted PNGs")
@@ -53,24 +53,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--num-classes must be >= 1, got {args.num_classes}")
         names = _read_class_names(args.class_names) if args.class_names else None
         if names is not None and len(names) != args.num_classes:
-            raise ValueError(f"--class-names {args.class_names} has {len(names)} names, "
-                             f"--num-classes is {args.num_classes}")
-        results = evaluate_folders(args.gt_folder, args.pred_folder, args.num_classes,
-                                   args.ignore_label, names, progress=not args.no_progress)
+            raise ValueError(
+                f"--class-names {args.class_names} has {len(names)} names, "
+                f"--num-classes is {args.num_classes}"
+            )
+        results = evaluate_folders(
+            args.gt_folder,
+            args.pred_folder,
+            args.num_classes,
+            args.ignore_label,
+            names,
+            progress=not args.no_progress,
+        )
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     names = names or [str(i) for i in range(args.num_classes)]
-    print(tabulate([[results[k] for k in ("mIoU", "fwIoU", "mACC", "pACC")]],
-                   headers=["mIoU", "fwIoU", "mACC", "pACC"], tablefmt="pipe", floatfmt=".3f"))
+    print(
+        tabulate(
+            [[results[k] for k in ("mIoU", "fwIoU", "mACC", "pACC")]],
+            headers=["mIoU", "fwIoU", "mACC", "pACC"],
+            tablefmt="pipe",
+            floatfmt=".3f",
+        )
+    )
     print()
-    print(tabulate([[i, n, results[f"IoU-{n}"], results[f"ACC-{n}"]] for i, n in enumerate(names)],
-                   headers=["id", "class", "IoU", "ACC"], tablefmt="pipe", floatfmt=".3f"))
+    print(
+        tabulate(
+            [[i, n, results[f"IoU-{n}"], results[f"ACC-{n}"]] for i, n in enumerate(names)],
+            headers=["id", "class", "IoU", "ACC"],
+            tablefmt="pipe",
+            floatfmt=".3f",
+        )
+    )
     if args.output:
         try:
             with open(args.output, "w") as f:
-                json.dump({k: (None if math.isnan(v) else v) for k, v in results.items()}, f,
-                          indent=2)
+                json.dump(
+                    {k: (None if math.isnan(v) else v) for k, v in results.items()}, f, indent=2
+                )
         except OSError as error:
             print(f"error: cannot write --output {args.output}: {error}", file=sys.stderr)
             return 1

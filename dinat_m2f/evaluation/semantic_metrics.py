@@ -27,8 +27,9 @@ from tqdm import tqdm
 __all__ = ["confusion_matrix", "evaluate_folders", "read_label_png", "semantic_metrics"]
 
 
-def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int,
-                     ignore_label: int | None = 255) -> np.ndarray:
+def confusion_matrix(
+    gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_label: int | None = 255
+) -> np.ndarray:
     """(N+1, N+1) int64 counts indexed [pred, gt]; ignored gt pixels are in column N.
 
     Args:
@@ -38,34 +39,42 @@ def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int,
         ignore_label: ground-truth label that is not evaluated (None: none).
     """
     if gt.shape != pred.shape:
-        raise ValueError(f"confusion_matrix: gt {tuple(gt.shape)} and pred {tuple(pred.shape)} "
-                         "must have the same shape")
+        raise ValueError(
+            f"confusion_matrix: gt {tuple(gt.shape)} and pred {tuple(pred.shape)} "
+            "must have the same shape"
+        )
     if num_classes < 1:
         raise ValueError(f"confusion_matrix: num_classes must be >= 1, got {num_classes}")
     gt = gt.astype(np.int64).ravel()
     pred = pred.astype(np.int64).ravel()
     bad_pred = np.unique(pred[(pred < 0) | (pred >= num_classes)])
     if bad_pred.size:
-        raise ValueError(f"confusion_matrix: pred labels must lie in [0, {num_classes}), got "
-                         f"{bad_pred[:10].tolist()}")
+        raise ValueError(
+            f"confusion_matrix: pred labels must lie in [0, {num_classes}), got "
+            f"{bad_pred[:10].tolist()}"
+        )
     ignored = gt == ignore_label if ignore_label is not None else np.zeros(gt.shape, bool)
     bad_gt = np.unique(gt[~ignored & ((gt < 0) | (gt >= num_classes))])
     if bad_gt.size:
-        raise ValueError(f"confusion_matrix: gt labels must lie in [0, {num_classes}) or be "
-                         f"ignore_label={ignore_label}, got {bad_gt[:10].tolist()}")
+        raise ValueError(
+            f"confusion_matrix: gt labels must lie in [0, {num_classes}) or be "
+            f"ignore_label={ignore_label}, got {bad_gt[:10].tolist()}"
+        )
     gt = np.where(ignored, num_classes, gt)
     size = num_classes + 1
     return np.bincount(pred * size + gt, minlength=size * size).reshape(size, size)
 
 
-def semantic_metrics(conf: np.ndarray, class_names: Sequence[str] | None = None
-                     ) -> OrderedDict[str, float]:
+def semantic_metrics(
+    conf: np.ndarray, class_names: Sequence[str] | None = None
+) -> OrderedDict[str, float]:
     """mIoU, fwIoU, IoU-<name>, mACC, pACC, ACC-<name> (percent, NaN for classes absent from
     the ground truth) from a (N+1, N+1) [pred, gt] confusion matrix."""
     num_classes = conf.shape[0] - 1
     if conf.shape != (num_classes + 1, num_classes + 1) or num_classes < 1:
-        raise ValueError(f"semantic_metrics: conf must be (N+1, N+1) with N >= 1, got "
-                         f"{tuple(conf.shape)}")
+        raise ValueError(
+            f"semantic_metrics: conf must be (N+1, N+1) with N >= 1, got {tuple(conf.shape)}"
+        )
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise ValueError(f"semantic_metrics: {len(names)} class names for {num_classes} classes")
@@ -82,8 +91,9 @@ def semantic_metrics(conf: np.ndarray, class_names: Sequence[str] | None = None
 
     out: OrderedDict[str, float] = OrderedDict()
     out["mIoU"] = 100 * float(iou[present].mean()) if present.any() else math.nan
-    out["fwIoU"] = 100 * float((iou[present] * gt_pixels[present]).sum() / total) \
-        if total else math.nan
+    out["fwIoU"] = (
+        100 * float((iou[present] * gt_pixels[present]).sum() / total) if total else math.nan
+    )
     for name, value in zip(names, iou):
         out[f"IoU-{name}"] = 100 * float(value)
     out["mACC"] = 100 * float(acc[present].mean()) if present.any() else math.nan
@@ -108,14 +118,22 @@ def read_label_png(path: str) -> np.ndarray:
 def _label_files(folder: str) -> list[str]:
     files = []
     for root, _, names in os.walk(folder):
-        files += [os.path.relpath(os.path.join(root, n), folder) for n in names
-                  if n.lower().endswith(".png")]
+        files += [
+            os.path.relpath(os.path.join(root, n), folder)
+            for n in names
+            if n.lower().endswith(".png")
+        ]
     return sorted(files)
 
 
-def evaluate_folders(gt_folder: str, pred_folder: str, num_classes: int,
-                     ignore_label: int | None = 255, class_names: Sequence[str] | None = None,
-                     progress: bool = False) -> OrderedDict[str, float]:
+def evaluate_folders(
+    gt_folder: str,
+    pred_folder: str,
+    num_classes: int,
+    ignore_label: int | None = 255,
+    class_names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> OrderedDict[str, float]:
     """semantic_metrics() over every ground-truth PNG under `gt_folder` and the prediction with
     the same relative path under `pred_folder`."""
     for folder, role in ((gt_folder, "ground-truth"), (pred_folder, "prediction")):

@@ -47,9 +47,7 @@ class NeighborhoodAttention2D(nn.Module):
             raise ValueError(
                 f"{name}: num_heads must be >= 1 and divide dim, got dim={dim}, num_heads={num_heads}"
             )
-        self.kernel_size, self.dilation = checks.kernel_and_dilation(
-            name, kernel_size, dilation, 2
-        )
+        self.kernel_size, self.dilation = checks.kernel_and_dilation(name, kernel_size, dilation, 2)
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads

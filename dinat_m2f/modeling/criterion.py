@@ -39,7 +39,9 @@ class SetCriterion(nn.Module):
         super().__init__()
         unknown = [name for name in losses if name not in SUPPORTED_LOSSES]
         if unknown:
-            raise ValueError(f"SetCriterion: unknown losses {unknown}; supported {SUPPORTED_LOSSES}")
+            raise ValueError(
+                f"SetCriterion: unknown losses {unknown}; supported {SUPPORTED_LOSSES}"
+            )
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = weight_dict
@@ -63,7 +65,9 @@ class SetCriterion(nn.Module):
         target_classes[batch_idx, query_idx] = torch.cat(
             [t["labels"][j] for t, (_, j) in zip(targets, indices)]
         ).to(logits.device)
-        return {"loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)}
+        return {
+            "loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)
+        }
 
     def loss_masks(self, outputs, targets, indices, num_masks) -> dict[str, torch.Tensor]:
         """Sigmoid CE and dice of matched masks, on points drawn where predictions are
@@ -77,7 +81,10 @@ class SetCriterion(nn.Module):
             return {"loss_mask": zero, "loss_dice": zero}
         with torch.no_grad():
             points = uncertain_point_coords_with_randomness(
-                pred_masks, mask_uncertainty, self.num_points, self.oversample_ratio,
+                pred_masks,
+                mask_uncertainty,
+                self.num_points,
+                self.oversample_ratio,
                 self.importance_sample_ratio,
             )
             point_labels = point_sample(target_masks, points, align_corners=False).squeeze(1)
@@ -116,7 +123,11 @@ class SetCriterion(nn.Module):
             [float(sum(len(t["labels"]) for t in targets))], dtype=torch.float32, device=device
         )
         world_size = get_world_size()
-        if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        if (
+            world_size > 1
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):
             torch.distributed.all_reduce(num_masks)
         return torch.clamp(num_masks / world_size, min=1).item()
 

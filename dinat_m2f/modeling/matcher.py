@@ -43,7 +43,9 @@ class HungarianMatcher(nn.Module):
         self.num_points = num_points
 
     @torch.no_grad()
-    def forward(self, outputs: dict, targets: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, outputs: dict, targets: list[dict]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """outputs: {"pred_logits": (N, Q, K + 1), "pred_masks": (N, Q, H, W)}; targets: per
         image {"labels": (T,) int64, "masks": (T, H', W')}. Returns per image (query indices,
         target indices), int64 tensors of length min(Q, T), sorted by query index."""
@@ -51,7 +53,10 @@ class HungarianMatcher(nn.Module):
         indices = []
         for b, target in enumerate(targets):
             cost = self.cost_matrix(
-                outputs["pred_logits"][b], outputs["pred_masks"][b], target["labels"], target["masks"]
+                outputs["pred_logits"][b],
+                outputs["pred_masks"][b],
+                target["labels"],
+                target["masks"],
             )
             cost = cost.reshape(num_queries, -1).cpu()
             if not bool(torch.isfinite(cost).all()):  # scipy's error would not say why
@@ -80,12 +85,15 @@ class HungarianMatcher(nn.Module):
                 masks[:, None].float(), points.repeat(masks.shape[0], 1, 1), align_corners=False
             ).squeeze(1)
             pred_points = point_sample(
-                pred_masks[:, None].float(), points.repeat(pred_masks.shape[0], 1, 1),
+                pred_masks[:, None].float(),
+                points.repeat(pred_masks.shape[0], 1, 1),
                 align_corners=False,
             ).squeeze(1)
             cost_mask = pairwise_sigmoid_ce(pred_points, target_points)
             cost_dice = pairwise_dice(pred_points, target_points)
-        return self.cost_mask * cost_mask + self.cost_class * cost_class + self.cost_dice * cost_dice
+        return (
+            self.cost_mask * cost_mask + self.cost_class * cost_class + self.cost_dice * cost_dice
+        )
 
     def extra_repr(self) -> str:
         return (

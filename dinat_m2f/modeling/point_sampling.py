@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 
-def point_sample(input: torch.Tensor, point_coords: torch.Tensor, **grid_sample_kwargs) -> torch.Tensor:
+def point_sample(
+    input: torch.Tensor, point_coords: torch.Tensor, **grid_sample_kwargs
+) -> torch.Tensor:
     """Bilinear samples of `input` (N, C, H, W) at `point_coords` (N, P, 2) or (N, Hp, Wp, 2),
     (x, y) in [0, 1] over the whole map. Returns (N, C, P) or (N, C, Hp, Wp)."""
     flat = point_coords.dim() == 3
@@ -23,7 +25,9 @@ def point_sample(input: torch.Tensor, point_coords: torch.Tensor, **grid_sample_
 def mask_uncertainty(logits: torch.Tensor) -> torch.Tensor:
     """Uncertainty of binary mask logits (N, 1, ...): highest (0) where the logit is 0."""
     if logits.shape[1] != 1:
-        raise ValueError(f"mask_uncertainty: logits must have 1 channel, got shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"mask_uncertainty: logits must have 1 channel, got shape {tuple(logits.shape)}"
+        )
     return -torch.abs(logits)
 
 
@@ -43,7 +47,9 @@ def uncertain_point_coords_with_randomness(
     if oversample_ratio < 1:
         raise ValueError(f"oversample_ratio must be >= 1, got {oversample_ratio}")
     if not 0 <= importance_sample_ratio <= 1:
-        raise ValueError(f"importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}")
+        raise ValueError(
+            f"importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}"
+        )
     num_masks = coarse_logits.shape[0]
     num_sampled = int(num_points * oversample_ratio)
     candidates = torch.rand(num_masks, num_sampled, 2, device=coarse_logits.device)

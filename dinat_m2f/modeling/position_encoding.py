@@ -41,9 +41,7 @@ class PositionEmbeddingSine(nn.Module):
         """x: (B, C, H, W) (only its shape and device are used); mask: (B, H, W) bool, True
         at padding. Returns (B, 2 * num_pos_feats, H, W) float32."""
         if mask is None:
-            mask = torch.zeros(
-                (x.size(0), x.size(2), x.size(3)), device=x.device, dtype=torch.bool
-            )
+            mask = torch.zeros((x.size(0), x.size(2), x.size(3)), device=x.device, dtype=torch.bool)
         not_mask = ~mask
         y_embed = not_mask.cumsum(1, dtype=torch.float32)
         x_embed = not_mask.cumsum(2, dtype=torch.float32)
@@ -52,8 +50,9 @@ class PositionEmbeddingSine(nn.Module):
             y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
             x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
         steps = torch.arange(self.num_pos_feats, dtype=torch.float32, device=x.device)
-        frequencies = self.temperature ** (2 * torch.div(steps, 2, rounding_mode="floor")
-                                           / self.num_pos_feats)
+        frequencies = self.temperature ** (
+            2 * torch.div(steps, 2, rounding_mode="floor") / self.num_pos_feats
+        )
         pos_x = x_embed[:, :, :, None] / frequencies
         pos_y = y_embed[:, :, :, None] / frequencies
         # even channels sine, odd channels cosine, interleaved

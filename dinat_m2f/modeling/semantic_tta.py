@@ -33,7 +33,9 @@ class SemanticSegmentorWithTTA(nn.Module):
     def _inference_one_image(self, inputs: dict) -> dict:
         height, width = inputs.get("height"), inputs.get("width")
         if height is None or width is None:
-            raise ValueError("SemanticSegmentorWithTTA: inputs need 'height' and 'width' (the output size)")
+            raise ValueError(
+                "SemanticSegmentorWithTTA: inputs need 'height' and 'width' (the output size)"
+            )
         augmented = self.tta_mapper(inputs)
         total, count = None, 0
         for start in range(0, len(augmented), self.batch_size):

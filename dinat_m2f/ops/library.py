@@ -67,7 +67,10 @@ def _compiled_backends(op: str) -> tuple[str, ...]:
 # Op families, their names in messages, and the dispatch keys their native kernels are built
 # for. Read once: constants that torch.compile traces through without a graph break.
 FAMILIES = {"na": "neighborhood-attention", "ms_deform_attn": "multi-scale deformable attention"}
-BACKENDS = {"na": _compiled_backends("na_qk"), "ms_deform_attn": _compiled_backends("ms_deform_attn")}
+BACKENDS = {
+    "na": _compiled_backends("na_qk"),
+    "ms_deform_attn": _compiled_backends("ms_deform_attn"),
+}
 
 
 def _family(family: str) -> str:

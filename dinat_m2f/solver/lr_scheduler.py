@@ -26,7 +26,9 @@ class PolyParamScheduler(ParamScheduler):
         if power <= 0:
             raise ValueError(f"SOLVER.POLY_LR_POWER must be > 0, got {power}")
         if not 0 <= constant_ending < 1:
-            raise ValueError(f"SOLVER.POLY_LR_CONSTANT_ENDING must be in [0, 1), got {constant_ending}")
+            raise ValueError(
+                f"SOLVER.POLY_LR_CONSTANT_ENDING must be in [0, 1), got {constant_ending}"
+            )
         if warmup_method not in ("linear", "constant"):
             raise ValueError(f"SOLVER.WARMUP_METHOD={warmup_method!r}; use 'linear' or 'constant'")
         self.power = power

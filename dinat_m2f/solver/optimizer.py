@@ -11,12 +11,25 @@ from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_gr
 from torch import nn
 
 NORM_TYPES = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
-    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
 )
 # parameters that are positions, not features: the NA relative positional bias, the pixel
 # decoder's level embedding, absolute position embeddings
-POSITION_PARAMETER_NAMES = ("rpb", "relative_position_bias_table", "absolute_pos_embed", "level_embed")
+POSITION_PARAMETER_NAMES = (
+    "rpb",
+    "relative_position_bias_table",
+    "absolute_pos_embed",
+    "level_embed",
+)
 SUPPORTED_OPTIMIZERS = ("ADAMW", "SGD")
 
 
@@ -70,7 +83,9 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     s = cfg.SOLVER
     name = s.OPTIMIZER.upper()
     if name not in SUPPORTED_OPTIMIZERS:
-        raise ValueError(f"SOLVER.OPTIMIZER={s.OPTIMIZER!r} is not supported; use one of {SUPPORTED_OPTIMIZERS}")
+        raise ValueError(
+            f"SOLVER.OPTIMIZER={s.OPTIMIZER!r} is not supported; use one of {SUPPORTED_OPTIMIZERS}"
+        )
     groups = optimizer_param_groups(
         model,
         base_lr=s.BASE_LR,
@@ -83,7 +98,9 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     optimizer_class = torch.optim.AdamW if name == "ADAMW" else torch.optim.SGD
     clip = s.CLIP_GRADIENTS
     if clip.ENABLED and clip.CLIP_TYPE == "full_model":
-        optimizer_class = _with_full_model_clipping(optimizer_class, clip.CLIP_VALUE, clip.NORM_TYPE)
+        optimizer_class = _with_full_model_clipping(
+            optimizer_class, clip.CLIP_VALUE, clip.NORM_TYPE
+        )
     elif clip.ENABLED:  # "value" / "norm": detectron2's per-parameter clipping
         optimizer_class = maybe_add_gradient_clipping(cfg, optimizer_class)
     if name == "ADAMW":

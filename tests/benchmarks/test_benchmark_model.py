@@ -9,20 +9,45 @@ from dinat_m2f.benchmarks import model as benchmark_model
 from dinat_m2f.benchmarks.timing import device_description
 
 DINAT_MINI = "configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml"
-SWIN_TINY = ("configs/ade20k/semantic-segmentation/swin/"
-             "maskformer2_tvswin_tiny_bs16_160k_res512.yaml")
+SWIN_TINY = (
+    "configs/ade20k/semantic-segmentation/swin/maskformer2_tvswin_tiny_bs16_160k_res512.yaml"
+)
 # a small Mask2Former head for both configs
 SMALL_HEAD = [
-    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32", "MODEL.SEM_SEG_HEAD.MASK_DIM", "32",
-    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1",
-    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD", "64",
-    "MODEL.MASK_FORMER.HIDDEN_DIM", "32", "MODEL.MASK_FORMER.NHEADS", "4",
-    "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64", "MODEL.MASK_FORMER.DEC_LAYERS", "2",
-    "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "6", "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+    "32",
+    "MODEL.SEM_SEG_HEAD.MASK_DIM",
+    "32",
+    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS",
+    "1",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD",
+    "64",
+    "MODEL.MASK_FORMER.HIDDEN_DIM",
+    "32",
+    "MODEL.MASK_FORMER.NHEADS",
+    "4",
+    "MODEL.MASK_FORMER.DIM_FEEDFORWARD",
+    "64",
+    "MODEL.MASK_FORMER.DEC_LAYERS",
+    "2",
+    "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES",
+    "6",
+    "MODEL.MASK_FORMER.TRAIN_NUM_POINTS",
+    "256",
 ]
 # one thread: on a shared 2-core machine two OpenMP threads stall behind other processes
-TOY = ["--resolution", "64x96", "--warmup", "1", "--repeats", "2", "--device", "cpu",
-       "--threads", "1"]
+TOY = [
+    "--resolution",
+    "64x96",
+    "--warmup",
+    "1",
+    "--repeats",
+    "2",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+]
 
 
 def cpu_name_with_one_thread() -> str:
@@ -31,8 +56,11 @@ def cpu_name_with_one_thread() -> str:
 
 
 def table_rows(out: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip("|").split("|")]
-            for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("| ") and "---" not in line
+    ]
 
 
 def test_model_table_compares_configs_with_a_nat_twin(capsys):
@@ -45,9 +73,11 @@ def test_model_table_compares_configs_with_a_nat_twin(capsys):
     table = table_rows(out)
     assert table[0][:3] == ["config", "backbone", "params M"]
     names = [r[0] for r in table[1:]]
-    assert names == ["maskformer2_dinat_mini_builtin_shapes",
-                     "maskformer2_dinat_mini_builtin_shapes (NAT)",
-                     "maskformer2_tvswin_tiny_bs16_160k_res512"]
+    assert names == [
+        "maskformer2_dinat_mini_builtin_shapes",
+        "maskformer2_dinat_mini_builtin_shapes (NAT)",
+        "maskformer2_tvswin_tiny_bs16_160k_res512",
+    ]
     labels = [r["backbone"] for r in rows]
     assert labels[0].startswith("DiNAT-mini k7 (d <= ")  # the largest dilation of the file
     assert labels[1:] == ["NAT-mini k7", "Swin swin_t w7"]
@@ -60,8 +90,9 @@ def test_model_table_compares_configs_with_a_nat_twin(capsys):
 
 
 def test_backbone_only_inference_with_flops(capsys):
-    rows = benchmark_model.main(["--config-file", SWIN_TINY, "--backbone-only", "--skip-train",
-                                 "--flops", *TOY])
+    rows = benchmark_model.main(
+        ["--config-file", SWIN_TINY, "--backbone-only", "--skip-train", "--flops", *TOY]
+    )
     out = capsys.readouterr().out
     assert "(backbone only)" in out
     (row,) = rows
@@ -71,9 +102,24 @@ def test_backbone_only_inference_with_flops(capsys):
 
 
 def test_layer_table(capsys):
-    rows = benchmark_model.main(["--layer", "--resolution", "64", "--levels", "1", "2",
-                                 "--warmup", "1", "--repeats", "2", "--device", "cpu",
-                                 "--threads", "1"])
+    rows = benchmark_model.main(
+        [
+            "--layer",
+            "--resolution",
+            "64",
+            "--levels",
+            "1",
+            "2",
+            "--warmup",
+            "1",
+            "--repeats",
+            "2",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert cpu_name_with_one_thread() in out and "kernel = window 7" in out
     table = table_rows(out)

@@ -22,8 +22,23 @@ def test_dinat_shapes_follow_the_schedules():
 
 @requires_native
 def test_benchmark_prints_table(capsys):
-    rows = bench.main(["--quick", "--variants", "tiny", "--levels", "4", "--repeats", "1",
-                       "--warmup", "0", "--impls", "native", "torch", "sdpa"])
+    rows = bench.main(
+        [
+            "--quick",
+            "--variants",
+            "tiny",
+            "--levels",
+            "4",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--impls",
+            "native",
+            "torch",
+            "sdpa",
+        ]
+    )
     out = capsys.readouterr().out
     assert "| input | model | level |" in out and "threads" in out
     assert len(rows) == 3
@@ -49,14 +64,28 @@ def test_compared_implementations_compute_neighborhood_attention(impl):
     q, k, v = (torch.randn(1, 15, 15, 2, bench.HEAD_DIM, generator=g) for _ in range(3))
     rpb = torch.randn(2, 9, 9, generator=g)
     expected = bench.run_native(shape)(q, k, v, rpb)
-    torch.testing.assert_close(bench.FACTORIES[impl](shape)(q, k, v, rpb), expected,
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        bench.FACTORIES[impl](shape)(q, k, v, rpb), expected, rtol=1e-4, atol=1e-4
+    )
 
 
 @requires_native
 def test_fused_row_is_skipped_on_cpu_and_throughput_counts_useful_work(capsys):
-    rows = bench.main(["--quick", "--variants", "tiny", "--levels", "4", "--repeats", "1",
-                       "--warmup", "0", "--impls", "fused"])
+    rows = bench.main(
+        [
+            "--quick",
+            "--variants",
+            "tiny",
+            "--levels",
+            "4",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--impls",
+            "fused",
+        ]
+    )
     assert rows[0]["fwd"] is None
     assert "the Triton interpreter is for tests, not timing" in rows[0]["note"]
     shape = bench.Shape(224, "tiny", 1, side=56, heads=2, kernel=7, dilation=1)

@@ -13,6 +13,7 @@ from tests.na_brute_force import axis_windows
 def enumerated_forward_scores(h_axis, w_axis, plan):
     """Scores of the forward kernel by walking its tiles: for each group and tile of window
     starts, the queries whose window starts fall in it and the keys their windows cover."""
+
     def tiles(axis, size):
         out = []
         for g in range(axis.dilation):
@@ -34,8 +35,15 @@ def enumerated_forward_scores(h_axis, w_axis, plan):
     return total
 
 
-@pytest.mark.parametrize("h,w", [((15, 7, 2), (14, 7, 2)), ((14, 11, 1), (14, 11, 1)),
-                                 ((1, 1, 1), (40, 13, 3)), ((30, 5, 4), (9, 3, 1))])
+@pytest.mark.parametrize(
+    "h,w",
+    [
+        ((15, 7, 2), (14, 7, 2)),
+        ((14, 11, 1), (14, 11, 1)),
+        ((1, 1, 1), (40, 13, 3)),
+        ((30, 5, 4), (9, 3, 1)),
+    ],
+)
 def test_planner_counts_what_the_tiles_compute(h, w):
     h, w = fused_plan.Axis(*h), fused_plan.Axis(*w)
     plan = fused_plan.plan_tiles(h, w)
@@ -49,8 +57,9 @@ def test_block_table_equals_create_block_mask(side, kernel, dilation):
 
     dense = eff.flex_block_mask(side, kernel, dilation)  # create_block_mask at these sizes
     counts, indices = eff.flex_block_table(side, kernel, dilation)
-    built = BlockMask.from_kv_blocks(counts, indices, BLOCK_SIZE=eff.FLEX_BLOCK,
-                                     seq_lengths=(side * side, side * side))
+    built = BlockMask.from_kv_blocks(
+        counts, indices, BLOCK_SIZE=eff.FLEX_BLOCK, seq_lengths=(side * side, side * side)
+    )
     assert eff.flex_computed_scores(built) == eff.flex_computed_scores(dense)
     dense_blocks = dense.to_dense()[0, 0].bool()
     assert torch.equal(built.to_dense()[0, 0].bool(), dense_blocks)

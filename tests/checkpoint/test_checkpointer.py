@@ -54,9 +54,10 @@ def test_official_dinat_converter_pkl_maps_imagenet_names_onto_the_backbone(tmp_
     "__author__": "third_party", "matching_heuristics": True}: keys without `backbone.`."""
     torch.manual_seed(1)
     imagenet = Net().backbone.state_dict()
-    path = write_pickle(tmp_path / "dinat_large_in22k_224.pkl",
-                        {"model": imagenet, "__author__": "third_party",
-                         "matching_heuristics": True})
+    path = write_pickle(
+        tmp_path / "dinat_large_in22k_224.pkl",
+        {"model": imagenet, "__author__": "third_party", "matching_heuristics": True},
+    )
     model = Net()
     DetectionCheckpointer(model).load(path)
     weights_equal(model, {f"backbone.{k}": v for k, v in imagenet.items()})
@@ -111,8 +112,11 @@ def test_weights_of_another_architecture_are_an_error_naming_keys(tmp_path):
     other = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
     path = tmp_path / "other.pth"
     torch.save({"model": other.state_dict()}, path)
-    with pytest.raises(WeightsError, match=r"none of the 7 weights of the checkpoint fits the model"
-                                           r".*'0\.weight'.*'backbone\.0\.weight'"):
+    with pytest.raises(
+        WeightsError,
+        match=r"none of the 7 weights of the checkpoint fits the model"
+        r".*'0\.weight'.*'backbone\.0\.weight'",
+    ):
         DetectionCheckpointer(Net()).load(str(path))
     # same names, other shapes: nothing fits either
     torch.save({"model": {"head.weight": torch.zeros(5, 5)}}, path)
@@ -143,8 +147,7 @@ def test_rename_rule_is_mask2formers():
         "sem_seg_head.predictor.class_embed.weight": "sem_seg_head.predictor.class_embed.weight",
         "backbone.norm0.weight": "backbone.norm0.weight",
         # a version-2 key is renamed again: the version metadata is what prevents it
-        "sem_seg_head.pixel_decoder.layer_1.weight":
-            "sem_seg_head.pixel_decoder.pixel_decoder.layer_1.weight",
+        "sem_seg_head.pixel_decoder.layer_1.weight": "sem_seg_head.pixel_decoder.pixel_decoder.layer_1.weight",
     }
     state = {k: torch.zeros(1) for k in keys}
     assert rename_v1_pixel_decoder_keys(state, "sem_seg_head.")
@@ -204,20 +207,23 @@ def test_version_2_names_need_version_2_metadata(tiny_model, tmp_path):
     our checkpointer (or Mask2Former's) carry the metadata; `.pkl` conversions must keep it
     (the safe loader keeps OrderedDict._metadata)."""
     state = tiny_model.state_dict()
-    path = write_pickle(tmp_path / "no_metadata.pkl",
-                        {"model": {k: v for k, v in state.items()}, "__author__": "x"})
+    path = write_pickle(
+        tmp_path / "no_metadata.pkl", {"model": {k: v for k, v in state.items()}, "__author__": "x"}
+    )
     torch.manual_seed(1)
     fresh = build_model(tiny_mask2former_cfg())
     incompatible = DetectionCheckpointer(fresh)._load_model(
         DetectionCheckpointer(fresh)._load_file(path)
     )
     assert any(k.startswith("sem_seg_head.pixel_decoder.") for k in incompatible.missing_keys)
-    assert any(k.startswith("sem_seg_head.pixel_decoder.pixel_decoder.")
-               for k in incompatible.unexpected_keys)
+    assert any(
+        k.startswith("sem_seg_head.pixel_decoder.pixel_decoder.")
+        for k in incompatible.unexpected_keys
+    )
 
-    with_metadata = write_pickle(tmp_path / "with_metadata.pkl",
-                                 {"model": state, "__author__": "x"})  # the OrderedDict itself
+    with_metadata = write_pickle(
+        tmp_path / "with_metadata.pkl", {"model": state, "__author__": "x"}
+    )  # the OrderedDict itself
     fresh = build_model(tiny_mask2former_cfg())
     DetectionCheckpointer(fresh).load(with_metadata)
     weights_equal(fresh, state)
-

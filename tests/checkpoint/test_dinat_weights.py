@@ -29,8 +29,10 @@ def official_checkpoint(constructor=dinat.dinat_mini, seed=0):
     segmentation output norms."""
     torch.manual_seed(seed)
     state = constructor(num_classes=1000, out_indices=()).state_dict()
-    assert "head.weight" in state and "norm.weight" in state and not any(
-        re.match(r"norm\d", k) for k in state
+    assert (
+        "head.weight" in state
+        and "norm.weight" in state
+        and not any(re.match(r"norm\d", k) for k in state)
     )
     return state
 
@@ -50,11 +52,15 @@ def to_hugging_face(official):
                     hf[f"{prefix}attention.self.{part}.{kind}"] = chunk.clone()
                 continue
             rest = {"attn.rpb": "attention.self.rpb"}.get(rest, rest)
-            for old, new in [("norm1.", "layernorm_before."), ("norm2.", "layernorm_after."),
-                             ("attn.proj.", "attention.output.dense."),
-                             ("mlp.fc1.", "intermediate.dense."), ("mlp.fc2.", "output.dense.")]:
+            for old, new in [
+                ("norm1.", "layernorm_before."),
+                ("norm2.", "layernorm_after."),
+                ("attn.proj.", "attention.output.dense."),
+                ("mlp.fc1.", "intermediate.dense."),
+                ("mlp.fc2.", "output.dense."),
+            ]:
                 if rest.startswith(old):
-                    rest = new + rest[len(old):]
+                    rest = new + rest[len(old) :]
             hf[prefix + rest] = tensor
             continue
         name = re.sub(r"^levels\.(\d+)\.downsample\.", r"encoder.levels.\1.downsample.", name)
@@ -82,9 +88,16 @@ def test_official_checkpoint_loads_with_only_head_and_output_norms_missing():
     report = []
     weights = official_backbone_state_dict(official, backbone.state_dict(), report)
     result = backbone.load_state_dict(weights, strict=False)
-    assert sorted(result.missing_keys) == sorted(f"norm{i}.{p}" for i in range(4) for p in ("weight", "bias"))
+    assert sorted(result.missing_keys) == sorted(
+        f"norm{i}.{p}" for i in range(4) for p in ("weight", "bias")
+    )
     assert result.unexpected_keys == []
-    assert {line.split()[1] for line in report} == {"head.weight", "head.bias", "norm.weight", "norm.bias"}
+    assert {line.split()[1] for line in report} == {
+        "head.weight",
+        "head.bias",
+        "norm.weight",
+        "norm.bias",
+    }
     for name, tensor in weights.items():
         assert torch.equal(backbone.state_dict()[name], tensor)
 
@@ -95,7 +108,9 @@ def test_hugging_face_names_convert_to_official():
     for name in list(hf):  # layer scale: transformers stores both gammas in one (2, dim) tensor
         if name.endswith(".gamma1"):
             base = name[: -len(".gamma1")]
-            hf[base + ".layer_scale_parameters"] = torch.stack([hf.pop(name), hf.pop(base + ".gamma2")])
+            hf[base + ".layer_scale_parameters"] = torch.stack(
+                [hf.pop(name), hf.pop(base + ".gamma2")]
+            )
     assert any(".attention.self.query.weight" in k for k in hf)
     converted = convert_to_official(hf)
     assert converted.keys() == official.keys()
@@ -106,10 +121,19 @@ def test_hugging_face_names_convert_to_official():
 def test_hugging_face_backbone_output_norms_map_to_level_norms():
     torch.manual_seed(1)
     backbone = mini_backbone()
-    hf = {f"hidden_states_norms.stage{i + 1}.weight": backbone.state_dict()[f"norm{i}.weight"] for i in range(4)}
+    hf = {
+        f"hidden_states_norms.stage{i + 1}.weight": backbone.state_dict()[f"norm{i}.weight"]
+        for i in range(4)
+    }
     hf["embeddings.norm.weight"] = backbone.state_dict()["patch_embed.norm.weight"]
     converted = convert_to_official(hf)
-    assert set(converted) == {"norm0.weight", "norm1.weight", "norm2.weight", "norm3.weight", "patch_embed.norm.weight"}
+    assert set(converted) == {
+        "norm0.weight",
+        "norm1.weight",
+        "norm2.weight",
+        "norm3.weight",
+        "patch_embed.norm.weight",
+    }
 
 
 def test_rpb_resize_is_bicubic_and_keeps_smooth_biases():
@@ -130,26 +154,36 @@ def test_converter_resizes_rpb_and_output_loads_in_detectron2(tmp_path):
     source = tmp_path / "dinat_mini_in1k.pth"
     torch.save(official, source)
     target = tmp_path / "converted" / "dinat_mini_k11.pth"
-    report = convert_pretrained.main([str(source), str(target), "--variant", "dinat_mini", "--kernel-size", "11"])
+    report = convert_pretrained.main(
+        [str(source), str(target), "--variant", "dinat_mini", "--kernel-size", "11"]
+    )
     resized = [line for line in report if line.startswith("resized")]
     assert len(resized) == 18  # one RPB per block
     assert "resized levels.0.blocks.0.attn.rpb (2, 13, 13) -> (2, 21, 21) (bicubic)" in resized
     assert any(line.startswith("dropped head.weight") for line in report)
     assert sum(line.startswith("not in the checkpoint") for line in report) == 8  # norm0..3
 
-    backbone = mini_backbone("MODEL.DINAT.KERNEL_SIZE", "11",
-                             "MODEL.DINAT.DILATIONS", "[[1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]")
+    backbone = mini_backbone(
+        "MODEL.DINAT.KERNEL_SIZE",
+        "11",
+        "MODEL.DINAT.DILATIONS",
+        "[[1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]",
+    )
     model = torch.nn.Module()
     model.backbone = backbone
     DetectionCheckpointer(model).load(str(target))
-    assert torch.equal(backbone.levels[1].blocks[2].mlp.fc1.weight, official["levels.1.blocks.2.mlp.fc1.weight"])
+    assert torch.equal(
+        backbone.levels[1].blocks[2].mlp.fc1.weight, official["levels.1.blocks.2.mlp.fc1.weight"]
+    )
     assert backbone.levels[0].blocks[0].attn.rpb.shape == (2, 21, 21)
 
 
 def test_loading_refuses_pickled_objects_and_bad_files(tmp_path):
     evil = tmp_path / "evil.pth"  # an arbitrary (here harmless) object beside the weights
     torch.save({"model": {"w": torch.zeros(1)}, "obj": argparse.Namespace(run="code")}, evil)
-    with pytest.raises(UnsafeCheckpointError, match=r"evil.pth: refused to load 'argparse.Namespace'"):
+    with pytest.raises(
+        UnsafeCheckpointError, match=r"evil.pth: refused to load 'argparse.Namespace'"
+    ):
         load_state_dict_file(str(evil))
     with pytest.raises(FileNotFoundError, match=r"checkpoint not found: .*missing.pth"):
         load_state_dict_file(str(tmp_path / "missing.pth"))
@@ -165,15 +199,18 @@ def test_converter_takes_the_official_converters_pkl(tmp_path):
 
     official = official_checkpoint()
     source = tmp_path / "dinat_mini_in1k_224.pkl"
-    source.write_bytes(pickle.dumps(
-        {"model": official, "__author__": "third_party", "matching_heuristics": True}))
+    source.write_bytes(
+        pickle.dumps({"model": official, "__author__": "third_party", "matching_heuristics": True})
+    )
     target = tmp_path / "dinat_mini_d2.pth"
     report = convert_pretrained.main([str(source), str(target), "--variant", "dinat_mini"])
     assert not any(line.startswith("resized") for line in report)
     converted = torch.load(target, weights_only=True)["model"]
-    assert set(converted) == {f"backbone.{k}" for k in official if not k.startswith(("head.", "norm."))}
+    assert set(converted) == {
+        f"backbone.{k}" for k in official if not k.startswith(("head.", "norm."))
+    }
     for name, tensor in converted.items():
-        assert torch.equal(tensor, official[name[len("backbone."):]]), name
+        assert torch.equal(tensor, official[name[len("backbone.") :]]), name
 
 
 @pytest.mark.parametrize("suffix", [".pkl", ".pth"])
@@ -207,5 +244,7 @@ def test_converter_refuses_a_checkpoint_of_another_architecture(tmp_path, capsys
 def test_shape_mismatch_names_the_key():
     official = official_checkpoint()
     narrower = mini_backbone("MODEL.DINAT.EMBED_DIM", "32")
-    with pytest.raises(ValueError, match=r"patch_embed.proj.0.weight: checkpoint shape .* does not match"):
+    with pytest.raises(
+        ValueError, match=r"patch_embed.proj.0.weight: checkpoint shape .* does not match"
+    ):
         official_backbone_state_dict(official, narrower.state_dict())

@@ -31,10 +31,18 @@ CASCADE = os.path.join(DETECTION, "cascade_mask_rcnn_dinat_mini_3x.yaml")
 # CPU-friendly: small dilations for a small input (dilations hold no weights), BN instead of
 # SyncBN in the cascade box heads (the same parameters), every detection kept
 CPU = [
-    "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False", "MODEL.WEIGHTS", "",
-    "MODEL.DINAT.DILATIONS", "[[1, 2, 1], [1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]",
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-    "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+    "MODEL.DEVICE",
+    "cpu",
+    "SOLVER.AMP.ENABLED",
+    "False",
+    "MODEL.WEIGHTS",
+    "",
+    "MODEL.DINAT.DILATIONS",
+    "[[1, 2, 1], [1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.0",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "50",
 ]
 
 
@@ -62,8 +70,10 @@ def predict(model) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         instances = model([{"image": image, "height": 128, "width": 160}])[0]["instances"]
     assert len(instances) > 0
-    return {name: value.tensor if hasattr(value, "tensor") else value
-            for name, value in instances.get_fields().items()}
+    return {
+        name: value.tensor if hasattr(value, "tensor") else value
+        for name, value in instances.get_fields().items()
+    }
 
 
 def save_mmdet_checkpoint(path, state: dict[str, torch.Tensor]) -> str:
@@ -144,8 +154,9 @@ def test_converted_checkpoint_loads_strictly_and_gives_identical_outputs(source,
 
     fresh = build(config, seed=1)
     fresh_out = predict(fresh)
-    differs = (fresh_out["scores"].shape != expected["scores"].shape
-               or not torch.equal(fresh_out["scores"], expected["scores"]))
+    differs = fresh_out["scores"].shape != expected["scores"].shape or not torch.equal(
+        fresh_out["scores"], expected["scores"]
+    )
     assert differs, "the fresh model must start different"
     weights = torch.load(target, map_location="cpu", weights_only=True)["model"]
     result = fresh.load_state_dict(weights, strict=True)
@@ -165,6 +176,7 @@ def test_detectron2_checkpointer_loads_the_output(source, tmp_path):
     _, config, _, mmdet_state, expected = source
     path = save_mmdet_checkpoint(tmp_path / "release.pth", mmdet_state)
     convert(path, str(tmp_path / "d2.pth"), config, CPU)
+
     class Recording(DetectionCheckpointer):
         def _load_model(self, checkpoint):
             self.incompatible = super()._load_model(checkpoint)
@@ -229,8 +241,10 @@ def test_wrong_class_count_or_variant_names_the_key(source):
 
 
 def test_not_an_mmdet_checkpoint():
-    mask2former_like = {"sem_seg_head.predictor.query_feat.weight": torch.zeros(100, 256),
-                        "criterion.empty_weight": torch.ones(134)}
+    mask2former_like = {
+        "sem_seg_head.predictor.query_feat.weight": torch.zeros(100, 256),
+        "criterion.empty_weight": torch.ones(134),
+    }
     with pytest.raises(ValueError, match="not an mmdetection detection checkpoint"):
         convert_mmdet_detection(mask2former_like, {"backbone.fpn_lateral2.weight": torch.zeros(1)})
 
@@ -240,17 +254,34 @@ def test_dinat_s_backbone_names_and_mismatch():
     assert mmdet_to_detectron2_name("backbone.layers.2.blocks.5.attn.rpb", [2, 3, 4, 5]) == (
         "backbone.bottom_up.levels.2.blocks.5.attn.rpb"
     )
-    assert detectron2_to_mmdet_name(
-        "backbone.bottom_up.levels.1.downsample.reduction.weight", [2, 3, 4, 5], dinat_s=True
-    ) == "backbone.layers.1.downsample.reduction.weight"
-    assert detectron2_to_mmdet_name("backbone.bottom_up.levels.1.downsample.norm.weight",
-                                    [2, 3, 4, 5]) == "backbone.levels.1.downsample.norm.weight"
-    dinat_s = build(MASK_RCNN, seed=0, opts=[
-        "MODEL.BACKBONE.NAME", "build_dinat_s_fpn_backbone", "MODEL.DINAT.EMBED_DIM", "96",
-        "MODEL.DINAT.DEPTHS", "[2, 2, 6, 2]", "MODEL.DINAT.NUM_HEADS", "[3, 6, 12, 24]",
-        "MODEL.DINAT.MLP_RATIO", "4.0",
-        "MODEL.DINAT.DILATIONS", "[[1, 2], [1, 1], [1, 1, 1, 1, 1, 1], [1, 1]]",
-    ])
+    assert (
+        detectron2_to_mmdet_name(
+            "backbone.bottom_up.levels.1.downsample.reduction.weight", [2, 3, 4, 5], dinat_s=True
+        )
+        == "backbone.layers.1.downsample.reduction.weight"
+    )
+    assert (
+        detectron2_to_mmdet_name("backbone.bottom_up.levels.1.downsample.norm.weight", [2, 3, 4, 5])
+        == "backbone.levels.1.downsample.norm.weight"
+    )
+    dinat_s = build(
+        MASK_RCNN,
+        seed=0,
+        opts=[
+            "MODEL.BACKBONE.NAME",
+            "build_dinat_s_fpn_backbone",
+            "MODEL.DINAT.EMBED_DIM",
+            "96",
+            "MODEL.DINAT.DEPTHS",
+            "[2, 2, 6, 2]",
+            "MODEL.DINAT.NUM_HEADS",
+            "[3, 6, 12, 24]",
+            "MODEL.DINAT.MLP_RATIO",
+            "4.0",
+            "MODEL.DINAT.DILATIONS",
+            "[[1, 2], [1, 1], [1, 1, 1, 1, 1, 1], [1, 1]]",
+        ],
+    )
     state = to_mmdet_layout(dinat_s.state_dict(), dinat_s=True)
     assert "backbone.layers.3.blocks.1.mlp.fc2.weight" in state
     assert not any(k.startswith("backbone.levels.") for k in state)

@@ -76,11 +76,14 @@ def test_tensors_pickled_with_plain_pickle_keep_values_views_and_metadata(tmp_pa
     """What the DiNAT release's converter writes: a torch state dict (an OrderedDict whose
     `_metadata` carries the module versions) pickled with `pickle`, not torch.save."""
     base = torch.arange(12, dtype=torch.float16).view(3, 4)
-    state = collections.OrderedDict(w=base.t(), b=torch.ones(3, dtype=torch.bfloat16),
-                                    i=torch.tensor(7))
+    state = collections.OrderedDict(
+        w=base.t(), b=torch.ones(3, dtype=torch.bfloat16), i=torch.tensor(7)
+    )
     state._metadata = collections.OrderedDict({"": {"version": 1}, "sem_seg_head": {"version": 2}})
-    path = write_pickle(tmp_path / "converted.pkl",
-                        {"model": state, "__author__": "third_party", "matching_heuristics": True})
+    path = write_pickle(
+        tmp_path / "converted.pkl",
+        {"model": state, "__author__": "third_party", "matching_heuristics": True},
+    )
     data = load_checkpoint_file(path)
     assert data["__author__"] == "third_party" and data["matching_heuristics"] is True
     loaded = data["model"]
@@ -115,8 +118,10 @@ def test_objects_are_refused_naming_file_and_global_and_never_run(tmp_path, payl
         torch.save(content, path)
     with pytest.raises(UnsafeCheckpointError) as info:
         load_checkpoint_file(path)
-    refused = {CreatesMarker: ("io.open", "builtins.open"),
-               RunsCommand: ("posix.system", "os.system")}
+    refused = {
+        CreatesMarker: ("io.open", "builtins.open"),
+        RunsCommand: ("posix.system", "os.system"),
+    }
     assert info.value.refused in refused[payload]
     assert info.value.path == str(path)
     message = str(info.value)
@@ -153,12 +158,19 @@ def test_only_plain_data_builders_are_allowed():
     """The allow-list, spelled out: a review of any change to it starts here."""
     assert set(ALLOWED_GLOBALS) == {
         ("collections", "OrderedDict"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "complex"),
-        ("_codecs", "encode"), ("builtins", "bytes"),
-        ("torch._utils", "_rebuild_tensor_v2"), ("torch.storage", "_load_from_bytes"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("builtins", "complex"),
+        ("_codecs", "encode"),
+        ("builtins", "bytes"),
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch.storage", "_load_from_bytes"),
     }
 
 

@@ -39,7 +39,8 @@ from dinat_m2f.modeling.backbone.dinat import IMAGENET_224_K7, MASK2FORMER_K11, 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_ROOT = REPO / "configs"
 CONFIG_FILES = sorted(
-    p for p in CONFIG_ROOT.rglob("*.yaml")
+    p
+    for p in CONFIG_ROOT.rglob("*.yaml")
     if "detection" not in p.relative_to(CONFIG_ROOT).parts and not p.name.startswith("mask_rcnn_")
 )
 CONFIG_IDS = [path.relative_to(CONFIG_ROOT).as_posix() for path in CONFIG_FILES]
@@ -215,7 +216,7 @@ def new_cfg() -> CfgNode:
     return cfg
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(path: str) -> CfgNode:
     cfg = new_cfg()
     cfg.merge_from_file(path)
@@ -251,7 +252,7 @@ def mismatches(cfg: CfgNode, expected: dict) -> list[str]:
 
 
 def dataset_folder(path: Path) -> str | None:
-    """"coco" / "ade20k" / "cityscapes" / "builtin", None for configs/Base-Mask2Former.yaml."""
+    """ "coco" / "ade20k" / "cityscapes" / "builtin", None for configs/Base-Mask2Former.yaml."""
     parts = path.relative_to(CONFIG_ROOT).parts
     return parts[0] if len(parts) > 1 else None
 
@@ -274,7 +275,7 @@ def is_swin(path: Path) -> bool:
 
 
 def size_of(path: Path) -> str | None:
-    """"tiny" .. "large" of a DiNAT or Swin config file (None for base files)."""
+    """ "tiny" .. "large" of a DiNAT or Swin config file (None for base files)."""
     match = re.match(r"maskformer2_(?:dinat|tvswin)_([a-z]+)_", path.name)
     return match.group(1) if match else None
 
@@ -292,7 +293,7 @@ def by_id(paths: list[Path]) -> dict:
     return dict(argvalues=paths, ids=[p.relative_to(CONFIG_ROOT).as_posix() for p in paths])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def builtin_shapes_classes() -> tuple[int, str]:
     """(number of classes, where it comes from) of the built-in shapes dataset."""
     if not BUILTIN_SHAPES_MODULE.exists():
@@ -505,8 +506,11 @@ def test_device_untouched(path):
         assert lookup(cfg, key) == lookup(default, key), f"{path}: {key} changed"
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIG_FILES if variant_of(p)],
-                         ids=[i for p, i in zip(CONFIG_FILES, CONFIG_IDS) if variant_of(p)])
+@pytest.mark.parametrize(
+    "path",
+    [p for p in CONFIG_FILES if variant_of(p)],
+    ids=[i for p, i in zip(CONFIG_FILES, CONFIG_IDS) if variant_of(p)],
+)
 def test_variant_matches_dinat_py(path):
     """Widths, depths, heads, MLP ratio and layer scale are dinat.py's VARIANTS."""
     variant = variant_of(path)
@@ -532,9 +536,11 @@ def test_variant_matches_dinat_py(path):
     )
 
 
-@pytest.mark.parametrize("path", [p for p in paper_configs() if size_of(p)],
-                         ids=[p.relative_to(CONFIG_ROOT).as_posix()
-                              for p in paper_configs() if size_of(p)])
+@pytest.mark.parametrize(
+    "path",
+    [p for p in paper_configs() if size_of(p)],
+    ids=[p.relative_to(CONFIG_ROOT).as_posix() for p in paper_configs() if size_of(p)],
+)
 def test_queries_and_inputs(path):
     cfg = load(path)
     family, task, variant = dataset_folder(path), task_of(path), size_of(path)
@@ -552,8 +558,10 @@ def test_queries_and_inputs(path):
 
 def test_swin_configs_were_found():
     names = {p.name for p in SWIN_CONFIG_FILES}
-    assert {"maskformer2_tvswin_tiny_bs16_160k_res512.yaml",
-            "maskformer2_tvswin_large_bs16_100ep.yaml"} <= names
+    assert {
+        "maskformer2_tvswin_tiny_bs16_160k_res512.yaml",
+        "maskformer2_tvswin_large_bs16_100ep.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", **by_id(SWIN_CONFIG_FILES))
@@ -588,9 +596,7 @@ def test_builtin_device_only_there():
 
 def test_readme_lists_every_config():
     readme = (CONFIG_ROOT / "README.md").read_text()
-    missing = [
-        i for p, i in zip(CONFIG_FILES, CONFIG_IDS) if variant_of(p) and i not in readme
-    ]
+    missing = [i for p, i in zip(CONFIG_FILES, CONFIG_IDS) if variant_of(p) and i not in readme]
     assert not missing, f"configs/README.md lacks {missing}"
 
 
@@ -637,5 +643,9 @@ def test_backbone_builds(path):
         with torch.no_grad():
             out = backbone.eval()(torch.randn(1, 3, height, width))
         for i, name in enumerate(shapes):
-            assert out[name].shape == (1, shapes[name].channels, height // 4 // 2**i,
-                                       width // 4 // 2**i)
+            assert out[name].shape == (
+                1,
+                shapes[name].channels,
+                height // 4 // 2**i,
+                width // 4 // 2**i,
+            )

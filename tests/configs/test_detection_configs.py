@@ -100,18 +100,66 @@ DEEP_DILATIONS = [[1, 28, 1], [1, 7, 1, 14], [1, 3, 1, 5, 1, 7] * 3, [1, 3, 1, 3
 RELEASE = {
     "mask_rcnn_dinat_mini_3x.yaml": (64, [3, 4, 6, 5], [2, 4, 8, 16], 3.0, None, 0.2, 1e-4, True),
     "mask_rcnn_dinat_tiny_3x.yaml": (64, [3, 4, 18, 5], [2, 4, 8, 16], 3.0, None, 0.2, 1e-4, True),
-    "mask_rcnn_dinat_small_3x.yaml": (96, [3, 4, 18, 5], [3, 6, 12, 24], 2.0, None, 0.35, 1e-4,
-                                      True),
-    "cascade_mask_rcnn_dinat_mini_3x.yaml": (64, [3, 4, 6, 5], [2, 4, 8, 16], 3.0, None, 0.2,
-                                             1e-4, True),
-    "cascade_mask_rcnn_dinat_tiny_3x.yaml": (64, [3, 4, 18, 5], [2, 4, 8, 16], 3.0, None, 0.3,
-                                             1e-4, True),
-    "cascade_mask_rcnn_dinat_small_3x.yaml": (96, [3, 4, 18, 5], [3, 6, 12, 24], 2.0, None, 0.5,
-                                              1e-4, True),
-    "cascade_mask_rcnn_dinat_base_3x.yaml": (128, [3, 4, 18, 5], [4, 8, 16, 32], 2.0, 1e-5, 0.6,
-                                             7.5e-5, True),
-    "cascade_mask_rcnn_dinat_large_3x.yaml": (192, [3, 4, 18, 5], [6, 12, 24, 48], 2.0, None,
-                                              0.6, 7.5e-5, False),
+    "mask_rcnn_dinat_small_3x.yaml": (
+        96,
+        [3, 4, 18, 5],
+        [3, 6, 12, 24],
+        2.0,
+        None,
+        0.35,
+        1e-4,
+        True,
+    ),
+    "cascade_mask_rcnn_dinat_mini_3x.yaml": (
+        64,
+        [3, 4, 6, 5],
+        [2, 4, 8, 16],
+        3.0,
+        None,
+        0.2,
+        1e-4,
+        True,
+    ),
+    "cascade_mask_rcnn_dinat_tiny_3x.yaml": (
+        64,
+        [3, 4, 18, 5],
+        [2, 4, 8, 16],
+        3.0,
+        None,
+        0.3,
+        1e-4,
+        True,
+    ),
+    "cascade_mask_rcnn_dinat_small_3x.yaml": (
+        96,
+        [3, 4, 18, 5],
+        [3, 6, 12, 24],
+        2.0,
+        None,
+        0.5,
+        1e-4,
+        True,
+    ),
+    "cascade_mask_rcnn_dinat_base_3x.yaml": (
+        128,
+        [3, 4, 18, 5],
+        [4, 8, 16, 32],
+        2.0,
+        1e-5,
+        0.6,
+        7.5e-5,
+        True,
+    ),
+    "cascade_mask_rcnn_dinat_large_3x.yaml": (
+        192,
+        [3, 4, 18, 5],
+        [6, 12, 24, 48],
+        2.0,
+        None,
+        0.6,
+        7.5e-5,
+        False,
+    ),
 }
 
 COMMON = {
@@ -207,7 +255,10 @@ CASCADE_HEADS = {
     "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT": 10.0,
     "MODEL.ROI_BOX_CASCADE_HEAD.IOUS": [0.5, 0.6, 0.7],
     "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS": [
-        [10.0, 10.0, 5.0, 5.0], [20.0, 20.0, 10.0, 10.0], [30.0, 30.0, 15.0, 15.0]],
+        [10.0, 10.0, 5.0, 5.0],
+        [20.0, 20.0, 10.0, 10.0],
+        [30.0, 30.0, 15.0, 15.0],
+    ],
     "MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS": [1.0, 0.5, 0.25],
     "MODEL.RPN.SMOOTH_L1_BETA": 1.0 / 9.0,
     "MODEL.RPN.POST_NMS_TOPK_TRAIN": 2000,
@@ -236,16 +287,18 @@ def test_release_recipe(path):
     embed, depths, heads, mlp, layer_scale, drop_path, lr, amp = RELEASE[path.name]
     expected = dict(COMMON)
     expected.update(CASCADE_HEADS if path.name.startswith("cascade") else MASK_RCNN_HEADS)
-    expected.update({
-        "MODEL.DINAT.EMBED_DIM": embed,
-        "MODEL.DINAT.DEPTHS": depths,
-        "MODEL.DINAT.NUM_HEADS": heads,
-        "MODEL.DINAT.MLP_RATIO": mlp,
-        "MODEL.DINAT.DILATIONS": MINI_DILATIONS if depths[2] == 6 else DEEP_DILATIONS,
-        "MODEL.DINAT.DROP_PATH_RATE": drop_path,
-        "SOLVER.BASE_LR": lr,
-        "SOLVER.AMP.ENABLED": amp,
-    })
+    expected.update(
+        {
+            "MODEL.DINAT.EMBED_DIM": embed,
+            "MODEL.DINAT.DEPTHS": depths,
+            "MODEL.DINAT.NUM_HEADS": heads,
+            "MODEL.DINAT.MLP_RATIO": mlp,
+            "MODEL.DINAT.DILATIONS": MINI_DILATIONS if depths[2] == 6 else DEEP_DILATIONS,
+            "MODEL.DINAT.DROP_PATH_RATE": drop_path,
+            "SOLVER.BASE_LR": lr,
+            "SOLVER.AMP.ENABLED": amp,
+        }
+    )
     bad = mismatches(cfg, expected)
     assert not bad, f"{path}:\n" + "\n".join(bad)
     assert cfg.MODEL.DINAT.LAYER_SCALE == layer_scale
@@ -255,19 +308,31 @@ def test_release_recipe(path):
 
 
 SENTINELS = (
-    ("EMBED_DIM", 192), ("DEPTHS", [3, 4, 18, 5]), ("NUM_HEADS", [6, 12, 24, 48]),
-    ("KERNEL_SIZE", 11), ("DILATIONS", [[1, 1, 1], [1, 1, 1, 1], [1] * 18, [1] * 5]),
-    ("MLP_RATIO", 2.0), ("QKV_BIAS", False), ("QK_SCALE", 0.5), ("DROP_RATE", 0.1),
-    ("ATTN_DROP_RATE", 0.1), ("DROP_PATH_RATE", 0.3), ("LAYER_SCALE", 1.0),
-    ("OUT_FEATURES", ["res5"]), ("FROZEN_STAGES", 2), ("USE_CHECKPOINT", True),
+    ("EMBED_DIM", 192),
+    ("DEPTHS", [3, 4, 18, 5]),
+    ("NUM_HEADS", [6, 12, 24, 48]),
+    ("KERNEL_SIZE", 11),
+    ("DILATIONS", [[1, 1, 1], [1, 1, 1, 1], [1] * 18, [1] * 5]),
+    ("MLP_RATIO", 2.0),
+    ("QKV_BIAS", False),
+    ("QK_SCALE", 0.5),
+    ("DROP_RATE", 0.1),
+    ("ATTN_DROP_RATE", 0.1),
+    ("DROP_PATH_RATE", 0.3),
+    ("LAYER_SCALE", 1.0),
+    ("OUT_FEATURES", ["res5"]),
+    ("FROZEN_STAGES", 2),
+    ("USE_CHECKPOINT", True),
 )
 
 
 @pytest.mark.parametrize("path", VARIANT_FILES + [BUILTIN], ids=ids(VARIANT_FILES + [BUILTIN]))
 def test_backbone_keys_do_not_depend_on_defaults(path):
     """Other MODEL.DINAT defaults (the official D2DiNAT ones, and others) give the same node."""
-    frozen = tuple((k, tuple(map(tuple, v)) if k == "DILATIONS" else
-                    (tuple(v) if isinstance(v, list) else v)) for k, v in SENTINELS)
+    frozen = tuple(
+        (k, tuple(map(tuple, v)) if k == "DILATIONS" else (tuple(v) if isinstance(v, list) else v))
+        for k, v in SENTINELS
+    )
     assert load(path, frozen).MODEL.DINAT == load(path).MODEL.DINAT
 
 
@@ -289,16 +354,26 @@ def test_dilations_fit_the_test_size_and_span_the_training_sizes(path):
 
 def test_builtin_config():
     cfg = load(BUILTIN)
-    bad = mismatches(cfg, {
-        "MODEL.DEVICE": "cpu", "MODEL.WEIGHTS": "", "SOLVER.AMP.ENABLED": False,
-        "MODEL.META_ARCHITECTURE": "GeneralizedRCNN", "MODEL.ROI_HEADS.NAME": "StandardROIHeads",
-        "MODEL.BACKBONE.NAME": "build_dinat_fpn_backbone",
-        "MODEL.DINAT.EMBED_DIM": 64, "MODEL.DINAT.DEPTHS": [3, 4, 6, 5],
-        "DATASETS.TRAIN": ["builtin_shapes_train_instance"],
-        "DATASETS.TEST": ["builtin_shapes_val_instance"],
-        "INPUT.DATASET_MAPPER_NAME": "detectron2_instance", "INPUT.MASK_FORMAT": "bitmask",
-        "INPUT.DETR_CROP.ENABLED": False, "SEED": 0, "TEST.EVAL_PERIOD": 0,
-    })
+    bad = mismatches(
+        cfg,
+        {
+            "MODEL.DEVICE": "cpu",
+            "MODEL.WEIGHTS": "",
+            "SOLVER.AMP.ENABLED": False,
+            "MODEL.META_ARCHITECTURE": "GeneralizedRCNN",
+            "MODEL.ROI_HEADS.NAME": "StandardROIHeads",
+            "MODEL.BACKBONE.NAME": "build_dinat_fpn_backbone",
+            "MODEL.DINAT.EMBED_DIM": 64,
+            "MODEL.DINAT.DEPTHS": [3, 4, 6, 5],
+            "DATASETS.TRAIN": ["builtin_shapes_train_instance"],
+            "DATASETS.TEST": ["builtin_shapes_val_instance"],
+            "INPUT.DATASET_MAPPER_NAME": "detectron2_instance",
+            "INPUT.MASK_FORMAT": "bitmask",
+            "INPUT.DETR_CROP.ENABLED": False,
+            "SEED": 0,
+            "TEST.EVAL_PERIOD": 0,
+        },
+    )
     assert not bad, "\n".join(bad)
     from detectron2.data import MetadataCatalog
 

@@ -37,95 +37,108 @@ D2 = "facebookresearch/detectron2"
 # The table written from the official sources: function -> (source file, {key: default}).
 # Every key the official function adds, with its official default.
 OFFICIAL_DEFAULTS: dict[str, tuple[str, dict]] = {
-    "add_deeplab_config": (f"{D2}: projects/DeepLab/deeplab/config.py", {
-        "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": 1.0,
-        "SOLVER.POLY_LR_POWER": 0.9,
-        "SOLVER.POLY_LR_CONSTANT_ENDING": 0.0,
-        "MODEL.SEM_SEG_HEAD.LOSS_TYPE": "hard_pixel_mining",
-        "MODEL.SEM_SEG_HEAD.PROJECT_FEATURES": ["res2"],
-        "MODEL.SEM_SEG_HEAD.PROJECT_CHANNELS": [48],
-        "MODEL.SEM_SEG_HEAD.ASPP_CHANNELS": 256,
-        "MODEL.SEM_SEG_HEAD.ASPP_DILATIONS": [6, 12, 18],
-        "MODEL.SEM_SEG_HEAD.ASPP_DROPOUT": 0.1,
-        "MODEL.SEM_SEG_HEAD.USE_DEPTHWISE_SEPARABLE_CONV": False,
-        "MODEL.RESNETS.RES4_DILATION": 1,
-        "MODEL.RESNETS.RES5_MULTI_GRID": [1, 2, 4],
-        "MODEL.RESNETS.STEM_TYPE": "deeplab",
-    }),
-    "add_maskformer2_config": (f"{M2F}: mask2former/config.py", {
-        "INPUT.DATASET_MAPPER_NAME": "mask_former_semantic",
-        "INPUT.COLOR_AUG_SSD": False,
-        "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": 1.0,
-        "INPUT.SIZE_DIVISIBILITY": -1,
-        "SOLVER.WEIGHT_DECAY_EMBED": 0.0,
-        "SOLVER.OPTIMIZER": "ADAMW",
-        "SOLVER.BACKBONE_MULTIPLIER": 0.1,
-        "MODEL.MASK_FORMER.DEEP_SUPERVISION": True,
-        "MODEL.MASK_FORMER.NO_OBJECT_WEIGHT": 0.1,
-        "MODEL.MASK_FORMER.CLASS_WEIGHT": 1.0,
-        "MODEL.MASK_FORMER.DICE_WEIGHT": 1.0,
-        "MODEL.MASK_FORMER.MASK_WEIGHT": 20.0,
-        "MODEL.MASK_FORMER.NHEADS": 8,
-        "MODEL.MASK_FORMER.DROPOUT": 0.1,
-        "MODEL.MASK_FORMER.DIM_FEEDFORWARD": 2048,
-        "MODEL.MASK_FORMER.ENC_LAYERS": 0,
-        "MODEL.MASK_FORMER.DEC_LAYERS": 6,
-        "MODEL.MASK_FORMER.PRE_NORM": False,
-        "MODEL.MASK_FORMER.HIDDEN_DIM": 256,
-        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 100,
-        "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": "res5",
-        "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ": False,
-        "MODEL.MASK_FORMER.TEST.SEMANTIC_ON": True,
-        "MODEL.MASK_FORMER.TEST.INSTANCE_ON": False,
-        "MODEL.MASK_FORMER.TEST.PANOPTIC_ON": False,
-        "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD": 0.0,
-        "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD": 0.0,
-        "MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE": False,
-        "MODEL.MASK_FORMER.SIZE_DIVISIBILITY": 32,
-        "MODEL.SEM_SEG_HEAD.MASK_DIM": 256,
-        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": 0,
-        "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": "BasePixelDecoder",
-        "MODEL.SWIN.PRETRAIN_IMG_SIZE": 224,
-        "MODEL.SWIN.PATCH_SIZE": 4,
-        "MODEL.SWIN.EMBED_DIM": 96,
-        "MODEL.SWIN.DEPTHS": [2, 2, 6, 2],
-        "MODEL.SWIN.NUM_HEADS": [3, 6, 12, 24],
-        "MODEL.SWIN.WINDOW_SIZE": 7,
-        "MODEL.SWIN.MLP_RATIO": 4.0,
-        "MODEL.SWIN.QKV_BIAS": True,
-        "MODEL.SWIN.QK_SCALE": None,
-        "MODEL.SWIN.DROP_RATE": 0.0,
-        "MODEL.SWIN.ATTN_DROP_RATE": 0.0,
-        "MODEL.SWIN.DROP_PATH_RATE": 0.3,
-        "MODEL.SWIN.APE": False,
-        "MODEL.SWIN.PATCH_NORM": True,
-        "MODEL.SWIN.OUT_FEATURES": ["res2", "res3", "res4", "res5"],
-        "MODEL.SWIN.USE_CHECKPOINT": False,
-        "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": "MultiScaleMaskedTransformerDecoder",
-        "INPUT.IMAGE_SIZE": 1024,
-        "INPUT.MIN_SCALE": 0.1,
-        "INPUT.MAX_SCALE": 2.0,
-        "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES": ["res3", "res4", "res5"],
-        "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS": 4,
-        "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS": 8,
-        "MODEL.MASK_FORMER.TRAIN_NUM_POINTS": 12544,
-        "MODEL.MASK_FORMER.OVERSAMPLE_RATIO": 3.0,
-        "MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO": 0.75,
-    }),
-    "add_dinat_config": (f"{DINAT}: mask2former/train_m2f.py", {
-        "MODEL.DINAT.EMBED_DIM": 192,
-        "MODEL.DINAT.DEPTHS": [3, 4, 18, 5],
-        "MODEL.DINAT.NUM_HEADS": [6, 12, 24, 48],
-        "MODEL.DINAT.KERNEL_SIZE": 7,
-        "MODEL.DINAT.DILATIONS": None,
-        "MODEL.DINAT.MLP_RATIO": 2.0,
-        "MODEL.DINAT.QKV_BIAS": True,
-        "MODEL.DINAT.QK_SCALE": None,
-        "MODEL.DINAT.DROP_RATE": 0.0,
-        "MODEL.DINAT.ATTN_DROP_RATE": 0.0,
-        "MODEL.DINAT.DROP_PATH_RATE": 0.3,
-        "MODEL.DINAT.OUT_FEATURES": ["res2", "res3", "res4", "res5"],
-    }),
+    "add_deeplab_config": (
+        f"{D2}: projects/DeepLab/deeplab/config.py",
+        {
+            "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": 1.0,
+            "SOLVER.POLY_LR_POWER": 0.9,
+            "SOLVER.POLY_LR_CONSTANT_ENDING": 0.0,
+            "MODEL.SEM_SEG_HEAD.LOSS_TYPE": "hard_pixel_mining",
+            "MODEL.SEM_SEG_HEAD.PROJECT_FEATURES": ["res2"],
+            "MODEL.SEM_SEG_HEAD.PROJECT_CHANNELS": [48],
+            "MODEL.SEM_SEG_HEAD.ASPP_CHANNELS": 256,
+            "MODEL.SEM_SEG_HEAD.ASPP_DILATIONS": [6, 12, 18],
+            "MODEL.SEM_SEG_HEAD.ASPP_DROPOUT": 0.1,
+            "MODEL.SEM_SEG_HEAD.USE_DEPTHWISE_SEPARABLE_CONV": False,
+            "MODEL.RESNETS.RES4_DILATION": 1,
+            "MODEL.RESNETS.RES5_MULTI_GRID": [1, 2, 4],
+            "MODEL.RESNETS.STEM_TYPE": "deeplab",
+        },
+    ),
+    "add_maskformer2_config": (
+        f"{M2F}: mask2former/config.py",
+        {
+            "INPUT.DATASET_MAPPER_NAME": "mask_former_semantic",
+            "INPUT.COLOR_AUG_SSD": False,
+            "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": 1.0,
+            "INPUT.SIZE_DIVISIBILITY": -1,
+            "SOLVER.WEIGHT_DECAY_EMBED": 0.0,
+            "SOLVER.OPTIMIZER": "ADAMW",
+            "SOLVER.BACKBONE_MULTIPLIER": 0.1,
+            "MODEL.MASK_FORMER.DEEP_SUPERVISION": True,
+            "MODEL.MASK_FORMER.NO_OBJECT_WEIGHT": 0.1,
+            "MODEL.MASK_FORMER.CLASS_WEIGHT": 1.0,
+            "MODEL.MASK_FORMER.DICE_WEIGHT": 1.0,
+            "MODEL.MASK_FORMER.MASK_WEIGHT": 20.0,
+            "MODEL.MASK_FORMER.NHEADS": 8,
+            "MODEL.MASK_FORMER.DROPOUT": 0.1,
+            "MODEL.MASK_FORMER.DIM_FEEDFORWARD": 2048,
+            "MODEL.MASK_FORMER.ENC_LAYERS": 0,
+            "MODEL.MASK_FORMER.DEC_LAYERS": 6,
+            "MODEL.MASK_FORMER.PRE_NORM": False,
+            "MODEL.MASK_FORMER.HIDDEN_DIM": 256,
+            "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 100,
+            "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": "res5",
+            "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ": False,
+            "MODEL.MASK_FORMER.TEST.SEMANTIC_ON": True,
+            "MODEL.MASK_FORMER.TEST.INSTANCE_ON": False,
+            "MODEL.MASK_FORMER.TEST.PANOPTIC_ON": False,
+            "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD": 0.0,
+            "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD": 0.0,
+            "MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE": False,
+            "MODEL.MASK_FORMER.SIZE_DIVISIBILITY": 32,
+            "MODEL.SEM_SEG_HEAD.MASK_DIM": 256,
+            "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": 0,
+            "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": "BasePixelDecoder",
+            "MODEL.SWIN.PRETRAIN_IMG_SIZE": 224,
+            "MODEL.SWIN.PATCH_SIZE": 4,
+            "MODEL.SWIN.EMBED_DIM": 96,
+            "MODEL.SWIN.DEPTHS": [2, 2, 6, 2],
+            "MODEL.SWIN.NUM_HEADS": [3, 6, 12, 24],
+            "MODEL.SWIN.WINDOW_SIZE": 7,
+            "MODEL.SWIN.MLP_RATIO": 4.0,
+            "MODEL.SWIN.QKV_BIAS": True,
+            "MODEL.SWIN.QK_SCALE": None,
+            "MODEL.SWIN.DROP_RATE": 0.0,
+            "MODEL.SWIN.ATTN_DROP_RATE": 0.0,
+            "MODEL.SWIN.DROP_PATH_RATE": 0.3,
+            "MODEL.SWIN.APE": False,
+            "MODEL.SWIN.PATCH_NORM": True,
+            "MODEL.SWIN.OUT_FEATURES": ["res2", "res3", "res4", "res5"],
+            "MODEL.SWIN.USE_CHECKPOINT": False,
+            "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": "MultiScaleMaskedTransformerDecoder",
+            "INPUT.IMAGE_SIZE": 1024,
+            "INPUT.MIN_SCALE": 0.1,
+            "INPUT.MAX_SCALE": 2.0,
+            "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES": [
+                "res3",
+                "res4",
+                "res5",
+            ],
+            "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS": 4,
+            "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS": 8,
+            "MODEL.MASK_FORMER.TRAIN_NUM_POINTS": 12544,
+            "MODEL.MASK_FORMER.OVERSAMPLE_RATIO": 3.0,
+            "MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO": 0.75,
+        },
+    ),
+    "add_dinat_config": (
+        f"{DINAT}: mask2former/train_m2f.py",
+        {
+            "MODEL.DINAT.EMBED_DIM": 192,
+            "MODEL.DINAT.DEPTHS": [3, 4, 18, 5],
+            "MODEL.DINAT.NUM_HEADS": [6, 12, 24, 48],
+            "MODEL.DINAT.KERNEL_SIZE": 7,
+            "MODEL.DINAT.DILATIONS": None,
+            "MODEL.DINAT.MLP_RATIO": 2.0,
+            "MODEL.DINAT.QKV_BIAS": True,
+            "MODEL.DINAT.QK_SCALE": None,
+            "MODEL.DINAT.DROP_RATE": 0.0,
+            "MODEL.DINAT.ATTN_DROP_RATE": 0.0,
+            "MODEL.DINAT.DROP_PATH_RATE": 0.3,
+            "MODEL.DINAT.OUT_FEATURES": ["res2", "res3", "res4", "res5"],
+        },
+    ),
 }
 
 # Keys this project adds beyond the official functions, with defaults that change nothing a
@@ -133,24 +146,31 @@ OFFICIAL_DEFAULTS: dict[str, tuple[str, dict]] = {
 OUR_EXTRA_KEYS = {
     "add_deeplab_config": set(),
     "add_maskformer2_config": {
-        "SOLVER.WEIGHT_DECAY_POSITION", "SOLVER.AMP.PRECISION",
+        "SOLVER.WEIGHT_DECAY_POSITION",
+        "SOLVER.AMP.PRECISION",
         "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD",
         # add_deeplab_config's, added when missing so that this function alone can train
-        "SOLVER.POLY_LR_POWER", "SOLVER.POLY_LR_CONSTANT_ENDING",
+        "SOLVER.POLY_LR_POWER",
+        "SOLVER.POLY_LR_CONSTANT_ENDING",
     },
     "add_dinat_config": {
-        "MODEL.DINAT.LAYER_SCALE", "MODEL.DINAT.FROZEN_STAGES", "MODEL.DINAT.USE_CHECKPOINT",
+        "MODEL.DINAT.LAYER_SCALE",
+        "MODEL.DINAT.FROZEN_STAGES",
+        "MODEL.DINAT.USE_CHECKPOINT",
     },
 }
 
 # Parameter counts: Mask2Former paper Table 1 (R50 44M, Swin-L 216M; also R101 63M, Swin-T
 # 47M), DiNAT release / paper (DiNAT-L backbone 199.6M, Mask2Former with DiNAT-L 220M).
-DINAT_L_COCO = ("dinat/coco/panoptic-segmentation/dinat/"
-                "maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml")
+DINAT_L_COCO = (
+    "dinat/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml"
+)
 PAPER_PARAMS = {
     "mask2former/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml": (44.0e6, 0.05e6),
-    "mask2former/coco/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml":
-        (216e6, 0.5e6),
+    "mask2former/coco/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml": (
+        216e6,
+        0.5e6,
+    ),
     DINAT_L_COCO: (220e6, 0.5e6),
 }
 DINAT_L_BACKBONE = (199.6e6, 0.05e6)
@@ -197,7 +217,7 @@ def flat_keys(node, prefix="") -> set[str]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(relative: str):
     from dinat_m2f.engine.setup import load_cfg
 
@@ -246,8 +266,11 @@ def test_every_official_default_is_the_official_one(function):
     source, table = OFFICIAL_DEFAULTS[function]
     cfg = get_cfg()
     getattr(config, function)(cfg)
-    wrong = [f"{key} = {lookup(cfg, key)!r}, official {value!r}" for key, value in table.items()
-             if not same(lookup(cfg, key), value)]
+    wrong = [
+        f"{key} = {lookup(cfg, key)!r}, official {value!r}"
+        for key, value in table.items()
+        if not same(lookup(cfg, key), value)
+    ]
     assert not wrong, f"{function} vs {source}:\n" + "\n".join(wrong)
     added = {k for k in flat_keys(cfg) - flat_keys(get_cfg()) if not k.startswith("MODEL.DiNAT.")}
     assert added - set(table) == OUR_EXTRA_KEYS[function], f"keys beyond {source}"
@@ -257,9 +280,12 @@ def test_the_setup_of_train_net_has_every_official_default():
     from dinat_m2f.config import default_cfg
 
     cfg = default_cfg()
-    wrong = [f"{key} = {lookup(cfg, key)!r}, official {value!r} ({source})"
-             for _, (source, table) in OFFICIAL_DEFAULTS.items() for key, value in table.items()
-             if not same(lookup(cfg, key), value)]
+    wrong = [
+        f"{key} = {lookup(cfg, key)!r}, official {value!r} ({source})"
+        for _, (source, table) in OFFICIAL_DEFAULTS.items()
+        for key, value in table.items()
+        if not same(lookup(cfg, key), value)
+    ]
     assert not wrong, "\n".join(wrong)
     assert cfg.MODEL.DiNAT is cfg.MODEL.DINAT
 
@@ -353,7 +379,8 @@ def test_the_dinat_l_yaml_builds_the_released_backbone(models):
     ours = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in release.items()}
     assert {k: v for k, v in theirs.items() if not k.startswith(("head.", "norm."))} == {
-        k: v for k, v in ours.items() if not k.startswith(("norm0", "norm1", "norm2", "norm3"))}
+        k: v for k, v in ours.items() if not k.startswith(("norm0", "norm1", "norm2", "norm3"))
+    }
 
 
 def test_an_official_model_runs_inference_on_the_cpu(models):
@@ -378,16 +405,29 @@ def test_mapillary_vistas_settings_build():
     import dinat_m2f  # noqa: F401
     from dinat_m2f.engine.setup import load_cfg
 
-    for task, mapper, panoptic in (("panoptic", "mask_former_panoptic", "True"),
-                                   ("sem_seg", "mask_former_semantic", "False")):
+    for task, mapper, panoptic in (
+        ("panoptic", "mask_former_panoptic", "True"),
+        ("sem_seg", "mask_former_semantic", "False"),
+    ):
         cfg = load_cfg(
             str(FIXTURES / ADE_PANOPTIC_R50),
-            CPU + ["DATASETS.TRAIN", f"('mapillary_vistas_{task}_train',)",
-                   "DATASETS.TEST", f"('mapillary_vistas_{task}_val',)",
-                   "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "65", "MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "65",
-                   "INPUT.DATASET_MAPPER_NAME", mapper,
-                   "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False",
-                   "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", panoptic],
+            CPU
+            + [
+                "DATASETS.TRAIN",
+                f"('mapillary_vistas_{task}_train',)",
+                "DATASETS.TEST",
+                f"('mapillary_vistas_{task}_val',)",
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+                "65",
+                "MODEL.SEM_SEG_HEAD.IGNORE_VALUE",
+                "65",
+                "INPUT.DATASET_MAPPER_NAME",
+                mapper,
+                "MODEL.MASK_FORMER.TEST.INSTANCE_ON",
+                "False",
+                "MODEL.MASK_FORMER.TEST.PANOPTIC_ON",
+                panoptic,
+            ],
         )
         assert MetadataCatalog.get(f"mapillary_vistas_{task}_train").ignore_label == 65
         model = build_model(cfg)
@@ -407,13 +447,15 @@ def test_train_net_demo_and_tools_take_an_official_yaml(tmp_path):
 
     dinat_l = FIXTURES / DINAT_L_COCO
     args = default_argument_parser().parse_args(
-        ["--config-file", str(dinat_l), *CPU, "OUTPUT_DIR", str(tmp_path)])
+        ["--config-file", str(dinat_l), *CPU, "OUTPUT_DIR", str(tmp_path)]
+    )
     cfg = setup_cfg(args)
     assert cfg.MODEL.DINAT.MLP_RATIO == 2.0 and (tmp_path / "config.yaml").is_file()
 
     demo = load_demo_module()
-    args = demo.get_parser().parse_args(["--config-file", str(dinat_l), "--input", "x.jpg",
-                                         "--opts", *CPU])
+    args = demo.get_parser().parse_args(
+        ["--config-file", str(dinat_l), "--input", "x.jpg", "--opts", *CPU]
+    )
     assert demo.setup_cfg(args).MODEL.DINAT.KERNEL_SIZE == 11
 
     r50 = FIXTURES / "mask2former/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
@@ -440,8 +482,10 @@ def test_unknown_keys_and_unsupported_defaults_are_errors_naming_them(tmp_path):
         build_model(load_cfg(r50, CPU + decoder))
     with pytest.raises(ValueError, match=r"MODEL\.MASK_FORMER\.TRANSFORMER_IN_FEATURE='res5'"):
         build_model(load_cfg(r50, CPU + ["MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE", "res5"]))
-    swin = str(FIXTURES / "mask2former/ade20k/semantic-segmentation/swin/"
-                          "maskformer2_swin_tiny_bs16_160k.yaml")
+    swin = str(
+        FIXTURES / "mask2former/ade20k/semantic-segmentation/swin/"
+        "maskformer2_swin_tiny_bs16_160k.yaml"
+    )
     with pytest.raises(ValueError, match=r"MODEL\.SWIN\.NUM_HEADS\[1\]=5 does not divide"):
         build_model(load_cfg(swin, CPU + ["MODEL.SWIN.NUM_HEADS", "[3, 5, 12, 24]"]))
     with pytest.raises(ValueError, match=r"MODEL\.SWIN\.OUT_FEATURES must name features"):

@@ -54,9 +54,7 @@ def test_panoptic_png_matches_segments_info(shapes_root, split):
         assert set(np.unique(ids).tolist()) - {0} == set(listed)
         assert (ids == 0).any(), "the void lines between stuff regions are missing"
         stuff_cats = [
-            s["category_id"]
-            for s in ann["segments_info"]
-            if not cats[s["category_id"]]["isthing"]
+            s["category_id"] for s in ann["segments_info"] if not cats[s["category_id"]]["isthing"]
         ]
         assert len(stuff_cats) == len(set(stuff_cats)) and 1 <= len(stuff_cats) <= 3
         for seg in ann["segments_info"]:
@@ -125,9 +123,10 @@ def test_deterministic_and_idempotent(shapes_root, tmp_path):
 
     other = generate_builtin_shapes(str(tmp_path), **{**SMALL, "seed": 1, "num_train": 3})
     assert not other["skipped"] and len(os.listdir(os.path.join(b, "train"))) == 3
-    with open(os.path.join(b, "annotations", "panoptic_val.json"), "rb") as f1, open(
-        os.path.join(a, "annotations", "panoptic_val.json"), "rb"
-    ) as f2:
+    with (
+        open(os.path.join(b, "annotations", "panoptic_val.json"), "rb") as f1,
+        open(os.path.join(a, "annotations", "panoptic_val.json"), "rb") as f2,
+    ):
         assert f1.read() != f2.read()
 
 

@@ -57,10 +57,19 @@ def test_registered_under_its_name():
 def test_maps_builtin_instances_with_the_crop_branch(shapes, crop_prob):
     """A 96 px image: resized to 480..800, with the crop branch first when it is drawn; masks
     (RLE -> bitmask) follow, boxes are recomputed from the cropped masks."""
-    cfg = load_cfg(str(BUILTIN), [
-        "INPUT.DETR_CROP.ENABLED", "True", "INPUT.DETR_CROP.PROB", str(crop_prob),
-        "INPUT.MIN_SIZE_TRAIN", "(480, 512)", "INPUT.MAX_SIZE_TRAIN", "1333",
-    ])
+    cfg = load_cfg(
+        str(BUILTIN),
+        [
+            "INPUT.DETR_CROP.ENABLED",
+            "True",
+            "INPUT.DETR_CROP.PROB",
+            str(crop_prob),
+            "INPUT.MIN_SIZE_TRAIN",
+            "(480, 512)",
+            "INPUT.MAX_SIZE_TRAIN",
+            "1333",
+        ],
+    )
     mapper = build_dataset_mapper(cfg, is_train=True)
     assert isinstance(mapper, DetectionDatasetMapper) and mapper.recompute_boxes
     dataset = DatasetCatalog.get(f"{PREFIX}_train_instance")

@@ -30,15 +30,19 @@ def write_split(split_dir, stems, annotations_dir=None, categories=None):
     panoptic/*.png (COCO ids) and panoptic/panoptic_2018.json; annotations under
     `annotations_dir` (v2.0 keeps them in v1.2/)."""
     annotations_dir = annotations_dir or split_dir
-    for part, folder in (("images", split_dir), ("labels", annotations_dir),
-                         ("panoptic", annotations_dir)):
+    for part, folder in (
+        ("images", split_dir),
+        ("labels", annotations_dir),
+        ("panoptic", annotations_dir),
+    ):
         os.makedirs(os.path.join(folder, part), exist_ok=True)
     images, annotations = [], []
     for k, stem in enumerate(stems):
         h, w = 6, 8
         rng = np.random.default_rng(k)
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
-            os.path.join(split_dir, "images", stem + ".jpg"))
+            os.path.join(split_dir, "images", stem + ".jpg")
+        )
         labels = np.full((h, w), ROAD, np.uint8)
         labels[:2, :3] = CAR
         labels[4:, 5:] = PERSON
@@ -51,14 +55,25 @@ def write_split(split_dir, stems, annotations_dir=None, categories=None):
             [(ROAD, labels == ROAD), (CAR, labels == CAR), (PERSON, labels == PERSON)], start=1
         ):
             ids[mask] = seg_id * 7
-            segments.append({"id": seg_id * 7, "category_id": label + 1, "iscrowd": 0,
-                             "area": int(mask.sum()), "bbox": [0, 0, 1, 1]})
+            segments.append(
+                {
+                    "id": seg_id * 7,
+                    "category_id": label + 1,
+                    "iscrowd": 0,
+                    "area": int(mask.sum()),
+                    "bbox": [0, 0, 1, 1],
+                }
+            )
         Image.fromarray(id2rgb(ids)).save(os.path.join(annotations_dir, "panoptic", stem + ".png"))
         images.append({"id": stem, "file_name": stem + ".jpg", "height": h, "width": w})
-        annotations.append({"image_id": stem, "file_name": stem + ".png",
-                            "segments_info": segments})
-    info = {"images": images, "annotations": annotations,
-            "categories": categories or MAPILLARY_VISTAS_CATEGORIES}
+        annotations.append(
+            {"image_id": stem, "file_name": stem + ".png", "segments_info": segments}
+        )
+    info = {
+        "images": images,
+        "annotations": annotations,
+        "categories": categories or MAPILLARY_VISTAS_CATEGORIES,
+    }
     with open(os.path.join(annotations_dir, "panoptic", "panoptic_2018.json"), "w") as f:
         json.dump(info, f)
 
@@ -84,8 +99,9 @@ def registered(tmp_path):
 
 
 @pytest.mark.parametrize("version", ["1.2", "2.0"])
-def test_script_lays_out_a_download_and_the_registrations_read_it(script, registered, tmp_path,
-                                                                  version):
+def test_script_lays_out_a_download_and_the_registrations_read_it(
+    script, registered, tmp_path, version
+):
     source = tmp_path / f"mapillary-vistas-v{version}"
     write_download(str(source), version)
     assert script.main(["--root", str(registered), "--source", str(source)]) == 0
@@ -95,15 +111,18 @@ def test_script_lays_out_a_download_and_the_registrations_read_it(script, regist
     assert script.main(["--root", str(registered), "--source", str(source)]) == 0
 
     sem = DatasetCatalog.get("mapillary_vistas_sem_seg_train")
-    assert sorted(os.path.basename(d["file_name"]) for d in sem) == ["aaa_train1.jpg",
-                                                                      "bbb_train2.jpg"]
+    assert sorted(os.path.basename(d["file_name"]) for d in sem) == [
+        "aaa_train1.jpg",
+        "bbb_train2.jpg",
+    ]
     labels = np.asarray(Image.open(sem[0]["sem_seg_file_name"]))
     assert labels[0, 0] == CAR and labels[5, 0] == IGNORE_LABEL
 
     pan = DatasetCatalog.get("mapillary_vistas_panoptic_val")
     assert len(pan) == 1 and pan[0]["image_id"] == "ccc_val1"
-    assert pan[0]["sem_seg_file_name"].endswith(os.path.join("validation", "labels",
-                                                             "ccc_val1.png"))
+    assert pan[0]["sem_seg_file_name"].endswith(
+        os.path.join("validation", "labels", "ccc_val1.png")
+    )
     segments = {s["category_id"]: s["isthing"] for s in pan[0]["segments_info"]}
     assert segments == {ROAD: False, CAR: True, PERSON: True}  # contiguous id = label index
 
@@ -151,7 +170,8 @@ def test_script_errors_name_the_path(script, tmp_path, capsys):
 def test_script_refuses_other_label_sets_and_bad_pngs(script, tmp_path):
     source = tmp_path / "v2_labels"
     v2 = [dict(c, id=c["id"]) for c in MAPILLARY_VISTAS_CATEGORIES] + [
-        {"id": 66, "name": "Parking Aisle", "isthing": 0}]
+        {"id": 66, "name": "Parking Aisle", "isthing": 0}
+    ]
     write_split(str(source / "training"), STEMS["training"], categories=v2)
     with pytest.raises(SystemExit, match=r"has 66 categories, not the 65 of Mapillary Vistas v1.2"):
         script.main(["--root", str(tmp_path / "a"), "--source", str(source), "--splits", "train"])
@@ -173,8 +193,14 @@ def test_mapillary_panoptic_gets_pq_and_miou(registered):
     from dinat_m2f.evaluation.panoptic_evaluator import COCOPanopticEvaluator
 
     write_download(str(registered / "mapillary_vistas"))
-    config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "builtin",
-                          "maskformer2_dinat_mini_builtin_shapes.yaml")
+    config = os.path.join(
+        os.path.dirname(__file__),
+        "..",
+        "..",
+        "configs",
+        "builtin",
+        "maskformer2_dinat_mini_builtin_shapes.yaml",
+    )
     cfg = load_cfg(config, ["MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False"])
     evaluators = build_evaluator(cfg, "mapillary_vistas_panoptic_val", str(registered / "out"))
     kinds = [type(e).__name__ for e in evaluators._evaluators]
@@ -191,13 +217,33 @@ def test_mask2former_mappers_read_the_tiny_tree(registered):
     from dinat_m2f.engine.setup import load_cfg
 
     write_download(str(registered / "mapillary_vistas"))
-    config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "builtin",
-                          "maskformer2_dinat_mini_builtin_shapes.yaml")
-    cfg = load_cfg(config, [
-        "DATASETS.TRAIN", "('mapillary_vistas_panoptic_train',)",
-        "INPUT.DATASET_MAPPER_NAME", "mask_former_panoptic", "INPUT.MIN_SIZE_TRAIN", "(6,)",
-        "INPUT.MAX_SIZE_TRAIN", "8", "INPUT.SIZE_DIVISIBILITY", "16",
-        "INPUT.CROP.ENABLED", "False", "INPUT.COLOR_AUG_SSD", "False"])
+    config = os.path.join(
+        os.path.dirname(__file__),
+        "..",
+        "..",
+        "configs",
+        "builtin",
+        "maskformer2_dinat_mini_builtin_shapes.yaml",
+    )
+    cfg = load_cfg(
+        config,
+        [
+            "DATASETS.TRAIN",
+            "('mapillary_vistas_panoptic_train',)",
+            "INPUT.DATASET_MAPPER_NAME",
+            "mask_former_panoptic",
+            "INPUT.MIN_SIZE_TRAIN",
+            "(6,)",
+            "INPUT.MAX_SIZE_TRAIN",
+            "8",
+            "INPUT.SIZE_DIVISIBILITY",
+            "16",
+            "INPUT.CROP.ENABLED",
+            "False",
+            "INPUT.COLOR_AUG_SSD",
+            "False",
+        ],
+    )
     mapper = build_dataset_mapper(cfg, is_train=True)
     dicts = DatasetCatalog.get("mapillary_vistas_panoptic_train")
     torch.manual_seed(0)

@@ -167,7 +167,10 @@ def test_ade20k_full_helpers():
     assert script.resized_size(600, 1000) == (512, 853)
     assert script.resized_size(400, 300) == (400, 300)
     assert script.resize_nearest(np.arange(4).reshape(2, 2), 4, 4).tolist() == [
-        [0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]
+        [0, 0, 1, 1],
+        [0, 0, 1, 1],
+        [2, 2, 3, 3],
+        [2, 2, 3, 3],
     ]
     folder = "ADE20K_2021_17_01/images/ADE/validation/x/y"
     assert script.split_of(folder, "ADE_val_1.jpg") == "validation"
@@ -229,8 +232,15 @@ def test_ade20k_full_index_is_read_as_plain_data_only(tmp_path):
         script.load_index(str(index))
     assert not marker.exists()
     with open(index, "wb") as f:  # the official index's kinds of values load
-        pickle.dump({"filename": ["a.jpg"], "folder": ["f"], "objectnames": ["wall"],
-                     "objectPresence": np.zeros((1, 1), np.uint8)}, f)
+        pickle.dump(
+            {
+                "filename": ["a.jpg"],
+                "folder": ["f"],
+                "objectnames": ["wall"],
+                "objectPresence": np.zeros((1, 1), np.uint8),
+            },
+            f,
+        )
     assert script.load_index(str(index))["objectnames"] == ["wall"]
 
 

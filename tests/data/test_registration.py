@@ -88,8 +88,15 @@ def test_builtin_shapes_loads_all_formats(shapes):
         assert len(pan) == n
         assert DatasetCatalog.get(f"{PREFIX}_{split}_panoptic") == pan
         d = pan[0]
-        assert set(d) >= {"file_name", "image_id", "pan_seg_file_name", "sem_seg_file_name",
-                          "segments_info", "height", "width"}
+        assert set(d) >= {
+            "file_name",
+            "image_id",
+            "pan_seg_file_name",
+            "sem_seg_file_name",
+            "segments_info",
+            "height",
+            "width",
+        }
         for seg in d["segments_info"]:
             assert 0 <= seg["category_id"] < len(SHAPES_CATEGORIES)
             assert seg["isthing"] == (seg["category_id"] < len(things))
@@ -121,8 +128,11 @@ def meta_names():
 def test_missing_dataset_names_path_and_readme(tmp_path):
     missing = tmp_path / "nowhere"
     register_builtin_shapes(str(missing), prefix="missing_shapes")  # lazy: no error yet
-    for name in ("missing_shapes_train_panoptic_with_sem_seg", "missing_shapes_train_instance",
-                 "missing_shapes_val_sem_seg"):
+    for name in (
+        "missing_shapes_train_panoptic_with_sem_seg",
+        "missing_shapes_train_instance",
+        "missing_shapes_val_sem_seg",
+    ):
         with pytest.raises(DatasetNotFoundError) as e:
             DatasetCatalog.get(name)
         msg = str(e.value)

@@ -135,8 +135,9 @@ def test_empty_weights_and_unreadable_checkpoint(demo, demo_args, tmp_path, val_
 
 
 @pytest.mark.parametrize("suffix", [".pkl", ".pth"])
-def test_weights_that_would_run_code_are_refused(demo, demo_args, tmp_path, val_images, capsys,
-                                                 suffix):
+def test_weights_that_would_run_code_are_refused(
+    demo, demo_args, tmp_path, val_images, capsys, suffix
+):
     """The demo loads MODEL.WEIGHTS through dinat_m2f/checkpoint/model_weights.py, i.e. the
     safe loader: a checkpoint that would create a file while loading is refused, exit 2."""
     import pickle
@@ -145,8 +146,10 @@ def test_weights_that_would_run_code_are_refused(demo, demo_args, tmp_path, val_
 
     marker = tmp_path / "marker"
     evil = tmp_path / f"evil{suffix}"
-    content = {"model": {"backbone.patch_embed.norm.weight": CreatesMarker(marker)},
-               "__author__": "x"}
+    content = {
+        "model": {"backbone.patch_embed.norm.weight": CreatesMarker(marker)},
+        "__author__": "x",
+    }
     if suffix == ".pkl":
         evil.write_bytes(pickle.dumps(content))
     else:
@@ -281,7 +284,6 @@ def test_parallel_matches_the_single_process_demo(demo, demo_args, tmp_path, val
     for path in val_images:
         a, b = cv2.imread(str(out_sync / path.name)), cv2.imread(str(out_async / path.name))
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.0, path.name
-
 
 
 def test_async_results_come_back_in_order(demo):

@@ -46,8 +46,17 @@ def args(weights, *extra, opts=()):
 
 def test_draws_the_detected_instances(demo, detector_weights, val_images, tmp_path, capsys):
     out = tmp_path / "drawn"
-    status = demo.main(args(detector_weights, "--input", *map(str, val_images), "--output",
-                            str(out), "--confidence-threshold", "0.0"))
+    status = demo.main(
+        args(
+            detector_weights,
+            "--input",
+            *map(str, val_images),
+            "--output",
+            str(out),
+            "--confidence-threshold",
+            "0.0",
+        )
+    )
     assert status == 0, capsys.readouterr().err
     lines = [line for line in capsys.readouterr().out.splitlines() if "instance:" in line]
     assert len(lines) == len(val_images)

@@ -32,15 +32,26 @@ def _types(evaluator):
 def test_panoptic_dataset_gets_pq_ap_and_miou_as_enabled(shapes, tmp_path):
     cfg = load_cfg(CONFIG)
     name = "factory_shapes_val_panoptic_with_sem_seg"
-    assert _types(build_evaluator(cfg, name, str(tmp_path))) == [COCOPanopticEvaluator, COCOEvaluator, SemSegEvaluator]
+    assert _types(build_evaluator(cfg, name, str(tmp_path))) == [
+        COCOPanopticEvaluator,
+        COCOEvaluator,
+        SemSegEvaluator,
+    ]
     cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False
-    assert _types(build_evaluator(cfg, name, str(tmp_path))) == [COCOPanopticEvaluator, SemSegEvaluator]
+    assert _types(build_evaluator(cfg, name, str(tmp_path))) == [
+        COCOPanopticEvaluator,
+        SemSegEvaluator,
+    ]
 
 
 def test_semantic_and_instance_datasets(shapes, tmp_path):
     cfg = load_cfg(CONFIG)
-    assert _types(build_evaluator(cfg, "factory_shapes_val_sem_seg", str(tmp_path))) == [SemSegEvaluator]
-    assert _types(build_evaluator(cfg, "factory_shapes_val_instance", str(tmp_path))) == [COCOEvaluator]
+    assert _types(build_evaluator(cfg, "factory_shapes_val_sem_seg", str(tmp_path))) == [
+        SemSegEvaluator
+    ]
+    assert _types(build_evaluator(cfg, "factory_shapes_val_instance", str(tmp_path))) == [
+        COCOEvaluator
+    ]
 
 
 def test_unknown_evaluator_type_is_named(tmp_path):
@@ -57,8 +68,13 @@ class RampModel(torch.nn.Module):
         outputs = []
         for x in inputs:
             image = x["image"][:1].float()[None]
-            outputs.append({"sem_seg": F.interpolate(image, size=(x["height"], x["width"]), mode="bilinear",
-                                                     align_corners=False)[0]})
+            outputs.append(
+                {
+                    "sem_seg": F.interpolate(
+                        image, size=(x["height"], x["width"]), mode="bilinear", align_corners=False
+                    )[0]
+                }
+            )
         return outputs
 
 

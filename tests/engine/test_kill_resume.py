@@ -160,11 +160,13 @@ def test_kill_9_at_random_points_and_inside_writes_then_resume_loses_nothing(
             start_new_session=True,
         )
         try:
-            _wait(lambda: len(_starts(output)) > starts_before, "the start of training", process)
+            _wait(
+                lambda n=starts_before: len(_starts(output)) > n, "the start of training", process
+            )
             if kind == "random":
                 time.sleep(rng.uniform(0.2, 1.5))
             else:
-                _wait(lambda: pause_at in _read(events).splitlines(), pause_at, process)
+                _wait(lambda mark=pause_at: mark in _read(events).splitlines(), pause_at, process)
             assert process.poll() is None, f"train_net finished before the {kind} kill"
         finally:
             os.killpg(process.pid, signal.SIGKILL)  # the run and its data-loader worker

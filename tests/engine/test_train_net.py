@@ -70,7 +70,9 @@ def test_training_writes_checkpoints_metrics_and_evaluates_every_task(trained):
 def test_eval_only_loads_weights_and_reports(trained, datasets_root, tmp_path):
     output, _ = trained
     result = run_train_net(
-        datasets_root, str(tmp_path), "--eval-only",
+        datasets_root,
+        str(tmp_path),
+        "--eval-only",
         overrides=["MODEL.WEIGHTS", os.path.join(output, "model_final.pth")],
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -84,7 +86,9 @@ def test_eval_only_refuses_weights_that_do_not_fit(trained, datasets_root, tmp_p
     weights = os.path.join(output, "model_final.pth")
     # the trained model has the built-in dataset's 8 classes; this model is built for 5
     result = run_train_net(
-        datasets_root, str(tmp_path), "--eval-only",
+        datasets_root,
+        str(tmp_path),
+        "--eval-only",
         overrides=["MODEL.WEIGHTS", weights, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5"],
     )
     assert result.returncode == 2, result.stderr[-3000:]
@@ -114,15 +118,18 @@ def test_unsafe_weights_are_refused_by_training_and_eval_only(datasets_root, tmp
 
     marker = tmp_path / "marker"
     evil = tmp_path / f"evil{suffix}"
-    content = {"model": {"backbone.patch_embed.norm.weight": CreatesMarker(marker)},
-               "__author__": "x"}
+    content = {
+        "model": {"backbone.patch_embed.norm.weight": CreatesMarker(marker)},
+        "__author__": "x",
+    }
     if suffix == ".pkl":
         evil.write_bytes(pickle.dumps(content))
     else:
         torch.save(content, evil)
     for args in (["--eval-only"], []):
-        result = run_train_net(datasets_root, str(tmp_path / "out"), *args,
-                               overrides=["MODEL.WEIGHTS", str(evil)])
+        result = run_train_net(
+            datasets_root, str(tmp_path / "out"), *args, overrides=["MODEL.WEIGHTS", str(evil)]
+        )
         assert result.returncode == 2, (args, result.stderr[-3000:])
         assert f"{evil}: refused to load" in result.stderr, args
         assert "Traceback" not in result.stderr
@@ -132,16 +139,29 @@ def test_unsafe_weights_are_refused_by_training_and_eval_only(datasets_root, tmp
 def test_resume_after_sigterm_continues_from_the_interrupted_iteration(datasets_root, tmp_path):
     output = str(tmp_path)
     # long enough not to finish before the signal; the resumed run is then cut short
-    overrides = ["SOLVER.MAX_ITER", "1000", "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0"]
+    overrides = [
+        "SOLVER.MAX_ITER",
+        "1000",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "TEST.EVAL_PERIOD",
+        "0",
+    ]
     console = open(os.path.join(output, "console.txt"), "w")  # a pipe could fill and block
     process = subprocess.Popen(
-        train_net_command(output, overrides=overrides), env=env_with_datasets(datasets_root),
-        stdout=console, stderr=subprocess.STDOUT, text=True,
+        train_net_command(output, overrides=overrides),
+        env=env_with_datasets(datasets_root),
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     log_file = os.path.join(output, "log.txt")
     deadline = time.time() + 300
     while time.time() < deadline:
-        if os.path.exists(log_file) and "Starting training from iteration 0" in open(log_file).read():
+        if (
+            os.path.exists(log_file)
+            and "Starting training from iteration 0" in open(log_file).read()
+        ):
             break
         time.sleep(0.5)
     time.sleep(3)  # a few iterations
@@ -158,18 +178,36 @@ def test_resume_after_sigterm_continues_from_the_interrupted_iteration(datasets_
 
     overrides[1] = str(interrupted_at + 3)  # two more iterations
     resumed = run_train_net(
-        datasets_root, output, "--resume", overrides=overrides + ["MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False"]
+        datasets_root,
+        output,
+        "--resume",
+        overrides=overrides + ["MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False"],
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Starting training from iteration {interrupted_at + 1}" in resumed.stdout + resumed.stderr
+    assert (
+        f"Starting training from iteration {interrupted_at + 1}" in resumed.stdout + resumed.stderr
+    )
     assert os.path.exists(os.path.join(output, "model_final.pth"))
 
 
 def test_two_process_ddp_on_cpu(datasets_root, tmp_path):
     result = run_train_net(
-        datasets_root, str(tmp_path), "--num-gpus", "2", "--dist-url", "tcp://127.0.0.1:29517",
-        overrides=["SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0",
-                   "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False"],
+        datasets_root,
+        str(tmp_path),
+        "--num-gpus",
+        "2",
+        "--dist-url",
+        "tcp://127.0.0.1:29517",
+        overrides=[
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "1000",
+            "TEST.EVAL_PERIOD",
+            "0",
+            "MODEL.MASK_FORMER.TEST.INSTANCE_ON",
+            "False",
+        ],
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
@@ -182,5 +220,7 @@ def test_bad_settings_fail_with_the_key_named(datasets_root, tmp_path):
     result = run_train_net(datasets_root, str(tmp_path), overrides=["SOLVER.AMP.ENABLED", "True"])
     assert result.returncode != 0
     assert "SOLVER.AMP.ENABLED" in result.stderr and "MODEL.DEVICE=cpu" in result.stderr
-    result = run_train_net(datasets_root, str(tmp_path), overrides=["INPUT.DATASET_MAPPER_NAME", "nope"])
+    result = run_train_net(
+        datasets_root, str(tmp_path), overrides=["INPUT.DATASET_MAPPER_NAME", "nope"]
+    )
     assert result.returncode != 0 and "nope" in result.stderr

@@ -18,18 +18,48 @@ from .train_net_runner import REPO, env_with_datasets
 CONFIG = os.path.join(REPO, "configs", "builtin", "mask_rcnn_dinat_mini_builtin_shapes.yaml")
 # a one-block-per-level DiNAT on 96 px images: seconds per iteration on a CPU
 SMALL = [
-    "MODEL.DINAT.EMBED_DIM", "32", "MODEL.DINAT.DEPTHS", "[1, 1, 1, 1]",
-    "MODEL.DINAT.NUM_HEADS", "[1, 2, 4, 8]", "MODEL.DINAT.DILATIONS", "[[2], [1], [1], [1]]",
-    "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM", "64", "INPUT.MIN_SIZE_TRAIN", "(96,)",
-    "INPUT.MIN_SIZE_TEST", "96", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
-    "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "(100,)",
+    "MODEL.DINAT.EMBED_DIM",
+    "32",
+    "MODEL.DINAT.DEPTHS",
+    "[1, 1, 1, 1]",
+    "MODEL.DINAT.NUM_HEADS",
+    "[1, 2, 4, 8]",
+    "MODEL.DINAT.DILATIONS",
+    "[[2], [1], [1], [1]]",
+    "MODEL.FPN.OUT_CHANNELS",
+    "64",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "128",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "64",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+    "SOLVER.STEPS",
+    "(100,)",
 ]
 CASCADE = [
-    "MODEL.ROI_HEADS.NAME", "StageMaskCascadeROIHeads", "MODEL.ROI_BOX_HEAD.NUM_CONV", "2",
-    "MODEL.ROI_BOX_HEAD.CONV_DIM", "64", "MODEL.ROI_BOX_HEAD.NUM_FC", "1",
-    "MODEL.ROI_BOX_HEAD.NORM", "BN", "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", "giou",
-    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT", "10.0",
+    "MODEL.ROI_HEADS.NAME",
+    "StageMaskCascadeROIHeads",
+    "MODEL.ROI_BOX_HEAD.NUM_CONV",
+    "2",
+    "MODEL.ROI_BOX_HEAD.CONV_DIM",
+    "64",
+    "MODEL.ROI_BOX_HEAD.NUM_FC",
+    "1",
+    "MODEL.ROI_BOX_HEAD.NORM",
+    "BN",
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE",
+    "giou",
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT",
+    "10.0",
 ]
 
 
@@ -43,17 +73,33 @@ def datasets_root(tmp_path_factory):
 
 
 def run(datasets_root, output, *args, overrides=()):
-    command = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", CONFIG,
-               *args, *SMALL, "OUTPUT_DIR", str(output), *overrides]
-    return subprocess.run(command, env=env_with_datasets(datasets_root), capture_output=True,
-                          text=True, timeout=600, check=False)
+    command = [
+        sys.executable,
+        os.path.join(REPO, "train_net.py"),
+        "--config-file",
+        CONFIG,
+        *args,
+        *SMALL,
+        "OUTPUT_DIR",
+        str(output),
+        *overrides,
+    ]
+    return subprocess.run(
+        command,
+        env=env_with_datasets(datasets_root),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(datasets_root, tmp_path_factory):
     output = tmp_path_factory.mktemp("train_detection")
-    result = run(datasets_root, output, overrides=["SOLVER.MAX_ITER", "3",
-                                                   "SOLVER.CHECKPOINT_PERIOD", "2"])
+    result = run(
+        datasets_root, output, overrides=["SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "2"]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return output, result
 
@@ -72,8 +118,12 @@ def test_short_training_reports_box_and_mask_ap(trained):
 
 def test_eval_only_reloads_the_detector(trained, datasets_root, tmp_path):
     output, _ = trained
-    result = run(datasets_root, tmp_path, "--eval-only",
-                 overrides=["MODEL.WEIGHTS", os.path.join(output, "model_final.pth")])
+    result = run(
+        datasets_root,
+        tmp_path,
+        "--eval-only",
+        overrides=["MODEL.WEIGHTS", os.path.join(output, "model_final.pth")],
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert set(_copypaste(result.stdout + result.stderr)) == {"bbox", "segm"}
 

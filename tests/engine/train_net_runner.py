@@ -9,23 +9,40 @@ CONFIG = os.path.join(REPO, "configs", "builtin", "maskformer2_dinat_mini_builti
 
 # a one-block-per-level DiNAT at 96 px and a narrow head: a few seconds per iteration on a CPU
 SMALL_MODEL = [
-    "MODEL.DINAT.EMBED_DIM", "32",
-    "MODEL.DINAT.DEPTHS", "[1, 1, 1, 1]",
-    "MODEL.DINAT.NUM_HEADS", "[1, 2, 4, 8]",
-    "MODEL.DINAT.DILATIONS", "[[2], [1], [1], [1]]",
-    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1",
-    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32",
-    "MODEL.SEM_SEG_HEAD.MASK_DIM", "32",
-    "MODEL.MASK_FORMER.HIDDEN_DIM", "32",
-    "MODEL.MASK_FORMER.NHEADS", "4",
-    "MODEL.MASK_FORMER.DEC_LAYERS", "2",
-    "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "8",
-    "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256",
-    "INPUT.MIN_SIZE_TRAIN", "(96,)",
-    "INPUT.MIN_SIZE_TEST", "96",
-    "SOLVER.IMS_PER_BATCH", "2",
-    "DATALOADER.NUM_WORKERS", "0",
-    "TEST.DETECTIONS_PER_IMAGE", "20",
+    "MODEL.DINAT.EMBED_DIM",
+    "32",
+    "MODEL.DINAT.DEPTHS",
+    "[1, 1, 1, 1]",
+    "MODEL.DINAT.NUM_HEADS",
+    "[1, 2, 4, 8]",
+    "MODEL.DINAT.DILATIONS",
+    "[[2], [1], [1], [1]]",
+    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS",
+    "1",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+    "32",
+    "MODEL.SEM_SEG_HEAD.MASK_DIM",
+    "32",
+    "MODEL.MASK_FORMER.HIDDEN_DIM",
+    "32",
+    "MODEL.MASK_FORMER.NHEADS",
+    "4",
+    "MODEL.MASK_FORMER.DEC_LAYERS",
+    "2",
+    "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES",
+    "8",
+    "MODEL.MASK_FORMER.TRAIN_NUM_POINTS",
+    "256",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "20",
 ]
 
 
@@ -39,13 +56,23 @@ def env_with_datasets(datasets_root: str) -> dict:
 
 def train_net_command(output_dir: str, *args: str, overrides=()) -> list[str]:
     return [
-        sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", CONFIG, *args,
-        *SMALL_MODEL, "OUTPUT_DIR", output_dir, *overrides,
+        sys.executable,
+        os.path.join(REPO, "train_net.py"),
+        "--config-file",
+        CONFIG,
+        *args,
+        *SMALL_MODEL,
+        "OUTPUT_DIR",
+        output_dir,
+        *overrides,
     ]
 
 
 def run_train_net(datasets_root, output_dir, *args, overrides=(), timeout=600):
     return subprocess.run(
         train_net_command(output_dir, *args, overrides=overrides),
-        env=env_with_datasets(datasets_root), capture_output=True, text=True, timeout=timeout,
+        env=env_with_datasets(datasets_root),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

@@ -48,8 +48,7 @@ def write_dataset(
             s = dict(s)
             s.setdefault("area", int((np.asarray(ids) == s["id"]).sum()))
             filled.append(s)
-        annotations.append({"image_id": image_id, "file_name": file_name,
-                            "segments_info": filled})
+        annotations.append({"image_id": image_id, "file_name": file_name, "segments_info": filled})
     data: dict[str, Any] = {"annotations": annotations}
     if categories is not None:
         data["categories"] = categories

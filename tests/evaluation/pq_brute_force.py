@@ -78,8 +78,12 @@ def dataset_pq(images, categories) -> dict[str, Any]:
             per_class[c["id"]] = (iou / d, iou / tp if tp else 0.0, tp / d)
     out: dict[str, Any] = {"per_class": per_class}
     for name, want in (("All", None), ("Things", 1), ("Stuff", 0)):
-        rows = [v for c in categories for k, v in per_class.items()
-                if k == c["id"] and (want is None or c["isthing"] == want)]
+        rows = [
+            v
+            for c in categories
+            for k, v in per_class.items()
+            if k == c["id"] and (want is None or c["isthing"] == want)
+        ]
         if rows:
             out[name] = tuple(sum(r[i] for r in rows) / len(rows) for i in range(3)) + (len(rows),)
         else:

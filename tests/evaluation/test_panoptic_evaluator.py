@@ -20,10 +20,8 @@ CATEGORIES = [
     {"id": 12, "name": "car", "isthing": 1},
     {"id": 21, "name": "road", "isthing": 0},
 ]
-GT_A = np.array([[1, 1, 2, 2],
-                 [3, 3, 3, 3]])  # person 1, car 2, road 3
-GT_B = np.array([[3, 3, 0, 0],
-                 [1, 1, 1, 1]])  # road 3, person 1, VOID 0
+GT_A = np.array([[1, 1, 2, 2], [3, 3, 3, 3]])  # person 1, car 2, road 3
+GT_B = np.array([[3, 3, 0, 0], [1, 1, 1, 1]])  # road 3, person 1, VOID 0
 
 
 @pytest.fixture
@@ -31,8 +29,11 @@ def dataset(tmp_path):
     name = f"panoptic_eval_test_{uuid.uuid4().hex[:8]}"
     gt_segments = [segment(1, 11), segment(2, 12), segment(3, 21)]
     gt_json, gt_root = write_dataset(
-        str(tmp_path), "panoptic_gt",
-        [(1, GT_A, gt_segments), (2, GT_B, [segment(3, 21), segment(1, 11)])], CATEGORIES)
+        str(tmp_path),
+        "panoptic_gt",
+        [(1, GT_A, gt_segments), (2, GT_B, [segment(3, 21), segment(1, 11)])],
+        CATEGORIES,
+    )
     records = [{"file_name": f"/images/{n}.jpg", "image_id": i} for i, n in ((1, "a"), (2, "b"))]
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(
@@ -51,16 +52,16 @@ def _outputs():
     # Image a: segments_info with contiguous ids.
     #   person 5 = gt person (IoU 1); car 6 covers gt car (2 px) + 1 road px: IoU 2 / 3;
     #   road 7: 3 of the 4 road px: IoU 3 / 4.
-    seg_a = torch.tensor([[5, 5, 6, 6],
-                          [7, 7, 7, 6]], dtype=torch.int32)
-    info_a = [{"id": 5, "category_id": 0, "isthing": True},
-              {"id": 6, "category_id": 1, "isthing": True},
-              {"id": 7, "category_id": 2, "isthing": False, "score": torch.tensor(0.9)}]
+    seg_a = torch.tensor([[5, 5, 6, 6], [7, 7, 7, 6]], dtype=torch.int32)
+    info_a = [
+        {"id": 5, "category_id": 0, "isthing": True},
+        {"id": 6, "category_id": 1, "isthing": True},
+        {"id": 7, "category_id": 2, "isthing": False, "score": torch.tensor(0.9)},
+    ]
     # Image b: label-divisor format (contiguous category * 1000 + instance, -1 VOID).
     #   road 2000: 3 px, 1 on VOID: union 3 + 2 - 2 - 1 = 2 -> IoU 1;
     #   person 1: 3 of 4 px -> IoU 3 / 4; car 1005: 1 px on gt person -> FP.
-    seg_b = torch.tensor([[2000, 2000, 2000, -1],
-                          [1, 1, 1, 1005]], dtype=torch.int32)
+    seg_b = torch.tensor([[2000, 2000, 2000, -1], [1, 1, 1, 1005]], dtype=torch.int32)
     return [{"panoptic_seg": (seg_a, info_a)}, {"panoptic_seg": (seg_b, None)}]
 
 
@@ -103,9 +104,15 @@ def test_evaluator_end_to_end(dataset, tmp_path):
     by_image = {a["image_id"]: a for a in saved["annotations"]}
     assert by_image[1]["file_name"] == "a.png"
     assert sorted((s["id"], s["category_id"]) for s in by_image[1]["segments_info"]) == [
-        (5, 11), (6, 12), (7, 21)]
+        (5, 11),
+        (6, 12),
+        (7, 21),
+    ]
     assert sorted((s["id"], s["category_id"]) for s in by_image[2]["segments_info"]) == [
-        (2, 11), (1006, 12), (2001, 21)]
+        (2, 11),
+        (1006, 12),
+        (2001, 21),
+    ]
     assert sorted(os.listdir(output_dir / "predictions")) == ["a.png", "b.png"]
     with open(output_dir / "panoptic_results.json") as f:
         per_class = json.load(f)["per_class"]
@@ -128,8 +135,14 @@ def test_evaluator_errors(dataset):
     name, records = dataset
     evaluator = COCOPanopticEvaluator(name)
     evaluator.reset()
-    bad = [{"panoptic_seg": (torch.ones(2, 4, dtype=torch.int32),
-                             [{"id": 1, "category_id": 7, "isthing": True}])}]
+    bad = [
+        {
+            "panoptic_seg": (
+                torch.ones(2, 4, dtype=torch.int32),
+                [{"id": 1, "category_id": 7, "isthing": True}],
+            )
+        }
+    ]
     with pytest.raises(ValueError, match="contiguous thing category_id 7"):
         evaluator.process(records[:1], bad)
     evaluator.process(records[:1], _outputs()[:1])  # image 2 never predicted

@@ -36,15 +36,18 @@ def pred(seg_id, category_id):
 
 def evaluate(gt, gt_segments, prediction, pred_segments):
     gt, prediction = np.array(gt), np.array(prediction)
-    return summarize(pq_image_counts(gt, gt_segments, prediction, pred_segments, CATS, "img"),
-                     CATS)
+    return summarize(pq_image_counts(gt, gt_segments, prediction, pred_segments, CATS, "img"), CATS)
 
 
 def test_perfect_prediction_is_one_and_absent_categories_are_excluded():
     # person 7, car 8, road 9; sky and water appear nowhere: left out of every average.
     gt = [[7, 7, 9, 9], [8, 8, 9, 9]]
-    result = evaluate(gt, [segment(7, 1), segment(8, 2), segment(9, 3)],
-                      [[1, 1, 3, 3], [2, 2, 3, 3]], [pred(1, 1), pred(2, 2), pred(3, 3)])
+    result = evaluate(
+        gt,
+        [segment(7, 1), segment(8, 2), segment(9, 3)],
+        [[1, 1, 3, 3], [2, 2, 3, 3]],
+        [pred(1, 1), pred(2, 2), pred(3, 3)],
+    )
     for metrics in (result.all, result.things, result.stuff):
         assert (metrics.pq, metrics.sq, metrics.rq) == (1.0, 1.0, 1.0)
     assert (result.all.n, result.things.n, result.stuff.n) == (3, 2, 1)
@@ -84,8 +87,9 @@ def test_false_positive_mostly_on_void_is_not_counted():
     # Predicted road: 4 px inside gt road: IoU = 4 / (4 + 5 - 4) = 0.8 -> tp.
     # Only road counts: PQ = 0.8; the car class has no tp/fp/fn, so Things has n = 0 (NaN).
     gt = [[0, 0, 0, 0, 0, 1, 1, 1, 1, 1]]
-    result = evaluate(gt, [segment(1, 3)], [[2, 2, 2, 0, 0, 1, 1, 1, 1, 2]],
-                      [pred(1, 3), pred(2, 2)])
+    result = evaluate(
+        gt, [segment(1, 3)], [[2, 2, 2, 0, 0, 1, 1, 1, 1, 2]], [pred(1, 3), pred(2, 2)]
+    )
     assert result.all.pq == pytest.approx(0.8) and result.all.n == 1
     assert result.things.n == 0 and math.isnan(result.things.pq)
     assert result.stuff.pq == pytest.approx(0.8)
@@ -95,8 +99,9 @@ def test_false_positive_half_on_void_is_counted():
     # As above but the car has only 2 of its 4 px on VOID: 0.5 is not > 0.5 -> FP.
     # Road: 3 px, IoU = 3 / (3 + 5 - 3) = 0.6. PQ: road 0.6, car 0 / (0.5) = 0 -> All 0.3.
     gt = [[0, 0, 0, 0, 0, 1, 1, 1, 1, 1]]
-    result = evaluate(gt, [segment(1, 3)], [[2, 2, 0, 0, 0, 1, 1, 1, 2, 2]],
-                      [pred(1, 3), pred(2, 2)])
+    result = evaluate(
+        gt, [segment(1, 3)], [[2, 2, 0, 0, 0, 1, 1, 1, 2, 2]], [pred(1, 3), pred(2, 2)]
+    )
     assert result.per_class[2].counts.fp == 1 and result.per_class[2].pq == 0.0
     assert result.all.pq == pytest.approx(0.3) and result.all.n == 2
     assert result.things.pq == 0.0 and result.stuff.pq == pytest.approx(0.6)
@@ -108,12 +113,14 @@ def test_crowd_regions():
     # category: ignored, not a FP); person 2 is exactly segment 6 (tp, IoU 1); car 3 lies on 2
     # px of the *person* crowd, which does not excuse a car: FP. The crowd is never a FN.
     # person: tp 1 -> PQ 1; car: fp 1 -> PQ 0; All = Things = 0.5 (n = 2), Stuff n = 0.
-    gt = [[5, 5, 5, 5, 6, 6, 6, 6, 0, 0],
-          [5, 5, 0, 0, 0, 0, 0, 0, 0, 0]]
-    prediction = [[1, 1, 1, 1, 2, 2, 2, 2, 0, 0],
-                  [3, 3, 0, 0, 0, 0, 0, 0, 0, 0]]
-    result = evaluate(gt, [segment(5, 1, iscrowd=1), segment(6, 1)], prediction,
-                      [pred(1, 1), pred(2, 1), pred(3, 2)])
+    gt = [[5, 5, 5, 5, 6, 6, 6, 6, 0, 0], [5, 5, 0, 0, 0, 0, 0, 0, 0, 0]]
+    prediction = [[1, 1, 1, 1, 2, 2, 2, 2, 0, 0], [3, 3, 0, 0, 0, 0, 0, 0, 0, 0]]
+    result = evaluate(
+        gt,
+        [segment(5, 1, iscrowd=1), segment(6, 1)],
+        prediction,
+        [pred(1, 1), pred(2, 1), pred(3, 2)],
+    )
     person, car = result.per_class[1].counts, result.per_class[2].counts
     assert (person.tp, person.fp, person.fn) == (1, 0, 0)
     assert (car.tp, car.fp, car.fn) == (0, 1, 0)
@@ -125,8 +132,12 @@ def test_crowd_pixels_stay_in_the_union():
     # panopticapi removes only VOID from the union: IoU = 4 / (8 + 4 - 4 - 0) = 0.5 -> no
     # match. The unmatched prediction has 4 / 8 = 0.5 on VOID + crowd (not > 0.5) -> FP; the
     # gt segment is a FN. PQ = 0.
-    result = evaluate([[6, 6, 6, 6, 5, 5, 5, 5]], [segment(6, 1), segment(5, 1, iscrowd=1)],
-                      [[1] * 8], [pred(1, 1)])
+    result = evaluate(
+        [[6, 6, 6, 6, 5, 5, 5, 5]],
+        [segment(6, 1), segment(5, 1, iscrowd=1)],
+        [[1] * 8],
+        [pred(1, 1)],
+    )
     counts = result.per_class[1].counts
     assert (counts.tp, counts.fp, counts.fn) == (0, 1, 1) and result.all.pq == 0.0
 
@@ -156,8 +167,9 @@ def test_things_and_stuff_are_averaged_separately():
     # SQ: person 1, road 0.8, sky 0 -> All SQ = 0.6; RQ: 1, 1, 0 -> All RQ = 2/3.
     gt = [[1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
     prediction = [[1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3]]
-    result = evaluate(gt, [segment(1, 1), segment(2, 3)], prediction,
-                      [pred(1, 1), pred(2, 3), pred(3, 4)])
+    result = evaluate(
+        gt, [segment(1, 1), segment(2, 3)], prediction, [pred(1, 1), pred(2, 3), pred(3, 4)]
+    )
     assert (result.things.pq, result.things.n) == (1.0, 1)
     assert result.stuff.pq == pytest.approx(0.4) and result.stuff.n == 2
     assert result.all.pq == pytest.approx(0.6) and result.all.sq == pytest.approx(0.6)
@@ -193,18 +205,19 @@ def _random_image(rng, height=14, width=17):
     gt_cat = {}
     for seg_id in range(1, rng.integers(3, 8)):
         y, x = rng.integers(0, height - 2), rng.integers(0, width - 2)
-        gt[y:y + rng.integers(2, 9), x:x + rng.integers(2, 9)] = seg_id
+        gt[y : y + rng.integers(2, 9), x : x + rng.integers(2, 9)] = seg_id
         gt_cat[seg_id] = int(rng.integers(1, 5))
     if rng.random() < 0.5:
         gt[rng.integers(0, height), :] = 77  # an id not in segments_info
     gt_segments = [
         segment(i, c, iscrowd=int(c <= 2 and rng.random() < 0.25))
-        for i, c in gt_cat.items() if (gt == i).any()
+        for i, c in gt_cat.items()
+        if (gt == i).any()
     ]
     shifted = np.roll(gt, (int(rng.integers(-1, 2)), int(rng.integers(-2, 3))), axis=(0, 1))
     for new in range(100, 100 + rng.integers(0, 4)):
         y, x = rng.integers(0, height - 2), rng.integers(0, width - 2)
-        shifted[y:y + rng.integers(1, 6), x:x + rng.integers(1, 6)] = new
+        shifted[y : y + rng.integers(1, 6), x : x + rng.integers(1, 6)] = new
     prediction = np.zeros_like(shifted)
     pred_segments = []
     for value in np.unique(shifted).tolist():
@@ -223,13 +236,16 @@ def test_random_images_agree_with_brute_force(tmp_path):
     rng = np.random.default_rng(0)
     images = [_random_image(rng) for _ in range(40)]
     gt_json, gt_folder = write_dataset(
-        str(tmp_path), "gt", [(i, im[0], im[1]) for i, im in enumerate(images)], CATEGORIES)
+        str(tmp_path), "gt", [(i, im[0], im[1]) for i, im in enumerate(images)], CATEGORIES
+    )
     pred_json, pred_folder = write_dataset(
-        str(tmp_path), "pred", [(i, im[2], im[3]) for i, im in enumerate(images)])
+        str(tmp_path), "pred", [(i, im[2], im[3]) for i, im in enumerate(images)]
+    )
     with open(gt_json) as f:  # the oracle reads the same json areas
         gt_segments = [a["segments_info"] for a in json.load(f)["annotations"]]
     expected = brute.dataset_pq(
-        [(im[0], gt_segments[i], im[2], im[3]) for i, im in enumerate(images)], CATEGORIES)
+        [(im[0], gt_segments[i], im[2], im[3]) for i, im in enumerate(images)], CATEGORIES
+    )
 
     result = pq_compute(gt_json, pred_json, gt_folder, pred_folder)
     for name, metrics in result.groups().items():
@@ -242,8 +258,9 @@ def test_random_images_agree_with_brute_force(tmp_path):
     for k, values in valid.items():
         np.testing.assert_allclose(values, expected["per_class"][k], rtol=0, atol=1e-9)
     # the random cases do exercise matches, misses, FPs and crowds
-    totals = [sum(getattr(c.counts, f) for c in result.per_class.values())
-              for f in ("tp", "fp", "fn")]
+    totals = [
+        sum(getattr(c.counts, f) for c in result.per_class.values()) for f in ("tp", "fp", "fn")
+    ]
     assert min(totals) > 10
     assert any(s["iscrowd"] for segments in gt_segments for s in segments)
 
@@ -257,12 +274,15 @@ def test_random_images_agree_with_brute_force(tmp_path):
 @pytest.fixture
 def one_image(tmp_path):
     """A valid one-image pair of files; tests then break one thing."""
-    gt_json, gt_folder = write_dataset(str(tmp_path), "gt",
-                                       [("im1", np.array([[1, 1, 2, 2]]),
-                                         [segment(1, 1), segment(2, 3)])], CATEGORIES)
-    pred_json, pred_folder = write_dataset(str(tmp_path), "pred",
-                                           [("im1", np.array([[4, 4, 6, 6]]),
-                                             [pred(4, 1), pred(6, 3)])])
+    gt_json, gt_folder = write_dataset(
+        str(tmp_path),
+        "gt",
+        [("im1", np.array([[1, 1, 2, 2]]), [segment(1, 1), segment(2, 3)])],
+        CATEGORIES,
+    )
+    pred_json, pred_folder = write_dataset(
+        str(tmp_path), "pred", [("im1", np.array([[4, 4, 6, 6]]), [pred(4, 1), pred(6, 3)])]
+    )
     return gt_json, pred_json, gt_folder, pred_folder  # pq_compute's argument order
 
 
@@ -286,15 +306,19 @@ def test_segment_in_png_missing_from_json(one_image):
 
 def test_segment_in_json_missing_from_png(one_image):
     _edit_pred(one_image[1], lambda a: a["segments_info"].append(pred(9, 1)))
-    with pytest.raises(ValueError, match=r"image 'im1': predicted segment ids \[9\] .* not in "
-                                         r"the PNG"):
+    with pytest.raises(
+        ValueError,
+        match=r"image 'im1': predicted segment ids \[9\] .* not in "
+        r"the PNG",
+    ):
         pq_compute(*one_image)
 
 
 def test_unknown_category(one_image):
     _edit_pred(one_image[1], lambda a: a["segments_info"][0].update(category_id=42))
-    with pytest.raises(ValueError, match="image 'im1': predicted segment 4 has unknown "
-                                         "category_id 42"):
+    with pytest.raises(
+        ValueError, match="image 'im1': predicted segment 4 has unknown category_id 42"
+    ):
         pq_compute(*one_image)
 
 
@@ -326,8 +350,11 @@ def test_image_id_sets_must_match(one_image):
 
 def test_size_mismatch_and_bad_workers(one_image):
     write_ids_png(os.path.join(one_image[3], "im1.png"), np.array([[4, 4, 6, 6, 6]]))
-    with pytest.raises(ValueError, match=r"image 'im1': ground truth \(1, 4\) and prediction "
-                                         r"\(1, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"image 'im1': ground truth \(1, 4\) and prediction "
+        r"\(1, 5\)",
+    ):
         pq_compute(*one_image)
     with pytest.raises(ValueError, match="workers must be an integer >= 1, got 0"):
         pq_compute(*one_image, workers=0)

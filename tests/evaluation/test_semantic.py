@@ -27,8 +27,11 @@ def _random_pairs(seed=0, count=6):
     for i in range(count):
         gt = rng.integers(0, 4, size=(9, 13))
         gt[rng.random(gt.shape) < 0.15] = IGNORE
-        pred = np.where(rng.random(gt.shape) < 0.6, np.where(gt == IGNORE, 0, gt),
-                        rng.integers(0, NUM_CLASSES, size=gt.shape))
+        pred = np.where(
+            rng.random(gt.shape) < 0.6,
+            np.where(gt == IGNORE, 0, gt),
+            rng.integers(0, NUM_CLASSES, size=gt.shape),
+        )
         pairs.append((f"sub/img{i}.png" if i % 2 else f"img{i}.png", gt, pred))
     return pairs
 
@@ -84,15 +87,20 @@ def test_matches_detectron2_sem_seg_evaluator(tmp_path):
     pairs = _random_pairs(seed=1)
     gt_folder, pred_folder = _write(str(tmp_path), pairs)
     names = [f"c{k}" for k in range(NUM_CLASSES)]
-    records = [{"file_name": name, "sem_seg_file_name": os.path.join(gt_folder, name)}
-               for name, _, _ in pairs]
+    records = [
+        {"file_name": name, "sem_seg_file_name": os.path.join(gt_folder, name)}
+        for name, _, _ in pairs
+    ]
     dataset = f"sem_seg_test_{uuid.uuid4().hex[:8]}"
     DatasetCatalog.register(dataset, lambda: records)
     MetadataCatalog.get(dataset).set(stuff_classes=names, ignore_label=IGNORE)
     try:
         # detectron2's default loader asks numpy 2 for a copy-free array and fails
-        evaluator = SemSegEvaluator(dataset, distributed=False, sem_seg_loading_fn=lambda path,
-                                    dtype: np.asarray(Image.open(path), dtype=dtype))
+        evaluator = SemSegEvaluator(
+            dataset,
+            distributed=False,
+            sem_seg_loading_fn=lambda path, dtype: np.asarray(Image.open(path), dtype=dtype),
+        )
         evaluator.reset()
         for record, (_, _, pred) in zip(records, pairs):
             scores = torch.nn.functional.one_hot(torch.from_numpy(pred), NUM_CLASSES)
@@ -131,9 +139,13 @@ def test_label_errors():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "dinat_m2f.evaluation.semantic", *args,
-                           "--no-progress"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "dinat_m2f.evaluation.semantic", *args, "--no-progress"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli(tmp_path):
@@ -142,8 +154,18 @@ def test_cli(tmp_path):
     names_file = tmp_path / "names.txt"
     names_file.write_text("".join(f"name{k}\n" for k in range(NUM_CLASSES)))
     output = tmp_path / "sem.json"
-    done = _cli("--gt-folder", gt_folder, "--pred-folder", pred_folder, "--num-classes",
-                str(NUM_CLASSES), "--class-names", str(names_file), "--output", str(output))
+    done = _cli(
+        "--gt-folder",
+        gt_folder,
+        "--pred-folder",
+        pred_folder,
+        "--num-classes",
+        str(NUM_CLASSES),
+        "--class-names",
+        str(names_file),
+        "--output",
+        str(output),
+    )
     assert done.returncode == 0, done.stderr
     expected = _direct(pairs)
     assert f"{expected['mIoU']:.3f}" in done.stdout and "name3" in done.stdout
@@ -152,11 +174,20 @@ def test_cli(tmp_path):
     assert saved["pACC"] == pytest.approx(expected["pACC"]) and saved["IoU-name4"] is None
 
     os.remove(os.path.join(pred_folder, "sub", "img1.png"))
-    done = _cli("--gt-folder", gt_folder, "--pred-folder", pred_folder, "--num-classes",
-                str(NUM_CLASSES))
+    done = _cli(
+        "--gt-folder", gt_folder, "--pred-folder", pred_folder, "--num-classes", str(NUM_CLASSES)
+    )
     assert done.returncode == 1
     assert f"missing predictions: {os.path.join(pred_folder, 'sub', 'img1.png')}" in done.stderr
 
-    done = _cli("--gt-folder", gt_folder, "--pred-folder", pred_folder, "--num-classes", "3",
-                "--class-names", str(names_file))
+    done = _cli(
+        "--gt-folder",
+        gt_folder,
+        "--pred-folder",
+        pred_folder,
+        "--num-classes",
+        "3",
+        "--class-names",
+        str(names_file),
+    )
     assert done.returncode == 1 and "has 5 names, --num-classes is 3" in done.stderr

@@ -18,18 +18,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @requires_native
 @pytest.mark.parametrize(
     "op,device,examples",
-    [("na", "cpu", 120), ("ms_deform_attn", "cpu", 120), ("na", "emulated", 30),
-     ("ms_deform_attn", "emulated", 30)],
+    [
+        ("na", "cpu", 120),
+        ("ms_deform_attn", "cpu", 120),
+        ("na", "emulated", 30),
+        ("ms_deform_attn", "emulated", 30),
+    ],
 )
 def test_fuzz_in_a_child_process(op, device, examples):
     result = subprocess.run(
-        [sys.executable, "tools/fuzz_ops.py", "--op", op, "--device", device,
-         "--examples", str(examples), "--seed", "20261201"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "tools/fuzz_ops.py",
+            "--op",
+            op,
+            "--device",
+            device,
+            "--examples",
+            str(examples),
+            "--seed",
+            "20261201",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
         env={**os.environ, "TRITON_INTERPRET": "1"},
     )
     if result.returncode < 0:
-        pytest.fail(f"the fuzzer crashed with signal {-result.returncode}:\n{result.stderr[-3000:]}")
+        pytest.fail(
+            f"the fuzzer crashed with signal {-result.returncode}:\n{result.stderr[-3000:]}"
+        )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert f"PASS {examples} cases ({device}" in result.stdout
     assert "matched the reference" in result.stdout and "refused ValueError" in result.stdout
@@ -37,6 +56,10 @@ def test_fuzz_in_a_child_process(op, device, examples):
 
 def test_a_crash_is_reported_not_hidden():
     """The harness sees a child that dies by a signal (what a kernel segfault would do)."""
-    result = subprocess.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == -11

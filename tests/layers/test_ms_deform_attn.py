@@ -63,7 +63,9 @@ NAMES = ["out", "grad_value", "grad_locations", "grad_weights"]
 
 def assert_all_close(got, expected, rtol=1e-10, atol=1e-10):
     for name, a, b in zip(NAMES, got, expected):
-        torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            a, b, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)

@@ -39,7 +39,8 @@ def run(inputs, device, dtype):
 
 @pytest.mark.parametrize("dtype", list(TOLERANCE), ids=str)
 @pytest.mark.parametrize(
-    "backend,case", backends.cases(CASES + [LARGE, MASK2FORMER], CASES + [MASK2FORMER_SMALL], case_id)
+    "backend,case",
+    backends.cases(CASES + [LARGE, MASK2FORMER], CASES + [MASK2FORMER_SMALL], case_id),
 )
 def test_cuda_matches_cpu(backend, case, dtype):
     inputs = make_inputs(case, batch=2)
@@ -76,7 +77,8 @@ def test_cuda_gradcheck_float64(backend):
     value, shapes, starts, locations, weights = (
         # the emulated device runs every numerical-Jacobian forward with real threads: a
         # smaller case
-        x.to(device) for x in make_inputs(CASES[2 if backend == "cuda" else 0], batch=1, seed=3)
+        x.to(device)
+        for x in make_inputs(CASES[2 if backend == "cuda" else 0], batch=1, seed=3)
     )
 
     def fn(value, locations, weights):
@@ -104,11 +106,17 @@ def test_cuda_empty_batch_non_contiguous_and_module(backend):
         assert ms_deform_attn(*empty).shape == (0, 5, 16)
         value_nc = value.to(device).transpose(0, 1).contiguous().transpose(0, 1)
         out = ms_deform_attn(
-            value_nc, shapes.to(device), starts.to(device), locations.to(device),
+            value_nc,
+            shapes.to(device),
+            starts.to(device),
+            locations.to(device),
             weights.to(device),
         )
         got = module.to(device)(
-            query.to(device), reference.to(device), query.to(device), spatial.to(device),
+            query.to(device),
+            reference.to(device),
+            query.to(device),
+            spatial.to(device),
             level_starts.to(device),
         )
     torch.testing.assert_close(out.cpu(), expected, rtol=1e-5, atol=1e-5)

@@ -22,7 +22,9 @@ def test_gradcheck_2d(with_rpb):
         lambda q, k, rpb: na2d_qk(q, k, kernel, dilation=dilation, rpb=rpb), (q, k, rpb)
     )
     attn = rand(1, 7, 6, 2, 15, seed=4)
-    assert torch.autograd.gradcheck(lambda a, v: na2d_av(a, v, kernel, dilation=dilation), (attn, v))
+    assert torch.autograd.gradcheck(
+        lambda a, v: na2d_av(a, v, kernel, dilation=dilation), (attn, v)
+    )
     assert torch.autograd.gradcheck(
         lambda q, k, v, rpb: na2d(q, k, v, kernel, dilation=dilation, rpb=rpb), (q, k, v, rpb)
     )
@@ -31,15 +33,19 @@ def test_gradcheck_2d(with_rpb):
 def test_gradcheck_1d():
     q, k, v = (rand(2, 11, 2, 3, seed=s) for s in range(3))
     rpb = rand(2, 5, seed=3)
-    assert torch.autograd.gradcheck(lambda q, k, rpb: na1d_qk(q, k, 3, dilation=3, rpb=rpb), (q, k, rpb))
+    assert torch.autograd.gradcheck(
+        lambda q, k, rpb: na1d_qk(q, k, 3, dilation=3, rpb=rpb), (q, k, rpb)
+    )
     attn = rand(2, 11, 2, 3, seed=4)
     assert torch.autograd.gradcheck(lambda a, v: na1d_av(a, v, 3, dilation=3), (attn, v))
-    assert torch.autograd.gradcheck(lambda q, k, v, rpb: na1d(q, k, v, 3, dilation=3, rpb=rpb), (q, k, v, rpb))
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, rpb: na1d(q, k, v, 3, dilation=3, rpb=rpb), (q, k, v, rpb)
+    )
 
 
 def sdpa_heads_last(q, k, v):
     """Plain self attention over all tokens, heads-last in and out."""
-    batch, heads, dim = q.shape[0], q.shape[-2], q.shape[-1]
+    batch, heads = q.shape[0], q.shape[-2]
     flat = [x.reshape(batch, -1, heads, x.shape[-1]).transpose(1, 2) for x in (q, k, v)]
     out = F.scaled_dot_product_attention(*flat)
     return out.transpose(1, 2).reshape(*q.shape[:-1], v.shape[-1])

@@ -56,7 +56,9 @@ def run(fn, inputs, grad_out_seed=0):
 def test_cuda_matches_cpu(backend, shape, dtype):
     spatial, kernel, dilation, heads, dim = shape
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, *spatial, heads, dim, generator=g, dtype=torch.float64) for _ in range(3))
+    q, k, v = (
+        torch.randn(2, *spatial, heads, dim, generator=g, dtype=torch.float64) for _ in range(3)
+    )
     rpb = torch.randn(heads, *(2 * kernel - 1,) * len(spatial), generator=g, dtype=torch.float64)
     na = na2d if len(spatial) == 2 else na1d
 
@@ -73,15 +75,21 @@ def test_cuda_matches_cpu(backend, shape, dtype):
         assert err <= TOLERANCE[dtype], f"{name}: relative max error {err:.2e}"
 
 
-@pytest.mark.parametrize("backend,case", backends.cases(
-    [(k, d) for k in (3, 5, 7, 9, 11, 13) for d in (32, 64)],
-    [(k, d) for k in (3, 5, 7, 9, 11, 13) for d in (32, 64)],
-    lambda c: f"k{c[0]}-D{c[1]}"))
+@pytest.mark.parametrize(
+    "backend,case",
+    backends.cases(
+        [(k, d) for k in (3, 5, 7, 9, 11, 13) for d in (32, 64)],
+        [(k, d) for k in (3, 5, 7, 9, 11, 13) for d in (32, 64)],
+        lambda c: f"k{c[0]}-D{c[1]}",
+    ),
+)
 def test_cuda_unfused_ops_float32(backend, case):
     kernel, dim = case
     g = torch.Generator().manual_seed(kernel)
     heads = 2 if backend == "cuda" else 1
-    q, k, v = (torch.randn(1, 3 * kernel, 3 * kernel + 2, heads, dim, generator=g) for _ in range(3))
+    q, k, v = (
+        torch.randn(1, 3 * kernel, 3 * kernel + 2, heads, dim, generator=g) for _ in range(3)
+    )
     rpb = torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=g)
     logits = na2d_qk(q, k, kernel, dilation=2, rpb=rpb)
     attn = logits.softmax(-1)
@@ -90,7 +98,9 @@ def test_cuda_unfused_ops_float32(backend, case):
     # these shapes take the tiled kernels: the planner's choice for every kernel size
     if backend == "emulated":
         for op in ("qk", "av"):
-            tile, chunk, smem = torch.ops.dinat_m2f_testing.na_tile_plan(q, [kernel] * 2, [2, 2], op)
+            tile, chunk, smem = torch.ops.dinat_m2f_testing.na_tile_plan(
+                q, [kernel] * 2, [2, 2], op
+            )
             assert tile >= 2 and chunk in (16, 32) and 0 < smem <= 48 * 1024
     with backends.on(backend):
         gpu = [x.to(device) for x in (q, k, v, rpb)]
@@ -108,5 +118,6 @@ def test_cuda_empty_batch_and_non_contiguous(backend):
         assert na2d(q, q, q, 3).shape == q.shape
         x = torch.randn(2, 2, 16, 17, 32, device=device).permute(0, 2, 3, 1, 4)
         got = na2d(x, x, x, 5, dilation=3).cpu()
-    torch.testing.assert_close(got, na2d(x.cpu(), x.cpu(), x.cpu(), 5, dilation=3),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        got, na2d(x.cpu(), x.cpu(), x.cpu(), 5, dilation=3), rtol=1e-4, atol=1e-4
+    )

@@ -24,8 +24,11 @@ from dinat_m2f.ops.na import dispatch, fused, fused_plan
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 4e-2}
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEVICES = [
-    pytest.param("cpu", id="interpreter",
-                 marks=pytest.mark.skipif(not fused.interpreting(), reason="needs TRITON_INTERPRET=1")),
+    pytest.param(
+        "cpu",
+        id="interpreter",
+        marks=pytest.mark.skipif(not fused.interpreting(), reason="needs TRITON_INTERPRET=1"),
+    ),
     pytest.param("cuda", id="cuda", marks=pytest.mark.cuda),
 ]
 
@@ -45,18 +48,24 @@ CASES = [
 
 def case_id(case):
     spatial, kernel, dilation, heads, dim, dim_v, rpb = case
-    return (f"L{'x'.join(map(str, spatial))}-k{'x'.join(map(str, kernel))}-"
-            f"d{'x'.join(map(str, dilation))}-D{dim}-Dv{dim_v}" + ("-rpb" if rpb else ""))
+    return (
+        f"L{'x'.join(map(str, spatial))}-k{'x'.join(map(str, kernel))}-"
+        f"d{'x'.join(map(str, dilation))}-D{dim}-Dv{dim_v}" + ("-rpb" if rpb else "")
+    )
 
 
 def make_inputs(case, batch=2, seed=0):
     spatial, kernel, _, heads, dim, dim_v, with_rpb = case
     g = torch.Generator().manual_seed(seed)
-    q, k = (torch.randn(batch, *spatial, heads, dim, generator=g, dtype=torch.float64)
-            for _ in range(2))
+    q, k = (
+        torch.randn(batch, *spatial, heads, dim, generator=g, dtype=torch.float64) for _ in range(2)
+    )
     v = torch.randn(batch, *spatial, heads, dim_v, generator=g, dtype=torch.float64)
-    rpb = (torch.randn(heads, *(2 * x - 1 for x in kernel), generator=g, dtype=torch.float64)
-           if with_rpb else None)
+    rpb = (
+        torch.randn(heads, *(2 * x - 1 for x in kernel), generator=g, dtype=torch.float64)
+        if with_rpb
+        else None
+    )
     return q, k, v, rpb
 
 
@@ -84,19 +93,26 @@ PRECISION_CASES = [(c, torch.float32) for c in CASES] + [
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("case,dtype", PRECISION_CASES,
-                         ids=[f"{case_id(c)}-{str(d)[6:]}" for c, d in PRECISION_CASES])
+@pytest.mark.parametrize(
+    "case,dtype", PRECISION_CASES, ids=[f"{case_id(c)}-{str(d)[6:]}" for c, d in PRECISION_CASES]
+)
 def test_fused_matches_brute_force(case, dtype, device):
     spatial, kernel, dilation = case[:3]
     rounded = [None if x is None else x.to(dtype).double() for x in make_inputs(case)]
     scale = case[4] ** -0.5
     expected = outputs_and_grads(
         lambda q, k, v, rpb: brute.na(q, k, v, kernel, dilation, rpb, scale=scale),
-        rounded, "cpu", torch.float64)
+        rounded,
+        "cpu",
+        torch.float64,
+    )
     na = na2d if len(spatial) == 2 else na1d
     got = outputs_and_grads(
         lambda q, k, v, rpb: na(q, k, v, kernel, dilation=dilation, rpb=rpb, backend="fused"),
-        rounded, device, dtype)
+        rounded,
+        device,
+        dtype,
+    )
     for x in got:
         assert x is None or (x.dtype == dtype and x.device.type == device)
     assert_close_relative(got, expected, TOLERANCE[dtype])
@@ -110,9 +126,11 @@ def test_fused_equals_unfused_path(device):
 
     def run(backend):
         return outputs_and_grads(
-            lambda q, k, v, rpb: na2d(q, k, v, kernel, dilation=dilation, rpb=rpb,
-                                      backend=backend),
-            [q, k, v, rpb], device, torch.float32)
+            lambda q, k, v, rpb: na2d(q, k, v, kernel, dilation=dilation, rpb=rpb, backend=backend),
+            [q, k, v, rpb],
+            device,
+            torch.float32,
+        )
 
     assert_close_relative(run("fused"), [x.double().cpu() for x in run("unfused")], 2e-5)
 
@@ -135,19 +153,20 @@ def test_fused_keeps_no_attention_map_for_the_backward():
     unfused one also keeps the (tokens x heads x k*k) attention map."""
     spatial, kernel, heads, dim = (21, 22), 7, 2, 32
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, *spatial, heads, dim, generator=g).requires_grad_()
-               for _ in range(3))
+    q, k, v = (torch.randn(1, *spatial, heads, dim, generator=g).requires_grad_() for _ in range(3))
     rpb = torch.randn(heads, 13, 13, generator=g).requires_grad_()
     tokens = math.prod(spatial) * heads
 
     fused_saved = saved_bytes(
-        lambda *x: na2d(*x[:3], kernel, dilation=3, rpb=x[3], backend="fused"), q, k, v, rpb)
+        lambda *x: na2d(*x[:3], kernel, dilation=3, rpb=x[3], backend="fused"), q, k, v, rpb
+    )
     inputs = 3 * tokens * dim * 4 + rpb.numel() * 4
     assert sum(fused_saved.values()) == inputs + tokens * dim * 4 + tokens * 4  # + out + lse
     assert max(fused_saved.values()) < tokens * kernel * kernel * 4
 
     unfused_saved = saved_bytes(
-        lambda *x: na2d(*x[:3], kernel, dilation=3, rpb=x[3], backend="unfused"), q, k, v, rpb)
+        lambda *x: na2d(*x[:3], kernel, dilation=3, rpb=x[3], backend="unfused"), q, k, v, rpb
+    )
     assert max(unfused_saved.values()) == tokens * kernel * kernel * 4
 
 
@@ -174,7 +193,9 @@ def test_opcheck_and_compile_fullgraph():
     case = CASES[0]
     q, k, v, rpb = (x.float() for x in make_inputs(case, batch=1))
     ops = torch.ops.dinat_m2f_triton
-    torch.library.opcheck(ops.na_fused.default, (q.requires_grad_(), k, v, rpb, [3, 3], [1, 1], 0.2))
+    torch.library.opcheck(
+        ops.na_fused.default, (q.requires_grad_(), k, v, rpb, [3, 3], [1, 1], 0.2)
+    )
     torch.library.opcheck(ops.na_fused.default, (q, k, v, None, [3, 3], [2, 2], 0.2))
 
     def fn(q, k, v, rpb):
@@ -210,14 +231,19 @@ def test_auto_takes_the_fused_kernels_only_for_cuda_tensors(monkeypatch):
     ],
 )
 def test_fused_refuses_what_it_cannot_compute_and_auto_falls_back(tensor, kernel, message):
-    with pytest.raises(ValueError, match=r"na2d: backend='fused' cannot compute this call: " + message):
+    with pytest.raises(
+        ValueError, match=r"na2d: backend='fused' cannot compute this call: " + message
+    ):
         na2d(tensor, tensor, tensor, kernel, backend="fused")
     assert dispatch.resolve_backend("na2d", "auto", tensor, tensor, (kernel, kernel)) == "unfused"
 
 
 def test_bad_backend_names_the_argument_and_the_environment_variable(monkeypatch):
     q = torch.randn(1, 9, 9, 2, 32)
-    with pytest.raises(ValueError, match=r"na2d: backend='triton' is not one of \['auto', 'fused', 'unfused', 'reference'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"na2d: backend='triton' is not one of \['auto', 'fused', 'unfused', 'reference'\]",
+    ):
         na2d(q, q, q, 3, backend="triton")
     monkeypatch.setenv(dispatch.BACKEND_ENV, "fast")
     with pytest.raises(ValueError, match=r"na1d: DINAT_M2F_NA_BACKEND='fast' is not one of"):
@@ -225,14 +251,19 @@ def test_bad_backend_names_the_argument_and_the_environment_variable(monkeypatch
 
 
 def test_fused_on_cpu_needs_the_interpreter():
-    code = ("import torch; from dinat_m2f.layers import na2d; q = torch.randn(1, 9, 9, 2, 32)\n"
-            "try:\n    na2d(q, q, q, 3, backend='fused')\n"
-            "except ValueError as e:\n    print('ERROR', e)\n")
+    code = (
+        "import torch; from dinat_m2f.layers import na2d; q = torch.randn(1, 9, 9, 2, 32)\n"
+        "try:\n    na2d(q, q, q, 3, backend='fused')\n"
+        "except ValueError as e:\n    print('ERROR', e)\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert "ERROR na2d: backend='fused' cannot compute this call: CPU tensors need Triton's " \
-           "interpreter (TRITON_INTERPRET=1)" in result.stdout, result.stderr
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert (
+        "ERROR na2d: backend='fused' cannot compute this call: CPU tensors need Triton's "
+        "interpreter (TRITON_INTERPRET=1)" in result.stdout
+    ), result.stderr
 
 
 def test_plan_tiles_are_the_ones_the_kernels_launch(monkeypatch):

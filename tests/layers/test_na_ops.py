@@ -60,7 +60,9 @@ def grads(fn, inputs, seed=1):
     """Output and gradients of `fn` w.r.t. every tensor input, for a random output grad."""
     leaves = [x.clone().requires_grad_() if x is not None else None for x in inputs]
     out = fn(*leaves)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    grad_out = torch.randn(
+        out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     grad_out = grad_out.to(out.dtype)
     out.backward(grad_out)
     return [out.detach()] + [x.grad for x in leaves if x is not None]
@@ -69,7 +71,7 @@ def grads(fn, inputs, seed=1):
 def assert_all_close(got, expected, atol=1e-10, rtol=1e-9):
     assert len(got) == len(expected)
     for i, (a, b) in enumerate(zip(got, expected)):
-        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m: f"item {i}: {m}")
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m, i=i: f"item {i}: {m}")
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -114,8 +116,10 @@ def test_na_matches_brute_force(case):
     q, k, v, rpb = make_inputs(case)
     inputs = [q, k, v] + ([rpb] if with_rpb else [])
     expected = grads(lambda q, k, v, rpb=None: brute.na(q, k, v, kernel, dilation, rpb), inputs)
-    assert_all_close(grads(lambda q, k, v, rpb=None: na(q, k, v, kernel, dilation=dilation, rpb=rpb), inputs),
-                     expected)
+    assert_all_close(
+        grads(lambda q, k, v, rpb=None: na(q, k, v, kernel, dilation=dilation, rpb=rpb), inputs),
+        expected,
+    )
 
 
 def test_int_and_tuple_arguments_agree():
@@ -136,20 +140,25 @@ def test_value_head_dim_may_differ():
 def test_explicit_scale():
     q, k, v, rpb = make_inputs(((8, 9), (3, 3), (2, 2), 2, 8, True))
     torch.testing.assert_close(
-        na2d(q, k, v, 3, dilation=2, rpb=rpb, scale=0.3), brute.na(q, k, v, (3, 3), (2, 2), rpb, scale=0.3)
+        na2d(q, k, v, 3, dilation=2, rpb=rpb, scale=0.3),
+        brute.na(q, k, v, (3, 3), (2, 2), rpb, scale=0.3),
     )
 
 
 def test_non_contiguous_inputs():
     g = torch.Generator().manual_seed(3)
     # (B, heads, H, W, D) permuted to heads-last: non-contiguous views
-    q, k, v = (torch.randn(2, 3, 10, 11, 16, generator=g, dtype=torch.float64).permute(0, 2, 3, 1, 4)
-               for _ in range(3))
+    q, k, v = (
+        torch.randn(2, 3, 10, 11, 16, generator=g, dtype=torch.float64).permute(0, 2, 3, 1, 4)
+        for _ in range(3)
+    )
     rpb = torch.randn(3, 9, 9, generator=g, dtype=torch.float64).transpose(1, 2)
     assert not q.is_contiguous() and not rpb.is_contiguous()
     expected = brute.na(q, k, v, (5, 5), (2, 2), rpb)
     torch.testing.assert_close(na2d(q, k, v, 5, dilation=2, rpb=rpb), expected)
-    torch.testing.assert_close(na2d(q.contiguous(), k, v, 5, dilation=2, rpb=rpb.contiguous()), expected)
+    torch.testing.assert_close(
+        na2d(q.contiguous(), k, v, 5, dilation=2, rpb=rpb.contiguous()), expected
+    )
 
 
 @pytest.mark.parametrize("rank", [1, 2])
@@ -167,11 +176,15 @@ def test_empty_batch(rank):
 
 
 @requires_native
-@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize(
+    "dtype,atol", [(torch.float32, 1e-5), (torch.float16, 5e-3), (torch.bfloat16, 3e-2)]
+)
 def test_cpu_low_precision_against_float64(dtype, atol):
     q, k, v, rpb = make_inputs(((14, 13), (5, 5), (2, 2), 2, 32, True))
     expected = grads(lambda *x: na2d(*x[:3], 5, dilation=2, rpb=x[3]), [q, k, v, rpb])
-    got = grads(lambda *x: na2d(*x[:3], 5, dilation=2, rpb=x[3]), [t.to(dtype) for t in (q, k, v, rpb)])
+    got = grads(
+        lambda *x: na2d(*x[:3], 5, dilation=2, rpb=x[3]), [t.to(dtype) for t in (q, k, v, rpb)]
+    )
     for a, b in zip(got, expected):
         assert a.dtype == dtype
         scale = b.abs().max().item()

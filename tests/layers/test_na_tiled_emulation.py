@@ -28,14 +28,16 @@ CASES = [
 
 
 def ids(case):
-    return "L{}-k{}-d{}-D{}-t{}-c{}".format(case[0], case[1], case[2], case[4], case[5], case[6])
+    return f"L{case[0]}-k{case[1]}-d{case[2]}-D{case[4]}-t{case[5]}-c{case[6]}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_tiled_programs_match_plain_kernels(case):
     spatial, kernel, dilation, heads, dim, tile, chunk = case
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, *spatial, heads, dim, generator=g, dtype=torch.float64) for _ in range(3))
+    q, k, v = (
+        torch.randn(2, *spatial, heads, dim, generator=g, dtype=torch.float64) for _ in range(3)
+    )
     rpb = torch.randn(heads, *(2 * x - 1 for x in kernel), generator=g, dtype=torch.float64)
     ops, ks, ds = torch.ops.dinat_m2f, list(kernel), list(dilation)
 
@@ -67,7 +69,6 @@ def test_emulation_ops_pass_opcheck():
     g = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(1, 9, 11, 2, 32, generator=g) for _ in range(3))
     attn = torch.randn(1, 9, 11, 2, 9, generator=g)
-    ops = torch.ops.dinat_m2f
     torch.library.opcheck(testing.na_qk_tiled.default, (q, k, None, [3, 3], [2, 3], 4, 16))
     torch.library.opcheck(testing.na_av_tiled.default, (attn, v, [3, 3], [2, 3], 4, 16))
 
@@ -94,7 +95,9 @@ def test_tile_plans_the_cuda_launch_chooses(kernel, dim, dtype):
 
 def test_tile_plan_refuses_shapes_outside_the_tiled_kernels():
     q = torch.randn(1, 20, 20, 2, 16)
-    with pytest.raises(ValueError, match=r"need 2D, kernel_size 3..13 and head dim 32 or 64 .*head dim 16"):
+    with pytest.raises(
+        ValueError, match=r"need 2D, kernel_size 3..13 and head dim 32 or 64 .*head dim 16"
+    ):
         torch.ops.dinat_m2f_testing.na_qk_tiled(q, q, None, [3, 3], [1, 1], 0, 0)
     q = torch.randn(1, 40, 40, 2, 32)
     with pytest.raises(ValueError, match=r"kernel 15x15"):
@@ -104,5 +107,7 @@ def test_tile_plan_refuses_shapes_outside_the_tiled_kernels():
 def test_tile_over_the_shared_memory_budget_is_refused_like_on_a_gpu():
     q = torch.randn(1, 27, 40, 1, 32, dtype=torch.float64)
     # tile 8, chunk 32: 185,152 bytes of shared memory for float64 accumulators
-    with pytest.raises(ValueError, match=r"185152 bytes of dynamic shared memory \(at most 49152\)"):
+    with pytest.raises(
+        ValueError, match=r"185152 bytes of dynamic shared memory \(at most 49152\)"
+    ):
         testing.na_qk_tiled(q, q, None, [13, 11], [2, 3], 8, 32)

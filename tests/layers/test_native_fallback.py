@@ -79,8 +79,12 @@ def test_environment_variable_forces_pure_pytorch_with_same_results():
     assert forced.returncode == 0 and native.returncode == 0, forced.stderr + native.stderr
     assert "BACKENDS ()" in forced.stdout and "WARNINGS 0" in forced.stdout
     assert "'CPU'" in native.stdout
-    total = [float(line.split()[1]) for r in (forced, native) for line in r.stdout.splitlines()
-             if line.startswith("SUM")]
+    total = [
+        float(line.split()[1])
+        for r in (forced, native)
+        for line in r.stdout.splitlines()
+        if line.startswith("SUM")
+    ]
     assert total[0] == pytest.approx(total[1], rel=1e-12, abs=1e-12)
 
 

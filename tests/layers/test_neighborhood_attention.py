@@ -65,14 +65,18 @@ def test_attention_dropout_path_is_used_in_training():
 
 
 def test_module_arguments_are_checked():
-    with pytest.raises(ValueError, match=r"num_heads must be >= 1 and divide dim, got dim=30, num_heads=4"):
+    with pytest.raises(
+        ValueError, match=r"num_heads must be >= 1 and divide dim, got dim=30, num_heads=4"
+    ):
         NeighborhoodAttention2D(30, 4, 7)
     with pytest.raises(ValueError, match=r"kernel_size must be odd and >= 3 .*got 6"):
         NeighborhoodAttention2D(32, 4, 6)
     with pytest.raises(ValueError, match=r"dilation must be >= 1, got 0"):
         NeighborhoodAttention2D(32, 4, 7, dilation=0)
     module = NeighborhoodAttention2D(32, 4, 7)
-    with pytest.raises(ValueError, match=r"input must have shape \(batch, height, width, 32\), got \(1, 8, 8, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"input must have shape \(batch, height, width, 32\), got \(1, 8, 8, 16\)"
+    ):
         module(torch.randn(1, 8, 8, 16))
 
 
@@ -82,7 +86,13 @@ def test_extra_repr_and_parameter_names():
     assert "dim=64, num_heads=2, head_dim=32, kernel_size=(11, 11), dilation=(2, 3)" in text
     assert "rel_pos_bias=True" in text
     # names of the released NAT/DiNAT checkpoints
-    assert sorted(module.state_dict()) == ["proj.bias", "proj.weight", "qkv.bias", "qkv.weight", "rpb"]
+    assert sorted(module.state_dict()) == [
+        "proj.bias",
+        "proj.weight",
+        "qkv.bias",
+        "qkv.weight",
+        "rpb",
+    ]
     assert module.rpb.shape == (2, 21, 21)
 
 

@@ -21,10 +21,20 @@ REPO = Path(__file__).resolve().parents[2]
 MASK_RCNN = str(REPO / "configs" / "coco" / "detection" / "dinat" / "mask_rcnn_dinat_mini_3x.yaml")
 
 SMALL = [  # a one-block-per-level DiNAT, cheap to build and run
-    "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False",
-    "MODEL.DINAT.EMBED_DIM", "32", "MODEL.DINAT.DEPTHS", "[1, 2, 1, 1]",
-    "MODEL.DINAT.NUM_HEADS", "[1, 2, 4, 8]", "MODEL.DINAT.DILATIONS", "[[2], [1, 2], [1], [1]]",
-    "MODEL.FPN.OUT_CHANNELS", "64",
+    "MODEL.DEVICE",
+    "cpu",
+    "SOLVER.AMP.ENABLED",
+    "False",
+    "MODEL.DINAT.EMBED_DIM",
+    "32",
+    "MODEL.DINAT.DEPTHS",
+    "[1, 2, 1, 1]",
+    "MODEL.DINAT.NUM_HEADS",
+    "[1, 2, 4, 8]",
+    "MODEL.DINAT.DILATIONS",
+    "[[2], [1, 2], [1], [1]]",
+    "MODEL.FPN.OUT_CHANNELS",
+    "64",
 ]
 
 
@@ -32,8 +42,9 @@ def cfg_with(*opts):
     return load_cfg(MASK_RCNN, SMALL + list(opts))
 
 
-@pytest.mark.parametrize("name", ["build_dinat_fpn_backbone", "build_nat_fpn_backbone",
-                                  "build_dinat_s_fpn_backbone"])
+@pytest.mark.parametrize(
+    "name", ["build_dinat_fpn_backbone", "build_nat_fpn_backbone", "build_dinat_s_fpn_backbone"]
+)
 def test_registered_and_outputs_p2_to_p6(name):
     assert name in BACKBONE_REGISTRY
     cfg = cfg_with("MODEL.BACKBONE.NAME", name)
@@ -89,10 +100,13 @@ def test_fpn_level_not_output_by_the_backbone():
         build_backbone(cfg_with("MODEL.DINAT.OUT_FEATURES", '["res3", "res4", "res5"]'))
 
 
-@pytest.mark.parametrize("key,value,level", [
-    ("MODEL.RPN.IN_FEATURES", '["p2", "p3", "p7"]', "p7"),
-    ("MODEL.ROI_HEADS.IN_FEATURES", '["p2", "p3", "res4"]', "res4"),
-])
+@pytest.mark.parametrize(
+    "key,value,level",
+    [
+        ("MODEL.RPN.IN_FEATURES", '["p2", "p3", "p7"]', "p7"),
+        ("MODEL.ROI_HEADS.IN_FEATURES", '["p2", "p3", "res4"]', "res4"),
+    ],
+)
 def test_unknown_head_level_names_key_and_level(key, value, level):
     pattern = re.escape(key) + f".*unknown backbone level.*{level}"
     with pytest.raises(ValueError, match=pattern):

@@ -47,14 +47,36 @@ def test_parameter_count_matches_the_release(name):
 
 # A small cascade for behaviour tests: a one-block DiNAT, 4 classes, 64-wide heads.
 SMALL_CASCADE = CPU + [
-    "MODEL.DINAT.EMBED_DIM", "32", "MODEL.DINAT.DEPTHS", "[1, 1, 1, 1]",
-    "MODEL.DINAT.NUM_HEADS", "[1, 2, 4, 8]", "MODEL.DINAT.DILATIONS", "[[1], [1], [1], [1]]",
-    "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.CONV_DIM", "64",
-    "MODEL.ROI_BOX_HEAD.FC_DIM", "128", "MODEL.ROI_BOX_HEAD.NORM", "BN",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM", "64", "MODEL.ROI_HEADS.NUM_CLASSES", "4",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100",
-    "MODEL.RPN.POST_NMS_TOPK_TEST", "50", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-    "TEST.DETECTIONS_PER_IMAGE", "10",
+    "MODEL.DINAT.EMBED_DIM",
+    "32",
+    "MODEL.DINAT.DEPTHS",
+    "[1, 1, 1, 1]",
+    "MODEL.DINAT.NUM_HEADS",
+    "[1, 2, 4, 8]",
+    "MODEL.DINAT.DILATIONS",
+    "[[1], [1], [1], [1]]",
+    "MODEL.FPN.OUT_CHANNELS",
+    "64",
+    "MODEL.ROI_BOX_HEAD.CONV_DIM",
+    "64",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "128",
+    "MODEL.ROI_BOX_HEAD.NORM",
+    "BN",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "64",
+    "MODEL.ROI_HEADS.NUM_CLASSES",
+    "4",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "64",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "100",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "50",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.0",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "10",
 ]
 CASCADE = str(DETECTION / "cascade_mask_rcnn_dinat_mini_3x.yaml")
 H, W = 96, 128
@@ -91,8 +113,9 @@ def test_cascade_has_a_mask_head_per_stage_and_class_specific_boxes():
     assert isinstance(heads, StageMaskCascadeROIHeads)
     assert heads.num_cascade_stages == 3 and len(heads.mask_head) == 3
     assert [p.bbox_pred.out_features for p in heads.box_predictor] == [16, 16, 16]  # 4 x 4
-    assert [len([m for m in h.modules() if isinstance(m, torch.nn.BatchNorm2d)])
-            for h in heads.box_head] == [4, 4, 4]  # 4conv1fc with norm
+    assert [
+        len([m for m in h.modules() if isinstance(m, torch.nn.BatchNorm2d)]) for h in heads.box_head
+    ] == [4, 4, 4]  # 4conv1fc with norm
 
 
 def test_losses_per_stage_weighted_and_every_mask_head_learns():
@@ -104,8 +127,9 @@ def test_losses_per_stage_weighted_and_every_mask_head_learns():
     for stage, head in enumerate(model.roi_heads.mask_head):
         grad = head.predictor.weight.grad
         assert grad is not None and grad.abs().sum() > 0, f"mask head {stage} got no gradient"
-    unweighted = train_losses(small_cascade(
-        "MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS", "[1.0, 1.0, 1.0]"))
+    unweighted = train_losses(
+        small_cascade("MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS", "[1.0, 1.0, 1.0]")
+    )
     for stage, weight in enumerate([1.0, 0.5, 0.25]):
         for kind in ("cls", "box_reg", "mask"):
             key = f"loss_{kind}_stage{stage}"
@@ -124,8 +148,9 @@ def test_inference_averages_mask_probabilities_of_all_stages():
         heads = model.roi_heads
         detections = instances[0]
         assert len(detections) > 0
-        pooled = heads.mask_pooler([features[f] for f in heads.mask_in_features],
-                                   [detections.pred_boxes])
+        pooled = heads.mask_pooler(
+            [features[f] for f in heads.mask_in_features], [detections.pred_boxes]
+        )
         rows = torch.arange(len(detections))
         probs = [h.layers(pooled)[rows, detections.pred_classes].sigmoid() for h in heads.mask_head]
     assert detections.pred_masks.shape == (len(detections), 1, 28, 28)
@@ -157,7 +182,8 @@ def test_scores_are_the_softmax_of_the_averaged_logits():
         instances = heads._forward_box(features, proposals)[0]
     probs = torch.softmax(sum(logits) / 3, dim=-1)[:, :-1]  # (R, K), no NMS merging (thresh 1)
     assert sorted(instances.scores.tolist(), reverse=True)[:5] == pytest.approx(
-        sorted(probs.flatten().tolist(), reverse=True)[:5], abs=1e-6)
+        sorted(probs.flatten().tolist(), reverse=True)[:5], abs=1e-6
+    )
 
 
 def test_next_stage_boxes_follow_the_gt_class_in_training_and_the_best_class_at_test():

@@ -7,8 +7,8 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 
-import dinat_m2f.ops.library as library
 import dinat_m2f.modeling  # noqa: F401
+import dinat_m2f.ops.library as library
 from dinat_m2f.config import add_dinat_config
 from dinat_m2f.modeling.backbone import dinat, dinat_s
 from dinat_m2f.modeling.flop_count import flop_count_analysis
@@ -53,8 +53,13 @@ def test_out_features_subset_and_config_spellings():
 
 @pytest.mark.parametrize(
     "constructor,params,gflops",
-    [(dinat.dinat_mini, 20e6, 2.7), (dinat.dinat_tiny, 28e6, 4.3), (dinat.dinat_small, 51e6, 7.8),
-     (dinat.dinat_base, 90e6, 13.7), (dinat.nat_mini, 20e6, 2.7)],
+    [
+        (dinat.dinat_mini, 20e6, 2.7),
+        (dinat.dinat_tiny, 28e6, 4.3),
+        (dinat.dinat_small, 51e6, 7.8),
+        (dinat.dinat_base, 90e6, 13.7),
+        (dinat.nat_mini, 20e6, 2.7),
+    ],
     ids=lambda v: getattr(v, "__name__", str(v)),
 )
 def test_parameters_and_flops_match_the_paper(constructor, params, gflops):
@@ -85,8 +90,15 @@ def test_large_variants_and_dinat_s():
     assert tiny_s.dilations == [[1, 8], [1, 4], [1, 2, 1, 2, 1, 2], [1, 1]]
     assert isinstance(tiny_s.levels[0].downsample, dinat_s.PatchMerging)
     outs = tiny_s.forward_features(torch.randn(1, 3, 61, 45))
-    assert [tuple(o.shape[1:]) for o in outs.values()] == [(96, 16, 12), (192, 8, 6), (384, 4, 3), (768, 2, 2)]
-    backbone = build_backbone(mini_cfg("MODEL.BACKBONE.NAME", "D2DiNATs", "MODEL.DINAT.MLP_RATIO", "4.0"))
+    assert [tuple(o.shape[1:]) for o in outs.values()] == [
+        (96, 16, 12),
+        (192, 8, 6),
+        (384, 4, 3),
+        (768, 2, 2),
+    ]
+    backbone = build_backbone(
+        mini_cfg("MODEL.BACKBONE.NAME", "D2DiNATs", "MODEL.DINAT.MLP_RATIO", "4.0")
+    )
     assert isinstance(backbone.patch_embed, dinat_s.PatchEmbed)
 
 
@@ -94,8 +106,14 @@ def test_large_variants_and_dinat_s():
     "dilations,message",
     [
         ([[1, 2, 1], [1, 2, 1, 2]], r"dilations must have one list per level \(4 for depths"),
-        ([[1, 2], [1, 2, 1, 2], [1] * 6, [1] * 5], r"dilations\[0\] must have one entry per block of level 0 \(depth 3\), got 2"),
-        ([[1, 0, 1], [1, 2, 1, 2], [1] * 6, [1] * 5], r"dilations\[0\] must hold ints >= 1, got \[1, 0, 1\]"),
+        (
+            [[1, 2], [1, 2, 1, 2], [1] * 6, [1] * 5],
+            r"dilations\[0\] must have one entry per block of level 0 \(depth 3\), got 2",
+        ),
+        (
+            [[1, 0, 1], [1, 2, 1, 2], [1] * 6, [1] * 5],
+            r"dilations\[0\] must hold ints >= 1, got \[1, 0, 1\]",
+        ),
     ],
 )
 def test_dilation_lists_are_validated(dilations, message):
@@ -146,12 +164,16 @@ FROZEN = {
 def test_frozen_stages_are_numbered_like_the_release_and_work_for_every_value(stages):
     """The release's code freezes the tokenizer for 0 and levels[0..k-2] for k >= 2 (and fails
     there, reaching for a missing `pos_drop`); here every value works."""
-    backbone = build_backbone(mini_cfg("MODEL.DINAT.FROZEN_STAGES", str(stages),
-                                       "MODEL.DINAT.DROP_PATH_RATE", "0.3"))
+    backbone = build_backbone(
+        mini_cfg("MODEL.DINAT.FROZEN_STAGES", str(stages), "MODEL.DINAT.DROP_PATH_RATE", "0.3")
+    )
     backbone.train()
     frozen = [backbone.get_submodule(name) for name in FROZEN[stages]]
-    trained = [backbone.get_submodule(f"levels.{i}") for i in range(4)
-               if f"levels.{i}" not in FROZEN[stages]]
+    trained = [
+        backbone.get_submodule(f"levels.{i}")
+        for i in range(4)
+        if f"levels.{i}" not in FROZEN[stages]
+    ]
     assert all(not m.training for m in frozen) and all(m.training for m in trained)
     assert backbone.pos_drop.training == (stages < 2)
     outs = backbone(torch.randn(2, 3, 64, 64))
@@ -173,7 +195,9 @@ def test_frozen_stages_out_of_range_is_an_error_naming_the_range():
 def test_activation_checkpointing_gives_identical_gradients():
     torch.manual_seed(0)
     plain = build_backbone(mini_cfg("MODEL.DINAT.DROP_PATH_RATE", "0.0")).train()
-    ckpt = build_backbone(mini_cfg("MODEL.DINAT.DROP_PATH_RATE", "0.0", "MODEL.DINAT.USE_CHECKPOINT", "True")).train()
+    ckpt = build_backbone(
+        mini_cfg("MODEL.DINAT.DROP_PATH_RATE", "0.0", "MODEL.DINAT.USE_CHECKPOINT", "True")
+    ).train()
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 72)
     grads = []

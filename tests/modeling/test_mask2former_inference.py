@@ -75,10 +75,16 @@ def test_semantic_inference_is_class_probability_times_mask(predictions):
 def test_panoptic_inference_thresholds_overlap_and_stuff_merging(predictions):
     mask_cls, mask_pred = predictions
     seg, segments = panoptic_inference(
-        mask_cls, mask_pred, num_classes=NUM_CLASSES, thing_classes=THINGS,
-        object_mask_threshold=0.8, overlap_threshold=0.8,
+        mask_cls,
+        mask_pred,
+        num_classes=NUM_CLASSES,
+        thing_classes=THINGS,
+        object_mask_threshold=0.8,
+        overlap_threshold=0.8,
     )
-    expected = torch.tensor([[1, 1, 0, 2], [1, 1, 0, 2], [2, 2, 2, 2], [2, 2, 2, 2]], dtype=torch.int32)
+    expected = torch.tensor(
+        [[1, 1, 0, 2], [1, 1, 0, 2], [2, 2, 2, 2], [2, 2, 2, 2]], dtype=torch.int32
+    )
     assert seg.dtype == torch.int32
     assert torch.equal(seg, expected)
     assert segments == [
@@ -90,8 +96,12 @@ def test_panoptic_inference_thresholds_overlap_and_stuff_merging(predictions):
 def test_panoptic_inference_low_overlap_threshold_keeps_partial_segment(predictions):
     mask_cls, mask_pred = predictions
     seg, segments = panoptic_inference(
-        mask_cls, mask_pred, num_classes=NUM_CLASSES, thing_classes=THINGS,
-        object_mask_threshold=0.8, overlap_threshold=0.3,
+        mask_cls,
+        mask_pred,
+        num_classes=NUM_CLASSES,
+        thing_classes=THINGS,
+        object_mask_threshold=0.8,
+        overlap_threshold=0.3,
     )
     # q5 now survives with the 2 pixels it wins (2/6 >= 0.3); it is a thing: its own segment
     assert segments[-1] == {"id": 3, "isthing": True, "category_id": 1}
@@ -101,8 +111,12 @@ def test_panoptic_inference_low_overlap_threshold_keeps_partial_segment(predicti
 def test_panoptic_inference_with_nothing_kept_is_all_void(predictions):
     mask_cls, mask_pred = predictions
     seg, segments = panoptic_inference(
-        mask_cls[3:5], mask_pred[3:5], num_classes=NUM_CLASSES, thing_classes=THINGS,
-        object_mask_threshold=0.8, overlap_threshold=0.8,
+        mask_cls[3:5],
+        mask_pred[3:5],
+        num_classes=NUM_CLASSES,
+        thing_classes=THINGS,
+        object_mask_threshold=0.8,
+        overlap_threshold=0.8,
     )
     assert segments == [] and not seg.any()
 
@@ -124,7 +138,9 @@ def test_instance_inference_topk_scores_and_boxes(predictions):
         assert torch.equal(result.pred_masks[i], binary.float())
         mean_inside = mask_pred[q].sigmoid()[binary].mean()
         cls = result.pred_classes[i]
-        torch.testing.assert_close(result.scores[i], probs[q, cls] * mean_inside, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            result.scores[i], probs[q, cls] * mean_inside, rtol=1e-5, atol=1e-6
+        )
     # boxes (x0, y0, x1, y1) enclosing the masks: q0 top-left 2x2, q5 rows 0-1 of cols 0-2
     assert result.pred_boxes.tensor[0].tolist() == [0.0, 0.0, 2.0, 2.0]
     assert result.pred_boxes.tensor[3].tolist() == [0.0, 0.0, 3.0, 2.0]

@@ -133,10 +133,16 @@ def test_state_dict_names_match_mask2former():
     expected |= {f"{pd}{m}.norm.{p}" for m in ("adapter_1", "layer_1") for p in wb}
     for i in range(2):
         expected |= {f"{pr}transformer_self_attention_layers.{i}.self_attn.{a}" for a in attention}
-        expected |= {f"{pr}transformer_cross_attention_layers.{i}.multihead_attn.{a}" for a in attention}
+        expected |= {
+            f"{pr}transformer_cross_attention_layers.{i}.multihead_attn.{a}" for a in attention
+        }
         for kind in ("self_attention", "cross_attention"):
             expected |= {f"{pr}transformer_{kind}_layers.{i}.norm.{p}" for p in wb}
-        expected |= {f"{pr}transformer_ffn_layers.{i}.{m}.{p}" for m in ("linear1", "linear2", "norm") for p in wb}
+        expected |= {
+            f"{pr}transformer_ffn_layers.{i}.{m}.{p}"
+            for m in ("linear1", "linear2", "norm")
+            for p in wb
+        }
     expected |= {f"{pr}decoder_norm.{p}" for p in wb}
     expected |= {f"{pr}{m}.weight" for m in ("query_feat", "query_embed", "level_embed")}
     expected |= {f"{pr}class_embed.{p}" for p in wb}

@@ -29,9 +29,11 @@ def backbone_input_shape(size_divisibility: int, height: int = 70, width: int = 
 
 @pytest.mark.parametrize(
     "setting,expected",
-    [(0, (0, (70, 90))),  # Mask2Former: 0 is used as is (no padding)
-     (-1, (32, (96, 96))),  # negative: the backbone's size_divisibility (DiNAT: 32)
-     (64, (64, (128, 128)))],
+    [
+        (0, (0, (70, 90))),  # Mask2Former: 0 is used as is (no padding)
+        (-1, (32, (96, 96))),  # negative: the backbone's size_divisibility (DiNAT: 32)
+        (64, (64, (128, 128))),
+    ],
 )
 def test_size_divisibility_zero_pads_nothing(setting, expected):
     assert backbone_input_shape(setting) == expected

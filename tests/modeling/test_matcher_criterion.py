@@ -57,7 +57,9 @@ def test_matcher_finds_identity_assignment_when_predictions_equal_targets():
         logits.append(lg)
         masks.append(mk)
         permutations.append(permutation)
-    indices = matcher({"pred_logits": torch.stack(logits), "pred_masks": torch.stack(masks)}, targets)
+    indices = matcher(
+        {"pred_logits": torch.stack(logits), "pred_masks": torch.stack(masks)}, targets
+    )
     for (query_idx, target_idx), permutation in zip(indices, permutations):
         assignment = dict(zip(target_idx.tolist(), query_idx.tolist()))
         assert assignment == dict(enumerate(permutation))
@@ -68,7 +70,7 @@ def test_matcher_handles_image_without_targets():
     matcher = HungarianMatcher(1.0, 1.0, 1.0, num_points=16)
     outputs = {"pred_logits": torch.randn(1, 5, 4), "pred_masks": torch.randn(1, 5, 8, 8)}
     targets = [{"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 8, 8)}]
-    (rows, cols), = matcher(outputs, targets)
+    ((rows, cols),) = matcher(outputs, targets)
     assert rows.numel() == 0 and cols.numel() == 0
 
 
@@ -92,13 +94,17 @@ def test_pairwise_losses_equal_matched_losses_pair_by_pair():
             expected_dice = 1 - (2 * (p * targets[t]).sum() + 1) / (p.sum() + targets[t].sum() + 1)
             torch.testing.assert_close(ce[q, t], expected_ce)
             torch.testing.assert_close(dice[q, t], expected_dice)
-            torch.testing.assert_close(dice_loss(logits[q : q + 1], targets[t : t + 1], 1), expected_dice)
+            torch.testing.assert_close(
+                dice_loss(logits[q : q + 1], targets[t : t + 1], 1), expected_dice
+            )
 
 
 def test_point_sample_is_bilinear_interpolation_of_pixel_centres():
     image = torch.arange(12.0).view(1, 1, 3, 4)
     # pixel (row r, col c) has its centre at ((c + 0.5) / W, (r + 0.5) / H)
-    points = torch.tensor([[[0.5 / 4, 0.5 / 3], [2.5 / 4, 1.5 / 3], [1.0 / 4, 0.5 / 3], [0.5, 0.5]]])
+    points = torch.tensor(
+        [[[0.5 / 4, 0.5 / 3], [2.5 / 4, 1.5 / 3], [1.0 / 4, 0.5 / 3], [0.5, 0.5]]]
+    )
     values = point_sample(image, points, align_corners=False)
     assert values.shape == (1, 1, 4)
     # exact centres, halfway between columns 0 and 1 of row 0, and the centre of the image
@@ -123,13 +129,17 @@ def test_uncertain_points_are_the_most_uncertain_candidates():
     mixed = uncertain_point_coords_with_randomness(logits, mask_uncertainty, 32, 3.0, 0.5)
     assert mixed.shape == (2, 32, 2) and (mixed >= 0).all() and (mixed <= 1).all()
     top16 = uncertainty.topk(16, dim=1).indices
-    assert {tuple(p) for p in mixed[0, :16].tolist()} == {tuple(p) for p in candidates[0, top16[0]].tolist()}
+    assert {tuple(p) for p in mixed[0, :16].tolist()} == {
+        tuple(p) for p in candidates[0, top16[0]].tolist()
+    }
 
 
 def _criterion(num_classes=4, num_points=256, eos_coef=0.1):
     matcher = HungarianMatcher(2.0, 5.0, 5.0, num_points=num_points)
     weights = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
-    return SetCriterion(num_classes, matcher, weights, eos_coef, ["labels", "masks"], num_points, 3.0, 0.75)
+    return SetCriterion(
+        num_classes, matcher, weights, eos_coef, ["labels", "masks"], num_points, 3.0, 0.75
+    )
 
 
 def test_criterion_losses_finite_with_aux_and_empty_image():
@@ -138,14 +148,23 @@ def test_criterion_losses_finite_with_aux_and_empty_image():
     outputs = {
         "pred_logits": torch.randn(2, 6, 5),
         "pred_masks": torch.randn(2, 6, 16, 16),
-        "aux_outputs": [{"pred_logits": torch.randn(2, 6, 5), "pred_masks": torch.randn(2, 6, 16, 16)}],
+        "aux_outputs": [
+            {"pred_logits": torch.randn(2, 6, 5), "pred_masks": torch.randn(2, 6, 16, 16)}
+        ],
     }
     targets = [
         _random_targets(torch.Generator().manual_seed(2), 3, 4),
         {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 16, 16)},
     ]
     losses = criterion(outputs, targets)
-    assert set(losses) == {"loss_ce", "loss_mask", "loss_dice", "loss_ce_0", "loss_mask_0", "loss_dice_0"}
+    assert set(losses) == {
+        "loss_ce",
+        "loss_mask",
+        "loss_dice",
+        "loss_ce_0",
+        "loss_mask_0",
+        "loss_dice_0",
+    }
     assert all(torch.isfinite(v) for v in losses.values())
     assert criterion.empty_weight.tolist() == pytest.approx([1, 1, 1, 1, 0.1])
 

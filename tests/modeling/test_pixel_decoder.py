@@ -138,8 +138,9 @@ def test_each_output_depends_on_the_inputs_it_should():
     def grads(output):
         torch.manual_seed(3)
         weights = torch.randn_like(output)
-        return torch.autograd.grad((output * weights).sum(), list(features.values()),
-                                   retain_graph=True, allow_unused=True)
+        return torch.autograd.grad(
+            (output * weights).sum(), list(features.values()), retain_graph=True, allow_unused=True
+        )
 
     # the encoder mixes res3..res5 (deformable attention across levels) but never sees res2
     for name, g in zip(features, grads(encoder_out)):
@@ -160,8 +161,9 @@ def test_mask_features_are_the_fpn_step_on_res2():
     with torch.no_grad():
         mask_features, _, multi_scale = decoder.forward_features(features)
         lateral = decoder.adapter_1(features["res2"])
-        up = F.interpolate(multi_scale[-1], size=lateral.shape[-2:], mode="bilinear",
-                           align_corners=False)
+        up = F.interpolate(
+            multi_scale[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False
+        )
         expected = decoder.mask_features(decoder.layer_1(lateral + up))
     torch.testing.assert_close(mask_features, expected)
 

@@ -37,24 +37,36 @@ def swin_cfg(**swin):
 def release_names(embed, depths, heads, window, mlp_ratio=4.0, ape_side=None):
     """name -> shape of a Swin backbone in the Swin release's naming (as Mask2Former saves it),
     written from the architecture: patch embedding, blocks, patch merging, output norms."""
-    names = {"patch_embed.proj.weight": (embed, 3, 4, 4), "patch_embed.proj.bias": (embed,),
-             "patch_embed.norm.weight": (embed,), "patch_embed.norm.bias": (embed,)}
+    names = {
+        "patch_embed.proj.weight": (embed, 3, 4, 4),
+        "patch_embed.proj.bias": (embed,),
+        "patch_embed.norm.weight": (embed,),
+        "patch_embed.norm.bias": (embed,),
+    }
     if ape_side:
         names["absolute_pos_embed"] = (1, embed, ape_side, ape_side)
     for i, depth in enumerate(depths):
         dim, hidden = embed * 2**i, int(embed * 2**i * mlp_ratio)
         for j in range(depth):
             p = f"layers.{i}.blocks.{j}."
-            names.update({
-                p + "norm1.weight": (dim,), p + "norm1.bias": (dim,),
-                p + "attn.relative_position_bias_table": ((2 * window - 1) ** 2, heads[i]),
-                p + "attn.relative_position_index": (window * window, window * window),
-                p + "attn.qkv.weight": (3 * dim, dim), p + "attn.qkv.bias": (3 * dim,),
-                p + "attn.proj.weight": (dim, dim), p + "attn.proj.bias": (dim,),
-                p + "norm2.weight": (dim,), p + "norm2.bias": (dim,),
-                p + "mlp.fc1.weight": (hidden, dim), p + "mlp.fc1.bias": (hidden,),
-                p + "mlp.fc2.weight": (dim, hidden), p + "mlp.fc2.bias": (dim,),
-            })
+            names.update(
+                {
+                    p + "norm1.weight": (dim,),
+                    p + "norm1.bias": (dim,),
+                    p + "attn.relative_position_bias_table": ((2 * window - 1) ** 2, heads[i]),
+                    p + "attn.relative_position_index": (window * window, window * window),
+                    p + "attn.qkv.weight": (3 * dim, dim),
+                    p + "attn.qkv.bias": (3 * dim,),
+                    p + "attn.proj.weight": (dim, dim),
+                    p + "attn.proj.bias": (dim,),
+                    p + "norm2.weight": (dim,),
+                    p + "norm2.bias": (dim,),
+                    p + "mlp.fc1.weight": (hidden, dim),
+                    p + "mlp.fc1.bias": (hidden,),
+                    p + "mlp.fc2.weight": (dim, hidden),
+                    p + "mlp.fc2.bias": (dim,),
+                }
+            )
         if i < len(depths) - 1:
             names[f"layers.{i}.downsample.reduction.weight"] = (2 * dim, 4 * dim)
             names[f"layers.{i}.downsample.norm.weight"] = (4 * dim,)
@@ -69,8 +81,11 @@ def test_swin_t_has_the_release_names_and_shapes():
     shapes = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
     assert shapes == release_names(96, [2, 2, 6, 2], [3, 6, 12, 24], 7)
     assert sum(p.numel() for p in backbone.parameters()) == pytest.approx(27.52e6, abs=0.01e6)
-    with_ape = build_backbone(swin_cfg(APE=True, PRETRAIN_IMG_SIZE=384, WINDOW_SIZE=12,
-                                       EMBED_DIM=32, NUM_HEADS=[1, 2, 4, 8]))
+    with_ape = build_backbone(
+        swin_cfg(
+            APE=True, PRETRAIN_IMG_SIZE=384, WINDOW_SIZE=12, EMBED_DIM=32, NUM_HEADS=[1, 2, 4, 8]
+        )
+    )
     shapes = {k: tuple(v.shape) for k, v in with_ape.state_dict().items()}
     assert shapes == release_names(32, [2, 2, 6, 2], [1, 2, 4, 8], 12, ape_side=96)
 
@@ -140,8 +155,13 @@ def fill(model):
         for name, p in model.named_parameters():
             seed = sum(ord(c) for c in name) % 97
             v = torch.sin(torch.arange(p.numel(), dtype=torch.float64) * 0.37 + seed) * 0.2
-            if (name.endswith("norm.weight") or ".norm1.weight" in name or ".norm2.weight" in name
-                    or name.startswith("norm") and name.endswith("weight")):
+            if (
+                name.endswith("norm.weight")
+                or ".norm1.weight" in name
+                or ".norm2.weight" in name
+                or name.startswith("norm")
+                and name.endswith("weight")
+            ):
                 v = 1.0 + v
             p.copy_(v.view_as(p).to(p.dtype))
     return model
@@ -154,21 +174,33 @@ def deterministic_input(h, w):
 # Outputs of Mask2Former's mask2former/modeling/backbone/swin.py (commit 9b0651c) with the
 # weights of `fill` on `deterministic_input`: per level (shape, sum, sum of |x|, first values).
 GOLDEN = {
-    "w7": (dict(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=7),
-           (70, 90), [
-               ((1, 32, 18, 23), 293.571271, 11012.350317, [-0.6316646, -0.6127282, -0.5947488]),
-               ((1, 64, 9, 12), 178.171837, 5643.897295, [-0.5477858, -0.5470266, -0.5475218]),
-               ((1, 128, 5, 6), 55.100458, 3259.724771, [-0.9738311, -0.9738521, -0.9739087]),
-               ((1, 256, 3, 3), 0.812386, 1917.274689, [0.0358603, 0.0396663, 0.0347441]),
-           ]),
-    "w5_ape": (dict(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[2, 2, 4, 4], window_size=5,
-                    ape=True, pretrain_img_size=64),
-               (61, 47), [
-                   ((1, 32, 16, 12), 128.485403, 5073.102830, [-0.9312329, -0.8983517, -0.9577021]),
-                   ((1, 64, 8, 6), 79.336631, 2499.880160, [-0.5281334, -0.5777565, -0.6301800]),
-                   ((1, 128, 4, 3), 22.076097, 1304.552795, [-0.9723020, -0.9745870, -0.9751872]),
-                   ((1, 256, 2, 2), 1.817062, 886.377914, [-0.2500093, -0.2494970, -0.2489841]),
-               ]),
+    "w7": (
+        dict(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=7),
+        (70, 90),
+        [
+            ((1, 32, 18, 23), 293.571271, 11012.350317, [-0.6316646, -0.6127282, -0.5947488]),
+            ((1, 64, 9, 12), 178.171837, 5643.897295, [-0.5477858, -0.5470266, -0.5475218]),
+            ((1, 128, 5, 6), 55.100458, 3259.724771, [-0.9738311, -0.9738521, -0.9739087]),
+            ((1, 256, 3, 3), 0.812386, 1917.274689, [0.0358603, 0.0396663, 0.0347441]),
+        ],
+    ),
+    "w5_ape": (
+        dict(
+            embed_dim=32,
+            depths=[2, 2, 2, 2],
+            num_heads=[2, 2, 4, 4],
+            window_size=5,
+            ape=True,
+            pretrain_img_size=64,
+        ),
+        (61, 47),
+        [
+            ((1, 32, 16, 12), 128.485403, 5073.102830, [-0.9312329, -0.8983517, -0.9577021]),
+            ((1, 64, 8, 6), 79.336631, 2499.880160, [-0.5281334, -0.5777565, -0.6301800]),
+            ((1, 128, 4, 3), 22.076097, 1304.552795, [-0.9723020, -0.9745870, -0.9751872]),
+            ((1, 256, 2, 2), 1.817062, 886.377914, [-0.2500093, -0.2494970, -0.2489841]),
+        ],
+    ),
 }
 
 
@@ -183,8 +215,9 @@ def test_outputs_equal_mask2formers_swin(name):
         assert tuple(out.shape) == shape
         assert out.sum().item() == pytest.approx(total, rel=1e-4, abs=1e-2)
         assert out.abs().sum().item() == pytest.approx(magnitude, rel=1e-5)
-        torch.testing.assert_close(out.flatten()[:3].float(), torch.tensor(first),
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            out.flatten()[:3].float(), torch.tensor(first), rtol=0, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("size", [(64, 64), (61, 93), (17, 23)])
@@ -205,10 +238,18 @@ def test_any_input_size_and_strides(size):
 
 def test_training_gradients_and_activation_checkpointing():
     torch.manual_seed(0)
-    plain = build_backbone(swin_cfg(EMBED_DIM=32, NUM_HEADS=[1, 2, 4, 8], DEPTHS=[2, 2, 2, 2],
-                                    DROP_PATH_RATE=0.0)).train()
-    ckpt = build_backbone(swin_cfg(EMBED_DIM=32, NUM_HEADS=[1, 2, 4, 8], DEPTHS=[2, 2, 2, 2],
-                                   DROP_PATH_RATE=0.0, USE_CHECKPOINT=True)).train()
+    plain = build_backbone(
+        swin_cfg(EMBED_DIM=32, NUM_HEADS=[1, 2, 4, 8], DEPTHS=[2, 2, 2, 2], DROP_PATH_RATE=0.0)
+    ).train()
+    ckpt = build_backbone(
+        swin_cfg(
+            EMBED_DIM=32,
+            NUM_HEADS=[1, 2, 4, 8],
+            DEPTHS=[2, 2, 2, 2],
+            DROP_PATH_RATE=0.0,
+            USE_CHECKPOINT=True,
+        )
+    ).train()
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 40, 56)
     for model in (plain, ckpt):
@@ -229,17 +270,26 @@ def test_bad_settings_name_the_key():
 
 def test_absolute_position_embedding_is_interpolated_bicubically():
     torch.manual_seed(0)
-    model = SwinTransformer(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
-                            window_size=3, ape=True, pretrain_img_size=32, out_indices=(0,)).eval()
+    model = SwinTransformer(
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 2, 2],
+        window_size=3,
+        ape=True,
+        pretrain_img_size=32,
+        out_indices=(0,),
+    ).eval()
     x = torch.randn(1, 3, 20, 28)
     tokens = model.patch_embed(x)
     pos = F.interpolate(model.absolute_pos_embed, size=(5, 7), mode="bicubic")
-    without = SwinTransformer(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
-                              window_size=3, out_indices=(0,)).eval()
+    without = SwinTransformer(
+        embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=3, out_indices=(0,)
+    ).eval()
     state = {k: v for k, v in model.state_dict().items() if k != "absolute_pos_embed"}
     without.load_state_dict(state)
     level0, _ = model.layers[0](tokens + pos.permute(0, 2, 3, 1))
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_features(x)[0],
-                                   model.norm0(level0).permute(0, 3, 1, 2))
+        torch.testing.assert_close(
+            model.forward_features(x)[0], model.norm0(level0).permute(0, 3, 1, 2)
+        )
         assert not torch.allclose(model.forward_features(x)[0], without.forward_features(x)[0])

@@ -110,8 +110,10 @@ def test_out_features_subset_and_window():
     assert backbone.features[1][0].attn.window_size == [5, 5]
     with torch.no_grad():
         out = backbone(torch.randn(1, 3, 64, 64))
-    assert {k: tuple(v.shape) for k, v in out.items()} == {"res3": (1, 192, 8, 8),
-                                                           "res5": (1, 768, 2, 2)}
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "res3": (1, 192, 8, 8),
+        "res5": (1, 768, 2, 2),
+    }
 
 
 @pytest.mark.parametrize(
@@ -183,9 +185,10 @@ def test_bad_input_rank(swin_t):
 
 
 def test_load_cfg_reads_the_swin_configs():
-    cfg = load_cfg("configs/ade20k/semantic-segmentation/swin/"
-                   "maskformer2_tvswin_tiny_bs16_160k_res512.yaml",
-                   ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"])
+    cfg = load_cfg(
+        "configs/ade20k/semantic-segmentation/swin/maskformer2_tvswin_tiny_bs16_160k_res512.yaml",
+        ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"],
+    )
     assert cfg.MODEL.BACKBONE.NAME == "D2TorchvisionSwin" and cfg.MODEL.TVSWIN.VARIANT == "swin_t"
 
 

@@ -22,7 +22,9 @@ class Toy(nn.Module):
     def __init__(self):
         super().__init__()
         self.backbone = nn.ModuleDict({"attn": Attention(), "norm": nn.LayerNorm(4)})
-        self.head = nn.ModuleDict({"proj": nn.Linear(4, 4), "gn": nn.GroupNorm(2, 4), "query": nn.Embedding(3, 4)})
+        self.head = nn.ModuleDict(
+            {"proj": nn.Linear(4, 4), "gn": nn.GroupNorm(2, 4), "query": nn.Embedding(3, 4)}
+        )
         self.head.level_embed = nn.Parameter(torch.zeros(3, 4))
         self.frozen = nn.Linear(2, 2)
         self.frozen.requires_grad_(False)
@@ -89,8 +91,16 @@ def test_unknown_optimizer_is_named():
 
 def test_warmup_poly_schedule_values():
     model = nn.Linear(2, 2)
-    cfg = _cfg(LR_SCHEDULER_NAME="WarmupPolyLR", MAX_ITER=100, WARMUP_ITERS=10, WARMUP_FACTOR=0.1,
-               WARMUP_METHOD="linear", POLY_LR_POWER=0.9, BASE_LR=1.0, BACKBONE_MULTIPLIER=1.0)
+    cfg = _cfg(
+        LR_SCHEDULER_NAME="WarmupPolyLR",
+        MAX_ITER=100,
+        WARMUP_ITERS=10,
+        WARMUP_FACTOR=0.1,
+        WARMUP_METHOD="linear",
+        POLY_LR_POWER=0.9,
+        BASE_LR=1.0,
+        BACKBONE_MULTIPLIER=1.0,
+    )
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
     lrs = []

@@ -21,8 +21,9 @@ def test_config_backbone_at_another_size(tmp_path, capsys):
         "    DEPTHS: [3, 4, 6, 5]\n    NUM_HEADS: [2, 4, 8, 16]\n    MLP_RATIO: 3.0\n"
         "    DILATIONS: [[1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]\n"
     )
-    results = analyze_model.main(["--config-file", str(config), "--input-size", "96", "128",
-                                  "--tasks", "parameter", "flop"])
+    results = analyze_model.main(
+        ["--config-file", str(config), "--input-size", "96", "128", "--tasks", "parameter", "flop"]
+    )
     assert "input 1x3x96x128" in capsys.readouterr().out
     assert results["flops"] > 0 and 4e6 < results["params"] < 6e6
 
@@ -37,14 +38,26 @@ def test_full_detector_counts_na_ops_and_heads(capsys):
     """--full-model: a whole Mask R-CNN (the built-in config) on one image; the NA ops are
     counted, and the heads add FLOPs to the backbone + FPN alone."""
     config = "configs/builtin/mask_rcnn_dinat_mini_builtin_shapes.yaml"
-    whole = analyze_model.main(["--full-model", "--config-file", config,
-                                "--input-size", "128", "160", "--tasks", "parameter", "flop"])
+    whole = analyze_model.main(
+        [
+            "--full-model",
+            "--config-file",
+            config,
+            "--input-size",
+            "128",
+            "160",
+            "--tasks",
+            "parameter",
+            "flop",
+        ]
+    )
     out = capsys.readouterr().out
     assert "(whole model), input 1x3x128x160" in out
     assert "NA ops (na_qk + na_av)" in out
     assert whole["na_flops"] > 0
-    backbone = analyze_model.main(["--config-file", config, "--input-size", "128", "160",
-                                   "--tasks", "parameter", "flop"])
+    backbone = analyze_model.main(
+        ["--config-file", config, "--input-size", "128", "160", "--tasks", "parameter", "flop"]
+    )
     assert backbone["na_flops"] == whole["na_flops"]  # the same backbone, the same NA work
     assert whole["flops"] > backbone["flops"] and whole["params"] > backbone["params"]
 

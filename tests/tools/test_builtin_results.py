@@ -7,8 +7,14 @@ def test_prints_the_last_evaluation(tmp_path, capsys):
     records = [
         {"iteration": 10, "total_loss": 3.0},
         {"iteration": 19, "panoptic_seg/PQ": 10.0, "sem_seg/mIoU": 20.0},
-        {"iteration": 29, "panoptic_seg/PQ": 77.91, "panoptic_seg/PQ_th": 57.0, "panoptic_seg/PQ_st": 97.5,
-         "segm/AP": 37.66, "sem_seg/mIoU": 95.7},
+        {
+            "iteration": 29,
+            "panoptic_seg/PQ": 77.91,
+            "panoptic_seg/PQ_th": 57.0,
+            "panoptic_seg/PQ_st": 97.5,
+            "segm/AP": 37.66,
+            "sem_seg/mIoU": 95.7,
+        },
         {"iteration": 30, "total_loss": 1.0},
     ]
     (tmp_path / "metrics.json").write_text("\n".join(json.dumps(r) for r in records) + "\n")

@@ -14,7 +14,7 @@ Output contract: see `common`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from detectron2.config import CfgNode
 

@@ -74,7 +74,9 @@ class COCOPanopticNewBaselineDatasetMapper:
         """
         dataset_dict = copy.deepcopy(dataset_dict)
         require_fields(self, dataset_dict, ["pan_seg_file_name", "segments_info"], "a panoptic")
-        image, pan_ids, segments_info, sem_file = pop_panoptic_inputs(dataset_dict, self.image_format)
+        image, pan_ids, segments_info, sem_file = pop_panoptic_inputs(
+            dataset_dict, self.image_format
+        )
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         image_t = image_to_tensor(aug_input.image)

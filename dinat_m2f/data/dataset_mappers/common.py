@@ -17,7 +17,8 @@ bottom/right: 128 in the image, the ignore label in "sem_seg", False in the mask
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -221,8 +222,8 @@ def make_instances(
     inst.gt_classes = cls
     inst.gt_masks = stacked
     if with_boxes:
-        inst.gt_boxes = BitMasks(stacked).get_bounding_boxes() if len(cls) else Boxes(
-            torch.zeros((0, 4))
+        inst.gt_boxes = (
+            BitMasks(stacked).get_bounding_boxes() if len(cls) else Boxes(torch.zeros((0, 4)))
         )
     return inst
 
@@ -277,18 +278,27 @@ def augment_instance_annotations(
     transforms = augmentations(aug_input)
     masks = [
         torch.as_tensor(
-            np.array(transform_label(transforms, segmentation_to_mask(a["segmentation"], h0, w0), 0), dtype=bool)
+            np.array(
+                transform_label(transforms, segmentation_to_mask(a["segmentation"], h0, w0), 0),
+                dtype=bool,
+            )
         )
         for a in annos
     ]
     return aug_input.image, masks, [int(a["category_id"]) for a in annos]
 
 
-def pop_panoptic_inputs(dataset_dict: dict, image_format: str) -> tuple[np.ndarray, np.ndarray, list, str | None]:
+def pop_panoptic_inputs(
+    dataset_dict: dict, image_format: str
+) -> tuple[np.ndarray, np.ndarray, list, str | None]:
     """Reads the image and the panoptic id map of a panoptic dict and pops the panoptic
     fields. Returns (image, segment ids (H, W) float64, segments_info, sem_seg_file_name or
     None)."""
     image = read_image(dataset_dict, image_format)
     pan_ids = read_panoptic_ids(dataset_dict.pop("pan_seg_file_name"))
-    return image, pan_ids, dataset_dict.pop("segments_info"), dataset_dict.pop("sem_seg_file_name", None)
-
+    return (
+        image,
+        pan_ids,
+        dataset_dict.pop("segments_info"),
+        dataset_dict.pop("sem_seg_file_name", None),
+    )

@@ -33,10 +33,14 @@ def build_detection_augmentation(cfg: CfgNode, is_train: bool) -> list[T.Augment
             )
         if not 0.0 <= crop.PROB <= 1.0:
             raise ValueError(f"INPUT.DETR_CROP.PROB must be in [0, 1], got {crop.PROB}")
-        branch = T.AugmentationList([
-            T.ResizeShortestEdge(crop.MIN_SIZE, cfg.INPUT.MAX_SIZE_TRAIN, sample_style="choice"),
-            T.RandomCrop(crop.TYPE, crop.SIZE),
-        ])
+        branch = T.AugmentationList(
+            [
+                T.ResizeShortestEdge(
+                    crop.MIN_SIZE, cfg.INPUT.MAX_SIZE_TRAIN, sample_style="choice"
+                ),
+                T.RandomCrop(crop.TYPE, crop.SIZE),
+            ]
+        )
         augs.insert(0, T.RandomApply(branch, prob=crop.PROB))
     elif cfg.INPUT.CROP.ENABLED:
         augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))

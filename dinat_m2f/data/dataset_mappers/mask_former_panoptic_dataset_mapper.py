@@ -47,7 +47,9 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
         """
         dataset_dict = copy.deepcopy(dataset_dict)
         require_fields(self, dataset_dict, ["pan_seg_file_name", "segments_info"], "a panoptic")
-        image, pan_ids, segments_info, sem_file = pop_panoptic_inputs(dataset_dict, self.image_format)
+        image, pan_ids, segments_info, sem_file = pop_panoptic_inputs(
+            dataset_dict, self.image_format
+        )
         if sem_file is not None:
             sem_seg = read_label_map(sem_file)
         else:  # only for the crop's class-area constraint

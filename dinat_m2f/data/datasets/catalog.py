@@ -4,7 +4,8 @@ metadata, and guarding detectron2's own loaders with our missing/malformed-datas
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 

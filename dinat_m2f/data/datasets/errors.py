@@ -9,7 +9,7 @@ layout and the section of `datasets/README.md` that explains how to get it.
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .layout import layout_hint
 

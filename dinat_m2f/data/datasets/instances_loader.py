@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .catalog import replace_metadata, replace_registration
 from .errors import DatasetFormatError, check_paths, run_checked

@@ -3,7 +3,8 @@ colours for datasets whose official palette we do not ship."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = ["distinct_colors", "panoptic_metadata"]
 

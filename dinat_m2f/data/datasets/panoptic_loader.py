@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .catalog import replace_metadata, replace_registration
 from .errors import DatasetFormatError, check_paths

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .catalog import replace_metadata, replace_registration
 from .errors import DatasetFormatError, check_paths, run_checked

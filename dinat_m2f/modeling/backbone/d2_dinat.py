@@ -61,7 +61,9 @@ class D2DiNAT(DiNAT, Backbone):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.dim() != 4:
-            raise ValueError(f"D2DiNAT: input must be (batch, channels, height, width), got {tuple(x.shape)}")
+            raise ValueError(
+                f"D2DiNAT: input must be (batch, channels, height, width), got {tuple(x.shape)}"
+            )
         return {FEATURE_NAMES[i]: out for i, out in self.forward_features(x).items()}
 
     def output_shape(self) -> dict[str, ShapeSpec]:

@@ -82,8 +82,14 @@ class NATBlock(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = NeighborhoodAttention2D(
-            dim, num_heads, kernel_size, dilation, qkv_bias, qk_scale,
-            attn_drop=attn_drop, proj_drop=drop,
+            dim,
+            num_heads,
+            kernel_size,
+            dilation,
+            qkv_bias,
+            qk_scale,
+            attn_drop=attn_drop,
+            proj_drop=drop,
         )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
@@ -121,8 +127,9 @@ class NATLevel(nn.Module):
         super().__init__()
         self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList(
-            NATBlock(dim, num_heads, kernel_size, dilations[j], drop_path=drop_path[j],
-                     **block_kwargs)
+            NATBlock(
+                dim, num_heads, kernel_size, dilations[j], drop_path=drop_path[j], **block_kwargs
+            )
             for j in range(depth)
         )
         self.downsample = downsample
@@ -211,7 +218,9 @@ class DiNAT(nn.Module):
                 f"{list(num_heads)}"
             )
         if any(i not in range(len(depths)) for i in out_indices):
-            raise ValueError(f"out_indices must be levels in 0..{len(depths) - 1}, got {out_indices}")
+            raise ValueError(
+                f"out_indices must be levels in 0..{len(depths) - 1}, got {out_indices}"
+            )
         if not -1 <= frozen_stages <= len(depths) + 1:
             raise ValueError(
                 f"frozen_stages must be in -1..{len(depths) + 1} (-1 none, 0/1 the tokenizer, "
@@ -231,12 +240,20 @@ class DiNAT(nn.Module):
             first = sum(depths[:i])
             self.levels.append(
                 NATLevel(
-                    self.widths[i], depth, num_heads[i], kernel_size, self.dilations[i],
+                    self.widths[i],
+                    depth,
+                    num_heads[i],
+                    kernel_size,
+                    self.dilations[i],
                     downsample=downsampler(self.widths[i]) if i < self.num_levels - 1 else None,
                     drop_path=rates[first : first + depth],
                     use_checkpoint=use_checkpoint,
-                    mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                    drop=drop_rate, attn_drop=attn_drop_rate, layer_scale=layer_scale,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    qk_scale=qk_scale,
+                    drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    layer_scale=layer_scale,
                 )
             )
         for i in self.out_indices:
@@ -266,7 +283,7 @@ class DiNAT(nn.Module):
             for param in module.parameters():
                 param.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "DiNAT":
+    def train(self, mode: bool = True) -> DiNAT:
         super().train(mode)
         self._freeze_stages()  # frozen parts stay in eval mode (no dropout / drop path)
         return self
@@ -284,8 +301,10 @@ class DiNAT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet classification logits (needs num_classes > 0)."""
         if self.num_classes <= 0:
-            raise RuntimeError("DiNAT.forward classifies: build with num_classes > 0, or call "
-                               "forward_features for the level outputs")
+            raise RuntimeError(
+                "DiNAT.forward classifies: build with num_classes > 0, or call "
+                "forward_features for the level outputs"
+            )
         x = self.pos_drop(self.patch_embed(x))
         for level in self.levels:
             _, x = level(x)
@@ -334,8 +353,13 @@ def _variant(name: str, dilated: bool, kernel_size: int = 7, **kwargs) -> DiNAT:
         else:
             kwargs["dilations"] = IMAGENET_224_K7["mini" if name == "mini" else "deep"]
     settings = dict(
-        embed_dim=embed_dim, depths=depths, num_heads=heads, kernel_size=kernel_size,
-        mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, layer_scale=layer_scale,
+        embed_dim=embed_dim,
+        depths=depths,
+        num_heads=heads,
+        kernel_size=kernel_size,
+        mlp_ratio=mlp_ratio,
+        drop_path_rate=drop_path_rate,
+        layer_scale=layer_scale,
     )
     settings.update(kwargs)
     return DiNAT(**settings)

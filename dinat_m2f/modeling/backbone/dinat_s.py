@@ -53,7 +53,7 @@ class DiNATs(DiNAT):
 
 def _dilations_224(depths):
     """DiNAT_s at 224: [1, 8], [1, 4], [1, 2, ...], [1, 1]."""
-    return [[1, 8][:depths[0]], [1, 4][:depths[1]], [1, 2] * (depths[2] // 2), [1] * depths[3]]
+    return [[1, 8][: depths[0]], [1, 4][: depths[1]], [1, 2] * (depths[2] // 2), [1] * depths[3]]
 
 
 VARIANTS = {
@@ -67,8 +67,13 @@ VARIANTS = {
 
 def _variant(name: str, **kwargs) -> DiNATs:
     embed_dim, depths, heads, drop_path_rate = VARIANTS[name]
-    settings = dict(embed_dim=embed_dim, depths=depths, num_heads=heads,
-                    drop_path_rate=drop_path_rate, dilations=_dilations_224(depths))
+    settings = dict(
+        embed_dim=embed_dim,
+        depths=depths,
+        num_heads=heads,
+        drop_path_rate=drop_path_rate,
+        dilations=_dilations_224(depths),
+    )
     settings.update(kwargs)
     return DiNATs(**settings)
 

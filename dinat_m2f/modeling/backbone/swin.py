@@ -124,7 +124,11 @@ class WindowAttention(nn.Module):
             attn_mask = (bias[None, None] + mask[None, :, None]).to(q.dtype)
             attn_mask = attn_mask.expand(bw // windows, -1, -1, -1, -1).reshape(bw, -1, n, n)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, scale=self.scale,
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            scale=self.scale,
             dropout_p=self.attn_drop if self.training else 0.0,
         )
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(bw, n, c)))
@@ -198,8 +202,12 @@ class SwinLevel(nn.Module):
         self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList(
             SwinTransformerBlock(
-                dim, num_heads, window_size, 0 if j % 2 == 0 else window_size // 2,
-                drop_path=drop_path[j], **block_kwargs,
+                dim,
+                num_heads,
+                window_size,
+                0 if j % 2 == 0 else window_size // 2,
+                drop_path=drop_path[j],
+                **block_kwargs,
             )
             for j in range(depth)
         )
@@ -276,8 +284,10 @@ class SwinTransformer(nn.Module):
     ) -> None:
         super().__init__()
         if len(num_heads) != len(depths):
-            raise ValueError(f"num_heads {list(num_heads)} must have one entry per level of "
-                             f"depths {list(depths)}")
+            raise ValueError(
+                f"num_heads {list(num_heads)} must have one entry per level of "
+                f"depths {list(depths)}"
+            )
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size}")
         self.num_levels = len(depths)
@@ -286,8 +296,9 @@ class SwinTransformer(nn.Module):
             if width % heads:
                 raise ValueError(f"level {i}: width {width} is not divisible by {heads} heads")
         if any(i not in range(self.num_levels) for i in out_indices):
-            raise ValueError(f"out_indices must be levels in 0..{self.num_levels - 1}, got "
-                             f"{list(out_indices)}")
+            raise ValueError(
+                f"out_indices must be levels in 0..{self.num_levels - 1}, got {list(out_indices)}"
+            )
         self.out_indices = tuple(out_indices)
         self.ape = ape
         self.patch_embed = SwinPatchEmbed(patch_size, in_chans, embed_dim, patch_norm)
@@ -299,10 +310,17 @@ class SwinTransformer(nn.Module):
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.layers = nn.ModuleList(
             SwinLevel(
-                self.widths[i], depth, num_heads[i], window_size,
-                drop_path=rates[sum(depths[:i]): sum(depths[: i + 1])],
-                downsample=i < self.num_levels - 1, use_checkpoint=use_checkpoint,
-                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
+                self.widths[i],
+                depth,
+                num_heads[i],
+                window_size,
+                drop_path=rates[sum(depths[:i]) : sum(depths[: i + 1])],
+                downsample=i < self.num_levels - 1,
+                use_checkpoint=use_checkpoint,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                qk_scale=qk_scale,
+                drop=drop_rate,
                 attn_drop=attn_drop_rate,
             )
             for i, depth in enumerate(depths)
@@ -356,8 +374,10 @@ class D2SwinTransformer(SwinTransformer, Backbone):
                     f"{c.EMBED_DIM * 2**i} (MODEL.SWIN.EMBED_DIM={c.EMBED_DIM} * 2**{i})"
                 )
         if c.WINDOW_SIZE < 1 or c.PATCH_SIZE < 1:
-            raise ValueError(f"MODEL.SWIN.WINDOW_SIZE={c.WINDOW_SIZE} and MODEL.SWIN.PATCH_SIZE="
-                             f"{c.PATCH_SIZE} must be >= 1")
+            raise ValueError(
+                f"MODEL.SWIN.WINDOW_SIZE={c.WINDOW_SIZE} and MODEL.SWIN.PATCH_SIZE="
+                f"{c.PATCH_SIZE} must be >= 1"
+            )
         super().__init__(
             pretrain_img_size=c.PRETRAIN_IMG_SIZE,
             patch_size=c.PATCH_SIZE,

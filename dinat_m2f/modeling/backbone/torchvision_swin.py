@@ -87,8 +87,10 @@ def imagenet_weights(variant: str, weights_name: str, window_size: int = 0):
     """The torchvision weights enum member named by MODEL.TVSWIN.WEIGHTS_IMAGENET, e.g.
     ("swin_t", "IMAGENET1K_V1") or ("swin_b", "DEFAULT"), checked without downloading."""
     if variant == "swin_l":
-        raise ValueError("MODEL.TVSWIN.WEIGHTS_IMAGENET: torchvision has no swin_l weights; set "
-                         "it to \"\" and load a Swin-L checkpoint with MODEL.WEIGHTS")
+        raise ValueError(
+            "MODEL.TVSWIN.WEIGHTS_IMAGENET: torchvision has no swin_l weights; set "
+            'it to "" and load a Swin-L checkpoint with MODEL.WEIGHTS'
+        )
     default_window = SWIN_VARIANTS[variant][3]
     if window_size not in (0, default_window):
         raise ValueError(
@@ -102,7 +104,7 @@ def imagenet_weights(variant: str, weights_name: str, window_size: int = 0):
     if name not in valid:
         raise ValueError(
             f"MODEL.TVSWIN.WEIGHTS_IMAGENET={weights_name!r} is not a member of {enum.__name__}; "
-            f"use one of {valid} or \"\""
+            f'use one of {valid} or ""'
         )
     return enum[name]
 
@@ -123,7 +125,7 @@ def features_state_dict(weights) -> dict[str, torch.Tensor]:
         download_url_to_file(weights.url, cached, match.group(1) if match else None, progress=False)
     state = load_checkpoint_file(cached)
     prefix = "features."
-    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 @BACKBONE_REGISTRY.register()
@@ -142,12 +144,15 @@ class D2TorchvisionSwin(Backbone):
         super().__init__()
         c = cfg.MODEL.TVSWIN
         if input_shape.channels != 3:
-            raise ValueError(f"D2TorchvisionSwin: torchvision's Swin takes 3 input channels, got "
-                             f"{input_shape.channels} (MODEL.PIXEL_MEAN has one entry per channel)")
+            raise ValueError(
+                f"D2TorchvisionSwin: torchvision's Swin takes 3 input channels, got "
+                f"{input_shape.channels} (MODEL.PIXEL_MEAN has one entry per channel)"
+            )
         self.out_indices = out_indices_of(c.OUT_FEATURES, "MODEL.TVSWIN.OUT_FEATURES")
         if c.VARIANT not in SWIN_VARIANTS:
-            raise ValueError(f"MODEL.TVSWIN.VARIANT must be one of {sorted(SWIN_VARIANTS)}, got "
-                             f"{c.VARIANT!r}")
+            raise ValueError(
+                f"MODEL.TVSWIN.VARIANT must be one of {sorted(SWIN_VARIANTS)}, got {c.VARIANT!r}"
+            )
         weights = None  # checked before building, so a bad name fails fast
         if c.WEIGHTS_IMAGENET:
             weights = imagenet_weights(c.VARIANT, c.WEIGHTS_IMAGENET, c.WINDOW_SIZE)

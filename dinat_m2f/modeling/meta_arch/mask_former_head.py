@@ -66,7 +66,9 @@ class MaskFormerHead(nn.Module):
             logger.warning(
                 "%s: state dict of version %s (< 2): pixel decoder keys renamed to "
                 "'%spixel_decoder.*' as Mask2Former does; save the model again to upgrade it",
-                type(self).__name__, version, prefix,
+                type(self).__name__,
+                version,
+                prefix,
             )
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

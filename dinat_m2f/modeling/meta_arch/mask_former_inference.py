@@ -106,8 +106,10 @@ def instance_inference(
     result = Instances(image_size)
     binary = (masks > 0).float()
     result.pred_masks = binary
-    result.pred_boxes = BitMasks(binary > 0).get_bounding_boxes() if len(binary) else Boxes(
-        torch.zeros(0, 4, device=mask_pred.device)
+    result.pred_boxes = (
+        BitMasks(binary > 0).get_bounding_boxes()
+        if len(binary)
+        else Boxes(torch.zeros(0, 4, device=mask_pred.device))
     )
     mask_scores = (masks.sigmoid().flatten(1) * binary.flatten(1)).sum(1) / (
         binary.flatten(1).sum(1) + 1e-6

@@ -105,7 +105,11 @@ class MaskFormer(nn.Module):
             cost_dice=mf.DICE_WEIGHT,
             num_points=mf.TRAIN_NUM_POINTS,
         )
-        weight_dict = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
+        weight_dict = {
+            "loss_ce": mf.CLASS_WEIGHT,
+            "loss_mask": mf.MASK_WEIGHT,
+            "loss_dice": mf.DICE_WEIGHT,
+        }
         if mf.DEEP_SUPERVISION:
             for i in range(mf.DEC_LAYERS - 1):
                 weight_dict.update({f"{k}_{i}": v for k, v in list(weight_dict.items())[:3]})
@@ -121,7 +125,9 @@ class MaskFormer(nn.Module):
         )
         test = mf.TEST
         if not cfg.DATASETS.TRAIN:
-            raise ValueError("MaskFormer: DATASETS.TRAIN is empty; its first entry gives the metadata")
+            raise ValueError(
+                "MaskFormer: DATASETS.TRAIN is empty; its first entry gives the metadata"
+            )
         return {
             "backbone": backbone,
             "sem_seg_head": sem_seg_head,
@@ -171,7 +177,9 @@ class MaskFormer(nn.Module):
         outputs = self.sem_seg_head(features)
 
         if self.training:
-            targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs], images)
+            targets = self.prepare_targets(
+                [x["instances"].to(self.device) for x in batched_inputs], images
+            )
             losses = self.criterion(outputs, targets)
             weights = self.criterion.weight_dict
             # losses without a weight (e.g. aux losses when deep supervision is off) are dropped
@@ -179,7 +187,10 @@ class MaskFormer(nn.Module):
 
         mask_cls_results = outputs["pred_logits"]
         mask_pred_results = F.interpolate(
-            outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
+            outputs["pred_masks"],
+            size=images.tensor.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
         )
         del outputs
         processed_results = []
@@ -190,16 +201,21 @@ class MaskFormer(nn.Module):
             width = input_per_image.get("width", image_size[1])
             result = {}
             if self.sem_seg_postprocess_before_inference:
-                mask_pred = retry_if_cuda_oom(sem_seg_postprocess)(mask_pred, image_size, height, width)
+                mask_pred = retry_if_cuda_oom(sem_seg_postprocess)(
+                    mask_pred, image_size, height, width
+                )
                 mask_cls = mask_cls.to(mask_pred)
             if self.semantic_on:
                 sem_seg = retry_if_cuda_oom(semantic_inference)(mask_cls, mask_pred)
                 if not self.sem_seg_postprocess_before_inference:
-                    sem_seg = retry_if_cuda_oom(sem_seg_postprocess)(sem_seg, image_size, height, width)
+                    sem_seg = retry_if_cuda_oom(sem_seg_postprocess)(
+                        sem_seg, image_size, height, width
+                    )
                 result["sem_seg"] = sem_seg
             if self.panoptic_on:
                 result["panoptic_seg"] = retry_if_cuda_oom(panoptic_inference)(
-                    mask_cls, mask_pred,
+                    mask_cls,
+                    mask_pred,
                     num_classes=self.sem_seg_head.num_classes,
                     thing_classes=self._thing_classes(),
                     object_mask_threshold=self.object_mask_threshold,
@@ -207,7 +223,8 @@ class MaskFormer(nn.Module):
                 )
             if self.instance_on:
                 result["instances"] = retry_if_cuda_oom(instance_inference)(
-                    mask_cls, mask_pred,
+                    mask_cls,
+                    mask_pred,
                     num_classes=self.sem_seg_head.num_classes,
                     topk=self.test_topk_per_image,
                     thing_classes=self._thing_classes() if self.panoptic_on else None,
@@ -227,7 +244,9 @@ class MaskFormer(nn.Module):
             gt_masks = target.gt_masks
             if isinstance(gt_masks, BitMasks):
                 gt_masks = gt_masks.tensor
-            padded = torch.zeros((gt_masks.shape[0], h_pad, w_pad), dtype=gt_masks.dtype, device=gt_masks.device)
+            padded = torch.zeros(
+                (gt_masks.shape[0], h_pad, w_pad), dtype=gt_masks.dtype, device=gt_masks.device
+            )
             padded[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks
             new_targets.append({"labels": target.gt_classes, "masks": padded})
         return new_targets

@@ -139,7 +139,9 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         for level, (src, pos) in enumerate(zip(srcs, pos_embeds)):
             shapes.append(src.shape[-2:])
             tokens.append(src.flatten(2).transpose(1, 2))
-            positions.append(pos.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1))
+            positions.append(
+                pos.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1)
+            )
         src_flatten = torch.cat(tokens, 1)
         pos_flatten = torch.cat(positions, 1)
         # Host tensors: the op and the reference points read the level layout on the host,

@@ -93,13 +93,19 @@ class MSDeformAttnPixelDecoder(nn.Module):
         # 1x1 projection + GroupNorm per encoder level, coarsest first
         if self.transformer_num_feature_levels > 1:
             self.input_proj = nn.ModuleList(
-                nn.Sequential(nn.Conv2d(channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
+                nn.Sequential(
+                    nn.Conv2d(channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim)
+                )
                 for channels in transformer_in_channels[::-1]
             )
         else:
             self.input_proj = nn.ModuleList(
-                [nn.Sequential(nn.Conv2d(transformer_in_channels[-1], conv_dim, kernel_size=1),
-                               nn.GroupNorm(32, conv_dim))]
+                [
+                    nn.Sequential(
+                        nn.Conv2d(transformer_in_channels[-1], conv_dim, kernel_size=1),
+                        nn.GroupNorm(32, conv_dim),
+                    )
+                ]
             )
         for projection in self.input_proj:
             nn.init.xavier_uniform_(projection[0].weight, gain=1)
@@ -134,12 +140,21 @@ class MSDeformAttnPixelDecoder(nn.Module):
         lateral_convs, output_convs = [], []
         for idx, name in enumerate(self.in_features[: self.num_fpn_levels]):
             lateral_conv = Conv2d(
-                input_shape[name].channels, conv_dim, kernel_size=1, bias=use_bias,
+                input_shape[name].channels,
+                conv_dim,
+                kernel_size=1,
+                bias=use_bias,
                 norm=get_norm(norm, conv_dim),
             )
             output_conv = Conv2d(
-                conv_dim, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
-                norm=get_norm(norm, conv_dim), activation=F.relu,
+                conv_dim,
+                conv_dim,
+                kernel_size=3,
+                stride=1,
+                padding=1,
+                bias=use_bias,
+                norm=get_norm(norm, conv_dim),
+                activation=F.relu,
             )
             weight_init.c2_xavier_fill(lateral_conv)
             weight_init.c2_xavier_fill(output_conv)

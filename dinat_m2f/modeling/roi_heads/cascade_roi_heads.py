@@ -94,7 +94,9 @@ class StageMaskCascadeROIHeads(CascadeROIHeads):
             )
         channels = {input_shape[f].channels for f in in_features}
         if len(channels) != 1:
-            raise ValueError(f"MODEL.ROI_HEADS.IN_FEATURES {in_features} differ in width: {channels}")
+            raise ValueError(
+                f"MODEL.ROI_HEADS.IN_FEATURES {in_features} differ in width: {channels}"
+            )
         box_pooler = ROIPooler(
             output_size=resolution,
             scales=tuple(1.0 / input_shape[f].stride for f in in_features),
@@ -193,7 +195,11 @@ class StageMaskCascadeROIHeads(CascadeROIHeads):
         predictions, last_proposals = outputs[-1]
         boxes = predictor.predict_boxes(predictions, last_proposals)
         instances, _ = fast_rcnn_inference(
-            boxes, scores, image_sizes, predictor.test_score_thresh, predictor.test_nms_thresh,
+            boxes,
+            scores,
+            image_sizes,
+            predictor.test_score_thresh,
+            predictor.test_nms_thresh,
             predictor.test_topk_per_image,
         )
         return instances
@@ -282,4 +288,3 @@ class StageMaskCascadeROIHeads(CascadeROIHeads):
         for x, masks in zip(instances, probs.split(counts)):
             x.pred_masks = masks
         return instances
-

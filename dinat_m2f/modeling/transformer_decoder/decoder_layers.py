@@ -25,7 +25,9 @@ def _xavier_init(module: nn.Module) -> None:
 class SelfAttentionLayer(nn.Module):
     """Self-attention among the queries (checkpoint names `self_attn`, `norm`)."""
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
+    def __init__(
+        self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False
+    ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
@@ -53,7 +55,9 @@ class SelfAttentionLayer(nn.Module):
 class CrossAttentionLayer(nn.Module):
     """Queries attend to image tokens, optionally masked (names `multihead_attn`, `norm`)."""
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
+    def __init__(
+        self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False
+    ):
         super().__init__()
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
@@ -88,7 +92,10 @@ class FFNLayer(nn.Module):
     """Two-layer ReLU MLP on each query (names `linear1`, `linear2`, `norm`)."""
 
     def __init__(
-        self, d_model: int, dim_feedforward: int = 2048, dropout: float = 0.0,
+        self,
+        d_model: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.0,
         normalize_before: bool = False,
     ):
         super().__init__()

@@ -198,7 +198,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             outputs_mask, size=attn_mask_target_size, mode="bilinear", align_corners=False
         )
         attn_mask = (
-            attn_mask.sigmoid().flatten(2).unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
+            attn_mask.sigmoid()
+            .flatten(2)
+            .unsqueeze(1)
+            .repeat(1, self.num_heads, 1, 1)
+            .flatten(0, 1)
             < 0.5
         ).detach()
         return outputs_class, outputs_mask, attn_mask

@@ -106,8 +106,15 @@ class _Problem:
 
     def common_args(self, query: torch.Tensor) -> dict:
         return dict(
-            H=self.h.length, W=self.w.length, HEADS=self.heads, D=self.dim, DV=self.dim_v,
-            DH=self.h.dilation, DW=self.w.dilation, KH=self.h.kernel, KW=self.w.kernel,
+            H=self.h.length,
+            W=self.w.length,
+            HEADS=self.heads,
+            D=self.dim,
+            DV=self.dim_v,
+            DH=self.h.dilation,
+            DW=self.w.dilation,
+            KH=self.h.kernel,
+            KW=self.w.kernel,
             BLOCK_D=max(16, triton_next_pow2(self.dim)),
             BLOCK_DV=max(16, triton_next_pow2(self.dim_v)),
             DOT_FP32=interpreting() and query.dtype == torch.bfloat16,
@@ -119,8 +126,12 @@ class _Problem:
         plan = self.plan
         return dict(
             grid=fused_plan.query_grid(self.h, self.w, plan, self.batch * self.heads),
-            TILES_H=self.h.start_tiles(plan.sh), TILES_W=self.w.start_tiles(plan.sw),
-            SH=plan.sh, SW=plan.sw, BLOCK_Q=plan.block_q, BLOCK_K=plan.block_k,
+            TILES_H=self.h.start_tiles(plan.sh),
+            TILES_W=self.w.start_tiles(plan.sw),
+            SH=plan.sh,
+            SW=plan.sw,
+            BLOCK_Q=plan.block_q,
+            BLOCK_K=plan.block_k,
         )
 
     def key_tiles(self) -> dict:
@@ -130,7 +141,9 @@ class _Problem:
             grid=fused_plan.key_grid(self.h, self.w, plan, self.batch * self.heads),
             TILES_H=math.ceil(self.h.longest_group / plan.kth),
             TILES_W=math.ceil(self.w.longest_group / plan.ktw),
-            KTH=plan.kth, KTW=plan.ktw, BLOCK_Q_KV=plan.block_q_kv,
+            KTH=plan.kth,
+            KTW=plan.ktw,
+            BLOCK_Q_KV=plan.block_q_kv,
         )
 
 
@@ -156,8 +169,16 @@ def _na_fused(
     if out.numel() > 0:
         tiles = p.query_tiles()
         wrap_triton(_kernels().na_forward_kernel)[tiles.pop("grid")](
-            q, k, v, q if rpb is None else rpb.contiguous(), out, lse,
-            scale=scale, HAS_RPB=rpb is not None, **tiles, **p.common_args(q),
+            q,
+            k,
+            v,
+            q if rpb is None else rpb.contiguous(),
+            out,
+            lse,
+            scale=scale,
+            HAS_RPB=rpb is not None,
+            **tiles,
+            **p.common_args(q),
         )
     return p.from_2d(out), p.from_2d(lse)
 
@@ -187,14 +208,36 @@ def _na_fused_backward(
         bias = q if rpb is None else rpb.contiguous()
         tiles = p.query_tiles()
         wrap_triton(kernels.na_backward_query_kernel)[tiles.pop("grid")](
-            q, k, v, bias, do, lse2, delta, grad_q, drpb,
-            SPLITS=DRPB_SPLITS, scale=scale, HAS_RPB=rpb is not None, **tiles,
+            q,
+            k,
+            v,
+            bias,
+            do,
+            lse2,
+            delta,
+            grad_q,
+            drpb,
+            SPLITS=DRPB_SPLITS,
+            scale=scale,
+            HAS_RPB=rpb is not None,
+            **tiles,
             **p.common_args(q),
         )
         tiles = p.key_tiles()
         wrap_triton(kernels.na_backward_key_kernel)[tiles.pop("grid")](
-            q, k, v, bias, do, lse2, delta, grad_k, grad_v,
-            scale=scale, HAS_RPB=rpb is not None, **tiles, **p.common_args(q),
+            q,
+            k,
+            v,
+            bias,
+            do,
+            lse2,
+            delta,
+            grad_k,
+            grad_v,
+            scale=scale,
+            HAS_RPB=rpb is not None,
+            **tiles,
+            **p.common_args(q),
         )
     if rpb is None:
         grad_rpb = q.new_empty((0,))
@@ -224,10 +267,16 @@ def _na_fused_fake(query, key, value, rpb, kernel_size, dilation, scale):
     return value.new_empty(value.shape), value.new_empty(value.shape[:-1], dtype=torch.float32)
 
 
-def _na_fused_backward_fake(grad_out, query, key, value, rpb, out, lse, kernel_size, dilation,
-                            scale):
+def _na_fused_backward_fake(
+    grad_out, query, key, value, rpb, out, lse, kernel_size, dilation, scale
+):
     grad_rpb = query.new_empty((0,)) if rpb is None else rpb.new_empty(rpb.shape)
-    return query.new_empty(query.shape), key.new_empty(key.shape), value.new_empty(value.shape), grad_rpb
+    return (
+        query.new_empty(query.shape),
+        key.new_empty(key.shape),
+        value.new_empty(value.shape),
+        grad_rpb,
+    )
 
 
 # Registered where Triton is installed (torch's CUDA builds ship it); elsewhere `unsupported`

@@ -60,16 +60,33 @@ def _start_tile(s0, group_len, kernel: tl.constexpr, size: tl.constexpr):
 
 
 @triton.jit
-def _scores(q, k, pos_h, pos_w, key_h, key_w, start_h, start_w, valid, rpb_head, scale,
-            KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr,
-            DOT_FP32: tl.constexpr, IEEE: tl.constexpr):
+def _scores(
+    q,
+    k,
+    pos_h,
+    pos_w,
+    key_h,
+    key_w,
+    start_h,
+    start_w,
+    valid,
+    rpb_head,
+    scale,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    HAS_RPB: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    IEEE: tl.constexpr,
+):
     """Scores (base-2 logits) of queries (rows) x keys (columns), -inf outside each query's
     window. pos/start: the queries' in-group positions and window starts; key: the keys'."""
     s = _dot(q, tl.trans(k), DOT_FP32, IEEE) * scale
     inside = (
         valid
-        & (key_h[None, :] >= start_h[:, None]) & (key_h[None, :] < start_h[:, None] + KH)
-        & (key_w[None, :] >= start_w[:, None]) & (key_w[None, :] < start_w[:, None] + KW)
+        & (key_h[None, :] >= start_h[:, None])
+        & (key_h[None, :] < start_h[:, None] + KH)
+        & (key_w[None, :] >= start_w[:, None])
+        & (key_w[None, :] < start_w[:, None] + KW)
     )
     if HAS_RPB:
         bias_h = key_h[None, :] - pos_h[:, None] + (KH - 1)
@@ -82,11 +99,33 @@ def _scores(q, k, pos_h, pos_w, key_h, key_w, start_h, start_w, valid, rpb_head,
 
 @triton.jit
 def na_forward_kernel(
-    Q, K, V, RPB, OUT, LSE,
-    H, W, HEADS, D, DV, DH, DW, TILES_H, TILES_W, scale,
-    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-    BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    HAS_RPB: tl.constexpr, DOT_FP32: tl.constexpr, IEEE: tl.constexpr,
+    Q,
+    K,
+    V,
+    RPB,
+    OUT,
+    LSE,
+    H,
+    W,
+    HEADS,
+    D,
+    DV,
+    DH,
+    DW,
+    TILES_H,
+    TILES_W,
+    scale,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    HAS_RPB: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    IEEE: tl.constexpr,
 ):
     gh, gw, s0_h, s0_w = _tile_of(tl.program_id(0), TILES_H, TILES_W, DW, SH, SW)
     bh = tl.program_id(1)
@@ -110,10 +149,13 @@ def na_forward_kernel(
         start_h = _window_start(pos_h, len_h, KH)
         start_w = _window_start(pos_w, len_w, KW)
         q_token = ((batch * H + gh + pos_h * DH).to(tl.int64) * W + gw + pos_w * DW) * HEADS + head
-        q = tl.load(Q + q_token[:, None] * D + d[None, :],
-                    mask=q_valid[:, None] & (d[None, :] < D), other=0.0)
+        q = tl.load(
+            Q + q_token[:, None] * D + d[None, :],
+            mask=q_valid[:, None] & (d[None, :] < D),
+            other=0.0,
+        )
         m = tl.full((BLOCK_Q,), float("-inf"), tl.float32)
-        l = tl.zeros((BLOCK_Q,), tl.float32)
+        row_sum = tl.zeros((BLOCK_Q,), tl.float32)
         acc = tl.zeros((BLOCK_Q, BLOCK_DV), tl.float32)
         for j0 in range(0, box_n, BLOCK_K):
             j = j0 + tl.arange(0, BLOCK_K)
@@ -121,36 +163,86 @@ def na_forward_kernel(
             key_h = box_h0 + j // box_w
             key_w = box_w0 + j % box_w
             k_token = (
-                ((batch * H + gh + key_h * DH).to(tl.int64) * W + gw + key_w * DW) * HEADS + head
+                (batch * H + gh + key_h * DH).to(tl.int64) * W + gw + key_w * DW
+            ) * HEADS + head
+            k = tl.load(
+                K + k_token[:, None] * D + d[None, :],
+                mask=k_valid[:, None] & (d[None, :] < D),
+                other=0.0,
             )
-            k = tl.load(K + k_token[:, None] * D + d[None, :],
-                        mask=k_valid[:, None] & (d[None, :] < D), other=0.0)
-            v = tl.load(V + k_token[:, None] * DV + dv[None, :],
-                        mask=k_valid[:, None] & (dv[None, :] < DV), other=0.0)
-            s, _ = _scores(q, k, pos_h, pos_w, key_h, key_w, start_h, start_w,
-                           q_valid[:, None] & k_valid[None, :], rpb_head, scale,
-                           KH, KW, HAS_RPB, DOT_FP32, IEEE)
+            v = tl.load(
+                V + k_token[:, None] * DV + dv[None, :],
+                mask=k_valid[:, None] & (dv[None, :] < DV),
+                other=0.0,
+            )
+            s, _ = _scores(
+                q,
+                k,
+                pos_h,
+                pos_w,
+                key_h,
+                key_w,
+                start_h,
+                start_w,
+                q_valid[:, None] & k_valid[None, :],
+                rpb_head,
+                scale,
+                KH,
+                KW,
+                HAS_RPB,
+                DOT_FP32,
+                IEEE,
+            )
             m_new = tl.maximum(m, tl.max(s, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
             alpha = tl.exp2(m - m_safe)
             p = tl.exp2(s - m_safe[:, None])
-            l = l * alpha + tl.sum(p, 1)
+            row_sum = row_sum * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, DOT_FP32, IEEE)
             m = m_new
-        l_safe = tl.where(l > 0.0, l, 1.0)
+        l_safe = tl.where(row_sum > 0.0, row_sum, 1.0)
         out = acc / l_safe[:, None]
-        tl.store(OUT + q_token[:, None] * DV + dv[None, :], out.to(OUT.dtype.element_ty),
-                 mask=q_valid[:, None] & (dv[None, :] < DV))
+        tl.store(
+            OUT + q_token[:, None] * DV + dv[None, :],
+            out.to(OUT.dtype.element_ty),
+            mask=q_valid[:, None] & (dv[None, :] < DV),
+        )
         tl.store(LSE + q_token, m + tl.log2(l_safe), mask=q_valid)
 
 
 @triton.jit
 def na_backward_query_kernel(
-    Q, K, V, RPB, DO, LSE, DELTA, DQ, DRPB,
-    H, W, HEADS, D, DV, DH, DW, TILES_H, TILES_W, SPLITS, scale,
-    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-    BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    HAS_RPB: tl.constexpr, DOT_FP32: tl.constexpr, IEEE: tl.constexpr,
+    Q,
+    K,
+    V,
+    RPB,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    DRPB,
+    H,
+    W,
+    HEADS,
+    D,
+    DV,
+    DH,
+    DW,
+    TILES_H,
+    TILES_W,
+    SPLITS,
+    scale,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    HAS_RPB: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    IEEE: tl.constexpr,
 ):
     """dQ of a query tile (the forward's tiles), and its share of dRPB, added into
     DRPB[pid % SPLITS, head] in fp32 (the splits spread the atomics over more addresses)."""
@@ -177,10 +269,16 @@ def na_backward_query_kernel(
         start_h = _window_start(pos_h, len_h, KH)
         start_w = _window_start(pos_w, len_w, KW)
         q_token = ((batch * H + gh + pos_h * DH).to(tl.int64) * W + gw + pos_w * DW) * HEADS + head
-        q = tl.load(Q + q_token[:, None] * D + d[None, :],
-                    mask=q_valid[:, None] & (d[None, :] < D), other=0.0)
-        do = tl.load(DO + q_token[:, None] * DV + dv[None, :],
-                     mask=q_valid[:, None] & (dv[None, :] < DV), other=0.0)
+        q = tl.load(
+            Q + q_token[:, None] * D + d[None, :],
+            mask=q_valid[:, None] & (d[None, :] < D),
+            other=0.0,
+        )
+        do = tl.load(
+            DO + q_token[:, None] * DV + dv[None, :],
+            mask=q_valid[:, None] & (dv[None, :] < DV),
+            other=0.0,
+        )
         lse = tl.load(LSE + q_token, mask=q_valid, other=0.0)
         delta = tl.load(DELTA + q_token, mask=q_valid, other=0.0)
         dq = tl.zeros((BLOCK_Q, BLOCK_D), tl.float32)
@@ -190,15 +288,36 @@ def na_backward_query_kernel(
             key_h = box_h0 + j // box_w
             key_w = box_w0 + j % box_w
             k_token = (
-                ((batch * H + gh + key_h * DH).to(tl.int64) * W + gw + key_w * DW) * HEADS + head
+                (batch * H + gh + key_h * DH).to(tl.int64) * W + gw + key_w * DW
+            ) * HEADS + head
+            k = tl.load(
+                K + k_token[:, None] * D + d[None, :],
+                mask=k_valid[:, None] & (d[None, :] < D),
+                other=0.0,
             )
-            k = tl.load(K + k_token[:, None] * D + d[None, :],
-                        mask=k_valid[:, None] & (d[None, :] < D), other=0.0)
-            v = tl.load(V + k_token[:, None] * DV + dv[None, :],
-                        mask=k_valid[:, None] & (dv[None, :] < DV), other=0.0)
-            s, inside = _scores(q, k, pos_h, pos_w, key_h, key_w, start_h, start_w,
-                                q_valid[:, None] & k_valid[None, :], rpb_head, scale,
-                                KH, KW, HAS_RPB, DOT_FP32, IEEE)
+            v = tl.load(
+                V + k_token[:, None] * DV + dv[None, :],
+                mask=k_valid[:, None] & (dv[None, :] < DV),
+                other=0.0,
+            )
+            s, inside = _scores(
+                q,
+                k,
+                pos_h,
+                pos_w,
+                key_h,
+                key_w,
+                start_h,
+                start_w,
+                q_valid[:, None] & k_valid[None, :],
+                rpb_head,
+                scale,
+                KH,
+                KW,
+                HAS_RPB,
+                DOT_FP32,
+                IEEE,
+            )
             p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.0)
             dp = _dot(do, tl.trans(v), DOT_FP32, IEEE)
             ds = p * (dp - delta[:, None])  # d loss / d (scaled logit + bias)
@@ -207,17 +326,44 @@ def na_backward_query_kernel(
                 bias_h = key_h[None, :] - pos_h[:, None] + (KH - 1)
                 bias_w = key_w[None, :] - pos_w[:, None] + (KW - 1)
                 tl.atomic_add(drpb_head + bias_h * (2 * KW - 1) + bias_w, ds, mask=inside)
-        tl.store(DQ + q_token[:, None] * D + d[None, :], (dq * scale).to(DQ.dtype.element_ty),
-                 mask=q_valid[:, None] & (d[None, :] < D))
+        tl.store(
+            DQ + q_token[:, None] * D + d[None, :],
+            (dq * scale).to(DQ.dtype.element_ty),
+            mask=q_valid[:, None] & (d[None, :] < D),
+        )
 
 
 @triton.jit
 def na_backward_key_kernel(
-    Q, K, V, RPB, DO, LSE, DELTA, DK, DV_OUT,
-    H, W, HEADS, D, DV, DH, DW, TILES_H, TILES_W, scale,
-    KH: tl.constexpr, KW: tl.constexpr, KTH: tl.constexpr, KTW: tl.constexpr,
-    BLOCK_Q_KV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    HAS_RPB: tl.constexpr, DOT_FP32: tl.constexpr, IEEE: tl.constexpr,
+    Q,
+    K,
+    V,
+    RPB,
+    DO,
+    LSE,
+    DELTA,
+    DK,
+    DV_OUT,
+    H,
+    W,
+    HEADS,
+    D,
+    DV,
+    DH,
+    DW,
+    TILES_H,
+    TILES_W,
+    scale,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    KTH: tl.constexpr,
+    KTW: tl.constexpr,
+    BLOCK_Q_KV: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    HAS_RPB: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    IEEE: tl.constexpr,
 ):
     """dK and dV of a key tile: iterates over the box of queries whose windows can hold its
     keys (a query at in-group position p has window start clamp(p - k//2, 0, L - k))."""
@@ -244,10 +390,14 @@ def na_backward_key_kernel(
     d = tl.arange(0, BLOCK_D)
     dv = tl.arange(0, BLOCK_DV)
     k_token = ((batch * H + gh + key_h * DH).to(tl.int64) * W + gw + key_w * DW) * HEADS + head
-    k = tl.load(K + k_token[:, None] * D + d[None, :],
-                mask=k_valid[:, None] & (d[None, :] < D), other=0.0)
-    v = tl.load(V + k_token[:, None] * DV + dv[None, :],
-                mask=k_valid[:, None] & (dv[None, :] < DV), other=0.0)
+    k = tl.load(
+        K + k_token[:, None] * D + d[None, :], mask=k_valid[:, None] & (d[None, :] < D), other=0.0
+    )
+    v = tl.load(
+        V + k_token[:, None] * DV + dv[None, :],
+        mask=k_valid[:, None] & (dv[None, :] < DV),
+        other=0.0,
+    )
     rpb_head = RPB + head * (2 * KH - 1) * (2 * KW - 1)
 
     dk = tl.zeros((KTH * KTW, BLOCK_D), tl.float32)
@@ -260,21 +410,48 @@ def na_backward_key_kernel(
         start_h = _window_start(pos_h, len_h, KH)
         start_w = _window_start(pos_w, len_w, KW)
         q_token = ((batch * H + gh + pos_h * DH).to(tl.int64) * W + gw + pos_w * DW) * HEADS + head
-        q = tl.load(Q + q_token[:, None] * D + d[None, :],
-                    mask=q_valid[:, None] & (d[None, :] < D), other=0.0)
-        do = tl.load(DO + q_token[:, None] * DV + dv[None, :],
-                     mask=q_valid[:, None] & (dv[None, :] < DV), other=0.0)
+        q = tl.load(
+            Q + q_token[:, None] * D + d[None, :],
+            mask=q_valid[:, None] & (d[None, :] < D),
+            other=0.0,
+        )
+        do = tl.load(
+            DO + q_token[:, None] * DV + dv[None, :],
+            mask=q_valid[:, None] & (dv[None, :] < DV),
+            other=0.0,
+        )
         lse = tl.load(LSE + q_token, mask=q_valid, other=0.0)
         delta = tl.load(DELTA + q_token, mask=q_valid, other=0.0)
-        s, inside = _scores(q, k, pos_h, pos_w, key_h, key_w, start_h, start_w,
-                            q_valid[:, None] & k_valid[None, :], rpb_head, scale,
-                            KH, KW, HAS_RPB, DOT_FP32, IEEE)
+        s, inside = _scores(
+            q,
+            k,
+            pos_h,
+            pos_w,
+            key_h,
+            key_w,
+            start_h,
+            start_w,
+            q_valid[:, None] & k_valid[None, :],
+            rpb_head,
+            scale,
+            KH,
+            KW,
+            HAS_RPB,
+            DOT_FP32,
+            IEEE,
+        )
         p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.0)  # (queries, keys)
         dvalue += _dot(tl.trans(p).to(do.dtype), do, DOT_FP32, IEEE)
         dp = _dot(do, tl.trans(v), DOT_FP32, IEEE)
         ds = p * (dp - delta[:, None])
         dk += _dot(tl.trans(ds).to(q.dtype), q, DOT_FP32, IEEE)
-    tl.store(DK + k_token[:, None] * D + d[None, :], (dk * scale).to(DK.dtype.element_ty),
-             mask=k_valid[:, None] & (d[None, :] < D))
-    tl.store(DV_OUT + k_token[:, None] * DV + dv[None, :], dvalue.to(DV_OUT.dtype.element_ty),
-             mask=k_valid[:, None] & (dv[None, :] < DV))
+    tl.store(
+        DK + k_token[:, None] * D + d[None, :],
+        (dk * scale).to(DK.dtype.element_ty),
+        mask=k_valid[:, None] & (d[None, :] < D),
+    )
+    tl.store(
+        DV_OUT + k_token[:, None] * DV + dv[None, :],
+        dvalue.to(DV_OUT.dtype.element_ty),
+        mask=k_valid[:, None] & (dv[None, :] < DV),
+    )

@@ -25,8 +25,9 @@ import numpy as np
 
 BLOCKS = (16, 32, 64)  # BLOCK_Q, BLOCK_K, BLOCK_Q_KV (tl.dot needs at least 16)
 MAX_START_RANGE = 16
-_KEY_TILES_2D = [(h, w) for h in (1, 2, 4, 8, 16) for w in (1, 2, 4, 8, 16, 32, 64)
-                 if h * w in BLOCKS]
+_KEY_TILES_2D = [
+    (h, w) for h in (1, 2, 4, 8, 16) for w in (1, 2, 4, 8, 16, 32, 64) if h * w in BLOCKS
+]
 _KEY_TILES_1D = [(1, w) for w in BLOCKS]
 
 
@@ -97,8 +98,9 @@ def _chunked(count: np.ndarray, block: int) -> np.ndarray:
 def _distinct(counts: np.ndarray, boxes: np.ndarray):
     """The distinct (count, box) tiles of an axis and how often each occurs: interior tiles are
     all alike, so a map of any size has only a handful."""
-    pairs, times = np.unique(np.stack([counts.reshape(-1), boxes.reshape(-1)], 1), axis=0,
-                             return_counts=True)
+    pairs, times = np.unique(
+        np.stack([counts.reshape(-1), boxes.reshape(-1)], 1), axis=0, return_counts=True
+    )
     return pairs[:, 0], pairs[:, 1], times
 
 
@@ -115,8 +117,12 @@ def _pairwise(h, w, block_a: int, block_b: int) -> int:
 
 def forward_scores(h: Axis, w: Axis, plan: Plan) -> int:
     """Scores the forward (and the dQ) kernel computes for one (batch, head)."""
-    return _pairwise(_distinct(*query_tiles(h, plan.sh)), _distinct(*query_tiles(w, plan.sw)),
-                     plan.block_q, plan.block_k)
+    return _pairwise(
+        _distinct(*query_tiles(h, plan.sh)),
+        _distinct(*query_tiles(w, plan.sw)),
+        plan.block_q,
+        plan.block_k,
+    )
 
 
 def backward_kv_scores(h: Axis, w: Axis, plan: Plan) -> int:
