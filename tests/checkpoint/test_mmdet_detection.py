@@ -298,3 +298,24 @@ def test_cli_errors_exit_2(tmp_path, capsys):
         main([str(tmp_path / "absent.pth"), str(tmp_path / "out.pth"), "--config-file", MASK_RCNN])
     assert exit_info.value.code == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pkl"])
+def test_cli_refuses_a_checkpoint_that_would_run_code(tmp_path, capsys, suffix):
+    """The mmdetection converter reads through the one safe loader too: a pickled object that
+    would create a file is refused, naming the file, and never runs."""
+    from tests.checkpoint.test_safe_load import CreatesMarker, write_pickle
+    from tools.convert_mmdet_detection import main
+
+    marker = tmp_path / "marker"
+    source = tmp_path / f"hostile{suffix}"
+    payload = {"state_dict": {"backbone.w": torch.zeros(1), "x": CreatesMarker(marker)}}
+    if suffix == ".pth":
+        torch.save(payload, source)
+    else:
+        write_pickle(source, payload)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(source), str(tmp_path / "out.pth"), "--config-file", MASK_RCNN])
+    assert exit_info.value.code == 2
+    assert str(source) in capsys.readouterr().err
+    assert not marker.exists()
