@@ -85,7 +85,7 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.INPUT.IMAGE_SIZE = 1024
     cfg.INPUT.MIN_SCALE = 0.1
     cfg.INPUT.MAX_SCALE = 2.0
-    # a sample whose image or annotation file is missing or cannot be decoded: False stops
+    # (ours) a sample whose image or annotation file is missing or cannot be decoded: False stops
     # training / evaluation with the file and the dataset named; True skips it (each one
     # logged with a running count; evaluation metrics then leave it out)
     cfg.DATALOADER.SKIP_BROKEN_SAMPLES = False

@@ -41,6 +41,7 @@ def ids(paths):
 
 @functools.cache
 def _load(path: str, dinat_defaults: tuple = ()):
+    from dinat_m2f import config
     from dinat_m2f.engine import setup
 
     def replace_defaults(cfg):
@@ -51,13 +52,13 @@ def _load(path: str, dinat_defaults: tuple = ()):
         if not dinat_defaults:
             cfg = setup.load_cfg(path)
         else:  # the project's keys, other MODEL.DINAT defaults, then the file
-            original = setup.add_dinat_config
+            original = config.add_dinat_config
 
             def add_dinat_config(cfg):
                 original(cfg)
                 replace_defaults(cfg)
 
-            with mock.patch.object(setup, "add_dinat_config", add_dinat_config):
+            with mock.patch.object(config, "add_dinat_config", add_dinat_config):
                 cfg = setup.load_cfg(path)
     cfg.freeze()
     return cfg

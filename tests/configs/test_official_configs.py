@@ -152,6 +152,9 @@ OUR_EXTRA_KEYS = {
         # add_deeplab_config's, added when missing so that this function alone can train
         "SOLVER.POLY_LR_POWER",
         "SOLVER.POLY_LR_CONSTANT_ENDING",
+        # broken samples (issue 16): off by default, so official runs stop as before
+        "DATALOADER.SKIP_BROKEN_SAMPLES",
+        "DATALOADER.MAX_BROKEN_FRACTION",
     },
     "add_dinat_config": {
         "MODEL.DINAT.LAYER_SCALE",
