@@ -98,6 +98,55 @@ def _scores(
 
 
 @triton.jit
+def _group(bh, gh, gw, H, W, HEADS, DH, DW):
+    """Batch, head and the in-group lengths of dilation group (gh, gw)."""
+    return bh // HEADS, bh % HEADS, (H - gh + DH - 1) // DH, (W - gw + DW - 1) // DW
+
+
+@triton.jit
+def _token(batch, head, gh, gw, pos_h, pos_w, H, W, HEADS, DH, DW):
+    """Row in the (batch * height * width * heads) tokens of in-group positions (pos_h, pos_w)."""
+    return ((batch * H + gh + pos_h * DH).to(tl.int64) * W + gw + pos_w * DW) * HEADS + head
+
+
+@triton.jit
+def _load_rows(ptr, token, cols, width, valid):
+    """Rows `token` of a (tokens, width) matrix, zero where `valid` is false or past `width`."""
+    mask = valid[:, None] & (cols[None, :] < width)
+    return tl.load(ptr + token[:, None] * width + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _store_rows(ptr, token, cols, width, valid, value):
+    mask = valid[:, None] & (cols[None, :] < width)
+    tl.store(
+        ptr + token[:, None] * width + cols[None, :], value.to(ptr.dtype.element_ty), mask=mask
+    )
+
+
+@triton.jit
+def _box_rows(j, h0, w0, box_w, box_n):
+    """In-group positions and validity of entries j of a box (first position (h0, w0), width
+    box_w, box_n entries), row-major."""
+    return h0 + j // box_w, w0 + j % box_w, j < box_n
+
+
+@triton.jit
+def _query_rows(j, h0, w0, box_w, box_n, len_h, len_w, KH: tl.constexpr, KW: tl.constexpr):
+    """Entries j of a box of queries: positions, validity and window starts."""
+    pos_h, pos_w, valid = _box_rows(j, h0, w0, box_w, box_n)
+    return pos_h, pos_w, valid, _window_start(pos_h, len_h, KH), _window_start(pos_w, len_w, KW)
+
+
+@triton.jit
+def _probs_and_grad(s, inside, lse, delta, do, v, DOT_FP32: tl.constexpr, IEEE: tl.constexpr):
+    """Probabilities from the saved log2-sum-exp, and d loss / d (scaled logit + bias)."""
+    p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.0)
+    dp = _dot(do, tl.trans(v), DOT_FP32, IEEE)
+    return p, p * (dp - delta[:, None])
+
+
+@triton.jit
 def na_forward_kernel(
     Q,
     K,
@@ -128,71 +177,34 @@ def na_forward_kernel(
     IEEE: tl.constexpr,
 ):
     gh, gw, s0_h, s0_w = _tile_of(tl.program_id(0), TILES_H, TILES_W, DW, SH, SW)
-    bh = tl.program_id(1)
-    batch = bh // HEADS
-    head = bh % HEADS
-    len_h = (H - gh + DH - 1) // DH
-    len_w = (W - gw + DW - 1) // DW
+    batch, head, len_h, len_w = _group(tl.program_id(1), gh, gw, H, W, HEADS, DH, DW)
     # the tile's queries (a rectangle) and the box of keys their windows cover
     first_h, count_h, box_h0, box_h = _start_tile(s0_h, len_h, KH, SH)
     first_w, count_w, box_w0, box_w = _start_tile(s0_w, len_w, KW, SW)
-    queries = count_h * count_w
-    box_n = box_h * box_w
     d = tl.arange(0, BLOCK_D)
     dv = tl.arange(0, BLOCK_DV)
     rpb_head = RPB + head * (2 * KH - 1) * (2 * KW - 1)
-    for i0 in range(0, queries, BLOCK_Q):
+    for i0 in range(0, count_h * count_w, BLOCK_Q):
         i = i0 + tl.arange(0, BLOCK_Q)
-        q_valid = i < queries
-        pos_h = first_h + i // count_w
-        pos_w = first_w + i % count_w
-        start_h = _window_start(pos_h, len_h, KH)
-        start_w = _window_start(pos_w, len_w, KW)
-        q_token = ((batch * H + gh + pos_h * DH).to(tl.int64) * W + gw + pos_w * DW) * HEADS + head
-        q = tl.load(
-            Q + q_token[:, None] * D + d[None, :],
-            mask=q_valid[:, None] & (d[None, :] < D),
-            other=0.0,
+        pos_h, pos_w, q_valid, start_h, start_w = _query_rows(
+            i, first_h, first_w, count_w, count_h * count_w, len_h, len_w, KH, KW
         )
+        q_token = _token(batch, head, gh, gw, pos_h, pos_w, H, W, HEADS, DH, DW)
+        q = _load_rows(Q, q_token, d, D, q_valid)
         m = tl.full((BLOCK_Q,), float("-inf"), tl.float32)
         row_sum = tl.zeros((BLOCK_Q,), tl.float32)
         acc = tl.zeros((BLOCK_Q, BLOCK_DV), tl.float32)
-        for j0 in range(0, box_n, BLOCK_K):
+        for j0 in range(0, box_h * box_w, BLOCK_K):
             j = j0 + tl.arange(0, BLOCK_K)
-            k_valid = j < box_n
-            key_h = box_h0 + j // box_w
-            key_w = box_w0 + j % box_w
-            k_token = (
-                (batch * H + gh + key_h * DH).to(tl.int64) * W + gw + key_w * DW
-            ) * HEADS + head
-            k = tl.load(
-                K + k_token[:, None] * D + d[None, :],
-                mask=k_valid[:, None] & (d[None, :] < D),
-                other=0.0,
-            )
-            v = tl.load(
-                V + k_token[:, None] * DV + dv[None, :],
-                mask=k_valid[:, None] & (dv[None, :] < DV),
-                other=0.0,
-            )
+            key_h, key_w, k_valid = _box_rows(j, box_h0, box_w0, box_w, box_h * box_w)
+            k_token = _token(batch, head, gh, gw, key_h, key_w, H, W, HEADS, DH, DW)
+            k = _load_rows(K, k_token, d, D, k_valid)
+            v = _load_rows(V, k_token, dv, DV, k_valid)
             s, _ = _scores(
-                q,
-                k,
-                pos_h,
-                pos_w,
-                key_h,
-                key_w,
-                start_h,
-                start_w,
-                q_valid[:, None] & k_valid[None, :],
-                rpb_head,
-                scale,
-                KH,
-                KW,
-                HAS_RPB,
-                DOT_FP32,
-                IEEE,
-            )
+                q, k, pos_h, pos_w, key_h, key_w, start_h, start_w,
+                q_valid[:, None] & k_valid[None, :], rpb_head, scale,
+                KH, KW, HAS_RPB, DOT_FP32, IEEE,
+            )  # fmt: skip
             m_new = tl.maximum(m, tl.max(s, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
             alpha = tl.exp2(m - m_safe)
@@ -201,12 +213,7 @@ def na_forward_kernel(
             acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, DOT_FP32, IEEE)
             m = m_new
         l_safe = tl.where(row_sum > 0.0, row_sum, 1.0)
-        out = acc / l_safe[:, None]
-        tl.store(
-            OUT + q_token[:, None] * DV + dv[None, :],
-            out.to(OUT.dtype.element_ty),
-            mask=q_valid[:, None] & (dv[None, :] < DV),
-        )
+        _store_rows(OUT, q_token, dv, DV, q_valid, acc / l_safe[:, None])
         tl.store(LSE + q_token, m + tl.log2(l_safe), mask=q_valid)
 
 
@@ -248,89 +255,42 @@ def na_backward_query_kernel(
     DRPB[pid % SPLITS, head] in fp32 (the splits spread the atomics over more addresses)."""
     pid = tl.program_id(0)
     gh, gw, s0_h, s0_w = _tile_of(pid, TILES_H, TILES_W, DW, SH, SW)
-    bh = tl.program_id(1)
-    batch = bh // HEADS
-    head = bh % HEADS
-    len_h = (H - gh + DH - 1) // DH
-    len_w = (W - gw + DW - 1) // DW
+    batch, head, len_h, len_w = _group(tl.program_id(1), gh, gw, H, W, HEADS, DH, DW)
     first_h, count_h, box_h0, box_h = _start_tile(s0_h, len_h, KH, SH)
     first_w, count_w, box_w0, box_w = _start_tile(s0_w, len_w, KW, SW)
-    queries = count_h * count_w
-    box_n = box_h * box_w
     d = tl.arange(0, BLOCK_D)
     dv = tl.arange(0, BLOCK_DV)
     rpb_head = RPB + head * (2 * KH - 1) * (2 * KW - 1)
     drpb_head = DRPB + ((pid % SPLITS) * HEADS + head) * (2 * KH - 1) * (2 * KW - 1)
-    for i0 in range(0, queries, BLOCK_Q):
+    for i0 in range(0, count_h * count_w, BLOCK_Q):
         i = i0 + tl.arange(0, BLOCK_Q)
-        q_valid = i < queries
-        pos_h = first_h + i // count_w
-        pos_w = first_w + i % count_w
-        start_h = _window_start(pos_h, len_h, KH)
-        start_w = _window_start(pos_w, len_w, KW)
-        q_token = ((batch * H + gh + pos_h * DH).to(tl.int64) * W + gw + pos_w * DW) * HEADS + head
-        q = tl.load(
-            Q + q_token[:, None] * D + d[None, :],
-            mask=q_valid[:, None] & (d[None, :] < D),
-            other=0.0,
+        pos_h, pos_w, q_valid, start_h, start_w = _query_rows(
+            i, first_h, first_w, count_w, count_h * count_w, len_h, len_w, KH, KW
         )
-        do = tl.load(
-            DO + q_token[:, None] * DV + dv[None, :],
-            mask=q_valid[:, None] & (dv[None, :] < DV),
-            other=0.0,
-        )
+        q_token = _token(batch, head, gh, gw, pos_h, pos_w, H, W, HEADS, DH, DW)
+        q = _load_rows(Q, q_token, d, D, q_valid)
+        do = _load_rows(DO, q_token, dv, DV, q_valid)
         lse = tl.load(LSE + q_token, mask=q_valid, other=0.0)
         delta = tl.load(DELTA + q_token, mask=q_valid, other=0.0)
         dq = tl.zeros((BLOCK_Q, BLOCK_D), tl.float32)
-        for j0 in range(0, box_n, BLOCK_K):
+        for j0 in range(0, box_h * box_w, BLOCK_K):
             j = j0 + tl.arange(0, BLOCK_K)
-            k_valid = j < box_n
-            key_h = box_h0 + j // box_w
-            key_w = box_w0 + j % box_w
-            k_token = (
-                (batch * H + gh + key_h * DH).to(tl.int64) * W + gw + key_w * DW
-            ) * HEADS + head
-            k = tl.load(
-                K + k_token[:, None] * D + d[None, :],
-                mask=k_valid[:, None] & (d[None, :] < D),
-                other=0.0,
-            )
-            v = tl.load(
-                V + k_token[:, None] * DV + dv[None, :],
-                mask=k_valid[:, None] & (dv[None, :] < DV),
-                other=0.0,
-            )
+            key_h, key_w, k_valid = _box_rows(j, box_h0, box_w0, box_w, box_h * box_w)
+            k_token = _token(batch, head, gh, gw, key_h, key_w, H, W, HEADS, DH, DW)
+            k = _load_rows(K, k_token, d, D, k_valid)
+            v = _load_rows(V, k_token, dv, DV, k_valid)
             s, inside = _scores(
-                q,
-                k,
-                pos_h,
-                pos_w,
-                key_h,
-                key_w,
-                start_h,
-                start_w,
-                q_valid[:, None] & k_valid[None, :],
-                rpb_head,
-                scale,
-                KH,
-                KW,
-                HAS_RPB,
-                DOT_FP32,
-                IEEE,
-            )
-            p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.0)
-            dp = _dot(do, tl.trans(v), DOT_FP32, IEEE)
-            ds = p * (dp - delta[:, None])  # d loss / d (scaled logit + bias)
+                q, k, pos_h, pos_w, key_h, key_w, start_h, start_w,
+                q_valid[:, None] & k_valid[None, :], rpb_head, scale,
+                KH, KW, HAS_RPB, DOT_FP32, IEEE,
+            )  # fmt: skip
+            _, ds = _probs_and_grad(s, inside, lse, delta, do, v, DOT_FP32, IEEE)
             dq += _dot(ds.to(k.dtype), k, DOT_FP32, IEEE)
             if HAS_RPB:
                 bias_h = key_h[None, :] - pos_h[:, None] + (KH - 1)
                 bias_w = key_w[None, :] - pos_w[:, None] + (KW - 1)
                 tl.atomic_add(drpb_head + bias_h * (2 * KW - 1) + bias_w, ds, mask=inside)
-        tl.store(
-            DQ + q_token[:, None] * D + d[None, :],
-            (dq * scale).to(DQ.dtype.element_ty),
-            mask=q_valid[:, None] & (d[None, :] < D),
-        )
+        _store_rows(DQ, q_token, d, D, q_valid, dq * scale)
 
 
 @triton.jit
@@ -368,14 +328,8 @@ def na_backward_key_kernel(
     """dK and dV of a key tile: iterates over the box of queries whose windows can hold its
     keys (a query at in-group position p has window start clamp(p - k//2, 0, L - k))."""
     gh, gw, h0, w0 = _tile_of(tl.program_id(0), TILES_H, TILES_W, DW, KTH, KTW)
-    bh = tl.program_id(1)
-    batch = bh // HEADS
-    head = bh % HEADS
-    len_h = (H - gh + DH - 1) // DH
-    len_w = (W - gw + DW - 1) // DW
-    i = tl.arange(0, KTH * KTW)
-    key_h = h0 + i // KTW
-    key_w = w0 + i % KTW
+    batch, head, len_h, len_w = _group(tl.program_id(1), gh, gw, H, W, HEADS, DH, DW)
+    key_h, key_w, _ = _box_rows(tl.arange(0, KTH * KTW), h0, w0, KTW, KTH * KTW)
     k_valid = (key_h < len_h) & (key_w < len_w)
     # queries whose windows can hold keys of rows h0..h_last: from the first query whose
     # window reaches h0 to the last one whose window starts at or before h_last
@@ -389,69 +343,30 @@ def na_backward_key_kernel(
 
     d = tl.arange(0, BLOCK_D)
     dv = tl.arange(0, BLOCK_DV)
-    k_token = ((batch * H + gh + key_h * DH).to(tl.int64) * W + gw + key_w * DW) * HEADS + head
-    k = tl.load(
-        K + k_token[:, None] * D + d[None, :], mask=k_valid[:, None] & (d[None, :] < D), other=0.0
-    )
-    v = tl.load(
-        V + k_token[:, None] * DV + dv[None, :],
-        mask=k_valid[:, None] & (dv[None, :] < DV),
-        other=0.0,
-    )
+    k_token = _token(batch, head, gh, gw, key_h, key_w, H, W, HEADS, DH, DW)
+    k = _load_rows(K, k_token, d, D, k_valid)
+    v = _load_rows(V, k_token, dv, DV, k_valid)
     rpb_head = RPB + head * (2 * KH - 1) * (2 * KW - 1)
 
     dk = tl.zeros((KTH * KTW, BLOCK_D), tl.float32)
     dvalue = tl.zeros((KTH * KTW, BLOCK_DV), tl.float32)
     for j0 in range(0, qbox_n, BLOCK_Q_KV):
         j = j0 + tl.arange(0, BLOCK_Q_KV)
-        q_valid = j < qbox_n
-        pos_h = qbox_h0 + j // qbox_w
-        pos_w = qbox_w0 + j % qbox_w
-        start_h = _window_start(pos_h, len_h, KH)
-        start_w = _window_start(pos_w, len_w, KW)
-        q_token = ((batch * H + gh + pos_h * DH).to(tl.int64) * W + gw + pos_w * DW) * HEADS + head
-        q = tl.load(
-            Q + q_token[:, None] * D + d[None, :],
-            mask=q_valid[:, None] & (d[None, :] < D),
-            other=0.0,
+        pos_h, pos_w, q_valid, start_h, start_w = _query_rows(
+            j, qbox_h0, qbox_w0, qbox_w, qbox_n, len_h, len_w, KH, KW
         )
-        do = tl.load(
-            DO + q_token[:, None] * DV + dv[None, :],
-            mask=q_valid[:, None] & (dv[None, :] < DV),
-            other=0.0,
-        )
+        q_token = _token(batch, head, gh, gw, pos_h, pos_w, H, W, HEADS, DH, DW)
+        q = _load_rows(Q, q_token, d, D, q_valid)
+        do = _load_rows(DO, q_token, dv, DV, q_valid)
         lse = tl.load(LSE + q_token, mask=q_valid, other=0.0)
         delta = tl.load(DELTA + q_token, mask=q_valid, other=0.0)
         s, inside = _scores(
-            q,
-            k,
-            pos_h,
-            pos_w,
-            key_h,
-            key_w,
-            start_h,
-            start_w,
-            q_valid[:, None] & k_valid[None, :],
-            rpb_head,
-            scale,
-            KH,
-            KW,
-            HAS_RPB,
-            DOT_FP32,
-            IEEE,
-        )
-        p = tl.where(inside, tl.exp2(s - lse[:, None]), 0.0)  # (queries, keys)
+            q, k, pos_h, pos_w, key_h, key_w, start_h, start_w,
+            q_valid[:, None] & k_valid[None, :], rpb_head, scale,
+            KH, KW, HAS_RPB, DOT_FP32, IEEE,
+        )  # fmt: skip
+        p, ds = _probs_and_grad(s, inside, lse, delta, do, v, DOT_FP32, IEEE)  # (queries, keys)
         dvalue += _dot(tl.trans(p).to(do.dtype), do, DOT_FP32, IEEE)
-        dp = _dot(do, tl.trans(v), DOT_FP32, IEEE)
-        ds = p * (dp - delta[:, None])
         dk += _dot(tl.trans(ds).to(q.dtype), q, DOT_FP32, IEEE)
-    tl.store(
-        DK + k_token[:, None] * D + d[None, :],
-        (dk * scale).to(DK.dtype.element_ty),
-        mask=k_valid[:, None] & (d[None, :] < D),
-    )
-    tl.store(
-        DV_OUT + k_token[:, None] * DV + dv[None, :],
-        dvalue.to(DV_OUT.dtype.element_ty),
-        mask=k_valid[:, None] & (dv[None, :] < DV),
-    )
+    _store_rows(DK, k_token, d, D, k_valid, dk * scale)
+    _store_rows(DV_OUT, k_token, dv, DV, k_valid, dvalue)
