@@ -262,7 +262,7 @@ class DiNAT(nn.Module):
         if num_classes > 0:
             self.norm = nn.LayerNorm(self.widths[-1])
             self.head = nn.Linear(self.widths[-1], num_classes)
-        self.apply(_init_weights)
+        self.apply(init_weights)
         self._freeze_stages()
 
     def _frozen_modules(self) -> list[nn.Module]:
@@ -311,7 +311,9 @@ class DiNAT(nn.Module):
         return self.head(self.norm(x).mean(dim=(1, 2)))
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_weights(module: nn.Module) -> None:
+    """The releases' initialisation (DiNAT's and Swin's): truncated-normal(0.02) linear
+    weights, zero biases, unit LayerNorms."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:

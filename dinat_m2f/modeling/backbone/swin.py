@@ -27,7 +27,7 @@ from torch import nn
 
 from ...layers import DropPath
 from .d2_dinat import FEATURE_NAMES, out_indices_of
-from .dinat import Mlp
+from .dinat import Mlp, init_weights
 from .dinat_s import PatchMerging
 
 # attention logit added between tokens of different regions of a shifted window (Swin's value)
@@ -327,7 +327,7 @@ class SwinTransformer(nn.Module):
         )
         for i in self.out_indices:
             self.add_module(f"norm{i}", nn.LayerNorm(self.widths[i]))
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def forward_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """(B, C_in, H, W) -> {level i: (B, C_i, ~H/(patch * 2**i), ~W/(patch * 2**i))}."""
@@ -342,16 +342,6 @@ class SwinTransformer(nn.Module):
             if i in self.out_indices:
                 outs[i] = getattr(self, f"norm{i}")(level_out).permute(0, 3, 1, 2).contiguous()
         return outs
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 @BACKBONE_REGISTRY.register()
