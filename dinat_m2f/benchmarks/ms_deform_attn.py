@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from dinat_m2f.benchmarks.timing import (
+    check_run_args,
     device_description,
     format_ms,
     markdown_header,
@@ -160,15 +161,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.inputs = [320]
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: no CUDA device is available")
+    check_run_args(parser, args)
     if any(size < 32 for size in args.inputs):
         parser.error(f"--inputs must be image sizes >= 32, got {args.inputs}")
-    if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
-        parser.error(
-            f"--batch and --repeats must be >= 1 and --warmup >= 0, got "
-            f"{args.batch}, {args.repeats}, {args.warmup}"
-        )
     return args
 
 

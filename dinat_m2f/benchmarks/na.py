@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from dinat_m2f.benchmarks.timing import (
+    check_run_args,
     device_description,
     format_ms,
     markdown_header,
@@ -353,17 +354,11 @@ def parse_args(argv=None):
         args.inputs, args.kernels = [224], [7]
     if args.max_dense_tokens is None:
         args.max_dense_tokens = 65536 if args.device.startswith("cuda") else 4096
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: no CUDA device is available")
+    check_run_args(parser, args)
     if any(size < 4 for size in args.inputs):
         parser.error(f"--inputs must be image sizes >= 4, got {args.inputs}")
     if any(k < 3 or k % 2 == 0 for k in args.kernels):
         parser.error(f"--kernels must be odd and >= 3, got {args.kernels}")
-    if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
-        parser.error(
-            f"--batch and --repeats must be >= 1 and --warmup >= 0, got "
-            f"{args.batch}, {args.repeats}, {args.warmup}"
-        )
     return args
 
 

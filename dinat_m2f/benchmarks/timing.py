@@ -108,6 +108,18 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int, repeats
     return median, peak_memory_mb(fn, device)
 
 
+def check_run_args(parser, args) -> None:
+    """Usage error (exit 2) for --device cuda without a GPU, or run counts out of range
+    (--batch and --repeats >= 1, --warmup >= 0), shared by the op benchmarks."""
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device is available")
+    if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
+        parser.error(
+            f"--batch and --repeats must be >= 1 and --warmup >= 0, got "
+            f"{args.batch}, {args.repeats}, {args.warmup}"
+        )
+
+
 def time_forward_and_backward(row: dict, fn, inputs, leaves, device, args) -> dict:
     """Fills row["fwd"] (no grad, on `inputs`), row["fwdbwd"] (on `leaves`, which require
     grad) and row["mem"] (of forward+backward, or of the forward alone when backward fails);

@@ -1,6 +1,7 @@
 """The NA benchmark runs on a small selection of DiNAT shapes and prints its table."""
 
 import pytest
+import torch
 
 from dinat_m2f.benchmarks import na as bench
 from tests.conftest import requires_native
@@ -51,6 +52,30 @@ def test_benchmark_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--kernels", "4"])
     assert "--kernels must be odd and >= 3, got [4]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("op", ["na", "ms_deform_attn"])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--repeats", "0"], "--batch and --repeats must be >= 1 and --warmup >= 0, got 1, 0, 1"),
+        (["--warmup", "-1"], "--batch and --repeats must be >= 1 and --warmup >= 0, got 1, 3, -1"),
+        (["--batch", "0"], "--batch and --repeats must be >= 1 and --warmup >= 0, got 0, 3, 1"),
+    ],
+)
+def test_both_op_benchmarks_refuse_bad_run_counts(op, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--op", op, *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+@pytest.mark.parametrize("op", ["na", "ms_deform_attn"])
+def test_both_op_benchmarks_refuse_cuda_without_a_gpu(op, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--op", op, "--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "--device cuda: no CUDA device is available" in capsys.readouterr().err
 
 
 @requires_native
