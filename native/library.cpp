@@ -38,7 +38,7 @@ TORCH_LIBRARY(dinat_m2f, m) {
 
 // Test-only ops, never called by the package: the same ops for CPU tensors, computed by the
 // CUDA kernels on the emulated device (native/testing/emulated_device.cpp), and the tiled NA
-// kernels with a given tile and head-dim chunk, and their launch plan.
+// kernels with a given tile and head-dim chunk, their launch plan, and the launch census.
 TORCH_LIBRARY(dinat_m2f_testing, m) {
   for (const char* schema : kSchemas) m.def(schema);
   m.def(
@@ -50,4 +50,7 @@ TORCH_LIBRARY(dinat_m2f_testing, m) {
   // the launch plan of the tiled "qk" or "av" kernel for `like`'s shape and dtype:
   // [tile, chunk, shared-memory bytes], tile 0 when the naive kernel runs
   m.def("na_tile_plan(Tensor like, int[] kernel_size, int[] dilation, str kernel) -> int[]");
+  // every kernel the emulated device has run in this process, with its launch count and
+  // largest launch (see native/common/simt_emulator.h)
+  m.def("launch_census() -> str[]");
 }

@@ -18,6 +18,10 @@
 // threads or too much shared memory) stops the process or fails the launch with a message.
 #pragma once
 
+#include <cxxabi.h>
+#include <dlfcn.h>
+
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -25,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -308,12 +313,53 @@ T atomic_add(T* address, T value) {
   }
 }
 
+// The launch census: per kernel, the launches that ran and the largest grid (blocks), block
+// (threads) and dynamic shared memory among them, so that tests can see every __global__
+// function execute (dinat_m2f_testing::launch_census).
+struct LaunchStats {
+  uint64_t launches = 0, max_blocks = 0, max_threads = 0, max_shared = 0;
+};
+
+inline std::mutex census_mutex;
+inline std::map<const void*, LaunchStats> census;
+
+inline void record_launch(const void* kernel, dim3 grid, dim3 block, size_t shared) {
+  std::lock_guard<std::mutex> lock(census_mutex);
+  LaunchStats& stats = census[kernel];
+  stats.launches += 1;
+  stats.max_blocks = std::max<uint64_t>(stats.max_blocks, uint64_t(grid.x) * grid.y * grid.z);
+  stats.max_threads = std::max<uint64_t>(stats.max_threads, uint64_t(block.x) * block.y * block.z);
+  stats.max_shared = std::max<uint64_t>(stats.max_shared, shared);
+}
+
+// One line per kernel: "symbol<TAB>launches<TAB>max blocks<TAB>max threads<TAB>max shared
+// bytes", the symbol demangled from the shared library's symbol table ("?" if absent).
+inline std::vector<std::string> launch_census() {
+  std::lock_guard<std::mutex> lock(census_mutex);
+  std::vector<std::string> lines;
+  for (const auto& [kernel, stats] : census) {
+    std::string name = "?";
+    Dl_info info;
+    if (dladdr(kernel, &info) != 0 && info.dli_sname != nullptr) {
+      int status = 0;
+      char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+      name = status == 0 && demangled != nullptr ? demangled : info.dli_sname;
+      std::free(demangled);
+    }
+    lines.push_back(name + "\t" + std::to_string(stats.launches) + "\t" +
+                    std::to_string(stats.max_blocks) + "\t" + std::to_string(stats.max_threads) +
+                    "\t" + std::to_string(stats.max_shared));
+  }
+  return lines;
+}
+
 }  // namespace emulator
 
 // kernel<<<grid, block, smem, stream>>>(args...) on the emulated device.
 template <typename Kernel, typename... Args>
 void launch(Kernel kernel, dim3 grid, dim3 block, size_t smem, Stream, Args... args) {
   emulator::Device::get().run(grid, block, smem, [&] { kernel(args...); });
+  emulator::record_launch(reinterpret_cast<const void*>(kernel), grid, block, smem);
 }
 
 }  // namespace simt

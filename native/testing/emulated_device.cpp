@@ -9,6 +9,7 @@
 //   dinat_m2f_testing::na_{qk,av}_tiled(..., tile, chunk)   the tiled kernel with a given
 //       tile and head-dim chunk (both 0: the plan the launch would choose)
 //   dinat_m2f_testing::na_tile_plan(like, kernel_size, dilation, "qk" | "av")   that plan
+//   dinat_m2f_testing::launch_census()   the kernels run so far, with counts and sizes
 #include "../ms_deform_attn/ms_deform_attn_device_ops.h"
 #include "../na/na_device_ops.h"
 
@@ -94,6 +95,11 @@ TORCH_LIBRARY_IMPL(dinat_m2f_testing, CPU, m) {
   m.impl("na_qk_tiled", &na::qk_tiled);
   m.impl("na_av_tiled", &na::av_tiled);
   m.impl("na_tile_plan", &na::tile_plan);
+}
+
+// No tensor argument to dispatch on: CompositeExplicitAutograd also serves such calls.
+TORCH_LIBRARY_IMPL(dinat_m2f_testing, CompositeExplicitAutograd, m) {
+  m.impl("launch_census", [] { return simt::emulator::launch_census(); });
 }
 
 }  // namespace dinat_m2f
