@@ -132,7 +132,7 @@ COLUMNS = (
     "heads",
     "k",
     "d",
-    "fused plan (starts SHxSW, BLOCK_QxBLOCK_K; dK/dV key tile, BLOCK_Q)",
+    "fused plan (starts SHxSW, BLOCK_QxBLOCK_K; dK/dV key tile KTHxKTW from (row, col), BLOCK_Q)",
     "useful: fused fwd",
     "fused dK/dV",
     "flex",
@@ -186,7 +186,8 @@ def main(argv=None) -> list[dict]:
                     s.heads,
                     s.kernel,
                     s.dilation,
-                    f"{plan.sh}x{plan.sw}, {plan.block_q}x{plan.block_k}; {plan.kth}x{plan.ktw}, {plan.block_q_kv}",
+                    f"{plan.sh}x{plan.sw}, {plan.block_q}x{plan.block_k}; {plan.kth}x{plan.ktw} "
+                    f"from ({-plan.offset_h}, {-plan.offset_w}), {plan.block_q_kv}",
                     f"{fwd:.3f}",
                     f"{kv:.3f}",
                     f"{flex:.3f}",

@@ -9,6 +9,7 @@ Tolerances (max abs error relative to max(1, max |reference|), inputs rounded to
 first): float32 2e-5, float16 1e-2, bfloat16 4e-2.
 """
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -264,6 +265,30 @@ def test_fused_on_cpu_needs_the_interpreter():
         "ERROR na2d: backend='fused' cannot compute this call: CPU tensors need Triton's "
         "interpreter (TRITON_INTERPRET=1)" in result.stdout
     ), result.stderr
+
+
+@pytest.mark.parametrize("offsets", [(0, 0), (1, 3), (3, 2)])
+@pytest.mark.skipif(not fused.interpreting(), reason="needs TRITON_INTERPRET=1")
+def test_key_tiles_may_start_before_the_axis(monkeypatch, offsets):
+    """dK and dV are right whichever offset the planner gives the dK/dV kernel's key tiles
+    (the planner picks (1, 1) for a 14x14 map with kernel 11, (0, 0) for most shapes)."""
+    case = ((14, 13), (11, 5), (1, 2), 1, 16, 16, True)
+    h, w = fused_plan.Axis(14, 11, 1), fused_plan.Axis(13, 5, 2)
+    plan = dataclasses.replace(
+        fused_plan.plan_tiles(h, w), kth=4, ktw=4, offset_h=offsets[0], offset_w=offsets[1]
+    )
+    monkeypatch.setattr(fused_plan, "plan_tiles", lambda *a: plan)
+    tensors = make_inputs(case, batch=1)
+
+    def fused_fn(q, k, v, rpb):
+        return na2d(q, k, v, (11, 5), dilation=(1, 2), rpb=rpb, backend="fused")
+
+    def oracle(q, k, v, rpb):
+        return brute.na(q, k, v, (11, 5), (1, 2), rpb, scale=q.shape[-1] ** -0.5)
+
+    got = outputs_and_grads(fused_fn, tensors, "cpu", torch.float32)
+    expected = outputs_and_grads(oracle, tensors, "cpu", torch.float64)
+    assert_close_relative(got, expected, TOLERANCE[torch.float32])
 
 
 def test_plan_tiles_are_the_ones_the_kernels_launch(monkeypatch):

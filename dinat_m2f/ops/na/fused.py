@@ -15,7 +15,6 @@ before Triton is imported), which is how CI tests them. Arguments are assumed ch
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -139,8 +138,10 @@ class _Problem:
         plan = self.plan
         return dict(
             grid=fused_plan.key_grid(self.h, self.w, plan, self.batch * self.heads),
-            TILES_H=math.ceil(self.h.longest_group / plan.kth),
-            TILES_W=math.ceil(self.w.longest_group / plan.ktw),
+            TILES_H=self.h.key_tiles(plan.kth, plan.offset_h),
+            TILES_W=self.w.key_tiles(plan.ktw, plan.offset_w),
+            OFFSET_H=plan.offset_h,
+            OFFSET_W=plan.offset_w,
             KTH=plan.kth,
             KTW=plan.ktw,
             BLOCK_Q_KV=plan.block_q_kv,

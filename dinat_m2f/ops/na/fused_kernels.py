@@ -313,6 +313,8 @@ def na_backward_key_kernel(
     DW,
     TILES_H,
     TILES_W,
+    OFFSET_H,
+    OFFSET_W,
     scale,
     KH: tl.constexpr,
     KW: tl.constexpr,
@@ -326,20 +328,26 @@ def na_backward_key_kernel(
     IEEE: tl.constexpr,
 ):
     """dK and dV of a key tile: iterates over the box of queries whose windows can hold its
-    keys (a query at in-group position p has window start clamp(p - k//2, 0, L - k))."""
-    gh, gw, h0, w0 = _tile_of(tl.program_id(0), TILES_H, TILES_W, DW, KTH, KTW)
+    keys (a query at in-group position p has window start clamp(p - k//2, 0, L - k)). Tiles
+    start OFFSET_H / OFFSET_W positions before the group (fused_plan.py: the planner lines
+    tile edges up with the positions where the keys' sets of queries change)."""
+    gh, gw, t_h, t_w = _tile_of(tl.program_id(0), TILES_H, TILES_W, DW, KTH, KTW)
     batch, head, len_h, len_w = _group(tl.program_id(1), gh, gw, H, W, HEADS, DH, DW)
+    h0 = t_h - OFFSET_H
+    w0 = t_w - OFFSET_W
     key_h, key_w, _ = _box_rows(tl.arange(0, KTH * KTW), h0, w0, KTW, KTH * KTW)
-    k_valid = (key_h < len_h) & (key_w < len_w)
-    # queries whose windows can hold keys of rows h0..h_last: from the first query whose
-    # window reaches h0 to the last one whose window starts at or before h_last
+    k_valid = (key_h >= 0) & (key_h < len_h) & (key_w >= 0) & (key_w < len_w)
+    # queries whose windows can hold keys of rows first_h..h_last: from the first query whose
+    # window reaches first_h to the last one whose window starts at or before h_last
+    first_h = tl.maximum(h0, 0)
+    first_w = tl.maximum(w0, 0)
     h_last = tl.minimum(h0 + KTH - 1, len_h - 1)
     w_last = tl.minimum(w0 + KTW - 1, len_w - 1)
-    qbox_h0 = tl.where(h0 - KH + 1 <= 0, 0, h0 - KH // 2)
-    qbox_w0 = tl.where(w0 - KW + 1 <= 0, 0, w0 - KW // 2)
+    qbox_h0 = tl.where(first_h - KH + 1 <= 0, 0, first_h - KH // 2)
+    qbox_w0 = tl.where(first_w - KW + 1 <= 0, 0, first_w - KW // 2)
     qbox_h = tl.where(h_last >= len_h - KH, len_h - 1, h_last + KH // 2) + 1 - qbox_h0
     qbox_w = tl.where(w_last >= len_w - KW, len_w - 1, w_last + KW // 2) + 1 - qbox_w0
-    qbox_n = tl.where((h0 < len_h) & (w0 < len_w), qbox_h * qbox_w, 0)
+    qbox_n = tl.where((first_h < len_h) & (first_w < len_w), qbox_h * qbox_w, 0)
 
     d = tl.arange(0, BLOCK_D)
     dv = tl.arange(0, BLOCK_DV)

@@ -8,7 +8,13 @@ k//2 more per axis), all sharing its box. The tile's queries are taken BLOCK_Q a
 the box BLOCK_K keys at a time (row-major), and scores outside a query's own window are masked.
 
 dK and dV: the mirror image. A program takes a KTH x KTW block of keys of one group and reads
-the box of queries whose windows can hold them, BLOCK_Q_KV at a time.
+the box of queries whose windows can hold them, BLOCK_Q_KV at a time. The keys' sets of
+queries change shape at two places per axis: keys below `kernel` are held by windows reaching
+the start of the axis (not all of them), keys from `length - kernel` on by windows reaching
+its end; between them each key is held by the `kernel` queries around it. The key tiles can
+start up to KTH - 1 / KTW - 1 positions before the axis, so that tile edges fall on those
+places (on a 14-long axis with kernel 11, keys 3..10 are held by every query: a 4-key tile
+from 3 to 6 uses its whole query box, one from 2 to 5 does not).
 
 Sizes are chosen per problem to compute the fewest scores (ties: larger blocks). The launcher
 and the efficiency benchmark both take their numbers from here, so what the benchmark
@@ -18,7 +24,6 @@ reports is what the kernels compute.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +54,17 @@ class Axis:
         """Tiles of `size` window starts along the axis (of the longest group)."""
         return -(-(self.longest_group - self.kernel + 1) // size)
 
+    def key_tiles(self, size: int, offset: int) -> int:
+        """Tiles of `size` keys along the axis (of the longest group), the first starting
+        `offset` positions before it."""
+        return -(-(self.longest_group + offset) // size)
+
+    def key_offsets(self, size: int) -> set[int]:
+        """Offsets that put a tile edge where the keys' sets of queries change shape (at
+        `kernel` and at `length - kernel` in every group), and 0."""
+        edges = [self.kernel, *(self.group_lengths() - self.kernel)]
+        return {0} | {int(-edge % size) for edge in edges}
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -59,6 +75,8 @@ class Plan:
     kth: int  # key tile rows (dK/dV)
     ktw: int  # key tile columns (dK/dV)
     block_q_kv: int  # queries per chunk (dK/dV)
+    offset_h: int = 0  # the first key tile starts this many rows before the group (dK/dV)
+    offset_w: int = 0  # ... and columns
 
     @property
     def block_keys(self) -> int:
@@ -78,12 +96,14 @@ def query_tiles(axis: Axis, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(inside, last - first + 1, 0), np.where(inside, s1 - s0 + axis.kernel, 0)
 
 
-def key_tiles(axis: Axis, tile: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per (group, tile of `tile` key positions): its keys and the extent of the box of
-    queries whose windows can hold them (both 0 past the end of a short group)."""
+def key_tiles(axis: Axis, tile: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per (group, tile of `tile` key positions, the first `offset` before the axis): its
+    keys and the extent of the box of queries whose windows can hold them (both 0 past the
+    end of a short group)."""
     group_len = axis.group_lengths()[:, None]
-    first = np.arange(-(-axis.longest_group // tile))[None, :] * tile
-    last = np.minimum(first + tile - 1, group_len - 1)
+    start = np.arange(axis.key_tiles(tile, offset))[None, :] * tile - offset
+    first = np.maximum(start, 0)
+    last = np.minimum(start + tile - 1, group_len - 1)
     k = axis.kernel
     lo = np.where(first - k + 1 <= 0, 0, first - k // 2)
     hi = np.where(last >= group_len - k, group_len - 1, last + k // 2)
@@ -128,8 +148,8 @@ def forward_scores(h: Axis, w: Axis, plan: Plan) -> int:
 def backward_kv_scores(h: Axis, w: Axis, plan: Plan) -> int:
     """Scores the dK/dV kernel recomputes for one (batch, head): every key tile (of
     block_keys slots) times its chunked query box."""
-    n_h, box_h, times_h = _distinct(*key_tiles(h, plan.kth))
-    n_w, box_w, times_w = _distinct(*key_tiles(w, plan.ktw))
+    n_h, box_h, times_h = _distinct(*key_tiles(h, plan.kth, plan.offset_h))
+    n_w, box_w, times_w = _distinct(*key_tiles(w, plan.ktw, plan.offset_w))
     tiles = (n_h[:, None] * n_w[None, :]) > 0
     box = box_h[:, None] * box_w[None, :]
     times = times_h[:, None] * times_w[None, :]
@@ -166,11 +186,18 @@ def plan_tiles(h: Axis, w: Axis) -> Plan:
                         best_q = (cost, (sh, sw, block_q, block_k))
     best_kv = None
     for kth, ktw in _KEY_TILES_1D if one_d else _KEY_TILES_2D:
-        for block_q_kv in BLOCKS:
-            plan = Plan(*best_q[1], kth, ktw, block_q_kv)
-            cost = (backward_kv_scores(h, w, plan), -kth * ktw * block_q_kv)
-            if best_kv is None or cost < best_kv[0]:
-                best_kv = (cost, plan)
+        for offset_h in sorted(h.key_offsets(kth)):
+            for offset_w in sorted(w.key_offsets(ktw)):
+                for block_q_kv in BLOCKS:
+                    plan = Plan(*best_q[1], kth, ktw, block_q_kv, offset_h, offset_w)
+                    # ties: larger blocks, then no offset
+                    cost = (
+                        backward_kv_scores(h, w, plan),
+                        -kth * ktw * block_q_kv,
+                        offset_h + offset_w,
+                    )
+                    if best_kv is None or cost < best_kv[0]:
+                        best_kv = (cost, plan)
     return best_kv[1]
 
 
@@ -182,5 +209,5 @@ def query_grid(h: Axis, w: Axis, plan: Plan, batch_heads: int) -> tuple[int, int
 
 def key_grid(h: Axis, w: Axis, plan: Plan, batch_heads: int) -> tuple[int, int]:
     """Programs of the dK/dV kernel: (groups x key tiles, batch x heads)."""
-    tiles = math.ceil(h.longest_group / plan.kth) * math.ceil(w.longest_group / plan.ktw)
+    tiles = h.key_tiles(plan.kth, plan.offset_h) * w.key_tiles(plan.ktw, plan.offset_w)
     return h.dilation * w.dilation * tiles, batch_heads
