@@ -234,7 +234,8 @@ class DiNAT(nn.Module):
 
         self.patch_embed = tokenizer(in_chans, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        # Python floats from a CPU tensor, also when the model is built on the meta device
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.levels = nn.ModuleList()
         for i, depth in enumerate(depths):
             first = sum(depths[:i])
