@@ -8,8 +8,9 @@
 
 --eval-only loads its weights strictly: a missing file or a checkpoint that does not fit the
 config's model stops with the keys named (exit status 2) before anything is evaluated.
-A broken image or annotation file (without DATALOADER.SKIP_BROKEN_SAMPLES) and a pointer to no
-complete checkpoint also exit with 2, a NaN or infinite loss with 3; --resume after a kill
+A broken image or annotation file (without DATALOADER.SKIP_BROKEN_SAMPLES), a pointer to no
+complete checkpoint and a config file that is not plain data (dinat_m2f/engine/config_file.py:
+config files cannot run code) also exit with 2, a NaN or infinite loss with 3; --resume after a kill
 continues from the last complete checkpoint.
 
 Multi-GPU and multi-node runs go through detectron2's launcher (--num-gpus, --num-machines,
@@ -33,6 +34,7 @@ from dinat_m2f.engine import (
     setup_cfg,
 )
 from dinat_m2f.engine.checkpoint_files import CheckpointFileError
+from dinat_m2f.engine.config_file import ConfigFileError
 from dinat_m2f.engine.loss_guard import NonFiniteError
 
 
@@ -64,7 +66,7 @@ def cli(argv=None) -> int:
             file=sys.stderr,
         )
         return 128 + interrupted.signum
-    except (WeightsError, CheckpointFileError, BrokenSampleError) as error:
+    except (WeightsError, CheckpointFileError, BrokenSampleError, ConfigFileError) as error:
         print(f"train_net: error: {error}", file=sys.stderr)
         return 2
     except NonFiniteError as error:

@@ -6,15 +6,17 @@ import torch
 from detectron2.config import CfgNode
 
 from ..config import default_cfg
+from .config_file import merge_config_file
 from .trainer import AMP_PRECISIONS
 
 
 def load_cfg(config_file: str, opts: list[str] | None = None) -> CfgNode:
     """`default_cfg()` (detectron2's defaults with the keys of DeepLab, Mask2Former, DiNAT and
-    this project, official defaults) merged with config_file (its _BASE_ chain) and opts;
-    checked, not frozen. Mask2Former's and DiNAT's own YAML files merge unchanged."""
+    this project, official defaults) merged with config_file (its _BASE_ chain, read as data:
+    config_file.py) and opts; checked, not frozen. Mask2Former's and DiNAT's own YAML files
+    merge unchanged."""
     cfg = default_cfg()
-    cfg.merge_from_file(config_file)
+    merge_config_file(cfg, config_file)
     cfg.merge_from_list(list(opts or []))
     check_cfg(cfg)
     return cfg

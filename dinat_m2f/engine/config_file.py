@@ -1,0 +1,241 @@
+"""Config files read as data. detectron2 falls back to `yaml.unsafe_load` when a file has a
+Python tag, so a downloaded YAML could run any code; Mask2Former's and DiNAT's released
+configs need exactly one such tag, an expression for the multi-scale training sizes:
+
+    MIN_SIZE_TRAIN: !!python/object/apply:eval ["[int(x * 0.1 * 640) for x in range(5, 21)]"]
+
+Here files are read with YAML's safe loader plus that one tag, whose expression is computed by
+a small evaluator of numbers, lists, tuples, arithmetic, comparisons, list comprehensions and
+the calls range / int / float / round / min / max / abs / len / list / tuple (at most
+MAX_ITEMS values). Any other tag or expression is a ConfigFileError naming the file and line;
+nothing in a config file can run code. `_BASE_` chains are followed like detectron2 does.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import os
+
+import yaml
+from detectron2.config import CfgNode
+
+BASE_KEY = "_BASE_"
+EVAL_TAG = "tag:yaml.org,2002:python/object/apply:eval"
+MAX_ITEMS = 100_000  # values a config expression may produce (ranges and comprehensions)
+
+
+class ConfigFileError(ValueError):
+    """A config file that is not plain data, or whose _BASE_ chain does not merge."""
+
+
+def merge_config_file(cfg: CfgNode, path: str) -> None:
+    """cfg.merge_from_file(path) with the file (and its _BASE_ chain) read as data."""
+    if not os.path.isfile(path):
+        raise ConfigFileError(f"config file {path} does not exist")
+    loaded = type(cfg)(read_config_file(path))
+    version = loaded.get("VERSION", None)
+    if version is None:
+        from detectron2.config.compat import guess_version
+
+        version = guess_version(loaded, path)
+    if version == cfg.VERSION:
+        cfg.merge_from_other_cfg(loaded)
+        return
+    if version > cfg.VERSION:
+        raise ConfigFileError(f"{path}: VERSION {version} is newer than detectron2's {cfg.VERSION}")
+    from detectron2.config.compat import downgrade_config, upgrade_config
+
+    old = downgrade_config(cfg, to_version=version)  # as detectron2 merges older files
+    old.merge_from_other_cfg(loaded)
+    cfg.clear()
+    cfg.update(upgrade_config(old))
+
+
+def read_config_file(path: str) -> dict:
+    """The file's mapping with its _BASE_ files merged underneath (bases relative to the file,
+    a list of bases merged in order), like detectron2's load_yaml_with_base."""
+    with CfgNode._open_cfg(path) as f:
+        try:
+            data = yaml.load(f, Loader=_ConfigLoader)
+        except ConfigFileError:
+            raise
+        except yaml.YAMLError as error:
+            raise ConfigFileError(
+                f"config file {path} is not plain YAML data: {error}. Config files are read as "
+                "data: the only Python tag read is !!python/object/apply:eval of an arithmetic "
+                "list expression, as in Mask2Former's configs"
+            ) from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"config file {path} holds a {type(data).__name__}, not a mapping")
+    if BASE_KEY not in data:
+        return data
+    bases = data.pop(BASE_KEY)
+    merged: dict = {}
+    for base in bases if isinstance(bases, list) else [bases]:
+        base = os.path.expanduser(base)
+        if not base.startswith(("/", "https://", "http://")):
+            base = os.path.join(os.path.dirname(path), base)
+        _merge_into(read_config_file(base), merged, path)
+    _merge_into(data, merged, path)
+    return merged
+
+
+def _merge_into(a: dict, b: dict, path: str) -> None:
+    for key, value in a.items():
+        if isinstance(value, dict) and key in b:
+            if not isinstance(b[key], dict):
+                raise ConfigFileError(f"{path}: key {key} is a mapping here but not in its _BASE_")
+            _merge_into(value, b[key], path)
+        else:
+            b[key] = value
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader plus the eval tag of Mask2Former's configs."""
+
+
+def _construct_eval(loader: _ConfigLoader, node: yaml.Node):
+    where = f"{loader.name}, line {node.start_mark.line + 1}"
+    args = loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else None
+    if not args or len(args) != 1 or not isinstance(args[0], str):
+        raise ConfigFileError(f"{where}: !!python/object/apply:eval takes one expression string")
+    return evaluate(args[0], where)
+
+
+_ConfigLoader.add_constructor(EVAL_TAG, _construct_eval)
+
+
+def evaluate(expression: str, where: str = "config expression"):
+    """The value of a config expression (see the module docstring for what may be in it)."""
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError as error:
+        raise ConfigFileError(f"{where}: {expression!r} is not an expression: {error}") from None
+    return _Evaluator(expression, where).value(tree.body, {})
+
+
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
+_COMPARE = {
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
+_CALLS = {"int", "float", "round", "min", "max", "abs", "len", "list", "tuple", "range"}
+
+
+class _Evaluator:
+    def __init__(self, expression: str, where: str):
+        self.expression = expression
+        self.where = where
+        self.items = 0
+
+    def refuse(self, what: str) -> ConfigFileError:
+        return ConfigFileError(
+            f"{self.where}: {what} in {self.expression!r}; config expressions may hold numbers, "
+            "lists, arithmetic, comparisons, list comprehensions and range/int/float/round/min/"
+            "max/abs/len/list/tuple, nothing that runs code"
+        )
+
+    def count(self, n: int) -> None:
+        self.items += n
+        if self.items > MAX_ITEMS:
+            raise self.refuse(f"more than {MAX_ITEMS} values")
+
+    def number(self, node: ast.AST, names: dict):
+        value = self.value(node, names)
+        if not isinstance(value, (int, float)):
+            raise self.refuse(f"arithmetic on a {type(value).__name__}")
+        return value
+
+    def value(self, node: ast.AST, names: dict):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple)):
+            self.count(len(node.elts))
+            items = [self.value(e, names) for e in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        if isinstance(node, ast.Name):
+            if node.id not in names:
+                raise self.refuse(f"the name {node.id!r}")
+            return names[node.id]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            operand = self.number(node.operand, names)
+            return -operand if isinstance(node.op, ast.USub) else operand
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            left, right = self.number(node.left, names), self.number(node.right, names)
+            try:
+                return _BINARY[type(node.op)](left, right)
+            except ZeroDivisionError:
+                raise self.refuse("a division by zero") from None
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE:
+            left, right = self.number(node.left, names), self.number(node.comparators[0], names)
+            return _COMPARE[type(node.ops[0])](left, right)
+        if isinstance(node, ast.Call):
+            return self.call(node, names)
+        if isinstance(node, ast.ListComp):
+            out: list = []
+            self.comprehension(node.elt, node.generators, dict(names), out)
+            return out
+        raise self.refuse(f"a {type(node).__name__}")
+
+    def call(self, node: ast.Call, names: dict):
+        if not isinstance(node.func, ast.Name) or node.func.id not in _CALLS or node.keywords:
+            raise self.refuse(f"the call {ast.unparse(node.func)}(...)")
+        name = node.func.id
+        args = [self.value(a, names) for a in node.args]
+        if name == "range":
+            if not 1 <= len(args) <= 3 or not all(type(a) is int for a in args):
+                raise self.refuse("range() of other than 1 to 3 ints")
+            try:
+                values = range(*args)
+            except ValueError as error:
+                raise self.refuse(f"range() failing with {error}") from None
+            self.count(len(values))
+            return values
+        if name in ("len", "list", "tuple", "min", "max") and any(
+            not isinstance(a, (int, float, list, tuple, range)) for a in args
+        ):
+            raise self.refuse(f"{name}() of a string")
+        try:
+            return {
+                "int": int,
+                "float": float,
+                "round": round,
+                "min": min,
+                "max": max,
+                "abs": abs,
+                "len": len,
+                "list": list,
+                "tuple": tuple,
+            }[name](*args)
+        except (TypeError, ValueError) as error:
+            raise self.refuse(f"{name}() failing with {error}") from None
+
+    def comprehension(self, element, generators, names: dict, out: list) -> None:
+        if not generators:
+            self.count(1)
+            out.append(self.value(element, names))
+            return
+        first, rest = generators[0], generators[1:]
+        if not isinstance(first.target, ast.Name) or first.is_async:
+            raise self.refuse("a comprehension target other than one name")
+        iterable = self.value(first.iter, names)
+        if not isinstance(iterable, (list, tuple, range)):
+            raise self.refuse(f"iterating over a {type(iterable).__name__}")
+        for item in iterable:
+            names[first.target.id] = item
+            if all(self.value(condition, names) for condition in first.ifs):
+                self.comprehension(element, rest, names, out)

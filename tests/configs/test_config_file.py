@@ -1,0 +1,130 @@
+"""Config files are read as data (dinat_m2f/engine/config_file.py): every released and
+project YAML reads exactly as detectron2's own (unsafe) reader reads it, and a file that would
+run code, through any tag, expression or _BASE_, is refused by load_cfg, train_net.py and
+demo/demo.py with the file named, while the marker file it would create never appears."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fvcore.common.config import CfgNode as FvcoreCfgNode
+
+from dinat_m2f.engine.config_file import (
+    MAX_ITEMS,
+    ConfigFileError,
+    evaluate,
+    read_config_file,
+)
+from dinat_m2f.engine.setup import load_cfg
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = (REPO / ".." / "shared" / "fixtures" / "official-configs").resolve()
+YAMLS = sorted((REPO / "configs").rglob("*.yaml")) + sorted(FIXTURES.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
+def test_every_config_reads_as_detectron2_reads_it(path):
+    # the reference: fvcore's reader, which detectron2 uses (with yaml.unsafe_load)
+    expected = FvcoreCfgNode.load_yaml_with_base(str(path), allow_unsafe=True)
+    assert read_config_file(str(path)) == expected
+
+
+def test_the_released_sizes_expression_and_other_data_expressions():
+    sizes = "[int(x * 0.1 * 640) for x in range(5, 21)]"
+    assert evaluate(sizes) == [int(x * 0.1 * 640) for x in range(5, 21)]
+    assert evaluate("[x * 2 for x in range(7) if x % 2 == 0]") == [0, 4, 8, 12]
+    assert evaluate("[(a, b) for a in range(2) for b in (5, 6)]") == [
+        (0, 5),
+        (0, 6),
+        (1, 5),
+        (1, 6),
+    ]
+    assert evaluate("(round(-2.5 / 2, 1), min(3, 4), max([1, 9]), abs(-3), len(range(4)))") == (
+        -1.2,
+        3,
+        9,
+        3,
+        4,
+    )
+
+
+HOSTILE_EXPRESSIONS = [
+    "__import__('os').system('touch {marker}')",
+    "open('{marker}', 'w')",
+    "[c for c in ().__class__.__base__.__subclasses__()]",
+    "(lambda: 0)()",
+    "exec('import os')",
+    f"[x for x in range({MAX_ITEMS + 1})]",
+    "[[x for x in range(1000)] for y in range(1000)]",
+    "'a' * 10",
+    "list('abc')",
+    "range(1, 2, 0)",
+]
+HOSTILE_TAGS = [
+    '!!python/object/apply:os.system ["touch {marker}"]',
+    '!!python/object/apply:subprocess.call [["touch", "{marker}"]]',
+    '!!python/object/new:subprocess.Popen [["touch", "{marker}"]]',
+    "!!python/name:os.system",
+    "!!python/object/apply:eval [\"__import__('os').system('touch {marker}')\"]",
+    '!!python/object/apply:eval ["1", "2"]',
+]
+
+
+def hostile_yaml(tmp_path: Path, value: str) -> tuple[Path, Path]:
+    marker = tmp_path / "marker"
+    path = tmp_path / "hostile.yaml"
+    path.write_text(
+        f"MODEL:\n  DEVICE: cpu\nINPUT:\n  MIN_SIZE_TRAIN: {value.format(marker=marker)}\n"
+    )
+    return path, marker
+
+
+@pytest.mark.parametrize("expression", HOSTILE_EXPRESSIONS)
+def test_expressions_that_are_not_data_are_refused(tmp_path, expression):
+    value = '!!python/object/apply:eval ["' + expression.replace('"', '\\"') + '"]'
+    path, marker = hostile_yaml(tmp_path, value)
+    with pytest.raises(ConfigFileError, match=rf"{path}, line 4: .*nothing that runs code"):
+        load_cfg(str(path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("tag", HOSTILE_TAGS)
+def test_python_tags_are_refused_also_through_a_base(tmp_path, tag):
+    path, marker = hostile_yaml(tmp_path, tag)
+    child = tmp_path / "child.yaml"
+    child.write_text("_BASE_: hostile.yaml\nSOLVER:\n  MAX_ITER: 5\n")
+    for config in (path, child):
+        with pytest.raises(ConfigFileError, match=str(path)):
+            load_cfg(str(config))
+    assert not marker.exists()
+
+
+def test_train_net_and_the_demo_refuse_a_hostile_config_with_exit_status_2(tmp_path):
+    path, marker = hostile_yaml(tmp_path, HOSTILE_TAGS[0])
+    commands = [
+        [sys.executable, "train_net.py", "--config-file", str(path)],
+        [sys.executable, "demo/demo.py", "--config-file", str(path), "--input", "x.jpg"],
+    ]
+    for command in commands:
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert str(path) in result.stderr and "not plain YAML data" in result.stderr
+    assert not marker.exists()
+
+
+def test_base_chains_merge_and_conflicts_name_the_key(tmp_path):
+    (tmp_path / "a.yaml").write_text("SOLVER:\n  MAX_ITER: 5\n  BASE_LR: 0.1\n")
+    (tmp_path / "b.yaml").write_text("_BASE_: [a.yaml]\nSOLVER:\n  BASE_LR: 0.2\n")
+    assert read_config_file(str(tmp_path / "b.yaml")) == {"SOLVER": {"MAX_ITER": 5, "BASE_LR": 0.2}}
+    (tmp_path / "c.yaml").write_text("_BASE_: a.yaml\nSOLVER: 3\n")
+    assert read_config_file(str(tmp_path / "c.yaml")) == {"SOLVER": 3}  # as detectron2 does
+    (tmp_path / "d.yaml").write_text("SOLVER: 3\n")
+    (tmp_path / "e.yaml").write_text("_BASE_: d.yaml\nSOLVER:\n  MAX_ITER: 5\n")
+    with pytest.raises(ConfigFileError, match="key SOLVER is a mapping here but not in its _BASE_"):
+        read_config_file(str(tmp_path / "e.yaml"))
+    with pytest.raises(ConfigFileError, match="does not exist"):
+        load_cfg(str(tmp_path / "missing.yaml"))
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigFileError, match="holds a list, not a mapping"):
+        read_config_file(str(tmp_path / "list.yaml"))
