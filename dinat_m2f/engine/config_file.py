@@ -6,14 +6,18 @@ configs need exactly one such tag, an expression for the multi-scale training si
 
 Here files are read with YAML's safe loader plus that one tag, whose expression is computed by
 a small evaluator of numbers, lists, tuples, arithmetic, comparisons, list comprehensions and
-the calls range / int / float / round / min / max / abs / len / list / tuple (at most
-MAX_ITEMS values). Any other tag or expression is a ConfigFileError naming the file and line;
-nothing in a config file can run code. `_BASE_` chains are followed like detectron2 does.
+the calls range / int / float / round / min / max / abs / len / list / tuple. Its work is
+bounded: at most MAX_ITEMS values made or visited per expression, integers within 64 bits,
+finite floats, expressions of at most MAX_EXPRESSION characters. YAML aliases (which can
+multiply a small file into a huge one) are not read. Any other tag or expression is a
+ConfigFileError naming the file and line; nothing in a config file can run code. `_BASE_`
+chains are followed like detectron2 does (a cycle is an error).
 """
 
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import os
 
@@ -22,7 +26,9 @@ from detectron2.config import CfgNode
 
 BASE_KEY = "_BASE_"
 EVAL_TAG = "tag:yaml.org,2002:python/object/apply:eval"
-MAX_ITEMS = 100_000  # values a config expression may produce (ranges and comprehensions)
+MAX_ITEMS = 100_000  # values a config expression may make or visit
+MAX_EXPRESSION = 1_000  # characters of one expression
+MAX_INT_BITS = 64
 
 
 class ConfigFileError(ValueError):
@@ -31,7 +37,9 @@ class ConfigFileError(ValueError):
 
 def merge_config_file(cfg: CfgNode, path: str) -> None:
     """cfg.merge_from_file(path) with the file (and its _BASE_ chain) read as data."""
-    if not os.path.isfile(path):
+    from detectron2.utils.file_io import PathManager
+
+    if not PathManager.isfile(path):
         raise ConfigFileError(f"config file {path} does not exist")
     loaded = type(cfg)(read_config_file(path))
     version = loaded.get("VERSION", None)
@@ -39,6 +47,8 @@ def merge_config_file(cfg: CfgNode, path: str) -> None:
         from detectron2.config.compat import guess_version
 
         version = guess_version(loaded, path)
+    if type(version) is not int:
+        raise ConfigFileError(f"{path}: VERSION must be an int, got {version!r}")
     if version == cfg.VERSION:
         cfg.merge_from_other_cfg(loaded)
         return
@@ -52,9 +62,11 @@ def merge_config_file(cfg: CfgNode, path: str) -> None:
     cfg.update(upgrade_config(old))
 
 
-def read_config_file(path: str) -> dict:
+def read_config_file(path: str, _chain: tuple[str, ...] = ()) -> dict:
     """The file's mapping with its _BASE_ files merged underneath (bases relative to the file,
     a list of bases merged in order), like detectron2's load_yaml_with_base."""
+    if path in _chain:
+        raise ConfigFileError(f"_BASE_ cycle: {' -> '.join([*_chain, path])}")
     with CfgNode._open_cfg(path) as f:
         try:
             data = yaml.load(f, Loader=_ConfigLoader)
@@ -66,6 +78,8 @@ def read_config_file(path: str) -> dict:
                 "data: the only Python tag read is !!python/object/apply:eval of an arithmetic "
                 "list expression, as in Mask2Former's configs"
             ) from error
+        except RecursionError:
+            raise ConfigFileError(f"config file {path} is nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -75,10 +89,12 @@ def read_config_file(path: str) -> dict:
     bases = data.pop(BASE_KEY)
     merged: dict = {}
     for base in bases if isinstance(bases, list) else [bases]:
+        if not isinstance(base, str):
+            raise ConfigFileError(f"{path}: _BASE_ must name files, got {base!r}")
         base = os.path.expanduser(base)
         if not base.startswith(("/", "https://", "http://")):
             base = os.path.join(os.path.dirname(path), base)
-        _merge_into(read_config_file(base), merged, path)
+        _merge_into(read_config_file(base, (*_chain, path)), merged, path)
     _merge_into(data, merged, path)
     return merged
 
@@ -94,7 +110,16 @@ def _merge_into(a: dict, b: dict, path: str) -> None:
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """YAML's safe loader plus the eval tag of Mask2Former's configs."""
+    """YAML's safe loader plus the eval tag of Mask2Former's configs, without aliases."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigFileError(
+                f"{self.name}, line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) "
+                "are not read in config files (a few of them can multiply a file's size)"
+            )
+        return super().compose_node(parent, index)
 
 
 def _construct_eval(loader: _ConfigLoader, node: yaml.Node):
@@ -110,11 +135,16 @@ _ConfigLoader.add_constructor(EVAL_TAG, _construct_eval)
 
 def evaluate(expression: str, where: str = "config expression"):
     """The value of a config expression (see the module docstring for what may be in it)."""
+    if len(expression) > MAX_EXPRESSION:
+        raise ConfigFileError(f"{where}: expression longer than {MAX_EXPRESSION} characters")
+    evaluator = _Evaluator(expression, where)
     try:
         tree = ast.parse(expression, mode="eval")
+        return evaluator.value(tree.body, {})
     except SyntaxError as error:
         raise ConfigFileError(f"{where}: {expression!r} is not an expression: {error}") from None
-    return _Evaluator(expression, where).value(tree.body, {})
+    except (OverflowError, RecursionError, MemoryError) as error:
+        raise evaluator.refuse(f"{type(error).__name__}") from None
 
 
 _BINARY = {
@@ -160,9 +190,17 @@ class _Evaluator:
             raise self.refuse(f"arithmetic on a {type(value).__name__}")
         return value
 
+    def bounded(self, value):
+        """`value`, if a number: an int within MAX_INT_BITS bits or a finite float."""
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+            raise self.refuse(f"an integer over {MAX_INT_BITS} bits")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.refuse(f"the float {value}")
+        return value
+
     def value(self, node: ast.AST, names: dict):
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
-            return node.value
+            return self.bounded(node.value)
         if isinstance(node, (ast.List, ast.Tuple)):
             self.count(len(node.elts))
             items = [self.value(e, names) for e in node.elts]
@@ -177,7 +215,7 @@ class _Evaluator:
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
             left, right = self.number(node.left, names), self.number(node.right, names)
             try:
-                return _BINARY[type(node.op)](left, right)
+                return self.bounded(_BINARY[type(node.op)](left, right))
             except ZeroDivisionError:
                 raise self.refuse("a division by zero") from None
         if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE:
@@ -209,18 +247,29 @@ class _Evaluator:
             not isinstance(a, (int, float, list, tuple, range)) for a in args
         ):
             raise self.refuse(f"{name}() of a string")
+        if (
+            name == "round"
+            and len(args) == 2
+            and not (type(args[1]) is int and -20 <= args[1] <= 20)
+        ):
+            raise self.refuse("round() to other than -20..20 digits")
+        for a in args:  # the calls visit their arguments' items
+            if isinstance(a, (list, tuple, range)):
+                self.count(len(a))
         try:
-            return {
-                "int": int,
-                "float": float,
-                "round": round,
-                "min": min,
-                "max": max,
-                "abs": abs,
-                "len": len,
-                "list": list,
-                "tuple": tuple,
-            }[name](*args)
+            return self.bounded(
+                {
+                    "int": int,
+                    "float": float,
+                    "round": round,
+                    "min": min,
+                    "max": max,
+                    "abs": abs,
+                    "len": len,
+                    "list": list,
+                    "tuple": tuple,
+                }[name](*args)
+            )
         except (TypeError, ValueError) as error:
             raise self.refuse(f"{name}() failing with {error}") from None
 
@@ -236,6 +285,7 @@ class _Evaluator:
         if not isinstance(iterable, (list, tuple, range)):
             raise self.refuse(f"iterating over a {type(iterable).__name__}")
         for item in iterable:
+            self.count(1)  # every visit, kept or filtered out
             names[first.target.id] = item
             if all(self.value(condition, names) for condition in first.ifs):
                 self.comprehension(element, rest, names, out)

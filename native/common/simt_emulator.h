@@ -333,14 +333,15 @@ inline void record_launch(const void* kernel, dim3 grid, dim3 block, size_t shar
 }
 
 // One line per kernel: "symbol<TAB>launches<TAB>max blocks<TAB>max threads<TAB>max shared
-// bytes", the symbol demangled from the shared library's symbol table ("?" if absent).
+// bytes", the symbol demangled from the shared library's symbol table ("?" if not there).
 inline std::vector<std::string> launch_census() {
   std::lock_guard<std::mutex> lock(census_mutex);
   std::vector<std::string> lines;
   for (const auto& [kernel, stats] : census) {
     std::string name = "?";
     Dl_info info;
-    if (dladdr(kernel, &info) != 0 && info.dli_sname != nullptr) {
+    // only an exact match: dladdr names the nearest symbol below an unexported address
+    if (dladdr(kernel, &info) != 0 && info.dli_sname != nullptr && info.dli_saddr == kernel) {
       int status = 0;
       char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
       name = status == 0 && demangled != nullptr ? demangled : info.dli_sname;

@@ -78,6 +78,10 @@ class Plan:
     offset_h: int = 0  # the first key tile starts this many rows before the group (dK/dV)
     offset_w: int = 0  # ... and columns
 
+    def __post_init__(self):
+        if not (0 <= self.offset_h < self.kth and 0 <= self.offset_w < self.ktw):
+            raise ValueError(f"key tile offsets must be in 0..tile-1: {self}")
+
     @property
     def block_keys(self) -> int:
         return self.kth * self.ktw
