@@ -98,12 +98,15 @@ def main(argv=None) -> dict:
         extra = dict(num_classes=1000, out_indices=()) if args.classifier else {}
         model = MODEL_CONSTRUCTORS[args.variant](**extra)
         name = args.variant + (" (ImageNet classifier)" if args.classifier else " (backbone)")
-    elif args.full_model:
-        model = build_full_model_from_config(args.config_file, args.opts)
-        name = f"{args.config_file} (whole model)"
     else:
-        model = build_from_config(args.config_file, args.opts)
-        name = args.config_file
+        from dinat_m2f.engine.config_file import ConfigFileError
+
+        build = build_full_model_from_config if args.full_model else build_from_config
+        try:
+            model = build(args.config_file, args.opts)
+        except ConfigFileError as error:
+            parser.exit(2, f"analyze_model: error: {error}\n")
+        name = args.config_file + (" (whole model)" if args.full_model else "")
     model.eval()
     if args.classifier and not args.variant:
         parser.error("--classifier goes with --variant")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Long inference holds memory: runs the demo (demo/predictor.py's VisualizationDemo: predict
 and draw) over many generated images and prints the resident memory (RSS) every `--every`
-images; exits with status 1 when it is not flat.
+images; exits with status 1 when it is not flat, 2 on a config file that is not plain data.
 
     python tools/memory_soak.py                       # 1000 images, built-in config, random weights
     python tools/memory_soak.py --images 1000 --every 100 --opts MODEL.WEIGHTS model_final.pth
@@ -219,9 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from dinat_m2f.engine.config_file import ConfigFileError
+
     with tempfile.TemporaryDirectory(prefix="memory_soak") as folder:
         opts = (SMALL_MODEL if args.small_model else []) + list(args.opts)
-        run_one, cfg = build_demo(args.config_file, opts, folder, draw=not args.no_draw)
+        try:
+            run_one, cfg = build_demo(args.config_file, opts, folder, draw=not args.no_draw)
+        except ConfigFileError as error:
+            print(f"memory_soak: error: {error}", file=sys.stderr)
+            return 2
         print(
             f"memory soak: {args.images} images, "
             f"{'predict + draw' if not args.no_draw else 'predict'}"

@@ -147,6 +147,18 @@ def test_train_net_and_the_demo_refuse_a_hostile_config_with_exit_status_2(tmp_p
     assert not marker.exists()
 
 
+def test_the_tools_refuse_a_hostile_config_with_exit_status_2(tmp_path, capsys):
+    from tools import analyze_model, memory_soak
+
+    path, marker = hostile_yaml(tmp_path, HOSTILE_TAGS[0])
+    with pytest.raises(SystemExit) as exit_info:
+        analyze_model.main(["--config-file", str(path)])
+    assert exit_info.value.code == 2
+    assert memory_soak.main(["--config-file", str(path), "--images", "1"]) == 2
+    assert capsys.readouterr().err.count(f"config file {path} is not plain YAML data") == 2
+    assert not marker.exists()
+
+
 def test_base_chains_merge_and_conflicts_name_the_key(tmp_path):
     (tmp_path / "a.yaml").write_text("SOLVER:\n  MAX_ITER: 5\n  BASE_LR: 0.1\n")
     (tmp_path / "b.yaml").write_text("_BASE_: [a.yaml]\nSOLVER:\n  BASE_LR: 0.2\n")
