@@ -79,6 +79,7 @@ class BrokenSample:
     index: int  # index of the sample in its dataset
     message: str  # BrokenSampleError's message: the file and what is wrong with it
     image_id: object = None
+    file_name: str | None = None  # the record's image file
 
     def describe(self) -> str:
         return f"dataset '{self.dataset}': {self.message}"
@@ -140,16 +141,25 @@ class BrokenSampleCounter:
         self.skipped = int(state.get("skipped", 0))
 
 
-_SKIPPED_IN_EVALUATION: dict[str, set] = {}
+_SKIPPED_IN_EVALUATION: dict[str, list[BrokenSample]] = {}
 
 
 def skipped_image_ids(dataset_name: str) -> set:
     """Image ids of `dataset_name` that the last evaluation in this process skipped."""
-    return set(_SKIPPED_IN_EVALUATION.get(dataset_name, ()))
+    return {sample.image_id for sample in _SKIPPED_IN_EVALUATION.get(dataset_name, ())}
 
 
-def _record_skipped(dataset_name: str, image_id: object) -> None:
-    _SKIPPED_IN_EVALUATION.setdefault(dataset_name, set()).add(image_id)
+def skipped_file_names(dataset_name: str) -> set:
+    """Image files of `dataset_name` that the last evaluation in this process skipped."""
+    return {
+        sample.file_name
+        for sample in _SKIPPED_IN_EVALUATION.get(dataset_name, ())
+        if sample.file_name is not None
+    }
+
+
+def _record_skipped(dataset_name: str, sample: BrokenSample) -> None:
+    _SKIPPED_IN_EVALUATION.setdefault(dataset_name, []).append(sample)
 
 
 def _reset_skipped(dataset_name: str) -> None:

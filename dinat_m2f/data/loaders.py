@@ -109,7 +109,9 @@ class _SampleStream(torchdata.IterableDataset):
                 return self.mapper(record)
             except BrokenSampleError as error:
                 name, local = self.names(index)
-                return BrokenSample(name, local, str(error), record.get("image_id"))
+                return BrokenSample(
+                    name, local, str(error), record.get("image_id"), record.get("file_name")
+                )
 
 
 class ResumableTrainLoader:
@@ -265,7 +267,13 @@ class _CheckedTestDataset(torchdata.Dataset):
             with reading(record.get("file_name"), "image"):
                 return self.mapper(record)
         except BrokenSampleError as error:
-            return BrokenSample(self.dataset_name, index, str(error), record.get("image_id"))
+            return BrokenSample(
+                self.dataset_name,
+                index,
+                str(error),
+                record.get("image_id"),
+                record.get("file_name"),
+            )
 
 
 class CheckedTestLoader:
@@ -286,7 +294,7 @@ class CheckedTestLoader:
             for item in batch:
                 if isinstance(item, BrokenSample):
                     self._counter(item)
-                    _record_skipped(self.dataset_name, item.image_id)
+                    _record_skipped(self.dataset_name, item)
                 else:
                     kept.append(item)
             if kept:

@@ -9,8 +9,6 @@ import os
 import numpy as np
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import (
-    CityscapesInstanceEvaluator,
-    CityscapesSemSegEvaluator,
     COCOEvaluator,
     DatasetEvaluator,
     DatasetEvaluators,
@@ -18,6 +16,8 @@ from detectron2.evaluation import (
 )
 from detectron2.utils.file_io import PathManager
 from PIL import Image
+
+from .cityscapes_evaluators import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
 
 PANOPTIC_TYPES = (
     "coco_panoptic_seg",
