@@ -12,9 +12,10 @@ training and test loaders catch it, add the dataset's name, and then, by
   allowed) is still an error, so a dataset that is broken as a whole does not train or
   evaluate on nothing.
 
-Samples skipped during evaluation are recorded per dataset (`skipped_image_ids`), so that
-evaluators that compare against the whole ground truth (panoptic quality) leave them out
-instead of failing on a missing prediction.
+Samples skipped during evaluation are recorded per dataset (`skipped_image_ids`,
+`skipped_file_names`), so that evaluators that compare against the whole ground truth
+(panoptic quality, Cityscapes' scripts) leave them out instead of failing on a missing
+prediction.
 """
 
 from __future__ import annotations
