@@ -10,8 +10,8 @@
 config's model stops with the keys named (exit status 2) before anything is evaluated.
 A broken image or annotation file (without DATALOADER.SKIP_BROKEN_SAMPLES), a pointer to no
 complete checkpoint and a config file that is not plain data (dinat_m2f/engine/config_file.py:
-config files cannot run code) also exit with 2, a NaN or infinite loss with 3; --resume after a kill
-continues from the last complete checkpoint.
+config files cannot run code) also exit with 2, a NaN or infinite loss with 3; --resume after
+a kill continues from the last complete checkpoint.
 
 Multi-GPU and multi-node runs go through detectron2's launcher (--num-gpus, --num-machines,
 --machine-rank, --dist-url): one process per GPU with NCCL, or with gloo on machines without

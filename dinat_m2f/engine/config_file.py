@@ -163,7 +163,19 @@ _COMPARE = {
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
 }
-_CALLS = {"int", "float", "round", "min", "max", "abs", "len", "list", "tuple", "range"}
+# the functions a config expression may call (range is checked and counted on its own)
+_CALLS = {
+    "range": range,
+    "int": int,
+    "float": float,
+    "round": round,
+    "min": min,
+    "max": max,
+    "abs": abs,
+    "len": len,
+    "list": list,
+    "tuple": tuple,
+}
 
 
 class _Evaluator:
@@ -175,8 +187,8 @@ class _Evaluator:
     def refuse(self, what: str) -> ConfigFileError:
         return ConfigFileError(
             f"{self.where}: {what} in {self.expression!r}; config expressions may hold numbers, "
-            "lists, arithmetic, comparisons, list comprehensions and range/int/float/round/min/"
-            "max/abs/len/list/tuple, nothing that runs code"
+            f"lists, arithmetic, comparisons, list comprehensions and {'/'.join(_CALLS)}, "
+            "nothing that runs code"
         )
 
     def count(self, n: int) -> None:
@@ -257,19 +269,7 @@ class _Evaluator:
             if isinstance(a, (list, tuple, range)):
                 self.count(len(a))
         try:
-            return self.bounded(
-                {
-                    "int": int,
-                    "float": float,
-                    "round": round,
-                    "min": min,
-                    "max": max,
-                    "abs": abs,
-                    "len": len,
-                    "list": list,
-                    "tuple": tuple,
-                }[name](*args)
-            )
+            return self.bounded(_CALLS[name](*args))
         except (TypeError, ValueError) as error:
             raise self.refuse(f"{name}() failing with {error}") from None
 
