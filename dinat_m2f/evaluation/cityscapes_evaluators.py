@@ -85,7 +85,7 @@ def _numpy_for_cityscapesscripts():
 
 class _SkippedFrames:
     """evaluate() with the skipped images of every process left out of the ground truth, and
-    with np.in1d for cityscapesscripts."""
+    with numpy 2.4 bridged for cityscapesscripts (np.in1d, numpy scalars in its JSON)."""
 
     def __init__(self, dataset_name: str):
         super().__init__(dataset_name)
