@@ -33,6 +33,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dinat_m2f.benchmarks.plots import (
+    add_plot_argument,
+    check_plot_argument,
+    layer_bars,
+    model_bars,
+    save_plot,
+)
 from dinat_m2f.benchmarks.timing import (
     device_description,
     format_ms,
@@ -549,8 +556,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     layer.add_argument("--kernel", type=int, default=7, help="NA kernel = Swin window")
     layer.add_argument("--mlp-ratio", type=float, default=4.0)
     layer.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    add_plot_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
+    check_plot_argument(parser, args)
     # "--configs a.yaml b.yaml KEY VALUE": the nargs="+" list swallows the opts; split them
     if args.configs:
         files = [c for c in args.configs if c.endswith((".yaml", ".yml"))]
@@ -591,7 +600,13 @@ def main(argv=None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        return run_layers(args) if args.layer else run_models(args)
+        rows = run_layers(args) if args.layer else run_models(args)
+        if args.plot:
+            what = "one layer of each kind" if args.layer else "Mask2Former by config"
+            device = device_description(torch.device(args.device))
+            title = f"{what}, {args.resolution[0]}x{args.resolution[1]}: {device}"
+            save_plot((layer_bars if args.layer else model_bars)(rows), title, args.plot)
+        return rows
     finally:
         torch.set_num_threads(threads)  # in-process callers keep their setting
 
