@@ -25,13 +25,16 @@ as `demo/demo.py` would draw under that seed.
 from __future__ import annotations
 
 import argparse
+import atexit
 import html
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,6 +78,7 @@ SEGMENT_COLUMNS = ["segment", "class", "score", "area (px)", "area (%)"]
 IMAGE_HEIGHT = 360  # pixels on the page; the images keep their size
 DRAWING_SEED = 0  # numpy's global seed while drawing (the Visualizer's colour jitter)
 VIDEO_SUFFIX, VIDEO_FOURCC = ".webm", "VP80"  # VP8 in WebM: OpenCV writes it, browsers play it
+OUTPUT_LIFETIME_S = 3600  # drawn images and videos are kept this long (Gradio's cache, ours)
 
 
 class Refusal(Exception):
@@ -330,6 +334,16 @@ class DemoApp:
 
     def __init__(self, store: ModelStore, limits: Limits) -> None:
         self.store, self.limits = store, limits
+        # drawn videos: Gradio serves a copy from its cache; ours go after an hour or at exit
+        self.video_dir = tempfile.mkdtemp(prefix="dinat_m2f_app_")
+        atexit.register(shutil.rmtree, self.video_dir, ignore_errors=True)
+
+    def _new_video_path(self) -> str:
+        now = time.time()
+        for old in Path(self.video_dir).glob("*" + VIDEO_SUFFIX):
+            if now - old.stat().st_mtime > OUTPUT_LIFETIME_S:
+                old.unlink(missing_ok=True)
+        return os.path.join(self.video_dir, f"drawn_{uuid.uuid4().hex}{VIDEO_SUFFIX}")
 
     def predict_image(self, path: str | None, task: str, label: str):
         """(drawing RGB or None, segment table HTML, status markdown) for one uploaded image."""
@@ -366,7 +380,7 @@ class DemoApp:
                 raise Refusal(f"task {task!r}: choose one of {', '.join(TASKS)}")
             capture, fps, width, height = open_video(path, self.limits)
             demo = self.store.get(label)
-            target = os.path.join(tempfile.mkdtemp(prefix="dinat_m2f_app_"), "drawn" + VIDEO_SUFFIX)
+            target = self._new_video_path()
             writer = cv2.VideoWriter(
                 target, cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, (width, height)
             )
@@ -402,25 +416,31 @@ class DemoApp:
         return target, status
 
 
-class UploadedImage(gr.Image):
-    """gr.Image that hands the handler the uploaded file untouched (its path): Gradio's own
-    preprocessing opens the file with PIL first, and a broken upload would fail there with
-    Gradio's generic error instead of the app's message."""
+def hand_over_upload_path(component: gr.Image) -> gr.Image:
+    """Make `component` give the handler the uploaded file's path, its bytes untouched.
 
-    is_template = True  # drawn by gr.Image's front end
+    Gradio's own preprocessing opens the file with PIL first, so a broken upload would fail
+    there with Gradio's generic error instead of the app's message. (An override on the
+    instance: subclassing a Gradio component makes Gradio write a .pyi file beside this script.)
+    """
+    gradio_preprocess = component.preprocess
 
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is not None and payload.path:
             return str(payload.path)
         try:
-            return super().preprocess(payload)  # pasted data: URLs and the like
+            return gradio_preprocess(payload)  # pasted data: URLs and the like
         except Exception:
             return None
+
+    component.preprocess = preprocess
+    return component
 
 
 def build_page(app: DemoApp, examples: list[str], note: str | None) -> gr.Blocks:
     labels = list(app.store.specs)
-    with gr.Blocks(title="DiNAT + Mask2Former demo") as page:
+    lifetime = (OUTPUT_LIFETIME_S, OUTPUT_LIFETIME_S)  # (how often, how old) in seconds
+    with gr.Blocks(title="DiNAT + Mask2Former demo", delete_cache=lifetime) as page:
         gr.Markdown(
             "# DiNAT + Mask2Former\nUpload an image (or pick an example) or a short video, "
             "choose the task and the model, and press Run."
@@ -432,13 +452,15 @@ def build_page(app: DemoApp, examples: list[str], note: str | None) -> gr.Blocks
             model = gr.Dropdown(labels, value=labels[0], label="model", elem_id="model")
         with gr.Tab("Image"):
             with gr.Row():
-                image_in = UploadedImage(
-                    type="filepath",
-                    image_mode=None,
-                    sources=["upload", "clipboard"],
-                    label="image",
-                    height=IMAGE_HEIGHT,
-                    elem_id="input-image",
+                image_in = hand_over_upload_path(
+                    gr.Image(
+                        type="filepath",
+                        image_mode=None,
+                        sources=["upload", "clipboard"],
+                        label="image",
+                        height=IMAGE_HEIGHT,
+                        elem_id="input-image",
+                    )
                 )
                 image_out = gr.Image(
                     format="png",  # lossless: the drawing's pixels reach the browser as they are

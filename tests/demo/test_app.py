@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from .conftest import CONFIG, REPO_ROOT, TINY_OPTS, load_demo_module
 
@@ -233,7 +234,7 @@ def test_each_task_draws_what_the_predictor_draws(page, val_images, weights):
     """A held-out built-in image uploaded in Chromium: for each task the drawing equals
     VisualizationDemo's pixel for pixel (PNG on the page, same seed), and the segment list
     names the same classes, scores and areas."""
-    image_path = val_images[-1]
+    image_path = val_images[0]  # 3 panoptic segments, 32 instances with the random model
     _upload_image(page, image_path)
     for task in ("panoptic", "instance", "semantic"):
         status = _run_image(page, task)
@@ -318,3 +319,64 @@ def test_short_video_is_drawn_and_playable(page, tmp_path):
     )
     assert video.evaluate("v => [v.videoWidth, v.videoHeight]") == [80, 64]
     assert video.evaluate("v => v.error") is None
+
+
+# --- in-process: the handlers and the command line, without a browser ------------------------
+def _load_app():
+    import importlib.util
+
+    name = "dinat_m2f_app"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, APP_SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def test_task_the_model_does_not_output_is_refused(weights, val_images):
+    app = _load_app()
+    opts = APP_OPTS + ["MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False"]
+    store = app.ModelStore([app.ModelSpec("tiny", str(CONFIG), str(weights))], "cpu", opts, 0.5)
+    handlers = app.DemoApp(store, app.Limits())
+    drawing, segments, status = handlers.predict_image(str(val_images[0]), "instance", "tiny")
+    assert drawing is None and segments == ""
+    assert status == (
+        "**Refused:** this model does not output instance segmentation (it outputs panoptic, "
+        "semantic); for a Mask2Former config, start the app with --opts "
+        "MODEL.MASK_FORMER.TEST.INSTANCE_ON True"
+    )
+    assert handlers.predict_image(None, "panoptic", "tiny")[2] == (
+        "**Refused:** upload an image or pick an example first"
+    )
+    assert (
+        "unknown model 'other'"
+        in handlers.predict_image(str(val_images[0]), "panoptic", "other")[2]
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "missing.yaml", "w.pth"], "--model missing.yaml w.pth: no such config file"),
+        (["--confidence-threshold", "2"], "--confidence-threshold 2.0: use 0..1"),
+        (["--max-video-frames", "0"], "--max-video-frames 0: must be positive"),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--port", "70000"],
+         "no CUDA device is available" if not torch.cuda.is_available() else "--port 70000"),
+    ],
+)  # fmt: skip
+def test_bad_command_line_is_a_usage_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _load_app().main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_config_that_cannot_be_read_stops_before_serving(tmp_path, capsys):
+    hostile = tmp_path / "hostile.yaml"
+    marker = tmp_path / "marker"
+    hostile.write_text(f"MODEL: !!python/object/apply:os.system ['touch {marker}']\n")
+    assert _load_app().main(["--model", str(hostile), "w.pth"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"app: error: --model {hostile} with --opts []: ConfigFileError:"), err
+    assert not marker.exists()
