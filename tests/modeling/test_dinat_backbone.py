@@ -10,7 +10,7 @@ from detectron2.modeling import build_backbone
 import dinat_m2f.modeling  # noqa: F401
 import dinat_m2f.ops.library as library
 from dinat_m2f.config import add_dinat_config
-from dinat_m2f.modeling.backbone import dinat, dinat_s
+from dinat_m2f.modeling.backbone import blocks, dinat
 from dinat_m2f.modeling.flop_count import flop_count_analysis
 from tests.conftest import DINAT_MINI_OPTS, requires_native
 
@@ -86,9 +86,9 @@ def test_large_variants_and_dinat_s():
     assert large.levels[0].blocks[0].attn.rpb.shape == (6, 21, 21)
     assert large.dilations == dinat.MASK2FORMER_K11
     assert 195e6 < sum(p.numel() for p in large.parameters()) < 205e6
-    tiny_s = dinat_s.dinat_s_tiny()
+    tiny_s = dinat.dinat_s_tiny()
     assert tiny_s.dilations == [[1, 8], [1, 4], [1, 2, 1, 2, 1, 2], [1, 1]]
-    assert isinstance(tiny_s.levels[0].downsample, dinat_s.PatchMerging)
+    assert isinstance(tiny_s.levels[0].downsample, blocks.PatchMerging)
     outs = tiny_s.forward_features(torch.randn(1, 3, 61, 45))
     assert [tuple(o.shape[1:]) for o in outs.values()] == [
         (96, 16, 12),
@@ -99,7 +99,7 @@ def test_large_variants_and_dinat_s():
     backbone = build_backbone(
         mini_cfg("MODEL.BACKBONE.NAME", "D2DiNATs", "MODEL.DINAT.MLP_RATIO", "4.0")
     )
-    assert isinstance(backbone.patch_embed, dinat_s.PatchEmbed)
+    assert isinstance(backbone.patch_embed, blocks.PatchEmbed)
 
 
 @pytest.mark.parametrize(

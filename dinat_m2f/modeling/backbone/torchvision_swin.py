@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from detectron2.modeling import BACKBONE_REGISTRY
 from torch import nn
 from torchvision.models import get_model_weights
 from torchvision.models.swin_transformer import (
@@ -30,7 +30,8 @@ from torchvision.models.swin_transformer import (
     SwinTransformerBlockV2,
 )
 
-from .d2_dinat import FEATURE_NAMES, out_indices_of
+from .adapter import Detectron2Backbone, out_indices_of
+from .blocks import add_output_norms, normed_output
 
 PATCH_SIZE = 4
 
@@ -129,7 +130,7 @@ def features_state_dict(weights) -> dict[str, torch.Tensor]:
 
 
 @BACKBONE_REGISTRY.register()
-class D2TorchvisionSwin(Backbone):
+class D2TorchvisionSwin(Detectron2Backbone):
     """Returns {"res2".."res5": (B, C_i, ceil(H/stride), ceil(W/stride))} for
     MODEL.TVSWIN.OUT_FEATURES: strides 4/8/16/32, widths C * 2**i (C = 96 for T/S, 128 for B,
     192 for L), each level's output LayerNorm'd (`norm{i}`) and channels-first.
@@ -158,9 +159,8 @@ class D2TorchvisionSwin(Backbone):
             weights = imagenet_weights(c.VARIANT, c.WEIGHTS_IMAGENET, c.WINDOW_SIZE)
         self.features, self.widths = build_swin_features(c.VARIANT, c.WINDOW_SIZE, c.DROP_PATH_RATE)
         self.window_size = c.WINDOW_SIZE or SWIN_VARIANTS[c.VARIANT][3]
-        for i in self.out_indices:
-            self.add_module(f"norm{i}", nn.LayerNorm(self.widths[i]))
-        self._out_features = [FEATURE_NAMES[i] for i in self.out_indices]
+        self.strides = [PATCH_SIZE * 2**i for i in range(len(self.widths))]
+        add_output_norms(self, self.widths, self.out_indices)
         if weights is not None:  # the output norms stay at their initialisation
             self.features.load_state_dict(features_state_dict(weights))
 
@@ -168,13 +168,8 @@ class D2TorchvisionSwin(Backbone):
     def num_levels(self) -> int:
         return len(self.widths)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 3, H, W) -> {name: (B, C_i, ceil(H / 2**(i+2)), ceil(W / 2**(i+2)))}."""
-        if x.dim() != 4:
-            raise ValueError(
-                "D2TorchvisionSwin: input must be (batch, channels, height, width), got "
-                f"{tuple(x.shape)}"
-            )
+    def forward_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """(B, 3, H, W) -> {level i: (B, C_i, ceil(H / 2**(i+2)), ceil(W / 2**(i+2)))}."""
         height, width = x.shape[-2:]
         x = F.pad(x, (0, -width % PATCH_SIZE, 0, -height % PATCH_SIZE))
         x = self.features[0](x)  # conv 4x4 stride 4 -> (B, H/4, W/4, C), LayerNorm
@@ -182,21 +177,10 @@ class D2TorchvisionSwin(Backbone):
         for i in range(self.num_levels):
             x = self.features[2 * i + 1](x)  # the level's blocks, channels-last
             if i in self.out_indices:
-                out = getattr(self, f"norm{i}")(x)
-                outs[FEATURE_NAMES[i]] = out.permute(0, 3, 1, 2).contiguous()
+                outs[i] = normed_output(self, i, x)
             if i < self.num_levels - 1:
                 x = self.features[2 * i + 2](x)  # patch merging (pads odd sides)
         return outs
-
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        return {
-            FEATURE_NAMES[i]: ShapeSpec(channels=self.widths[i], stride=2 ** (i + 2))
-            for i in self.out_indices
-        }
-
-    @property
-    def size_divisibility(self) -> int:
-        return 32
 
 
 def swin_blocks(
