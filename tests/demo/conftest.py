@@ -34,7 +34,7 @@ TINY_OPTS = [
 
 
 def load_demo_module():
-    """demo/demo.py as the module `dinat_m2f_demo` (it puts demo/ on sys.path for predictor)."""
+    """demo/demo.py as the module `dinat_m2f_demo` (it puts demo/ on sys.path for its modules)."""
     name = "dinat_m2f_demo"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, DEMO_SCRIPT)
