@@ -1,7 +1,8 @@
 """Checkpoints: the one safe way this project reads checkpoint files (`load_checkpoint_file`:
-plain data only), the detectron2 checkpointer built on it (`DetectionCheckpointer`), strict
-loading of trained weights into a built model (`load_model_weights`), and loading / converting
-the official and Hugging Face DiNAT checkpoints."""
+plain data only), the detectron2 checkpointer built on it (`DetectionCheckpointer`), the
+training checkpointer's atomic, finite, checked files (atomic_files.py, finite_weights.py),
+strict loading of trained weights into a built model (`load_model_weights`), and loading /
+converting the official and Hugging Face DiNAT checkpoints."""
 
 from .checkpointer import DetectionCheckpointer, WeightsError
 from .dinat_weights import (
