@@ -1,5 +1,5 @@
 """Every YAML under configs/ merges into the project's config (detectron2's defaults plus
-`add_dinat_config`, `add_maskformer2_config` and `add_swin_config`, following `_BASE_`) and
+`add_dinat_config`, `add_maskformer2_config` and `add_tvswin_config`, following `_BASE_`) and
 keeps the paper's settings: dataset names and class counts, task flags, solver, inputs, and
 DiNAT dilation schedules that fit the inputs they run on. Files under a `swin/` folder are the
 torchvision Swin baseline (`D2TorchvisionSwin`, MODEL.TVSWIN): the same checks except the
@@ -33,7 +33,7 @@ import pytest
 import yaml
 from detectron2.config import CfgNode, get_cfg
 
-from dinat_m2f.config import add_dinat_config, add_maskformer2_config, add_swin_config
+from dinat_m2f.config import add_dinat_config, add_maskformer2_config, add_tvswin_config
 from dinat_m2f.modeling.backbone.dinat import IMAGENET_224_K7, MASK2FORMER_K11, VARIANTS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -212,7 +212,7 @@ def new_cfg() -> CfgNode:
     cfg = get_cfg()
     add_dinat_config(cfg)
     add_maskformer2_config(cfg)
-    add_swin_config(cfg)
+    add_tvswin_config(cfg)
     return cfg
 
 

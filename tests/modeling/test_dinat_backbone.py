@@ -140,7 +140,7 @@ def test_native_and_pure_pytorch_backbones_agree(monkeypatch):
     x = torch.randn(1, 3, 96, 80, dtype=torch.float64)
     with torch.no_grad():
         ours = backbone(x)
-        monkeypatch.setitem(library.BACKENDS, "na", ())
+        monkeypatch.setitem(library.NATIVE_DEVICES, "na", ())
         with pytest.warns(RuntimeWarning, match="not built for cpu tensors"):
             reference = backbone(x)
     for name in ours:

@@ -1,5 +1,5 @@
 """torchvision's Swin Transformer as a detectron2 backbone (`D2TorchvisionSwin`), the baseline
-the DiNAT paper compares against, configured by MODEL.TVSWIN (`add_swin_config` in
+the DiNAT paper compares against, configured by MODEL.TVSWIN (`add_tvswin_config` in
 dinat_m2f/config.py).
 
 The network is torchvision's `SwinTransformer` (its blocks, shifted-window attention and patch
@@ -113,10 +113,10 @@ def imagenet_weights(variant: str, weights_name: str, window_size: int = 0):
 def features_state_dict(weights) -> dict[str, torch.Tensor]:
     """The `features.*` entries of a torchvision checkpoint, without the prefix (downloads
     it into torch hub's cache, checking its hash, unless it is there; read as plain data only
-    by `load_checkpoint_file`)."""
+    by `load_plain_data`)."""
     from torch.hub import HASH_REGEX, download_url_to_file, get_dir
 
-    from ...checkpoint.safe_load import load_checkpoint_file
+    from ...checkpoint.safe_load import load_plain_data
 
     filename = os.path.basename(urlparse(weights.url).path)
     cached = os.path.join(get_dir(), "checkpoints", filename)
@@ -124,7 +124,7 @@ def features_state_dict(weights) -> dict[str, torch.Tensor]:
         os.makedirs(os.path.dirname(cached), exist_ok=True)
         match = HASH_REGEX.search(filename)
         download_url_to_file(weights.url, cached, match.group(1) if match else None, progress=False)
-    state = load_checkpoint_file(cached)
+    state = load_plain_data(cached)
     prefix = "features."
     return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
