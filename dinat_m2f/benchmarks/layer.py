@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -37,9 +38,16 @@ from dinat_m2f.benchmarks.timing import (
     time_runs,
 )
 
-# (width of level 1, heads of level 1) of the layer models: Swin-T / Swin-L widths (NAT /
-# DiNAT blocks take the same width and heads here; head dim 32)
-LAYER_MODELS = {"tiny": (96, 3), "large": (192, 6)}
+
+class LayerModel(NamedTuple):
+    """Width and heads of level 1 (doubling per level; head dim 32)."""
+
+    width: int
+    heads: int
+
+
+# Swin-T / Swin-L widths (NAT / DiNAT blocks take the same width and heads here)
+LAYER_MODELS = {"tiny": LayerModel(width=96, heads=3), "large": LayerModel(width=192, heads=6)}
 
 
 def layer_modules(
@@ -78,7 +86,7 @@ LAYER_COLUMNS = (
 
 def run_layers(args) -> list[dict]:
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    width0, heads0 = LAYER_MODELS[args.layer_model]
+    model = LAYER_MODELS[args.layer_model]
     height, width = args.resolution
     memory = memory_note(device)
     print(f"# Layer benchmark ({args.layer_model} widths): {device_description(device)}")
@@ -93,7 +101,7 @@ def run_layers(args) -> list[dict]:
     rows = []
     for level in args.levels:
         side_h, side_w = (-(-s // 2 ** (level + 1)) for s in (height, width))
-        dim, heads = width0 * 2 ** (level - 1), heads0 * 2 ** (level - 1)
+        dim, heads = model.width * 2 ** (level - 1), model.heads * 2 ** (level - 1)
         dilation = max(1, min(side_h, side_w) // args.kernel)
         generator = torch.Generator().manual_seed(level)
         x = torch.randn(args.batch, side_h, side_w, dim, generator=generator).to(device, dtype)

@@ -82,8 +82,8 @@ def backbone_label(cfg) -> str:
         size = next(
             (
                 v
-                for v, (embed, depths, *_) in VARIANTS.items()
-                if embed == c.EMBED_DIM and list(depths) == list(c.DEPTHS)
+                for v, variant in VARIANTS.items()
+                if variant.embed_dim == c.EMBED_DIM and list(variant.depths) == list(c.DEPTHS)
             ),
             f"C{c.EMBED_DIM}",
         )
@@ -96,7 +96,7 @@ def backbone_label(cfg) -> str:
         from dinat_m2f.modeling.backbone.torchvision_swin import SWIN_VARIANTS
 
         c = cfg.MODEL.TVSWIN
-        return f"Swin {c.VARIANT} w{c.WINDOW_SIZE or SWIN_VARIANTS[c.VARIANT][3]}"
+        return f"Swin {c.VARIANT} w{c.WINDOW_SIZE or SWIN_VARIANTS[c.VARIANT].window_size}"
     return name
 
 

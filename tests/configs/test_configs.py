@@ -467,11 +467,12 @@ def test_variant_matches_dinat_py(path):
     """Widths, depths, heads, MLP ratio and layer scale are dinat.py's VARIANTS."""
     variant = variant_of(path)
     assert variant in VARIANTS, f"{path}: unknown variant {variant}"
-    embed, depths, heads, mlp_ratio, _, layer_scale = VARIANTS[variant]
+    expected = VARIANTS[variant]
     c = load_config(path).MODEL.DINAT
-    assert c.EMBED_DIM == embed and list(c.DEPTHS) == list(depths), path
-    assert list(c.NUM_HEADS) == list(heads) and c.MLP_RATIO == mlp_ratio, path
-    assert c.LAYER_SCALE == layer_scale, f"{path}: LAYER_SCALE {c.LAYER_SCALE}"
+    assert c.EMBED_DIM == expected.embed_dim and list(c.DEPTHS) == list(expected.depths), path
+    assert list(c.NUM_HEADS) == list(expected.num_heads), path
+    assert c.MLP_RATIO == expected.mlp_ratio, path
+    assert c.LAYER_SCALE == expected.layer_scale, f"{path}: LAYER_SCALE {c.LAYER_SCALE}"
     if dataset_folder(path) == "builtin":
         return
     if variant == "large":
@@ -482,7 +483,7 @@ def test_variant_matches_dinat_py(path):
         assert c.KERNEL_SIZE == 7, path
         schedule = IMAGENET_224_K7["mini" if variant == "mini" else "deep"]
         assert c.DILATIONS == schedule, f"{path}: not the ImageNet-224 schedule of {variant}"
-        assert c.DROP_PATH_RATE == VARIANTS[variant][4]
+        assert c.DROP_PATH_RATE == expected.drop_path_rate
     assert load_config(path).MODEL.WEIGHTS.endswith(".pth"), (
         f"{path}: tools/convert_pretrained.py writes torch files (.pth)"
     )
@@ -584,7 +585,7 @@ def test_backbone_builds(path):
     if is_swin(path):
         from dinat_m2f.modeling.backbone.torchvision_swin import SWIN_VARIANTS
 
-        embed_dim = SWIN_VARIANTS[cfg.MODEL.TVSWIN.VARIANT][0]
+        embed_dim = SWIN_VARIANTS[cfg.MODEL.TVSWIN.VARIANT].embed_dim
     else:
         embed_dim = cfg.MODEL.DINAT.EMBED_DIM
     for i, name in enumerate(shapes):

@@ -2,6 +2,8 @@
 counts against the paper, any input size, native vs pure-PyTorch outputs, dilation lists,
 frozen stages, activation checkpointing."""
 
+from typing import NamedTuple
+
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -209,27 +211,39 @@ def test_activation_checkpointing_gives_identical_gradients():
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6)
 
 
+class Release(NamedTuple):
+    """A model of the DiNAT release, as its constructor builds it."""
+
+    embed_dim: int
+    depths: list[int]
+    num_heads: list[int]
+    mlp_ratio: float
+    drop_path_rate: float
+    layer_scale: float | None
+    kernel_size: int
+    dilations: list[list[int]] | None
+
+
 # The DiNAT release's ImageNet models (classification/dinat.py and nat.py of
-# SHI-Labs/Neighborhood-Attention-Transformer@d334f5b): name -> (embed_dim, depths, heads,
-# mlp_ratio, drop_path_rate, layer_scale, kernel_size, dilations)
+# SHI-Labs/Neighborhood-Attention-Transformer@d334f5b)
 _D224_MINI = [[1, 8, 1], [1, 4, 1, 4], [1, 2, 1, 2, 1, 2], [1] * 5]
 _D224 = [[1, 8, 1], [1, 4, 1, 4], [1, 2] * 9, [1] * 5]
 _D384 = [[1, 13, 1], [1, 6, 1, 6], [1, 3] * 9, [1] * 5]
 _DEEP = [3, 4, 18, 5]
 RELEASE_VARIANTS = {
-    "dinat_mini": (64, [3, 4, 6, 5], [2, 4, 8, 16], 3, 0.2, None, 7, _D224_MINI),
-    "dinat_tiny": (64, _DEEP, [2, 4, 8, 16], 3, 0.2, None, 7, _D224),
-    "dinat_small": (96, _DEEP, [3, 6, 12, 24], 2, 0.3, None, 7, _D224),
-    "dinat_base": (128, _DEEP, [4, 8, 16, 32], 2, 0.5, 1e-5, 7, _D224),
-    "dinat_large": (192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 7, _D224),
-    "dinat_large_384": (192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 7, _D384),
-    "dinat_large_384_11x11": (192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 11, _D224),
-    "dinat_large_21k": (192, _DEEP, [6, 12, 24, 48], 2, 0.2, None, 7, _D224),
-    "dinat_large_21k_11x11": (192, _DEEP, [6, 12, 24, 48], 2, 0.2, None, 11, _D224),
-    "nat_mini": (64, [3, 4, 6, 5], [2, 4, 8, 16], 3, 0.2, None, 7, None),
-    "nat_tiny": (64, _DEEP, [2, 4, 8, 16], 3, 0.2, None, 7, None),
-    "nat_small": (96, _DEEP, [3, 6, 12, 24], 2, 0.3, 1e-5, 7, None),
-    "nat_base": (128, _DEEP, [4, 8, 16, 32], 2, 0.5, 1e-5, 7, None),
+    "dinat_mini": Release(64, [3, 4, 6, 5], [2, 4, 8, 16], 3, 0.2, None, 7, _D224_MINI),
+    "dinat_tiny": Release(64, _DEEP, [2, 4, 8, 16], 3, 0.2, None, 7, _D224),
+    "dinat_small": Release(96, _DEEP, [3, 6, 12, 24], 2, 0.3, None, 7, _D224),
+    "dinat_base": Release(128, _DEEP, [4, 8, 16, 32], 2, 0.5, 1e-5, 7, _D224),
+    "dinat_large": Release(192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 7, _D224),
+    "dinat_large_384": Release(192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 7, _D384),
+    "dinat_large_384_11x11": Release(192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 11, _D224),
+    "dinat_large_21k": Release(192, _DEEP, [6, 12, 24, 48], 2, 0.2, None, 7, _D224),
+    "dinat_large_21k_11x11": Release(192, _DEEP, [6, 12, 24, 48], 2, 0.2, None, 11, _D224),
+    "nat_mini": Release(64, [3, 4, 6, 5], [2, 4, 8, 16], 3, 0.2, None, 7, None),
+    "nat_tiny": Release(64, _DEEP, [2, 4, 8, 16], 3, 0.2, None, 7, None),
+    "nat_small": Release(96, _DEEP, [3, 6, 12, 24], 2, 0.3, 1e-5, 7, None),
+    "nat_base": Release(128, _DEEP, [4, 8, 16, 32], 2, 0.5, 1e-5, 7, None),
 }
 
 
@@ -242,11 +256,14 @@ def test_named_constructors_build_the_release_models(name, monkeypatch):
     asked = {}
     monkeypatch.setattr(dinat, "DiNAT", lambda **settings: asked.update(settings))
     MODEL_CONSTRUCTORS[name]()
-    embed, depths, heads, mlp, rate, scale, kernel, dilations = RELEASE_VARIANTS[name]
-    assert asked["embed_dim"] == embed and list(asked["depths"]) == depths
-    assert list(asked["num_heads"]) == heads and asked["mlp_ratio"] == mlp
-    assert asked["drop_path_rate"] == rate and asked["layer_scale"] == scale
-    assert asked["kernel_size"] == kernel and asked.get("dilations") == dilations
+    release = RELEASE_VARIANTS[name]
+    assert asked["embed_dim"] == release.embed_dim and list(asked["depths"]) == release.depths
+    assert list(asked["num_heads"]) == release.num_heads
+    assert asked["mlp_ratio"] == release.mlp_ratio
+    assert asked["drop_path_rate"] == release.drop_path_rate
+    assert asked["layer_scale"] == release.layer_scale
+    assert asked["kernel_size"] == release.kernel_size
+    assert asked.get("dilations") == release.dilations
 
 
 def test_a_release_variant_builds_with_its_dilations_and_layer_scale():

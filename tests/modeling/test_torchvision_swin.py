@@ -99,8 +99,7 @@ def test_v2_matches_torchvision_names(variant):
 
 
 def test_swin_l_hyperparameters():
-    embed, depths, heads, window, v2 = SWIN_VARIANTS["swin_l"]
-    assert (embed, depths, heads, window, v2) == (192, (2, 2, 18, 2), (6, 12, 24, 48), 7, False)
+    assert SWIN_VARIANTS["swin_l"] == (192, (2, 2, 18, 2), (6, 12, 24, 48), 7, False)
 
 
 def test_out_features_subset_and_window():

@@ -13,6 +13,7 @@ those checkpoints load unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from detectron2.layers import ShapeSpec
@@ -322,32 +323,37 @@ IMAGENET_224_K7 = {
 IMAGENET_384_K7 = [[1, 13, 1], [1, 6, 1, 6], [1, 3] * 9, [1] * 5]
 MASK2FORMER_K11 = [[1, 14, 1], [1, 4, 1, 7], [1, 2, 1, 3] * 4 + [1, 3], [1] * 5]
 
+
+class Variant(NamedTuple):
+    """One size of a model family: its DiNAT arguments (`Variant(...)._asdict()`)."""
+
+    embed_dim: int
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    mlp_ratio: float
+    drop_path_rate: float
+    layer_scale: float | None = None
+
+
 VARIANTS = {
-    # name: embed_dim, depths, heads, mlp_ratio, drop_path_rate, layer_scale
-    "mini": (64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, 0.2, None),
-    "tiny": (64, (3, 4, 18, 5), (2, 4, 8, 16), 3.0, 0.2, None),
-    "small": (96, (3, 4, 18, 5), (3, 6, 12, 24), 2.0, 0.3, None),
-    "base": (128, (3, 4, 18, 5), (4, 8, 16, 32), 2.0, 0.5, 1e-5),
-    "large": (192, (3, 4, 18, 5), (6, 12, 24, 48), 2.0, 0.35, None),
+    "mini": Variant(64, (3, 4, 6, 5), (2, 4, 8, 16), mlp_ratio=3.0, drop_path_rate=0.2),
+    "tiny": Variant(64, (3, 4, 18, 5), (2, 4, 8, 16), mlp_ratio=3.0, drop_path_rate=0.2),
+    "small": Variant(96, (3, 4, 18, 5), (3, 6, 12, 24), mlp_ratio=2.0, drop_path_rate=0.3),
+    "base": Variant(
+        128, (3, 4, 18, 5), (4, 8, 16, 32), mlp_ratio=2.0, drop_path_rate=0.5, layer_scale=1e-5
+    ),
+    "large": Variant(192, (3, 4, 18, 5), (6, 12, 24, 48), mlp_ratio=2.0, drop_path_rate=0.35),
 }
 
 
 def _variant(name: str, dilated: bool, kernel_size: int = 7, **kwargs) -> DiNAT:
-    embed_dim, depths, heads, mlp_ratio, drop_path_rate, layer_scale = VARIANTS[name]
+    settings = VARIANTS[name]._asdict()
     if dilated and "dilations" not in kwargs:
-        if kernel_size == 11 and depths[2] == 18:
+        if kernel_size == 11 and settings["depths"][2] == 18:
             kwargs["dilations"] = MASK2FORMER_K11
         else:
             kwargs["dilations"] = IMAGENET_224_K7["mini" if name == "mini" else "deep"]
-    settings = dict(
-        embed_dim=embed_dim,
-        depths=depths,
-        num_heads=heads,
-        kernel_size=kernel_size,
-        mlp_ratio=mlp_ratio,
-        drop_path_rate=drop_path_rate,
-        layer_scale=layer_scale,
-    )
+    settings["kernel_size"] = kernel_size
     settings.update(kwargs)
     return DiNAT(**settings)
 
@@ -435,23 +441,16 @@ def _dilations_s_224(depths: Sequence[int]) -> list[list[int]]:
 
 
 VARIANTS_S = {
-    # embed_dim, depths, heads, drop_path_rate
-    "tiny": (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2),
-    "small": (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3),
-    "base": (128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5),
-    "large": (192, (2, 2, 18, 2), (6, 12, 24, 48), 0.3),
+    "tiny": Variant(96, (2, 2, 6, 2), (3, 6, 12, 24), mlp_ratio=4.0, drop_path_rate=0.2),
+    "small": Variant(96, (2, 2, 18, 2), (3, 6, 12, 24), mlp_ratio=4.0, drop_path_rate=0.3),
+    "base": Variant(128, (2, 2, 18, 2), (4, 8, 16, 32), mlp_ratio=4.0, drop_path_rate=0.5),
+    "large": Variant(192, (2, 2, 18, 2), (6, 12, 24, 48), mlp_ratio=4.0, drop_path_rate=0.3),
 }
 
 
 def _variant_s(name: str, **kwargs) -> DiNATs:
-    embed_dim, depths, heads, drop_path_rate = VARIANTS_S[name]
-    settings = dict(
-        embed_dim=embed_dim,
-        depths=depths,
-        num_heads=heads,
-        drop_path_rate=drop_path_rate,
-        dilations=_dilations_s_224(depths),
-    )
+    settings = VARIANTS_S[name]._asdict()
+    settings["dilations"] = _dilations_s_224(settings["depths"])
     settings.update(kwargs)
     return DiNATs(**settings)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import partial
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 import torch
@@ -35,17 +36,27 @@ from .blocks import add_output_norms, normed_output
 
 PATCH_SIZE = 4
 
-# name: (embed_dim, depths, num_heads, default window, V2 blocks). swin_t/s/b and the V2 ones
-# are torchvision's builders' settings; swin_l is Swin-L (Liu et al. 2021), which torchvision
-# does not ship.
-SWIN_VARIANTS: dict[str, tuple[int, tuple[int, ...], tuple[int, ...], int, bool]] = {
-    "swin_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 7, False),
-    "swin_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 7, False),
-    "swin_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 7, False),
-    "swin_l": (192, (2, 2, 18, 2), (6, 12, 24, 48), 7, False),
-    "swin_v2_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 8, True),
-    "swin_v2_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 8, True),
-    "swin_v2_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 8, True),
+
+class SwinVariant(NamedTuple):
+    """A Swin size: widths, blocks, heads, its default window and whether it has V2 blocks."""
+
+    embed_dim: int
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    window_size: int
+    v2: bool
+
+
+# swin_t/s/b and the V2 ones are torchvision's builders' settings; swin_l is Swin-L (Liu et
+# al. 2021), which torchvision does not ship.
+SWIN_VARIANTS = {
+    "swin_t": SwinVariant(96, (2, 2, 6, 2), (3, 6, 12, 24), window_size=7, v2=False),
+    "swin_s": SwinVariant(96, (2, 2, 18, 2), (3, 6, 12, 24), window_size=7, v2=False),
+    "swin_b": SwinVariant(128, (2, 2, 18, 2), (4, 8, 16, 32), window_size=7, v2=False),
+    "swin_l": SwinVariant(192, (2, 2, 18, 2), (6, 12, 24, 48), window_size=7, v2=False),
+    "swin_v2_t": SwinVariant(96, (2, 2, 6, 2), (3, 6, 12, 24), window_size=8, v2=True),
+    "swin_v2_s": SwinVariant(96, (2, 2, 18, 2), (3, 6, 12, 24), window_size=8, v2=True),
+    "swin_v2_b": SwinVariant(128, (2, 2, 18, 2), (4, 8, 16, 32), window_size=8, v2=True),
 }
 
 
@@ -61,27 +72,29 @@ def build_swin_features(
     """
     if variant not in SWIN_VARIANTS:
         raise ValueError(f"Swin variant must be one of {sorted(SWIN_VARIANTS)}, got {variant!r}")
-    embed_dim, depths, heads, default_window, v2 = SWIN_VARIANTS[variant]
-    window = window_size or default_window
+    spec = SWIN_VARIANTS[variant]
+    window = window_size or spec.window_size
     if window < 1:
         raise ValueError(
             f"Swin window_size must be >= 1 (or 0 for the variant's), got {window_size}"
         )
     block, merging = (
-        (SwinTransformerBlockV2, PatchMergingV2) if v2 else (SwinTransformerBlock, PatchMerging)
+        (SwinTransformerBlockV2, PatchMergingV2)
+        if spec.v2
+        else (SwinTransformerBlock, PatchMerging)
     )
     model = SwinTransformer(
         patch_size=[PATCH_SIZE, PATCH_SIZE],
-        embed_dim=embed_dim,
-        depths=list(depths),
-        num_heads=list(heads),
+        embed_dim=spec.embed_dim,
+        depths=list(spec.depths),
+        num_heads=list(spec.num_heads),
         window_size=[window, window],
         stochastic_depth_prob=drop_path_rate,
         norm_layer=partial(nn.LayerNorm, eps=1e-5),
         block=block,
         downsample_layer=merging,
     )
-    return model.features, [embed_dim * 2**i for i in range(len(depths))]
+    return model.features, [spec.embed_dim * 2**i for i in range(len(spec.depths))]
 
 
 def imagenet_weights(variant: str, weights_name: str, window_size: int = 0):
@@ -92,7 +105,7 @@ def imagenet_weights(variant: str, weights_name: str, window_size: int = 0):
             "MODEL.TVSWIN.WEIGHTS_IMAGENET: torchvision has no swin_l weights; set "
             'it to "" and load a Swin-L checkpoint with MODEL.WEIGHTS'
         )
-    default_window = SWIN_VARIANTS[variant][3]
+    default_window = SWIN_VARIANTS[variant].window_size
     if window_size not in (0, default_window):
         raise ValueError(
             f"MODEL.TVSWIN.WEIGHTS_IMAGENET={weights_name!r} has window {default_window} "
@@ -158,7 +171,7 @@ class D2TorchvisionSwin(Detectron2Backbone):
         if c.WEIGHTS_IMAGENET:
             weights = imagenet_weights(c.VARIANT, c.WEIGHTS_IMAGENET, c.WINDOW_SIZE)
         self.features, self.widths = build_swin_features(c.VARIANT, c.WINDOW_SIZE, c.DROP_PATH_RATE)
-        self.window_size = c.WINDOW_SIZE or SWIN_VARIANTS[c.VARIANT][3]
+        self.window_size = c.WINDOW_SIZE or SWIN_VARIANTS[c.VARIANT].window_size
         self.strides = [PATCH_SIZE * 2**i for i in range(len(self.widths))]
         add_output_norms(self, self.widths, self.out_indices)
         if weights is not None:  # the output norms stay at their initialisation
