@@ -2,8 +2,9 @@
 
 One row per config (and per NAT twin with --nat): parameters, optional GFLOPs, inference time
 of a batch and images/s, the time of one training step (forward with synthetic targets of
-random masks and classes, backward, the config's optimizer step) and the peak memory of both, each time the median and inter-quartile range of --repeats runs after
---warmup runs (synchronised on GPU). Weights are random unless MODEL.WEIGHTS is among the
+random masks and classes, backward, the config's optimizer step) and the peak memory of both,
+each time the median and inter-quartile range of --repeats runs after --warmup runs
+(synchronised on GPU). Weights are random unless MODEL.WEIGHTS is among the
 opts; MODEL.TVSWIN.WEIGHTS_IMAGENET is cleared unless given (no downloads).
 
 Peak memory is the growth above what was allocated before the call (activations,

@@ -6,27 +6,11 @@ import pytest
 
 from dinat_m2f.benchmarks import layer as benchmark_layer
 
-from .table_output import cpu_name_with_one_thread, table_rows
+from .table_output import ONE_THREAD_RUNS, cpu_name_with_one_thread, table_rows
 
 
 def test_layer_table(capsys):
-    rows = benchmark_layer.main(
-        [
-            "--resolution",
-            "64",
-            "--levels",
-            "1",
-            "2",
-            "--warmup",
-            "1",
-            "--repeats",
-            "2",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-        ]
-    )
+    rows = benchmark_layer.main(["--resolution", "64", "--levels", "1", "2", *ONE_THREAD_RUNS])
     out = capsys.readouterr().out
     assert cpu_name_with_one_thread() in out and "kernel = window 7" in out
     table = table_rows(out)

@@ -7,7 +7,7 @@ import torch
 
 from dinat_m2f.benchmarks import model as benchmark_model
 
-from .table_output import cpu_name_with_one_thread, table_rows
+from .table_output import ONE_THREAD_RUNS, cpu_name_with_one_thread, table_rows
 
 DINAT_MINI = "configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml"
 SWIN_TINY = (
@@ -36,19 +36,7 @@ SMALL_HEAD = [
     "MODEL.MASK_FORMER.TRAIN_NUM_POINTS",
     "256",
 ]
-# one thread: on a shared 2-core machine two OpenMP threads stall behind other processes
-TOY = [
-    "--resolution",
-    "64x96",
-    "--warmup",
-    "1",
-    "--repeats",
-    "2",
-    "--device",
-    "cpu",
-    "--threads",
-    "1",
-]
+TOY = ["--resolution", "64x96", *ONE_THREAD_RUNS]
 
 
 def test_model_table_compares_configs_with_a_nat_twin(capsys):

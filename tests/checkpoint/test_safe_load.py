@@ -5,6 +5,7 @@ global, and none of it runs."""
 import collections
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,21 @@ class CreatesMarker:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def write_hostile_checkpoint(folder, suffix: str, marker) -> Path:
+    """A checkpoint `evil<suffix>` (".pkl": plain pickle, else torch.save) in `folder` whose
+    loading would create the file `marker`: a model weight that is a CreatesMarker."""
+    evil = Path(folder) / f"evil{suffix}"
+    content = {
+        "model": {"backbone.patch_embed.norm.weight": CreatesMarker(marker)},
+        "__author__": "x",
+    }
+    if suffix == ".pkl":
+        evil.write_bytes(pickle.dumps(content))
+    else:
+        torch.save(content, evil)
+    return evil
 
 
 class RunsCommand:

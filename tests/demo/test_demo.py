@@ -140,20 +140,10 @@ def test_weights_that_would_run_code_are_refused(
 ):
     """The demo loads MODEL.WEIGHTS through dinat_m2f/checkpoint/model_weights.py, i.e. the
     safe loader: a checkpoint that would create a file while loading is refused, exit 2."""
-    import pickle
-
-    from tests.checkpoint.test_safe_load import CreatesMarker
+    from tests.checkpoint.test_safe_load import write_hostile_checkpoint
 
     marker = tmp_path / "marker"
-    evil = tmp_path / f"evil{suffix}"
-    content = {
-        "model": {"backbone.patch_embed.norm.weight": CreatesMarker(marker)},
-        "__author__": "x",
-    }
-    if suffix == ".pkl":
-        evil.write_bytes(pickle.dumps(content))
-    else:
-        torch.save(content, evil)
+    evil = write_hostile_checkpoint(tmp_path, suffix, marker)
     out = tmp_path / "out"
     argv = demo_args("--input", str(val_images[0]), "--output", str(out), weights_path=evil)
     assert demo.main(argv) == 2

@@ -80,6 +80,27 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def level_widths(
+    embed_dim: int, depths: Sequence[int], num_heads: Sequence[int], out_indices: Sequence[int]
+) -> list[int]:
+    """The width of each level, embed_dim * 2**i, after checking that `num_heads` has one entry
+    per level of `depths` and that `out_indices` are levels.
+
+    Raises:
+        ValueError: naming the argument and the values.
+    """
+    if len(num_heads) != len(depths):
+        raise ValueError(
+            f"num_heads must have one entry per level like depths {list(depths)}, got "
+            f"{list(num_heads)}"
+        )
+    if any(i not in range(len(depths)) for i in out_indices):
+        raise ValueError(
+            f"out_indices must be levels in 0..{len(depths) - 1}, got {list(out_indices)}"
+        )
+    return [int(embed_dim * 2**i) for i in range(len(depths))]
+
+
 def drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:
     """Stochastic depth growing linearly from 0 over all blocks to `drop_path_rate`: one list
     per level, one rate per block."""

@@ -30,6 +30,7 @@ from .blocks import (
     drop_path_rates,
     init_weights,
     level_outputs,
+    level_widths,
     run_blocks,
 )
 
@@ -209,15 +210,7 @@ class DiNAT(nn.Module):
         downsampler: type[nn.Module] = ConvDownsampler,
     ) -> None:
         super().__init__()
-        if len(num_heads) != len(depths):
-            raise ValueError(
-                f"num_heads must have one entry per level like depths {list(depths)}, got "
-                f"{list(num_heads)}"
-            )
-        if any(i not in range(len(depths)) for i in out_indices):
-            raise ValueError(
-                f"out_indices must be levels in 0..{len(depths) - 1}, got {out_indices}"
-            )
+        self.widths = level_widths(embed_dim, depths, num_heads, out_indices)
         if not -1 <= frozen_stages <= len(depths) + 1:
             raise ValueError(
                 f"frozen_stages must be in -1..{len(depths) + 1} (-1 none, 0/1 the tokenizer, "
@@ -225,7 +218,6 @@ class DiNAT(nn.Module):
             )
         self.dilations = check_dilations(dilations, depths)
         self.num_levels = len(depths)
-        self.widths = [int(embed_dim * 2**i) for i in range(self.num_levels)]
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
 

@@ -34,6 +34,7 @@ from .blocks import (
     drop_path_rates,
     init_weights,
     level_outputs,
+    level_widths,
     run_blocks,
 )
 
@@ -269,22 +270,13 @@ class SwinTransformer(nn.Module):
         use_checkpoint: bool = False,
     ) -> None:
         super().__init__()
-        if len(num_heads) != len(depths):
-            raise ValueError(
-                f"num_heads {list(num_heads)} must have one entry per level of "
-                f"depths {list(depths)}"
-            )
+        self.widths = level_widths(embed_dim, depths, num_heads, out_indices)
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size}")
         self.num_levels = len(depths)
-        self.widths = [int(embed_dim * 2**i) for i in range(self.num_levels)]
         for i, (width, heads) in enumerate(zip(self.widths, num_heads)):
             if width % heads:
                 raise ValueError(f"level {i}: width {width} is not divisible by {heads} heads")
-        if any(i not in range(self.num_levels) for i in out_indices):
-            raise ValueError(
-                f"out_indices must be levels in 0..{self.num_levels - 1}, got {list(out_indices)}"
-            )
         self.out_indices = tuple(out_indices)
         self.ape = ape
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size, patch_norm)
