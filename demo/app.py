@@ -55,12 +55,12 @@ import torch  # noqa: E402
 from detectron2.data.catalog import Metadata  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from PIL import Image  # noqa: E402
-from predictor import (  # noqa: E402
+from predictor import predictions_to_cpu  # noqa: E402
+from visualization import (  # noqa: E402
     ShowModeError,
     VisualizationDemo,
     available_modes,
     choose_mode,
-    predictions_to_cpu,
 )
 
 import dinat_m2f.data  # noqa: E402,F401  (registers the datasets: the metadata for drawing)

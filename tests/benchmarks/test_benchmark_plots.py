@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import pytest
 
+from dinat_m2f.benchmarks import layer as benchmark_layer
 from dinat_m2f.benchmarks import model as benchmark_model
 from dinat_m2f.benchmarks import na as benchmark_na
 from dinat_m2f.benchmarks import plots
@@ -112,15 +113,15 @@ def test_command_lines_write_the_plot(tmp_path, capsys):
     names = ("na", "msda", "layer", "model")
     na_png, msda_png, layer_png, model_png = (tmp_path / f"{n}.png" for n in names)
     benchmark_na.main([*QUICK_MSDA, "--plot", str(msda_png)])
-    benchmark_na.main(["--quick", "--variants", "tiny", "--levels", "4", "--repeats", "1",
-                       "--warmup", "0", "--impls", "native", "torch", "--plot", str(na_png)])  # fmt: skip
-    benchmark_model.main(["--layer", "--resolution", "64", "--levels", "2", "--warmup", "0",
-                          "--repeats", "1", "--device", "cpu", "--threads", "1",
-                          "--plot", str(layer_png)])  # fmt: skip
-    benchmark_model.main(["--config-file", "configs/ade20k/semantic-segmentation/swin/"
-                          "maskformer2_tvswin_tiny_bs16_160k_res512.yaml", "--backbone-only",
-                          "--skip-train", "--resolution", "64", "--warmup", "0", "--repeats", "1",
-                          "--device", "cpu", "--threads", "1", "--plot", str(model_png)])  # fmt: skip
+    na_argv = ["--quick", "--variants", "tiny", "--levels", "4", "--repeats", "1", "--warmup", "0",
+               "--impls", "native", "torch"]  # fmt: skip
+    benchmark_na.main([*na_argv, "--plot", str(na_png)])
+    benchmark_layer.main([*QUICK_LAYER[1:], "--plot", str(layer_png)])
+    swin = "configs/ade20k/semantic-segmentation/swin/maskformer2_tvswin_tiny_bs16_160k_res512.yaml"
+    model_argv = ["--config-file", swin, "--backbone-only", "--skip-train", "--resolution",
+                  "64", "--warmup", "0", "--repeats", "1", "--device", "cpu",
+                  "--threads", "1"]  # fmt: skip
+    benchmark_model.main([*model_argv, "--plot", str(model_png)])
     out = capsys.readouterr().out
     for path in (na_png, msda_png, layer_png, model_png):
         assert f"# plot written to {path}" in out
@@ -141,7 +142,7 @@ QUICK_LAYER = ["--layer", "--resolution", "64", "--levels", "2", "--warmup", "0"
     [
         (benchmark_na.main, QUICK_NA),
         (benchmark_na.main, QUICK_MSDA),
-        (benchmark_model.main, QUICK_LAYER),
+        (benchmark_layer.main, QUICK_LAYER[1:]),
     ],
 )
 def test_unwritable_plot_path_is_a_usage_error(main, argv, tmp_path, capsys):

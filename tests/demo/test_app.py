@@ -2,7 +2,7 @@
 with the tiny random model of conftest, driven by a real Chromium (Debian's package, via
 Playwright) as a user drives it: upload a held-out built-in image, run each task, read the
 drawing (its pixels, decoded by the browser into a canvas) and the segment list from the page,
-and compare them with demo/predictor.py's VisualizationDemo on the same file. Plus refusals:
+and compare them with demo/visualization.py's VisualizationDemo on the same file. Plus refusals:
 a broken and a truncated upload, an image over the pixel limit, an upload over the size limit
 (refused by Gradio in the page), a model that is not trained yet; and a short video whose
 drawing the browser can play.
@@ -183,11 +183,11 @@ def _segment_rows_in_page(page) -> list[list[str]]:
 
 
 def _reference(image_path: Path, weights: Path, task: str):
-    """VisualizationDemo (demo/predictor.py) on the file: predictions and the drawing under
+    """VisualizationDemo (demo/visualization.py) on the file: predictions and the drawing under
     numpy seed 0, as the app draws (detectron2's Visualizer jitters colours with np.random)."""
     load_demo_module()  # puts demo/ on sys.path
     from detectron2.data.detection_utils import read_image
-    from predictor import VisualizationDemo
+    from visualization import VisualizationDemo
 
     from dinat_m2f.engine.setup import load_cfg
 
