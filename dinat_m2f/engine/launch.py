@@ -32,11 +32,11 @@ from detectron2.engine import default_argument_parser, launch
 from detectron2.utils import comm
 
 from ..checkpoint import WeightsError
+from ..checkpoint.atomic_files import CheckpointFileError
+from ..checkpoint.finite_weights import NonFiniteError
 from ..data.broken_samples import BrokenSampleError
-from .checkpoint_files import CheckpointFileError
 from .config_file import ConfigFileError
 from .interrupt_checkpoint import HANDLED_SIGNALS, TrainingInterrupted
-from .loss_guard import NonFiniteError
 
 EXIT_INPUT = 2  # a config, weights file, checkpoint or sample that cannot be used
 EXIT_NON_FINITE = 3  # a NaN or infinite loss
