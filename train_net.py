@@ -62,7 +62,8 @@ def cli(argv=None) -> int:
         )
     except TrainingInterrupted as interrupted:
         print(
-            f"train_net: {interrupted}; the last checkpoint is in OUTPUT_DIR, continue with --resume",
+            f"train_net: {interrupted}; the last checkpoint is in OUTPUT_DIR, continue with "
+            "--resume",
             file=sys.stderr,
         )
         return 128 + interrupted.signum
