@@ -180,6 +180,9 @@ class MaskFormer(nn.Module):
             targets = self.prepare_targets(
                 [x["instances"].to(self.device) for x in batched_inputs], images
             )
+            for target, x in zip(targets, batched_inputs):
+                if "sample_seed" in x:  # the training loader's seed of the image's random points
+                    target["seed"] = x["sample_seed"]
             losses = self.criterion(outputs, targets)
             weights = self.criterion.weight_dict
             # losses without a weight (e.g. aux losses when deep supervision is off) are dropped
