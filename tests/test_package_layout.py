@@ -2,6 +2,7 @@
 the ops layer below everything else, and every native op schema declared once."""
 
 import ast
+import functools
 import os
 import re
 import subprocess
@@ -210,24 +211,6 @@ def test_the_test_extension_mirrors_the_user_ops():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"dinat_m2f_testing::{op}", "CPU")
 
 
-@requires_native
-def test_importing_the_package_loads_no_test_code():
-    """In a fresh interpreter, the package and its ops load dinat_m2f._C only: no module of
-    the test extension, and no op of the dinat_m2f_testing library."""
-    program = (
-        "import sys, torch\n"
-        "import dinat_m2f, dinat_m2f.layers, dinat_m2f.modeling, dinat_m2f.benchmarks.accuracy\n"
-        "names = {s.name.split('::')[0] for s in torch._C._jit_get_all_schemas()}\n"
-        "print(sorted(m for m in sys.modules if 'testing' in m and 'dinat' in m))\n"
-        "print(sorted(n for n in names if n.startswith('dinat_m2f')))\n"
-    )
-    result = run_fresh(program)
-    assert result.returncode == 0, result.stderr[-3000:]
-    modules, libraries = result.stdout.split("\n")[:2]
-    assert modules == "[]" and "'dinat_m2f'" in libraries, result.stdout
-    assert "dinat_m2f_testing" not in libraries, result.stdout
-
-
 def test_readme_layout_names_existing_folders():
     """Every folder of the README's layout tree exists (nested entries are indented by two
     spaces under their parent)."""
@@ -246,11 +229,14 @@ def test_readme_layout_names_existing_folders():
     assert checked >= 10
 
 
-def test_importing_the_package_registers_everything():
-    """`import dinat_m2f` alone (as `import mask2former`) registers the models and datasets
-    and exposes the config functions; run in a fresh interpreter."""
-    program = (
-        "import dinat_m2f\n"
+@functools.cache
+def fresh_import() -> subprocess.CompletedProcess:
+    """A fresh interpreter that imports the package (+ the accuracy benchmark, which names the
+    emulated device's library), checks what it registered and prints "ok", then the loaded
+    test-extension modules and the op libraries."""
+    return run_fresh(
+        "import sys, torch\n"
+        "import dinat_m2f, dinat_m2f.benchmarks.accuracy\n"
         "from dinat_m2f import add_deeplab_config, add_dinat_config, add_maskformer2_config\n"
         "from detectron2.data import DatasetCatalog\n"
         "from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY\n"
@@ -266,6 +252,26 @@ def test_importing_the_package_registers_everything():
         "             'mapillary_vistas_sem_seg_val', 'builtin_shapes_train_panoptic'):\n"
         "    assert name in names, name\n"
         "print('ok')\n"
+        "print(sorted(m for m in sys.modules if 'testing' in m and 'dinat' in m))\n"
+        "libraries = {s.name.split('::')[0] for s in torch._C._jit_get_all_schemas()}\n"
+        "print(sorted(n for n in libraries if n.startswith('dinat_m2f')))\n"
     )
-    result = run_fresh(program)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_importing_the_package_registers_everything():
+    """`import dinat_m2f` alone (as `import mask2former`) registers the models and datasets
+    and exposes the config functions; run in a fresh interpreter."""
+    result = fresh_import()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[0] == "ok", result.stdout
+
+
+@requires_native
+def test_importing_the_package_loads_no_test_code():
+    """In that fresh interpreter the package loads dinat_m2f._C only: no module of the test
+    extension, and no op of the dinat_m2f_testing library."""
+    result = fresh_import()
+    assert result.returncode == 0, result.stderr[-3000:]
+    modules, libraries = result.stdout.split("\n")[1:3]
+    assert modules == "[]" and "'dinat_m2f'" in libraries, result.stdout
+    assert "dinat_m2f_testing" not in libraries, result.stdout
