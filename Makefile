@@ -13,7 +13,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMPS := $(VENV)/stamps
-NATIVE_SOURCES := $(wildcard native/*.cpp native/*/*.cpp native/*/*.cu native/*/*.cuh native/*/*.h)
+NATIVE_SOURCES := $(wildcard native/*.cpp native/*.h native/*/*.cpp native/*/*.cu native/*/*.cuh native/*/*.h)
 
 .PHONY: setup chromium test lint format bench sanitize demo app clean
 
@@ -47,10 +47,12 @@ $(STAMPS)/detectron2: $(STAMPS)/deps
 	$(PY) -c 'import detectron2, detectron2.modeling; print("detectron2", detectron2.__version__)'
 	touch $@
 
-# In-place build of dinat_m2f._C (CPU kernels; CUDA kernels when a toolkit is found).
+# In-place build of dinat_m2f._C (CPU kernels; CUDA kernels when a toolkit is found) and of
+# the test extension dinat_m2f._C_testing (the emulated device).
 $(STAMPS)/native: $(STAMPS)/detectron2 setup.py $(NATIVE_SOURCES)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	$(PY) -c 'import dinat_m2f.layers as L; assert L.native_available(), "native build missing"; print("native ops:", L.native_backends())'
+	$(PY) -c 'import dinat_m2f.layers, dinat_m2f._C_testing'
 	touch $@
 
 test: setup lint

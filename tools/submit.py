@@ -2,9 +2,9 @@
 """Submit train_net.py to a SLURM cluster with submitit: one task per node, each running
 detectron2's launcher for its GPUs, and a job that requeues itself and resumes.
 
+    CONFIG=configs/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_in22k_bs16_100ep.yaml
     python tools/submit.py --job-dir /checkpoint/$USER/dinat_l_coco --nodes 2 --gpus-per-node 8 \
-        --partition learnlab --timeout-min 4320 \
-        --config-file configs/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml
+        --partition learnlab --timeout-min 4320 --config-file $CONFIG
 
 Every start of the job runs train_net with --resume and OUTPUT_DIR = --job-dir (unless the
 config overrides it), so a requeued, preempted or resubmitted job continues from the last

@@ -12,10 +12,10 @@ points). An iteration's batches over all processes thus hold the same samples, a
 same way, with the same random points, whatever the number of processes (with
 ASPECT_RATIO_GROUPING, when every image falls in the same group). Workers take positions in
 turn and the main process receives them in order, so a batch's content depends neither on the
-number of workers nor on earlier runs. The loader's `state_dict()` (next position, positions waiting in
-the aspect-ratio buckets, broken samples seen) is saved with every checkpoint; a resumed loader
-replays the waiting positions and continues at the next one, giving the batches the
-uninterrupted run would have had.
+number of workers nor on earlier runs. The loader's `state_dict()` (next position, positions
+waiting in the aspect-ratio buckets, broken samples seen) is saved with every checkpoint; a
+resumed loader replays the waiting positions and continues at the next one, giving the batches
+the uninterrupted run would have had.
 
 **Test** (`build_test_loader`). detectron2's test loader with the label files the evaluators
 will read decoded first, and unreadable samples named with their dataset or skipped.

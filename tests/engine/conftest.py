@@ -1,4 +1,5 @@
-"""Fixtures shared by the multi-process training tests (test_multi_machine, test_submit)."""
+"""Fixtures of the train_net tests: a tiny built-in dataset (read only, shared by the
+package) and the one-process reference run of the multi-process tests."""
 
 import pytest
 
@@ -7,7 +8,7 @@ from .train_net_runner import run_train_net
 
 
 @pytest.fixture(scope="package")
-def shapes_root(tmp_path_factory):
+def datasets_root(tmp_path_factory):
     """A tiny built-in dataset: 8 training and 4 validation images of 96 px."""
     from dinat_m2f.data.synthetic import generate_builtin_shapes
 
@@ -17,9 +18,9 @@ def shapes_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="package")
-def one_process_run(shapes_root, tmp_path_factory):
+def one_process_run(datasets_root, tmp_path_factory):
     """OUTPUT_DIR of the reference run: one process with the whole batch (IMS_PER_BATCH 2)."""
     output = str(tmp_path_factory.mktemp("one_process"))
-    result = run_train_net(shapes_root, output, overrides=EQUIVALENCE_OVERRIDES)
+    result = run_train_net(datasets_root, output, overrides=EQUIVALENCE_OVERRIDES)
     assert result.returncode == 0, result.stderr[-3000:]
     return output

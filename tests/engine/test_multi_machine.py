@@ -70,10 +70,10 @@ class Machines:
 
 
 def test_two_machines_resume_after_a_kill_and_match_one_process(
-    shapes_root, one_process_run, tmp_path
+    datasets_root, one_process_run, tmp_path
 ):
     output = str(tmp_path)
-    machines = Machines(shapes_root, output, "killed", overrides=EQUIVALENCE_OVERRIDES)
+    machines = Machines(datasets_root, output, "killed", overrides=EQUIVALENCE_OVERRIDES)
     try:
         wait_for(
             lambda: os.path.exists(os.path.join(output, "last_checkpoint")),
@@ -101,7 +101,7 @@ def test_two_machines_resume_after_a_kill_and_match_one_process(
     # machine 1 pointed at another folder finds no checkpoint: refused, not trained apart
     elsewhere = str(tmp_path / "elsewhere")
     refused = Machines(
-        shapes_root,
+        datasets_root,
         output,
         "apart",
         "--resume",
@@ -113,7 +113,9 @@ def test_two_machines_resume_after_a_kill_and_match_one_process(
     assert f"rank 0 ({os.uname().nodename}) from iteration {at + 1}" in refused.log(0)
     assert "rank 1" in refused.log(0) and "from iteration 0" in refused.log(0)
 
-    resumed = Machines(shapes_root, output, "resumed", "--resume", overrides=EQUIVALENCE_OVERRIDES)
+    resumed = Machines(
+        datasets_root, output, "resumed", "--resume", overrides=EQUIVALENCE_OVERRIDES
+    )
     assert resumed.wait() == [0, 0], resumed.log(0)[-3000:]
     starts = re.findall(r"Starting training from iteration (\d+)", read(f"{output}/log.txt"))
     assert starts == ["0", str(at + 1)], starts
@@ -130,7 +132,7 @@ def test_two_machines_resume_after_a_kill_and_match_one_process(
     assert trained > 10 * TOLERANCE  # the tolerance is far below what training changes
 
 
-def test_a_frozen_machine_stops_the_other_after_the_dist_timeout(shapes_root, tmp_path):
+def test_a_frozen_machine_stops_the_other_after_the_dist_timeout(datasets_root, tmp_path):
     output = str(tmp_path)
     timeout_min = 0.5
     overrides = [
@@ -141,7 +143,7 @@ def test_a_frozen_machine_stops_the_other_after_the_dist_timeout(shapes_root, tm
         *EQUIVALENCE_OVERRIDES[4:],
     ]
     machines = Machines(
-        shapes_root, output, "frozen", "--dist-timeout", str(timeout_min), overrides=overrides
+        datasets_root, output, "frozen", "--dist-timeout", str(timeout_min), overrides=overrides
     )
     try:
         wait_for(

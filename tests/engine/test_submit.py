@@ -32,9 +32,9 @@ def _task_process(job) -> psutil.Process:
 
 
 def test_local_job_is_requeued_on_the_time_limit_signal_and_resumes(
-    shapes_root, one_process_run, tmp_path, monkeypatch
+    datasets_root, one_process_run, tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("DETECTRON2_DATASETS", shapes_root)
+    monkeypatch.setenv("DETECTRON2_DATASETS", datasets_root)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("PYTHONPATH", REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     job_dir = str(tmp_path / "job")

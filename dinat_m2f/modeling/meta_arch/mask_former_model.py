@@ -168,8 +168,8 @@ class MaskFormer(nn.Module):
         for i, image in enumerate(images):
             if image.dim() != 3 or image.shape[0] != expected_channels:
                 raise ValueError(
-                    f"MaskFormer: batched_inputs[{i}]['image'] must be ({expected_channels}, H, W), "
-                    f"got shape {tuple(image.shape)}"
+                    f"MaskFormer: batched_inputs[{i}]['image'] must be ({expected_channels}, H, "
+                    f"W), got shape {tuple(image.shape)}"
                 )
         images = [(x - self.pixel_mean) / self.pixel_std for x in images]
         images = ImageList.from_tensors(images, self.size_divisibility)
