@@ -3,7 +3,7 @@ import pytest
 # first: tests/devices.py decides whether Triton's interpreter runs before anything imports
 # Triton (dinat_m2f's import registers the fused ops)
 from tests import devices
-from tests.devices import requires_native  # noqa: F401  (tests import it from here)
+from tests.devices import requires_emulated_device, requires_native  # noqa: F401  (re-exported)
 
 
 def pytest_configure(config):
@@ -33,6 +33,17 @@ DINAT_MINI = {
 DINAT_MINI_OPTS = [
     item for key, value in DINAT_MINI.items() for item in (f"MODEL.DINAT.{key}", str(value))
 ]
+
+
+def tiny_dinat_opts(dilations: str = "[[1], [1], [1], [1]]") -> list[str]:
+    """KEY VALUE opts of a one-block-per-level, 32-wide DiNAT (heads 1, 2, 4, 8), with
+    `dilations` (one per level): seconds per training iteration on a CPU."""
+    return [
+        "MODEL.DINAT.EMBED_DIM", "32",
+        "MODEL.DINAT.DEPTHS", "[1, 1, 1, 1]",
+        "MODEL.DINAT.NUM_HEADS", "[1, 2, 4, 8]",
+        "MODEL.DINAT.DILATIONS", dilations,
+    ]  # fmt: skip
 
 
 def set_dinat_mini(cfg) -> None:

@@ -4,7 +4,8 @@ Two families of device code, each with the places it can run:
 
 - the CUDA kernels of native/ (`.cu`, NA backend "unfused"; MSDeformAttn): "cuda" on a GPU
   (a build with CUDA kernels), and "emulated", the same kernels and launch code on CPU threads
-  (native/common/simt_emulator.h), which always runs; `cases`, `backends`, `device`, `on`;
+  (the test extension of tests/emulated_device.py), which runs wherever it is built;
+  `cases`, `backends`, `device`, `on`;
 - the fused Triton NA kernels (NA backend "fused"): "cuda" on a GPU (compiled), and
   "interpreter", CPU tensors under Triton's interpreter; `fused_devices`.
 
@@ -29,8 +30,15 @@ GPU = torch.cuda.is_available()
 if not GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from dinat_m2f.ops.library import native_backends, use_emulated_device  # noqa: E402
+from dinat_m2f.ops.library import REQUIRE_ENV, env_flag, native_backends  # noqa: E402
 from dinat_m2f.ops.na import dispatch, fused  # noqa: E402
+from tests import emulated_device  # noqa: E402
+
+# The test extension (the emulated device), loaded here once for the whole suite; a missing one
+# fails like a missing dinat_m2f._C when the native build is required (make test).
+EMULATED_DEVICE = emulated_device.load()
+if not EMULATED_DEVICE and "CPU" in native_backends() and env_flag(REQUIRE_ENV):
+    raise ImportError(f"the emulated device is not built: {emulated_device.unavailable_reason()}")
 
 # the CUDA kernels of native/ can run: a GPU and a build with them
 CUDA_KERNELS = GPU and "CUDA" in native_backends()
@@ -45,13 +53,22 @@ NO_INTERPRETER = (
 requires_native = pytest.mark.skipif(
     "CPU" not in native_backends(), reason="dinat_m2f._C (native CPU kernels) is not built"
 )
+requires_emulated_device = pytest.mark.skipif(
+    not EMULATED_DEVICE,
+    reason=f"dinat_m2f._C_testing (the emulated device) is not built: "
+    f"{emulated_device.unavailable_reason()}",
+)
 requires_interpreter = pytest.mark.skipif(not INTERPRETER, reason=NO_INTERPRETER)
 
 # --- the CUDA kernels of native/: "cuda" and "emulated" ---------------------------------------
 BACKENDS = ("cuda", "emulated")
 
 
-MARKS = {"cuda": pytest.mark.cuda, "emulated": requires_native, "interpreter": requires_interpreter}
+MARKS = {
+    "cuda": pytest.mark.cuda,
+    "emulated": requires_emulated_device,
+    "interpreter": requires_interpreter,
+}
 
 
 def param(backend: str, *values, id: str | None = None):
@@ -80,7 +97,9 @@ def device(backend: str) -> torch.device:
 
 def on(backend: str):
     """Context in which the native ops of `device(backend)` tensors run on that backend."""
-    return use_emulated_device() if backend == "emulated" else contextlib.nullcontext()
+    if backend == "emulated":
+        return emulated_device.use_emulated_device()
+    return contextlib.nullcontext()
 
 
 # --- the fused Triton kernels: "cuda" and "interpreter" ---------------------------------------

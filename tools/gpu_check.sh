@@ -137,7 +137,8 @@ step_accuracy() {
   if gpu; then
     "$PY" -m dinat_m2f.benchmarks.accuracy --device cuda
   else
-    "$PY" -m dinat_m2f.benchmarks.accuracy --device emulated --dtypes float32 --max-shapes 1
+    "$PY" -m tests.emulated_device dinat_m2f.benchmarks.accuracy --device emulated \
+      --dtypes float32 --max-shapes 1
   fi
 }
 

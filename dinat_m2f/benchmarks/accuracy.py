@@ -5,28 +5,29 @@ kernels ("unfused": QK, softmax, AV) and the fused Triton kernels ("fused"; floa
 and float32); each row names its backend, none relies on "auto".
 
     python -m dinat_m2f.benchmarks.accuracy --device cuda       # a GPU
-    python -m dinat_m2f.benchmarks.accuracy --device emulated   # the CUDA kernels on the
-                                                                 # emulated device (small shapes);
-                                                                 # fused: Triton's interpreter
-                                                                 # when TRITON_INTERPRET=1
+    # the CUDA kernels on the emulated device (small shapes), a test extension the package
+    # never loads: tests/emulated_device.py loads it, then runs this module; the fused kernels
+    # there run in Triton's interpreter when TRITON_INTERPRET=1 (skipped otherwise)
+    python -m tests.emulated_device dinat_m2f.benchmarks.accuracy --device emulated
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-from functools import partial
+import functools
 
 import torch
 
 from dinat_m2f.benchmarks.timing import device_description, markdown_header, markdown_row
 from dinat_m2f.layers import ms_deform_attn, na1d, na2d
-from dinat_m2f.ops.library import use_emulated_device
+from dinat_m2f.ops.library import use_native_library
 from dinat_m2f.ops.na import fused
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 NA_BACKENDS = ("unfused", "fused")
 COLUMNS = ("op", "backend", "shape", "dtype", "out", "grad 1", "grad 2", "grad 3", "grad 4")
+EMULATED_LIBRARY = "dinat_m2f_testing"  # the emulated device's ops (tests/emulated_device.py)
 # (name, spatial, kernel, dilation, heads, dim)
 NA_SHAPES = {
     "cuda": [
@@ -115,7 +116,7 @@ def _na_row(name, spatial, kernel, dilation, heads, dim, backend, dtype, device,
         return na(q, k, v, kernel, dilation=dilation, rpb=rpb, backend=backend)
 
     # the reference: the CPU kernels in float64
-    reference = partial(fn, backend="unfused")
+    reference = functools.partial(fn, backend="unfused")
     row["errors"] = _errors(fn, inputs, device, getattr(torch, dtype), context, reference)
     return row
 
@@ -142,7 +143,10 @@ def main(argv=None) -> list[dict]:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
-    context = use_emulated_device if args.device == "emulated" else contextlib.nullcontext
+    # RuntimeError naming tests/emulated_device.py unless that loaded the emulated device
+    context = contextlib.nullcontext
+    if args.device == "emulated":
+        context = functools.partial(use_native_library, EMULATED_LIBRARY)
     if args.device == "cuda":
         where = device_description(device)
     else:
