@@ -17,7 +17,8 @@
 #
 # Steps, in order, with their limits on an H100/H200 (each step runs under `timeout`):
 #   env        20 s  the carried wheels; the machine: GPU, torch, triton, nvcc
-#   build     120 s  dinat_m2f._C for this GPU's architecture only (asked of torch at run time)
+#   build     150 s  dinat_m2f._C for this GPU's architecture only (asked of torch at run time),
+#                    and the tests' dinat_m2f._C_testing
 #   tests      90 s  the cuda-marked tests of tests/layers, tests/benchmarks and tests/demo: the
 #                    `.cu` kernels (NA backend "unfused", MSDeformAttn) and the fused Triton
 #                    kernels on CUDA tensors, float32/float16/bfloat16 against float64
@@ -35,9 +36,11 @@
 # within 460 s + 5 s (the grace before a timed-out step is killed) + the reports (under a
 # second each): under 8 minutes whatever happens. The limits are about twice estimates made
 # here without a GPU (2-core CPU machine, 2026-12-02), where compiling dominates:
-#   build     the slowest of the 6 sources, built in parallel: here, on one core shared with
-#             other jobs, ms_deform_attn_cpu.cpp took 155 s and na_cuda.cu 86 s for sm_90
-#             alone; about 60 s on an idle core;
+#   build     two extensions, one after the other, each the slowest of its sources built in
+#             parallel: dinat_m2f._C (here, on one core shared with other jobs,
+#             ms_deform_attn_cpu.cpp took 155 s and na_cuda.cu 86 s for sm_90 alone; about 60 s
+#             on an idle core), then the tests' dinat_m2f._C_testing (emulated_device.cpp:
+#             59-114 s here, about 40 s idle);
 #   tests     ~60 fused (shape, dtype) problems, each compiling 3 Triton kernels: 5-6 s per
 #             problem (forward 1 s, dQ 1.7 s, dK/dV 2.8 s, compiled for sm_90 ahead of time
 #             here) over 12 pytest-xdist workers, about 30 s, plus start-up and the `.cu` runs;
@@ -71,9 +74,15 @@ while [ $# -gt 0 ]; do
 done
 ALL_STEPS="env build tests accuracy bench_na model bench_flex"
 for s in ${STEPS//,/ }; do
-  [[ " $ALL_STEPS " == *" $s "* ]] || { echo "gpu_check.sh: --steps: no step $s (steps: $ALL_STEPS)" >&2; exit 2; }
+  if [[ " $ALL_STEPS " != *" $s "* ]]; then
+    echo "gpu_check.sh: --steps: no step $s (steps: $ALL_STEPS)" >&2
+    exit 2
+  fi
 done
-[[ "$SCALE" =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "gpu_check.sh: --time-scale must be a positive number, got $SCALE" >&2; exit 2; }
+if ! [[ "$SCALE" =~ ^[0-9]*\.?[0-9]+$ ]] || ! awk -v s="$SCALE" 'BEGIN { exit !(s > 0) }'; then
+  echo "gpu_check.sh: --time-scale must be a positive number, got $SCALE" >&2
+  exit 2
+fi
 
 export PY="${PYTHON:-python3}" MODE
 DRY_FLAG=""
@@ -116,11 +125,16 @@ step_build() {
     echo "TORCH_CUDA_ARCH_LIST=$arch: this GPU's architecture only"
     TORCH_CUDA_ARCH_LIST="$arch" FORCE_CUDA=1 MAX_JOBS="$(nproc)" \
       "$PY" setup.py build_ext --inplace || return 1
-    "$PY" -c 'import dinat_m2f.layers as L; assert "CUDA" in L.native_backends(), "no CUDA"'
+    local check='import dinat_m2f._C_testing, dinat_m2f.layers as L;'
+    check+=' assert "CUDA" in L.native_backends(), "dinat_m2f._C has no CUDA kernels"'
+    "$PY" -c "$check"
   else
-    # the build the environment configures (`make setup`'s: its objects in build/temp are
-    # reused), into a folder of its own: whoever runs the dry run may have _C loaded
-    "$PY" setup.py build_ext --build-lib "$LOGS/build"
+    # the same setup.py over the objects already in build/temp (with their CUDA objects when
+    # they hold some, as after `make setup` where nvcc is found: nothing is compiled again),
+    # into a folder of its own: whoever runs the dry run may have _C loaded
+    local cuda=0
+    [ -f build/temp/native/na/na_cuda.o ] && cuda=1
+    FORCE_CUDA="$cuda" "$PY" setup.py build_ext --build-lib "$LOGS/build"
   fi
 }
 
@@ -163,7 +177,11 @@ na_table() {
 }
 
 step_bench_na() {
-  if gpu; then na_table "fused native sdpa" 1024:11 224:7; else na_table "fused native sdpa" 64:7; fi
+  if gpu; then
+    na_table "fused native sdpa" 1024:11 224:7
+  else
+    na_table "fused native sdpa" 64:7
+  fi
 }
 
 step_bench_flex() {
@@ -233,7 +251,7 @@ run() {
 
 echo "GPU check ($MODE) into $OUT_DIR"
 run env 20 60 "wheels, then the machine: GPU, torch, triton, nvcc"
-run build 120 600 "dinat_m2f._C for this GPU's architecture only"
+run build 150 600 "dinat_m2f._C for this GPU's architecture only, and _C_testing"
 export DINAT_M2F_REQUIRE_NATIVE=1  # from here on, a missing extension is an error
 run tests 90 300 "cuda-marked tests: .cu (unfused) and fused kernels on CUDA tensors, fp32/16/bf16"
 run accuracy 40 300 "error of the .cu and fused NA kernels and MSDeformAttn vs CPU float64"
