@@ -30,10 +30,22 @@ constexpr const char* kSchemas[] = {
     "-> (Tensor, Tensor, Tensor)",
 };
 
+// Fused NA, CPU only (native/na/na_cpu_fused.cpp; CUDA tensors take the Triton kernels of
+// dinat_m2f/ops/na/fused.py, whose ops have the same signatures): out and the log2-sum-exp
+// per query, and the backward from them.
+constexpr const char* kCpuSchemas[] = {
+    "na_fused(Tensor query, Tensor key, Tensor value, Tensor? rpb, int[] kernel_size, "
+    "int[] dilation, float scale) -> (Tensor, Tensor)",
+    "na_fused_backward(Tensor grad_out, Tensor query, Tensor key, Tensor value, Tensor? rpb, "
+    "Tensor out, Tensor lse, int[] kernel_size, int[] dilation, float scale) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
+};
+
 }  // namespace
 
 TORCH_LIBRARY(dinat_m2f, m) {
   for (const char* schema : kSchemas) m.def(schema);
+  for (const char* schema : kCpuSchemas) m.def(schema);
 }
 
 // Test-only ops, never called by the package: the same ops for CPU tensors, computed by the

@@ -73,6 +73,11 @@ BACKENDS = {
 }
 
 
+# Dispatch keys of the fused NA op dinat_m2f::na_fused (CPU only: CUDA tensors take the
+# Triton kernels of ops/na/fused.py).
+FUSED_NA_BACKENDS = _compiled_backends("na_fused")
+
+
 def _family(family: str) -> str:
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
@@ -100,6 +105,11 @@ def native_ops():
     """The ops that compute native calls: torch.ops.dinat_m2f, or the emulated device's
     torch.ops.dinat_m2f_testing inside use_emulated_device()."""
     return getattr(torch.ops, _namespace)
+
+
+def emulating() -> bool:
+    """Whether native calls run on the emulated device (inside use_emulated_device())."""
+    return _namespace != "dinat_m2f"
 
 
 @contextlib.contextmanager

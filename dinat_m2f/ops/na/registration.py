@@ -3,7 +3,8 @@
 The schemas are declared once in C++ (native/library.cpp) and implemented per device
 (native/na/). The fake kernels run the same argument checks as the public functions
 (checks.py), so torch.compile and torch.library.opcheck trace them with the same errors; the
-autograd formulas call the native backward ops. Registered for the public library and for the testing library (the same ops on
+autograd formulas call the native backward ops. The fused CPU op `na_fused` (out and the
+log2-sum-exp per query; its backward recomputes the scores) exists in the public library only. Registered for the public library and for the testing library (the same ops on
 the emulated device, and its tiled kernels with a given plan) when the extension is loaded.
 """
 
@@ -112,6 +113,60 @@ def _na_rpb_backward_fake(grad_attn, kernel_size, dilation):
     return grad_attn.new_empty((heads, *(2 * k - 1 for k in kernel)))
 
 
+def _fused_check(op, query, key, value, rpb, kernel_size, dilation):
+    rank = checks.rank_of(op, kernel_size)
+    checks.qkv_inputs(op, query, key, value, list(kernel_size), list(dilation), rpb, rank)
+
+
+def _lse_dtype(query: torch.Tensor) -> torch.dtype:
+    """The log-sum-exp is kept in float64 for float64 inputs, else in float32."""
+    return torch.float64 if query.dtype == torch.float64 else torch.float32
+
+
+def _na_fused_fake(query, key, value, rpb, kernel_size, dilation, scale):
+    _fused_check("na_fused", query, key, value, rpb, kernel_size, dilation)
+    return value.new_empty(value.shape), query.new_empty(query.shape[:-1], dtype=_lse_dtype(query))
+
+
+def _na_fused_backward_fake(
+    grad_out, query, key, value, rpb, out, lse, kernel_size, dilation, scale
+):
+    _fused_check("na_fused_backward", query, key, value, rpb, kernel_size, dilation)
+    grad_rpb = query.new_empty((0,)) if rpb is None else rpb.new_empty(rpb.shape)
+    return (
+        query.new_empty(query.shape),
+        key.new_empty(key.shape),
+        value.new_empty(value.shape),
+        grad_rpb,
+    )
+
+
+def _fused_setup_context(ctx, inputs, output):
+    query, key, value, rpb, kernel_size, dilation, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(query, key, value, rpb, out, lse)
+    ctx.window = (kernel_size, dilation, scale)
+    ctx.mark_non_differentiable(lse)
+
+
+def _fused_backward(ctx, grad_out, _grad_lse):
+    query, key, value, rpb, out, lse = ctx.saved_tensors
+    kernel_size, dilation, scale = ctx.window
+    grad_q, grad_k, grad_v, grad_rpb = torch.ops.dinat_m2f.na_fused_backward(
+        grad_out, query, key, value, rpb, out, lse, kernel_size, dilation, scale
+    )
+    return grad_q, grad_k, grad_v, (grad_rpb if rpb is not None else None), None, None, None
+
+
+def _register_fused() -> None:
+    """The fused CPU op of the public library."""
+    torch.library.register_fake("dinat_m2f::na_fused")(_na_fused_fake)
+    torch.library.register_fake("dinat_m2f::na_fused_backward")(_na_fused_backward_fake)
+    torch.library.register_autograd(
+        "dinat_m2f::na_fused", _fused_backward, setup_context=_fused_setup_context
+    )
+
+
 def _register(namespace: str) -> None:
     fakes = {
         "na_qk": _na_qk_fake,
@@ -147,3 +202,5 @@ if NATIVE_AVAILABLE:
     for _namespace in NAMESPACES:
         _register(_namespace)
     _register_tiled()
+    if hasattr(torch.ops.dinat_m2f, "na_fused"):  # not in builds from before the op
+        _register_fused()
