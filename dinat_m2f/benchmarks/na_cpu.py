@@ -236,7 +236,8 @@ def summary(rates: list[Rates], goals: tuple[float, float]) -> list[str]:
         f"# geometric mean: fwd / sgemm {geomean(fwd):.2f}, fwd+bwd / sgemm {geomean(fwdbwd):.2f}"
         f" (sgemm {geomean([r.fwd_sgemm for r in rates]):.1f} / "
         f"{geomean([r.fwdbwd_sgemm for r in rates]):.1f} GFLOP/s; NA "
-        f"{geomean([r.fwd for r in rates]):.1f} / {geomean([r.fwdbwd for r in rates]):.1f} GFLOP/s)",
+        f"{geomean([r.fwd for r in rates]):.1f} / "
+        f"{geomean([r.fwdbwd for r in rates]):.1f} GFLOP/s)",
         f"# worst: fwd / sgemm {min(fwd):.2f}, fwd+bwd / sgemm {min(fwdbwd):.2f}; rows at or "
         f"above the goals ({goals[0]:.2f} fwd, {goals[1]:.2f} fwd+bwd): "
         f"{sum(x >= goals[0] for x in fwd)} / {len(fwd)} fwd, "

@@ -16,11 +16,13 @@ import torch
 
 import tests.na_brute_force as brute
 from dinat_m2f.layers import na1d, na2d
-from dinat_m2f.ops.library import FUSED_NA_BACKENDS, use_emulated_device
+from dinat_m2f.ops.library import FUSED_NA_DEVICES
 from dinat_m2f.ops.na import dispatch
+from tests.conftest import requires_emulated_device
+from tests.emulated_device import use_emulated_device
 
 pytestmark = pytest.mark.skipif(
-    "CPU" not in FUSED_NA_BACKENDS, reason="dinat_m2f._C without the fused CPU kernels"
+    "CPU" not in FUSED_NA_DEVICES, reason="dinat_m2f._C without the fused CPU kernels"
 )
 
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 4e-2}
@@ -95,10 +97,15 @@ def fused_cpu(case):
     return lambda q, k, v, rpb: na(q, k, v, kernel, dilation=dilation, rpb=rpb)
 
 
-def test_auto_takes_the_fused_cpu_kernels_but_not_on_the_emulated_device():
+def test_auto_takes_the_fused_cpu_kernels():
     q = torch.randn(1, 9, 9, 2, 16)
     assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == "fused_cpu"
     assert dispatch.resolve_backend("na2d", "unfused", q, q, (3, 3)) == "unfused"
+
+
+@requires_emulated_device
+def test_auto_does_not_take_them_on_the_emulated_device():
+    q = torch.randn(1, 9, 9, 2, 16)
     with use_emulated_device():  # the CUDA kernels' tests must keep running them
         assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == "unfused"
 

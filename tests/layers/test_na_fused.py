@@ -20,7 +20,7 @@ import torch
 
 import tests.na_brute_force as brute
 from dinat_m2f.layers import NeighborhoodAttention2D, na1d, na2d
-from dinat_m2f.ops.library import FUSED_NA_BACKENDS
+from dinat_m2f.ops.library import FUSED_NA_DEVICES
 from dinat_m2f.ops.na import dispatch, fused, fused_plan
 
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 4e-2}
@@ -216,7 +216,7 @@ def test_opcheck_and_compile_fullgraph():
 
 
 # what "auto" picks for CPU tensors: the native fused CPU kernels where the extension has them
-CPU_AUTO = "fused_cpu" if "CPU" in FUSED_NA_BACKENDS else "unfused"
+CPU_AUTO = "fused_cpu" if "CPU" in FUSED_NA_DEVICES else "unfused"
 
 
 def test_auto_takes_the_fused_kernels_only_for_cuda_tensors(monkeypatch):

@@ -1,8 +1,8 @@
 """Which implementation computes an NA op.
 
 The unfused ops (qk, av): the native kernels when the extension is built for the tensors'
-device (library.native_ops(): the emulated device's inside library.use_emulated_device()),
-else the pure-PyTorch twin (with one warning per device type).
+device (library.native_ops(): another library's inside library.use_native_library(), as the
+tests' emulated device), else the pure-PyTorch twin (with one warning per device type).
 
 Whole attention (attention()) by backend:
     "auto"       the fused Triton kernels for CUDA tensors when Triton and the problem allow
@@ -25,15 +25,16 @@ import os
 import torch
 
 from ..library import (
-    FUSED_NA_BACKENDS,
-    emulating,
+    FUSED_NA_DEVICES,
     native_ops,
     native_supports,
+    other_library_in_use,
     warn_fallback_once,
 )
 from . import fused
 from .reference import na_av_reference, na_qk_reference
 
+# the `backend=` values of na1d / na2d (native device kernels: library.NATIVE_DEVICES)
 BACKENDS = ("auto", "fused", "unfused", "reference")
 BACKEND_ENV = "DINAT_M2F_NA_BACKEND"
 
@@ -74,7 +75,14 @@ def default_backend() -> str:
 
 
 def _fused_cpu_fits(query: torch.Tensor) -> bool:
-    return query.device.type.upper() in FUSED_NA_BACKENDS and not emulating()
+    """The fused native CPU kernels are part of the NA family's native kernels: a device
+    without them (native_supports) has none, and another library in use has none."""
+    device = query.device
+    return (
+        device.type.upper() in FUSED_NA_DEVICES
+        and native_supports(device)
+        and not other_library_in_use()
+    )
 
 
 def resolve_backend(
