@@ -25,12 +25,10 @@ from dinat_m2f.ops.na import dispatch, fused, fused_plan
 
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 4e-2}
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# "fused" on CPU tensors: only in Triton's interpreter
+needs_interpreter = pytest.mark.skipif(not fused.interpreting(), reason="needs TRITON_INTERPRET=1")
 DEVICES = [
-    pytest.param(
-        "cpu",
-        id="interpreter",
-        marks=pytest.mark.skipif(not fused.interpreting(), reason="needs TRITON_INTERPRET=1"),
-    ),
+    pytest.param("cpu", id="interpreter", marks=needs_interpreter),
     pytest.param("cuda", id="cuda", marks=pytest.mark.cuda),
 ]
 
@@ -219,6 +217,7 @@ def test_opcheck_and_compile_fullgraph():
 CPU_AUTO = "fused_cpu" if "CPU" in FUSED_NA_DEVICES else "unfused"
 
 
+@needs_interpreter
 def test_auto_takes_the_fused_kernels_only_for_cuda_tensors(monkeypatch):
     q = torch.randn(1, 9, 9, 2, 32)
     assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == CPU_AUTO
@@ -236,6 +235,7 @@ def test_auto_takes_the_fused_kernels_only_for_cuda_tensors(monkeypatch):
         (torch.randn(1, 45, 45, 1, 16), 15, r"kernel_size \(15, 15\)"),
     ],
 )
+@needs_interpreter
 def test_fused_refuses_what_it_cannot_compute_and_auto_falls_back(tensor, kernel, message):
     with pytest.raises(
         ValueError, match=r"na2d: backend='fused' cannot compute this call: " + message
