@@ -20,6 +20,7 @@ import torch
 
 import tests.na_brute_force as brute
 from dinat_m2f.layers import NeighborhoodAttention2D, na1d, na2d
+from dinat_m2f.ops.library import FUSED_NA_DEVICES
 from dinat_m2f.ops.na import dispatch, fused, fused_plan
 from tests import devices
 
@@ -216,10 +217,15 @@ def test_opcheck_and_compile_fullgraph(device):
 # --- choice of backend ------------------------------------------------------------------------
 
 
-def test_auto_takes_the_unfused_kernels_for_cpu_tensors(monkeypatch):
-    """Also under the interpreter: it is for tests, never chosen by "auto"."""
+# what "auto" picks for CPU tensors: the native fused CPU kernels where the extension has them
+CPU_AUTO = "fused_cpu" if "CPU" in FUSED_NA_DEVICES else "unfused"
+
+
+def test_auto_takes_the_cpu_kernels_for_cpu_tensors(monkeypatch):
+    """Also under the interpreter: the Triton kernels on CPU tensors are for tests, never
+    chosen by "auto"."""
     q = torch.randn(1, 9, 9, 2, 32)
-    assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == "unfused"
+    assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == CPU_AUTO
     assert dispatch.resolve_backend("na2d", "reference", q, q, (3, 3)) == "reference"
     monkeypatch.setenv(dispatch.BACKEND_ENV, "reference")
     assert dispatch.resolve_backend("na2d", None, q, q, (3, 3)) == "reference"
@@ -229,7 +235,7 @@ def test_auto_takes_the_unfused_kernels_for_cpu_tensors(monkeypatch):
 def test_auto_takes_the_fused_kernels_only_for_cuda_tensors(device):
     q = torch.randn(1, 9, 9, 2, 32, device=device)
     assert dispatch.resolve_backend("na2d", "fused", q, q, (3, 3)) == "fused"
-    auto = "fused" if device == "cuda" else "unfused"
+    auto = "fused" if device == "cuda" else CPU_AUTO
     assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == auto
 
 
@@ -248,7 +254,8 @@ def test_fused_refuses_what_it_cannot_compute_and_auto_falls_back(tensor, kernel
         ValueError, match=r"na2d: backend='fused' cannot compute this call: " + message
     ):
         na2d(tensor, tensor, tensor, kernel, backend="fused")
-    assert dispatch.resolve_backend("na2d", "auto", tensor, tensor, (kernel, kernel)) == "unfused"
+    fallback = "unfused" if device == "cuda" else CPU_AUTO
+    assert dispatch.resolve_backend("na2d", "auto", tensor, tensor, (kernel, kernel)) == fallback
 
 
 def test_bad_backend_names_the_argument_and_the_environment_variable(monkeypatch):
