@@ -1,0 +1,19 @@
+"""What a deployment needs besides the .onnx file: ONNX Runtime and numpy, nothing else.
+
+This folder imports neither torch nor detectron2 (a test holds it to that): copy it next to
+your application as a package of any name, e.g. `m2f_deploy/`, and
+
+    from m2f_deploy import Predictor
+    results = Predictor("model.onnx")(cv2.imread("image.jpg"))  # BGR uint8
+"""
+
+from .postprocess import mask_former_results
+from .runtime import METADATA_KEY, ExportedModel, InputError, Predictor
+
+__all__ = [
+    "METADATA_KEY",
+    "ExportedModel",
+    "InputError",
+    "Predictor",
+    "mask_former_results",
+]
