@@ -44,7 +44,9 @@ CASES = {
 
 def run_case(name: str, repeats: int, out_dir: str) -> dict:
     config, side = CASES[name]
-    cfg = load_cfg(config, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    cfg = load_cfg(
+        config, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "SOLVER.AMP.ENABLED", "False"]
+    )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     graph = graph_of(model).eval()

@@ -2,20 +2,17 @@
 `dinat_m2f::*`, with their fake kernels) or to ONNX (those ops replaced by their standard-ONNX
 forms, onnx_ops.py), with the metadata the numpy post-processing needs.
 
-Input sizes: the graph takes a padded image whose height and width are multiples of the size
-divisibility. They are dynamic over the range where the model's code takes the same branches
-as for the sample size: a neighbourhood-attention layer pads maps smaller than kernel *
-dilation, so the range stops at every such threshold (stride * kernel * dilation pixels). When
-torch.export cannot keep the size dynamic (e.g. Swin's window padding), the export falls back
-to the sample's fixed size and says so. The range is stored in the file and checked at run
-time (deploy/runtime.py).
+Input size: the graph takes the padded sample's height and width (multiples of the size
+divisibility), fixed. A dynamic-size export (torch.export Dims) traced, but its ONNX file kept
+reshapes at the traced size inside the backbone, so other sizes failed in ONNX Runtime; until
+that is solved each size is its own export. The size is stored in the file and checked at run
+time (deploy/runtime.py) with a message naming it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +21,6 @@ import torch
 from detectron2.data import MetadataCatalog
 from torch import nn
 
-from ..layers import NeighborhoodAttention2D
 from ..ops.na.dispatch import BACKEND_ENV, default_backend
 from .deploy.runtime import METADATA_KEY
 from .onnx_ops import OPSET, translations
@@ -33,7 +29,6 @@ from .wrappers import NotExportableError, graph_of
 logger = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "exported-program")
-MAX_SIDE = 4096  # the largest height / width a dynamic graph accepts
 
 
 @dataclass
@@ -89,75 +84,11 @@ def divisibility_of(model: nn.Module) -> int:
     return max(int(size_div), 1)
 
 
-def _na_thresholds(graph: nn.Module, sample: torch.Tensor) -> tuple[set[int], set[int]]:
-    """Input heights and widths at which some NA layer starts or stops padding its input."""
-    seen: list[tuple[NeighborhoodAttention2D, int, int]] = []
-    hooks = [
-        module.register_forward_pre_hook(
-            lambda m, args: seen.append((m, args[0].shape[1], args[0].shape[2]))
-        )
-        for module in graph.modules()
-        if isinstance(module, NeighborhoodAttention2D)
-    ]
-    try:
-        with torch.no_grad():
-            graph(sample)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    heights, widths = set(), set()
-    for module, h, w in seen:
-        heights.add(sample.shape[2] // h * module.kernel_size[0] * module.dilation[0])
-        widths.add(sample.shape[3] // w * module.kernel_size[1] * module.dilation[1])
-    return heights, widths
-
-
-def _axis_range(size: int, thresholds: set[int], div: int) -> tuple[int, int]:
-    low = max([t for t in thresholds if t <= size], default=div)
-    high = min([t for t in thresholds if t > size], default=MAX_SIDE + 1) - 1
-    return math.ceil(low / div) * div, high // div * div
-
-
-def size_range(graph: nn.Module, sample: torch.Tensor, div: int) -> SizeRange:
-    heights, widths = _na_thresholds(graph, sample)
-    h0, h1 = _axis_range(sample.shape[2], heights, div)
-    w0, w1 = _axis_range(sample.shape[3], widths, div)
-    return SizeRange(div, h0, h1, w0, w1)
-
-
-def _dynamic_shapes(sizes: SizeRange):
-    div = sizes.divisibility
-    height = torch.export.Dim("h", min=sizes.min_height // div, max=sizes.max_height // div)
-    width = torch.export.Dim("w", min=sizes.min_width // div, max=sizes.max_width // div)
-    return ({2: div * height, 3: div * width},)
-
-
-def trace(
-    graph: nn.Module, sample: torch.Tensor, sizes: SizeRange
-) -> tuple[torch.export.ExportedProgram, SizeRange]:
-    """torch.export of `graph` with dynamic height and width over `sizes`, or at the sample's
-    fixed size when the model's code does not allow that (logged)."""
+def trace(graph: nn.Module, sample: torch.Tensor) -> torch.export.ExportedProgram:
+    """torch.export of `graph` at the sample's size."""
     graph.eval()
-    if not sizes.fixed:
-        try:
-            with torch.no_grad():
-                return torch.export.export(
-                    graph, (sample,), dynamic_shapes=_dynamic_shapes(sizes)
-                ), sizes
-        except Exception as error:  # torch.export's guard and constraint errors vary
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            logger.warning(
-                "export: height and width cannot stay dynamic for this model (%s: %s); "
-                "exporting the fixed size %dx%d, which the runtime will require",
-                type(error).__name__,
-                first_line[:300],
-                sample.shape[2],
-                sample.shape[3],
-            )
-    h, w = sample.shape[2], sample.shape[3]
-    fixed = SizeRange(sizes.divisibility, h, h, w, w)
     with torch.no_grad():
-        return torch.export.export(graph, (sample,)), fixed
+        return torch.export.export(graph, (sample,))
 
 
 def metadata(cfg, model: nn.Module, graph: nn.Module, sizes: SizeRange) -> dict:
@@ -248,8 +179,10 @@ def export_model(
             f"divisibility {div}, got {tuple(sample.shape[2:])}"
         )
     start = time.perf_counter()
-    sizes = size_range(graph, sample, div)
-    program, sizes = trace(graph, sample, sizes)
+    height, width = sample.shape[2], sample.shape[3]
+    sizes = SizeRange(div, height, height, width, width)
+    logger.info("export: the graph takes the fixed size %dx%d (height x width)", height, width)
+    program = trace(graph, sample)
     info = metadata(cfg, model, graph, sizes)
     if fmt == "onnx":
         _save_onnx(program, output, info)
