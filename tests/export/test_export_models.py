@@ -158,21 +158,14 @@ def test_exported_program_keeps_custom_ops(tmp_path):
 @pytest.mark.parametrize(
     "config, sample, sizes",
     [
-        # DiNAT-T, kernel 7: dilations up to 8 pad below 224 px; 64..96 px take one branch
+        # DiNAT-T, kernel 7, dilations up to 8 (the padding branch of the NA module)
         (
             "configs/ade20k/panoptic-segmentation/dinat/maskformer2_dinat_tiny_bs16_160k.yaml",
             (64, 96),
             [(64, 96), (96, 64)],
         ),
-        # DiNAT-L, kernel 11 (the paper's Mask2Former backbone): 96..160 px take one branch
-        (
-            "configs/ade20k/panoptic-segmentation/dinat/"
-            "maskformer2_dinat_large_in22k_bs16_160k.yaml",
-            (96, 128),
-            [(96, 128), (160, 96)],
-        ),
     ],
-    ids=["dinat_tiny", "dinat_large"],
+    ids=["dinat_tiny"],
 )
 def test_released_architectures_onnx_equal_pytorch(tmp_path, config, sample, sizes):
     cfg = load_cfg(
