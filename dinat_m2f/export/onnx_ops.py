@@ -16,6 +16,9 @@ docs/na_ops.md):
 - `dinat_m2f::ms_deform_attn`: per level, the level's value map sampled with GridSample
   (bilinear, zero padding, align_corners=0) at 2 * location - 1, weighted and summed over
   levels and points.
+- `dinat_m2f_export::batched_nms` (nms.py, the exported detectors' class-wise NMS):
+  NonMaxSuppression with one score row per class (-inf outside the box's class, dropped by
+  the score threshold), the kept boxes then sorted by decreasing score.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ from collections.abc import Callable
 import torch
 from onnxscript.onnx_opset import opset18 as op
 
+from . import nms  # noqa: F401  (registers dinat_m2f_export::batched_nms)
+
 OPSET = 18
+_INT64_MAX = 2**63 - 1
+_LOWEST_FLOAT32 = -3.4028234663852886e38
 
 
 def _scalar(value: int):
@@ -158,6 +165,24 @@ def ms_deform_attn_onnx(value, spatial_shapes, level_start_index, locations, wei
     return op.Transpose(out, perm=[0, 2, 1])
 
 
+def batched_nms_onnx(boxes, scores, classes, num_classes: int, iou_threshold: float):
+    """Indices (K,) int64 kept by class-wise NMS, by decreasing score (nms.batched_nms)."""
+    labels = op.Range(op.Constant(value_int=0), op.Constant(value_int=num_classes), 1)
+    member = op.Equal(op.Unsqueeze(labels, [1]), op.Unsqueeze(classes, [0]))  # (C, N)
+    absent = op.CastLike(op.Constant(value_float=float("-inf")), scores)
+    rows = op.Where(member, op.Unsqueeze(scores, [0]), absent)  # (C, N)
+    selected = op.NonMaxSuppression(
+        op.Unsqueeze(boxes, [0]),  # (1, N, 4)
+        op.Unsqueeze(rows, [0]),  # (1, C, N)
+        op.Constant(value_ints=[_INT64_MAX]),
+        op.Constant(value_floats=[iou_threshold]),
+        op.Constant(value_floats=[_LOWEST_FLOAT32]),  # keeps every finite score
+    )  # (K, 3): batch, class, box; class by class
+    index = op.Squeeze(op.Slice(selected, [2], [3], [1]), [1])
+    _, order = op.TopK(op.Gather(scores, index), op.Shape(index), axis=0, largest=1, sorted=1)
+    return op.Gather(index, order)
+
+
 def translations() -> dict[Callable, Callable]:
     """The custom translation table: native op overload -> its ONNX form."""
     ops = torch.ops.dinat_m2f
@@ -165,7 +190,15 @@ def translations() -> dict[Callable, Callable]:
         ops.na_qk.default: na_qk_onnx,
         ops.na_av.default: na_av_onnx,
         ops.ms_deform_attn.default: ms_deform_attn_onnx,
+        torch.ops.dinat_m2f_export.batched_nms.default: batched_nms_onnx,
     }
 
 
-__all__ = ["OPSET", "ms_deform_attn_onnx", "na_av_onnx", "na_qk_onnx", "translations"]
+__all__ = [
+    "OPSET",
+    "batched_nms_onnx",
+    "ms_deform_attn_onnx",
+    "na_av_onnx",
+    "na_qk_onnx",
+    "translations",
+]

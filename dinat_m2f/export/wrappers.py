@@ -4,14 +4,12 @@ inference, pasting masks) is the numpy post-processing of `deploy/postprocess.py
 
 - Mask2Former (`MaskFormer`): image (1, 3, H, W) -> class logits (1, Q, K + 1) and mask
   logits (1, Q, H / 4, W / 4), the transformer decoder's last prediction.
+- R-CNN detectors (`GeneralizedRCNN` with an RPN and StandardROIHeads or
+  StageMaskCascadeROIHeads, masks on): image (1, 3, H, W) and image_size (2,) -> boxes,
+  scores, classes and mask probabilities per detection (rcnn.py, an inference path written
+  for tracing).
 
 H and W are those of the padded input (multiples of the size divisibility).
-
-Not exported: detectron2's R-CNN detectors (Mask R-CNN, Cascade Mask R-CNN). Their inference
-branches in Python on tensor values (`if not valid_mask.all()` in find_top_rpn_proposals and
-fast_rcnn_inference_single_image), which torch.export cannot trace, and detectron2's tracing
-mode instead needs tensor shapes throughout (`shapes_to_tensor` asserts), so they need an
-inference path of their own (docs/export.md).
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from detectron2.modeling import GeneralizedRCNN
 from torch import nn
 
 from ..modeling.meta_arch.mask_former_model import MaskFormer
+from .rcnn import RCNNGraph, check_rcnn
 
 
 class NotExportableError(ValueError):
@@ -30,6 +29,7 @@ class NotExportableError(ValueError):
 class MaskFormerGraph(nn.Module):
     """Mask2Former's network: (1, 3, H, W) normalised image -> (class logits, mask logits)."""
 
+    input_names = ("image",)
     output_names = ("class_logits", "mask_logits")
 
     def __init__(self, model: MaskFormer) -> None:
@@ -42,18 +42,16 @@ class MaskFormerGraph(nn.Module):
         return outputs["pred_logits"], outputs["pred_masks"]
 
 
-def graph_of(model: nn.Module) -> MaskFormerGraph:
+def graph_of(model: nn.Module) -> MaskFormerGraph | RCNNGraph:
     """The exportable network of `model`, or NotExportableError naming what is not supported."""
     if isinstance(model, MaskFormer):
         return MaskFormerGraph(model)
     if isinstance(model, GeneralizedRCNN):
-        raise NotExportableError(
-            f"model {type(model).__name__} (MODEL.META_ARCHITECTURE GeneralizedRCNN: Mask R-CNN / "
-            "Cascade Mask R-CNN) cannot be exported yet: detectron2's R-CNN inference branches "
-            "in Python on tensor values (find_top_rpn_proposals, fast_rcnn_inference), which "
-            "torch.export cannot trace; export Mask2Former models (MaskFormer)"
-        )
+        reason = check_rcnn(model)
+        if reason is not None:
+            raise NotExportableError(f"model GeneralizedRCNN cannot be exported: {reason}")
+        return RCNNGraph(model)
     raise NotExportableError(
         f"model {type(model).__name__} (MODEL.META_ARCHITECTURE) cannot be exported; "
-        "supported: MaskFormer (Mask2Former)"
+        "supported: MaskFormer (Mask2Former), GeneralizedRCNN (Mask R-CNN, Cascade Mask R-CNN)"
     )

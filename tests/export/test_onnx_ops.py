@@ -1,11 +1,13 @@
 """The ONNX forms of the native ops (dinat_m2f/export/onnx_ops.py), run in ONNX Runtime, against
 the native ops and the brute-force oracles: windows at the borders, dilation, per-axis kernels,
-the relative positional bias, and MSDeformAttn's bilinear sampling with zero padding. One
-dynamic-size export per case, run at two sizes."""
+the relative positional bias, MSDeformAttn's bilinear sampling with zero padding, and the
+detectors' class-wise NMS against a greedy oracle. One dynamic-size export per case, run at two
+sizes."""
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from dinat_m2f.layers import ms_deform_attn, na2d_av, na2d_qk
 from tests import ms_deform_attn_brute_force as msda_oracle
@@ -15,6 +17,7 @@ from tests.conftest import requires_native
 pytest.importorskip("onnxruntime")
 import onnxruntime  # noqa: E402
 
+from dinat_m2f.export.nms import batched_nms  # noqa: E402
 from dinat_m2f.export.onnx_ops import OPSET, translations  # noqa: E402
 
 pytestmark = requires_native
@@ -125,3 +128,58 @@ def test_na_onnx_refuses_other_ranks():
 
     with pytest.raises(ValueError, match=r"2D neighbourhood attention only.*kernel_size=\[7\]"):
         na_qk_onnx(None, None, None, [7], [1])
+
+
+def _nms_oracle(boxes, scores, classes, threshold):
+    """Greedy class-wise NMS, one box at a time by decreasing score: kept indices."""
+
+    def iou(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+        return w * h / union
+
+    kept = []
+    for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
+        if all(classes[j] != classes[i] or iou(boxes[i], boxes[j]) <= threshold for j in kept):
+            kept.append(i)
+    return kept
+
+
+class _NMS(torch.nn.Module):
+    def __init__(self, num_classes, threshold):
+        super().__init__()
+        self.num_classes, self.threshold = num_classes, threshold
+
+    def forward(self, boxes, scores, classes):
+        return batched_nms(boxes, scores, classes, self.num_classes, self.threshold)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7])
+def test_batched_nms_onnx_matches_class_wise_greedy_nms(tmp_path, threshold):
+    torch.manual_seed(0)
+    classes_count = 3
+
+    def inputs(count):
+        # clusters of jittered boxes, so that many overlap above and below the threshold
+        centres = torch.rand(4, 2) * 60
+        xy = centres[torch.randint(0, 4, (count,))] + torch.randn(count, 2) * 4
+        size = 10 + torch.rand(count, 2) * 20
+        boxes = torch.cat((xy, xy + size), dim=1)
+        return boxes, torch.rand(count), torch.randint(0, classes_count, (count,))
+
+    module = _NMS(classes_count, threshold)
+    count = torch.export.Dim("count", min=2, max=4096)
+    session = _session(module, inputs(40), ({0: count}, {0: count}, {0: count}), tmp_path)
+    for size in (60, 0):
+        boxes, scores, classes = inputs(size)
+        feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), (boxes, scores, classes))}
+        (kept,) = session.run(None, feed)
+        oracle = _nms_oracle(boxes.tolist(), scores.tolist(), classes.tolist(), threshold)
+        assert kept.tolist() == oracle
+        assert module(boxes, scores, classes).tolist() == oracle
+        if size:
+            assert 0 < len(oracle) < size  # some boxes suppressed, some kept
+            # detectron2's batched_nms (torchvision's) keeps the same boxes
+            reference = torchvision.ops.batched_nms(boxes, scores, classes, threshold)
+            assert sorted(reference.tolist()) == sorted(oracle)

@@ -7,13 +7,23 @@ your application as a package of any name, e.g. `m2f_deploy/`, and
     results = Predictor("model.onnx")(cv2.imread("image.jpg"))  # BGR uint8
 """
 
-from .postprocess import mask_former_results
-from .runtime import METADATA_KEY, ExportedModel, InputError, Predictor
+from .postprocess import detector_results, mask_former_results
+from .runtime import (
+    METADATA_KEY,
+    ExportedModel,
+    InputError,
+    Predictor,
+    normalise_and_pad,
+    results_of,
+)
 
 __all__ = [
     "METADATA_KEY",
     "ExportedModel",
     "InputError",
     "Predictor",
+    "detector_results",
     "mask_former_results",
+    "normalise_and_pad",
+    "results_of",
 ]

@@ -150,6 +150,80 @@ def instance_inference(
     }
 
 
+def _bilinear_zeros(image: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """(h, w) image sampled at the separable grid (gy (Y,), gx (X,)) in [-1, 1] -> (Y, X):
+    grid_sample's bilinear, zero padding, align_corners=False (its CPU kernel's arithmetic)."""
+    h, w = image.shape
+    f32 = np.float32
+    x = (gx + f32(1)) * f32(w / 2) - f32(0.5)
+    y = (gy + f32(1)) * f32(h / 2) - f32(0.5)
+    x0, y0 = np.floor(x), np.floor(y)
+    wx, wy = x - x0, y - y0
+    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+    padded = np.zeros((h + 2, w + 2), dtype=f32)  # one zero texel around: neighbours -1 and w
+    padded[1:-1, 1:-1] = image
+    rows0, rows1 = np.clip(y0 + 1, 0, h + 1), np.clip(y0 + 2, 0, h + 1)
+    cols0, cols1 = np.clip(x0 + 1, 0, w + 1), np.clip(x0 + 2, 0, w + 1)
+    top, bottom = padded[rows0][:, cols0], padded[rows1][:, cols0]
+    top_r, bottom_r = padded[rows0][:, cols1], padded[rows1][:, cols1]
+    north, south, west, east = (f32(1) - wy)[:, None], wy[:, None], (f32(1) - wx), wx
+    return (
+        top * (north * west)
+        + top_r * (north * east)
+        + bottom * (south * west)
+        + (bottom_r * (south * east))
+    )
+
+
+def paste_masks(
+    probs: np.ndarray, boxes: np.ndarray, height: int, width: int, threshold: float = 0.5
+) -> np.ndarray:
+    """(N, M, M) mask probabilities pasted into their (N, 4) boxes on a (height, width) image,
+    thresholded: (N, height, width) bool, as detectron2's paste_masks_in_image (bilinear
+    resampling of the mask over the box, pixel centres at + 0.5)."""
+    f32 = np.float32
+    out = np.zeros((len(probs), height, width), dtype=bool)
+    for i, (mask, box) in enumerate(zip(probs.astype(f32), boxes.astype(f32))):
+        x0, y0, x1, y1 = box
+        left, top = max(int(np.floor(x0)) - 1, 0), max(int(np.floor(y0)) - 1, 0)
+        right, bottom = min(int(np.ceil(x1)) + 1, width), min(int(np.ceil(y1)) + 1, height)
+        if right <= left or bottom <= top:
+            continue
+        gy = (np.arange(top, bottom, dtype=f32) + f32(0.5) - y0) / (y1 - y0) * f32(2) - f32(1)
+        gx = (np.arange(left, right, dtype=f32) + f32(0.5) - x0) / (x1 - x0) * f32(2) - f32(1)
+        out[i, top:bottom, left:right] = _bilinear_zeros(mask, gx, gy) >= threshold
+    return out
+
+
+def detector_results(
+    outputs: dict[str, np.ndarray],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int] | None = None,
+    mask_threshold: float = 0.5,
+) -> dict:
+    """An exported detector's outputs (rcnn.py: boxes, scores, classes, mask_probs) -> {
+    "instances": {"boxes" (N, 4), "scores" (N,), "classes" (N,), "masks" (N, H, W) bool}} at
+    output_size (default image_size), as detectron2's detector_postprocess: boxes scaled from
+    image_size (the network input's image) and clipped, empty boxes dropped, masks pasted."""
+    f32 = np.float32
+    out_h, out_w = output_size or image_size
+    boxes = outputs["boxes"].astype(f32).copy()
+    boxes[:, 0::2] *= f32(out_w / image_size[1])
+    boxes[:, 1::2] *= f32(out_h / image_size[0])
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, out_w)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, out_h)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes = boxes[keep]
+    return {
+        "instances": {
+            "boxes": boxes,
+            "scores": outputs["scores"][keep].astype(f32),
+            "classes": outputs["classes"][keep].astype(np.int64),
+            "masks": paste_masks(outputs["mask_probs"][keep], boxes, out_h, out_w, mask_threshold),
+        }
+    }
+
+
 def mask_former_results(
     class_logits: np.ndarray,
     mask_logits: np.ndarray,

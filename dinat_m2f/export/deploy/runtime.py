@@ -6,7 +6,9 @@ ONNX Runtime sees it: a wrong dtype, rank, channel count or size is an `InputErr
 the expected and the given values, not an error deep inside the graph. `Predictor` goes from
 an image (H, W, 3) uint8 to results at the image's size: resize (shortest edge, as
 detectron2's test resize; numpy bilinear, which differs slightly from detectron2's PIL
-resize), normalise, zero-pad to the size divisibility, run, post-process (postprocess.py).
+resize), normalise, zero-pad to the size divisibility, run, post-process (postprocess.py);
+`results_of` does the steps after the resize (what evaluation on detectron2's test loader
+uses).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import math
 
 import numpy as np
 
-from .postprocess import mask_former_results
+from .postprocess import detector_results, mask_former_results, resize_bilinear
 
 METADATA_KEY = "dinat_m2f"
 
@@ -25,10 +27,13 @@ class InputError(ValueError):
     """An input the exported graph does not accept; the message says what it accepts."""
 
 
-def _sizes_text(sizes: dict) -> str:
+def _sizes_text(sizes: dict, fixed_reason: str | None = None) -> str:
     div = sizes["divisibility"]
     if sizes["min_height"] == sizes["max_height"] and sizes["min_width"] == sizes["max_width"]:
-        return f"exactly {sizes['min_height']}x{sizes['min_width']} (height x width; fixed size)"
+        why = f": {fixed_reason}" if fixed_reason else ""
+        return (
+            f"exactly {sizes['min_height']}x{sizes['min_width']} (height x width; fixed size{why})"
+        )
     return (
         f"height in {sizes['min_height']}..{sizes['max_height']} and width in "
         f"{sizes['min_width']}..{sizes['max_width']}, multiples of {div}"
@@ -58,7 +63,7 @@ class ExportedModel:
                 f"{path}: no '{METADATA_KEY}' metadata; export it with tools/deploy/export_model.py"
             )
         self.info = json.loads(meta[METADATA_KEY])
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def check_input(self, image: np.ndarray) -> None:
@@ -84,13 +89,30 @@ class ExportedModel:
         if not ok:
             raise InputError(
                 f"image size {height}x{width} is not accepted by this file: it takes "
-                f"{_sizes_text(sizes)} (pad the image, or export again with a sample of this size)"
+                f"{_sizes_text(sizes, self.info.get('fixed_reason'))} (pad the image, or export "
+                "again with a sample of this size)"
             )
 
-    def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph's raw outputs by name (see dinat_m2f/export/wrappers.py)."""
+    def __call__(
+        self, image: np.ndarray, image_size: tuple[int, int] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The graph's raw outputs by name (see dinat_m2f/export/wrappers.py). image_size
+        (detectors only): height and width of the image inside the padding (default: all of
+        `image`); detections are clipped to it."""
         self.check_input(image)
-        outputs = self.session.run(None, {self.input_name: image})
+        feed = {"image": image}
+        if "image_size" in self.input_names:
+            height, width = image.shape[2:]
+            size = (height, width) if image_size is None else tuple(int(v) for v in image_size)
+            if len(size) != 2 or not (1 <= size[0] <= height and 1 <= size[1] <= width):
+                raise InputError(
+                    f"image_size must be (height, width) within the padded image {height}x"
+                    f"{width}, got {image_size}"
+                )
+            feed["image_size"] = np.asarray(size, dtype=np.int64)
+        elif image_size is not None:
+            raise InputError("image_size is an input of exported detectors only")
+        outputs = self.session.run(None, feed)
         return dict(zip(self.output_names, outputs))
 
 
@@ -105,10 +127,47 @@ def resized_size(height: int, width: int, short: int, longest: int) -> tuple[int
     return int(new_h + 0.5), int(new_w + 0.5)
 
 
+def normalise_and_pad(pixels: np.ndarray, info: dict) -> np.ndarray:
+    """(C, h, w) pixels in the model's channel order -> the graph's input (1, C, H, W): minus
+    the mean, over the std, zero-padded at the bottom / right to multiples of the size
+    divisibility and at least the file's smallest accepted size (as detectron2's ImageList)."""
+    mean = np.asarray(info["pixel_mean"], dtype=np.float32)[:, None, None]
+    std = np.asarray(info["pixel_std"], dtype=np.float32)[:, None, None]
+    sizes = info["sizes"]
+    div = sizes["divisibility"]
+    height, width = pixels.shape[1:]
+    padded_h = max(math.ceil(height / div) * div, sizes["min_height"])
+    padded_w = max(math.ceil(width / div) * div, sizes["min_width"])
+    padded = np.zeros((1, pixels.shape[0], padded_h, padded_w), dtype=np.float32)
+    padded[0, :, :height, :width] = (pixels.astype(np.float32) - mean) / std
+    return padded
+
+
+def results_of(
+    model: ExportedModel,
+    pixels: np.ndarray,
+    output_size: tuple[int, int] | None = None,
+) -> dict:
+    """One image's results from (C, h, w) pixels (already resized as at test time, in the
+    model's channel order) at output_size (default (h, w)): mask_former_results or
+    detector_results, as the file's kind."""
+    image_size = tuple(pixels.shape[1:])
+    output_size = tuple(output_size or image_size)
+    padded = normalise_and_pad(pixels, model.info)
+    if model.info["kind"] == "rcnn":
+        outputs = model(padded, image_size=image_size)
+        return detector_results(outputs, image_size, output_size, model.info["mask_threshold"])
+    outputs = model(padded)
+    return mask_former_results(
+        outputs["class_logits"][0], outputs["mask_logits"][0], model.info, image_size, output_size
+    )
+
+
 class Predictor:
     """Image (H, W, 3) uint8 in `input_format` ("BGR", as OpenCV reads) -> results at (H, W):
-    {"sem_seg", "panoptic_seg", "instances"} as enabled in the exported model
-    (postprocess.mask_former_results)."""
+    Mask2Former: {"sem_seg", "panoptic_seg", "instances"} as enabled in the exported model
+    (postprocess.mask_former_results); detectors: {"instances"} (postprocess.detector_results).
+    """
 
     def __init__(self, path: str, input_format: str = "BGR", **session_options) -> None:
         self.model = ExportedModel(path, **session_options)
@@ -117,8 +176,9 @@ class Predictor:
             raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}")
         self.input_format = input_format
 
-    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        """(1, 3, H', W') normalised, zero-padded input and the resized image size (h, w)."""
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (3, h, w) float32 pixels in the model's channel order, resized as
+        at test time (shortest edge INPUT.MIN_SIZE_TEST, longest at most MAX_SIZE_TEST)."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"image must be (H, W, 3) uint8, got {image.dtype} {image.shape}")
         if self.input_format != self.info["input_format"]:
@@ -129,27 +189,8 @@ class Predictor:
         )
         chw = image.transpose(2, 0, 1).astype(np.float32)
         if (new_h, new_w) != (height, width):
-            from .postprocess import resize_bilinear
-
             chw = np.clip(np.round(resize_bilinear(chw, new_h, new_w)), 0, 255)
-        mean = np.asarray(self.info["pixel_mean"], dtype=np.float32)[:, None, None]
-        std = np.asarray(self.info["pixel_std"], dtype=np.float32)[:, None, None]
-        chw = (chw - mean) / std
-        div = self.info["sizes"]["divisibility"]
-        padded_h = max(math.ceil(new_h / div) * div, self.info["sizes"]["min_height"])
-        padded_w = max(math.ceil(new_w / div) * div, self.info["sizes"]["min_width"])
-        padded = np.zeros((1, 3, padded_h, padded_w), dtype=np.float32)
-        padded[0, :, :new_h, :new_w] = chw
-        return padded, (new_h, new_w)
+        return chw
 
     def __call__(self, image: np.ndarray) -> dict:
-        height, width = image.shape[:2]
-        tensor, resized = self.preprocess(image)
-        outputs = self.model(tensor)
-        return mask_former_results(
-            outputs["class_logits"][0],
-            outputs["mask_logits"][0],
-            self.info,
-            image_size=resized,
-            output_size=(height, width),
-        )
+        return results_of(self.model, self.resize(image), output_size=image.shape[:2])
