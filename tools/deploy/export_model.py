@@ -2,15 +2,17 @@
 """Export a model's inference to ONNX or a torch.export program (detectron2's convention).
 
     python tools/deploy/export_model.py --config-file CONFIG --format onnx --output model.onnx \
-        [--sample-image img.jpg | --input-size H W] [--allow-random-weights] MODEL.WEIGHTS w.pth
+        [--sample-image img.jpg | --input-size H W] [--fixed-size | --max-size N] \
+        [--allow-random-weights] MODEL.WEIGHTS w.pth
 
-The graph takes a normalised, zero-padded image (1, 3, H, W) float32 and returns the raw
-outputs (Mask2Former: class and mask logits; detectors: boxes, scores, classes and mask
-probabilities); `dinat_m2f/export/deploy/` post-processes them with numpy alone. The sample
-(the image, resized as at test time, or a blank image of --input-size, default
-INPUT.MIN_SIZE_TEST square) sets the traced size; the sizes the file accepts are printed and
-stored in it. Exit status 2 with a message on a model or option that cannot be exported.
-See docs/export.md.
+The graph takes a normalised, zero-padded image (1, 3, H, W) float32 (detectors also the
+image's size inside the padding) and returns the raw outputs (Mask2Former: class and mask
+logits; detectors: boxes, scores, classes and mask probabilities); `dinat_m2f/export/deploy/`
+post-processes them with numpy alone. The sample (the image, resized as at test time, or a
+blank image of --input-size, default INPUT.MIN_SIZE_TEST square) is traced; the file accepts
+every height and width that shares its graph (multiples of 32 up to --max-size; see
+docs/export.md), or its size only with --fixed-size. The accepted sizes are printed and stored
+in the file. Exit status 2 with a message on a model or option that cannot be exported.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dinat_m2f.engine.config_file import ConfigFileError  # noqa: E402
 from dinat_m2f.engine.setup import load_cfg  # noqa: E402
 from dinat_m2f.export import FORMATS, NotExportableError, export_model  # noqa: E402
 from dinat_m2f.export.exporter import check_exportable, divisibility_of  # noqa: E402
+from dinat_m2f.export.sizes import DEFAULT_MAX_SIZE  # noqa: E402
 
 EXIT_ERROR = 2
 
@@ -44,6 +47,15 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample-image", help="an image traced at its test-time size")
     parser.add_argument(
         "--input-size", type=int, nargs=2, metavar=("H", "W"), help="size of a blank sample"
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--fixed-size", action="store_true", help="accept the sample's size only")
+    size.add_argument(
+        "--max-size",
+        type=int,
+        default=DEFAULT_MAX_SIZE,
+        metavar="N",
+        help=f"largest accepted height / width (default {DEFAULT_MAX_SIZE})",
     )
     parser.add_argument(
         "--allow-random-weights",
@@ -99,13 +111,17 @@ def main(argv: list[str] | None = None) -> int:
             partial_option="--allow-random-weights",
         )
         sample = sample_input(cfg, args, model)
-        result = export_model(cfg, model, sample, args.output, args.format)
+        if args.max_size < divisibility_of(model):
+            raise ValueError(f"--max-size {args.max_size}: must be at least the size divisibility")
+        result = export_model(
+            cfg, model, sample, args.output, args.format, not args.fixed_size, args.max_size
+        )
     except (NotExportableError, WeightsError, ConfigFileError, ValueError) as error:
         print(f"export_model: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     sizes = result.sizes
     accepted = (
-        f"fixed size {sizes.min_height}x{sizes.min_width}"
+        f"fixed size {sizes.min_height}x{sizes.min_width} ({result.fixed_reason})"
         if sizes.fixed
         else f"height {sizes.min_height}..{sizes.max_height}, width {sizes.min_width}.."
         f"{sizes.max_width}, multiples of {sizes.divisibility}"

@@ -166,8 +166,11 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         src_flatten = torch.cat(tokens, 1)
         pos_flatten = torch.cat(positions, 1)
         # Host tensors: the op and the reference points read the level layout on the host,
-        # so device copies would cost a GPU synchronisation in every encoder layer.
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long)
+        # so device copies would cost a GPU synchronisation in every encoder layer. Built by
+        # arithmetic on the sizes: torch.export traces them as symbols, which a tensor made
+        # from them as data (torch.as_tensor) would pin to the traced values.
+        one = torch.ones((), dtype=torch.long)
+        spatial_shapes = torch.stack([torch.stack((one * h, one * w)) for h, w in shapes])
         level_start_index = torch.cat(
             (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
         )
