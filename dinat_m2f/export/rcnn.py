@@ -70,6 +70,15 @@ def pool(pooler: ROIPooler, features: list[torch.Tensor], boxes: torch.Tensor) -
     return output
 
 
+def per_roi(head: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    """head(pooled) for (N, C, S, S) pooled boxes, run with one zero box appended and dropped:
+    GroupNorm asks whether its batch is empty, which torch.export cannot decide for a box count
+    that depends on the data (GuardOnDataDependentSymNode in the cascade's GN box heads); with
+    the spare box it never is. Every box is computed on its own, so the others are unchanged."""
+    spare = torch.cat((pooled, pooled.new_zeros((1, *pooled.shape[1:]))))
+    return head(spare)[:-1]
+
+
 def best_class_boxes(boxes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """The next cascade stage's proposals (StageMaskCascadeROIHeads._boxes_for_next_stage at
     inference): (R, 4) boxes, or of (R, K * 4) the box of the best foreground class."""
@@ -143,8 +152,8 @@ class RCNNGraph(nn.Module):
         heads = self.roi_heads
         pooled = pool(heads.box_pooler, features, boxes)
         if stage is None:
-            return heads.box_predictor(heads.box_head(pooled))
-        return heads.box_predictor[stage](heads.box_head[stage](pooled))
+            return heads.box_predictor(per_roi(heads.box_head, pooled))
+        return heads.box_predictor[stage](per_roi(heads.box_head[stage], pooled))
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.sigmoid() if self.use_sigmoid else F.softmax(logits, dim=-1)
@@ -190,7 +199,7 @@ class RCNNGraph(nn.Module):
         mask_heads = heads.mask_head if self.cascade else [heads.mask_head]
         total = None
         for head in mask_heads:
-            logits = head.layers(pooled)  # (N, K or 1, M, M)
+            logits = per_roi(head.layers, pooled)  # (N, K or 1, M, M)
             logits = logits[:, 0] if logits.shape[1] == 1 else logits[rows, classes]
             probs = logits.sigmoid()
             total = probs if total is None else total + probs
@@ -228,4 +237,4 @@ def check_rcnn(model: GeneralizedRCNN) -> str | None:
     return None
 
 
-__all__ = ["RCNNGraph", "best_class_boxes", "check_rcnn", "clip", "pool"]
+__all__ = ["RCNNGraph", "best_class_boxes", "check_rcnn", "clip", "per_roi", "pool"]

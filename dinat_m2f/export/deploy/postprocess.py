@@ -138,8 +138,10 @@ def instance_inference(
         scores, classes, queries = scores[keep], classes[keep], queries[keep]
     logits = mask_logits[queries]
     masks = logits > 0
-    flat_masks = masks.reshape(len(masks), -1).astype(np.float32)
-    mask_scores = (_sigmoid(logits).reshape(len(masks), -1) * flat_masks).sum(1) / (
+    # explicit pixel count: no pair may be left (all stuff), and reshape cannot infer -1 then
+    flat_shape = (len(masks), int(np.prod(mask_logits.shape[1:])))
+    flat_masks = masks.reshape(flat_shape).astype(np.float32)
+    mask_scores = (_sigmoid(logits).reshape(flat_shape) * flat_masks).sum(1) / (
         flat_masks.sum(1) + 1e-6
     )
     return {

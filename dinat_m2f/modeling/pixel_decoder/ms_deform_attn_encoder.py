@@ -72,9 +72,11 @@ def encoder_reference_points(
         spatial_shapes = spatial_shapes.tolist()
     per_level = []
     for level, (height, width) in enumerate(spatial_shapes):
+        # arange + 0.5 equals linspace(0.5, n - 0.5, n) exactly; torch.export keeps its length
+        # symbolic where linspace's step count pins it to the traced size
         ys, xs = torch.meshgrid(
-            torch.linspace(0.5, height - 0.5, height, dtype=torch.float32, device=device),
-            torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=device),
+            torch.arange(height, dtype=torch.float32, device=device) + 0.5,
+            torch.arange(width, dtype=torch.float32, device=device) + 0.5,
             indexing="ij",
         )
         ys = ys.reshape(-1)[None] / (valid_ratios[:, None, level, 1] * height)
