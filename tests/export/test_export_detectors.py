@@ -91,7 +91,8 @@ def _check_against_detectron2(model, path: str, sizes) -> None:
         masks = ref.pred_masks.numpy()
         union = (ours["masks"] | masks).sum((1, 2))
         iou = (ours["masks"] & masks).sum((1, 2)) / np.maximum(union, 1)
-        assert iou.min() > 0.99, iou
+        # a box under a pixel pastes an empty mask on both sides (union 0): the same mask
+        assert ((iou > 0.99) | (union == 0)).all(), iou
 
 
 @pytest.mark.parametrize(
