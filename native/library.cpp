@@ -14,6 +14,23 @@ extern "C" PyMODINIT_FUNC PyInit__C(void) {
   return PyModule_Create(&module);
 }
 
+namespace {
+
+// Fused NA, CPU only (native/na/na_cpu_fused.cpp; CUDA tensors take the Triton kernels of
+// dinat_m2f/ops/na/fused.py, whose ops have the same signatures): out and the log2-sum-exp
+// per query, and the backward from them. Not in the test library: the emulated device runs
+// the CUDA kernels, which have no such op.
+constexpr const char* kCpuSchemas[] = {
+    "na_fused(Tensor query, Tensor key, Tensor value, Tensor? rpb, int[] kernel_size, "
+    "int[] dilation, float scale) -> (Tensor, Tensor)",
+    "na_fused_backward(Tensor grad_out, Tensor query, Tensor key, Tensor value, Tensor? rpb, "
+    "Tensor out, Tensor lse, int[] kernel_size, int[] dilation, float scale) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
+};
+
+}  // namespace
+
 TORCH_LIBRARY(dinat_m2f, m) {
   for (const char* schema : dinat_m2f::kOpSchemas) m.def(schema);
+  for (const char* schema : kCpuSchemas) m.def(schema);
 }
