@@ -9,6 +9,7 @@ is stored in the file and checked at run time (deploy/runtime.py) with a message
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -77,12 +78,27 @@ def sample_inputs(graph: nn.Module, sample: torch.Tensor) -> tuple[torch.Tensor,
     return (sample,)
 
 
+@contextlib.contextmanager
+def _unfused_na():
+    """NA traced as the unfused native ops (na_qk, softmax, na_av), the ones with ONNX forms:
+    "auto" would pick the fused CPU kernel (dinat_m2f::na_fused), which has none."""
+    before = os.environ.get(BACKEND_ENV)
+    os.environ[BACKEND_ENV] = "unfused"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[BACKEND_ENV]
+        else:
+            os.environ[BACKEND_ENV] = before
+
+
 def trace(graph: nn.Module, sample: torch.Tensor, sizes: SizeRange) -> torch.export.ExportedProgram:
     """torch.export of `graph` over the image sizes `sizes` (the sample's must be one)."""
     graph.eval()
     inputs = sample_inputs(graph, sample)
     dynamic = (sizes.dims(),) + (None,) * (len(inputs) - 1)
-    with torch.no_grad():
+    with torch.no_grad(), _unfused_na():
         return torch.export.export(graph, inputs, dynamic_shapes=dynamic)
 
 
