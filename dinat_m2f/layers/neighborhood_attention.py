@@ -74,10 +74,13 @@ class NeighborhoodAttention2D(nn.Module):
             )
         batch, height, width, _ = x.shape
         min_h, min_w = (k * d for k, d in zip(self.kernel_size, self.dilation))
-        pad_h, pad_w = max(0, min_h - height), max(0, min_w - width)
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        padded_h, padded_w = height + pad_h, width + pad_w
+        # comparisons, not max(): traced with symbolic sizes (torch.export), each holds over
+        # the traced range (export/sizes.py), so the padded size is the input's or the constant
+        # minimum, where max() would leave Max() expressions later shape checks cannot decide
+        padded_h = height if height >= min_h else min_h
+        padded_w = width if width >= min_w else min_w
+        if padded_h != height or padded_w != width:
+            x = F.pad(x, (0, 0, 0, padded_w - width, 0, padded_h - height))
         qkv = self.qkv(x).reshape(batch, padded_h, padded_w, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.unbind(3)
         # under autocast the projections return fp16/bf16 while the bias stays fp32

@@ -7,6 +7,8 @@ post-norm layers. Module names follow Mask2Former's so its checkpoints load unch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,18 +57,26 @@ class MSDeformAttnEncoderLayer(nn.Module):
 
 
 def encoder_reference_points(
-    spatial_shapes: torch.Tensor, valid_ratios: torch.Tensor, device: torch.device
+    spatial_shapes: torch.Tensor | Sequence[tuple[int, int]],
+    valid_ratios: torch.Tensor,
+    device: torch.device,
 ) -> torch.Tensor:
     """Normalised centre of every token of every level, seen from every level.
 
-    spatial_shapes: (L, 2) (H, W) per level; valid_ratios: (N, L, 2) (x, y) share of each map
-    that is not padding. Returns (N, S, L, 2) with S = sum(H * W), (x, y) in [0, 1].
+    spatial_shapes: (L, 2) (H, W) per level, a tensor or (height, width) pairs (sizes, which
+    torch.export traces, where a tensor's values would be data it cannot read); valid_ratios:
+    (N, L, 2) (x, y) share of each map that is not padding. Returns (N, S, L, 2) with
+    S = sum(H * W), (x, y) in [0, 1].
     """
+    if isinstance(spatial_shapes, torch.Tensor):
+        spatial_shapes = spatial_shapes.tolist()
     per_level = []
-    for level, (height, width) in enumerate(spatial_shapes.tolist()):
+    for level, (height, width) in enumerate(spatial_shapes):
+        # arange + 0.5 equals linspace(0.5, n - 0.5, n) exactly; torch.export keeps its length
+        # symbolic where linspace's step count pins it to the traced size
         ys, xs = torch.meshgrid(
-            torch.linspace(0.5, height - 0.5, height, dtype=torch.float32, device=device),
-            torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=device),
+            torch.arange(height, dtype=torch.float32, device=device) + 0.5,
+            torch.arange(width, dtype=torch.float32, device=device) + 0.5,
             indexing="ij",
         )
         ys = ys.reshape(-1)[None] / (valid_ratios[:, None, level, 1] * height)
@@ -83,8 +93,21 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos, padding_mask):
-        reference_points = encoder_reference_points(spatial_shapes, valid_ratios, src.device)
+    def forward(
+        self,
+        src,
+        spatial_shapes,
+        level_start_index,
+        valid_ratios,
+        pos,
+        padding_mask,
+        level_shapes: Sequence[tuple[int, int]] | None = None,
+    ):
+        """level_shapes: spatial_shapes as (height, width) pairs, when the caller has them
+        (spares a host read, and lets torch.export trace the reference points)."""
+        reference_points = encoder_reference_points(
+            spatial_shapes if level_shapes is None else level_shapes, valid_ratios, src.device
+        )
         for layer in self.layers:
             src = layer(src, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
         return src
@@ -145,14 +168,23 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         src_flatten = torch.cat(tokens, 1)
         pos_flatten = torch.cat(positions, 1)
         # Host tensors: the op and the reference points read the level layout on the host,
-        # so device copies would cost a GPU synchronisation in every encoder layer.
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long)
+        # so device copies would cost a GPU synchronisation in every encoder layer. Built by
+        # arithmetic on the sizes: torch.export traces them as symbols, which a tensor made
+        # from them as data (torch.as_tensor) would pin to the traced values.
+        one = torch.ones((), dtype=torch.long)
+        spatial_shapes = torch.stack([torch.stack((one * h, one * w)) for h, w in shapes])
         level_start_index = torch.cat(
             (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
         )
         # batched maps here are never padded per image: all of every map is valid
         valid_ratios = src_flatten.new_ones((src_flatten.shape[0], len(srcs), 2))
         memory = self.encoder(
-            src_flatten, spatial_shapes, level_start_index, valid_ratios, pos_flatten, None
+            src_flatten,
+            spatial_shapes,
+            level_start_index,
+            valid_ratios,
+            pos_flatten,
+            None,
+            level_shapes=[tuple(shape) for shape in shapes],
         )
         return memory, spatial_shapes, level_start_index
