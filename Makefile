@@ -4,7 +4,9 @@
 #   make test   set up (first run: virtual environment, dependencies, detectron2, native build)
 #               and run the test-suite
 # Also: make bench (the NA kernels' benchmark table, quick shapes), make sanitize (the CUDA
-# kernels on the emulated device under ThreadSanitizer / AddressSanitizer).
+# kernels on the emulated device under ThreadSanitizer / AddressSanitizer), make
+# kernel-resources (registers, spills, shared memory and occupancy of every GPU kernel on
+# sm_80 / sm_90 / sm_100, compiled without a GPU: docs/kernel_resources.md).
 # Re-running is cheap: each step has a stamp and reruns only when its inputs change.
 
 PYTHON ?= python3
@@ -14,7 +16,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMPS := $(VENV)/stamps
 NATIVE_SOURCES := $(wildcard native/*.cpp native/*/*.cpp native/*/*.cu native/*/*.cuh native/*/*.h)
 
-.PHONY: setup test lint format bench sanitize demo clean
+.PHONY: setup test lint format bench sanitize kernel-resources demo clean
 
 setup: $(STAMPS)/native
 
@@ -65,6 +67,12 @@ bench: setup
 # planted bugs that must be caught (also part of make test: tests/native/).
 sanitize:
 	$(PYTHON) tools/sanitize.py
+
+# Every GPU kernel (native/ .cu with nvcc, the fused Triton kernels with Triton's ptxas) compiled
+# for sm_80, sm_90 and sm_100 in the launch configurations DiNAT's problems use; fails when one
+# cannot launch or a forward kernel spills (a few minutes on 2 cores).
+kernel-resources: setup
+	$(PY) -m tools.kernel_resources --jobs 2 --markdown docs/kernel_resources.md
 
 # --- the main job on the built-in dataset ----------------------------------------------------
 DATASETS ?= datasets
