@@ -137,6 +137,8 @@ class Problem:
             BLOCK_DV=block_dv,
             DOT_FP32=interpreting() and dtype == torch.bfloat16,
             IEEE=dtype == torch.float32,
+            # head dims above 64 spill registers with 4 warps (docs/kernel_resources.md)
+            num_warps=8 if max(block_d, block_dv) > 64 else 4,
         )
 
     def query_tiles(self) -> dict:
