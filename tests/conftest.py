@@ -8,7 +8,14 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from dinat_m2f.ops.library import native_backends  # noqa: E402
+from dinat_m2f.ops.library import REQUIRE_ENV, env_flag, native_backends  # noqa: E402
+from tests import emulated_device  # noqa: E402
+
+# The test extension (the emulated device), loaded here once for the whole suite; a missing one
+# fails like a missing dinat_m2f._C when the native build is required (make test).
+EMULATED_DEVICE = emulated_device.load()
+if not EMULATED_DEVICE and "CPU" in native_backends() and env_flag(REQUIRE_ENV):
+    raise ImportError(f"the emulated device is not built: {emulated_device.unavailable_reason()}")
 
 
 def pytest_configure(config):
@@ -28,6 +35,11 @@ def pytest_collection_modifyitems(config, items):
 requires_native = pytest.mark.skipif(
     "CPU" not in native_backends(), reason="dinat_m2f._C (native CPU kernels) is not built"
 )
+requires_emulated_device = pytest.mark.skipif(
+    not EMULATED_DEVICE,
+    reason=f"dinat_m2f._C_testing (the emulated device) is not built: "
+    f"{emulated_device.unavailable_reason()}",
+)
 
 
 # MODEL.DINAT of DiNAT-Mini (the config defaults are the DiNAT release's, i.e. DiNAT-L):
@@ -44,6 +56,17 @@ DINAT_MINI = {
 DINAT_MINI_OPTS = [
     item for key, value in DINAT_MINI.items() for item in (f"MODEL.DINAT.{key}", str(value))
 ]
+
+
+def tiny_dinat_opts(dilations: str = "[[1], [1], [1], [1]]") -> list[str]:
+    """KEY VALUE opts of a one-block-per-level, 32-wide DiNAT (heads 1, 2, 4, 8), with
+    `dilations` (one per level): seconds per training iteration on a CPU."""
+    return [
+        "MODEL.DINAT.EMBED_DIM", "32",
+        "MODEL.DINAT.DEPTHS", "[1, 1, 1, 1]",
+        "MODEL.DINAT.NUM_HEADS", "[1, 2, 4, 8]",
+        "MODEL.DINAT.DILATIONS", dilations,
+    ]  # fmt: skip
 
 
 def set_dinat_mini(cfg) -> None:

@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 
 if "torch" not in sys.modules and not os.environ.get("CUDA_VISIBLE_DEVICES"):
     os.environ.setdefault("TRITON_INTERPRET", "1")  # the fused kernels on CPU tensors
+# the repository root, for tests/emulated_device.py (the emulated device is test-only)
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
 
 import torch  # noqa: E402
 from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
@@ -41,9 +45,9 @@ from dinat_m2f.layers import (  # noqa: E402
     na2d_av,
     na2d_qk,
 )
-from dinat_m2f.ops.library import use_emulated_device  # noqa: E402
 from dinat_m2f.ops.ms_deform_attn.reference import ms_deform_attn_reference  # noqa: E402
 from dinat_m2f.ops.na.reference import na_av_reference, na_qk_reference  # noqa: E402
+from tests.emulated_device import use_emulated_device  # noqa: E402
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9, torch.float16: 1e-2, torch.bfloat16: 4e-2}

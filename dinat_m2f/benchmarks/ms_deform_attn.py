@@ -24,7 +24,15 @@ from dataclasses import dataclass
 
 import torch
 
+from dinat_m2f.benchmarks.plots import (
+    add_plot_argument,
+    check_plot_argument,
+    op_bars,
+    save_plot,
+)
 from dinat_m2f.benchmarks.timing import (
+    DTYPES,
+    add_run_arguments,
     check_run_args,
     device_description,
     format_ms,
@@ -142,8 +150,8 @@ def format_row(row: dict) -> str:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    add_run_arguments(parser)
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument(
         "--inputs",
         type=int,
@@ -152,16 +160,15 @@ def parse_args(argv=None):
         help="square input sizes (padded to a multiple of 32)",
     )
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--quick", action="store_true", help="a 320 input only (overrides --inputs)"
     )
+    add_plot_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.inputs = [320]
     check_run_args(parser, args)
+    check_plot_argument(parser, args)
     if any(size < 32 for size in args.inputs):
         parser.error(f"--inputs must be image sizes >= 32, got {args.inputs}")
     return args
@@ -190,6 +197,9 @@ def main(argv=None) -> list[dict]:
         f"# {len(shapes)} shapes; {samples / 1e6:.1f} M bilinear samples of {HEAD_DIM} "
         "channels per forward, summed over shapes"
     )
+    if args.plot:
+        title = f"MSDeformAttn, {args.dtype}, batch {args.batch}: {device_description(device)}"
+        save_plot(op_bars(rows, lambda s: f"{s.input_size}\n{s.tokens} tokens"), title, args.plot)
     return rows
 
 

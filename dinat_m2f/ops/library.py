@@ -49,7 +49,7 @@ if not NATIVE_AVAILABLE and not env_flag(DISABLE_ENV):
     warnings.warn(_message, RuntimeWarning, stacklevel=2)
 
 
-def _compiled_backends(op: str) -> tuple[str, ...]:
+def _compiled_devices(op: str) -> tuple[str, ...]:
     """Dispatch keys with a kernel for `dinat_m2f::<op>`; none when the op is missing (e.g. a
     stale build from before the op was added)."""
     if not NATIVE_AVAILABLE:
@@ -64,12 +64,13 @@ def _compiled_backends(op: str) -> tuple[str, ...]:
         return ()
 
 
-# Op families, their names in messages, and the dispatch keys their native kernels are built
-# for. Read once: constants that torch.compile traces through without a graph break.
+# Op families, their names in messages, and the device dispatch keys their native kernels are
+# built for (not the `backend=` of na1d / na2d: ops/na/dispatch.py). Read once: constants that
+# torch.compile traces through without a graph break.
 FAMILIES = {"na": "neighborhood-attention", "ms_deform_attn": "multi-scale deformable attention"}
-BACKENDS = {
-    "na": _compiled_backends("na_qk"),
-    "ms_deform_attn": _compiled_backends("ms_deform_attn"),
+NATIVE_DEVICES = {
+    "na": _compiled_devices("na_qk"),
+    "ms_deform_attn": _compiled_devices("ms_deform_attn"),
 }
 
 
@@ -82,40 +83,46 @@ def _family(family: str) -> str:
 def native_backends(family: str = "na") -> tuple[str, ...]:
     """Dispatch keys ("CPU", "CUDA") for which the native kernels of an op family are compiled:
     "na" (the neighborhood-attention ops) or "ms_deform_attn"."""
-    return BACKENDS[_family(family)]
+    return NATIVE_DEVICES[_family(family)]
 
 
 def native_supports(device: torch.device, family: str = "na") -> bool:
     """Whether the native kernels of `family` (see native_backends) run on tensors of `device`."""
-    return device.type.upper() in BACKENDS[_family(family)]
+    return device.type.upper() in NATIVE_DEVICES[_family(family)]
 
 
-# The torch library whose ops compute native calls: "dinat_m2f", or, inside
-# use_emulated_device(), "dinat_m2f_testing" (the CUDA kernels on the emulated device).
-NAMESPACES = ("dinat_m2f", "dinat_m2f_testing")
-_namespace = "dinat_m2f"
+# The torch library whose ops compute native calls: dinat_m2f, or inside use_native_library()
+# another library with the same schemas (the test extension's emulated device, which only the
+# tests load: tests/emulated_device.py).
+LIBRARY = "dinat_m2f"
+_library = LIBRARY
 
 
 def native_ops():
-    """The ops that compute native calls: torch.ops.dinat_m2f, or the emulated device's
-    torch.ops.dinat_m2f_testing inside use_emulated_device()."""
-    return getattr(torch.ops, _namespace)
+    """The ops that compute native calls: torch.ops.dinat_m2f, or inside use_native_library()
+    the library it names."""
+    return getattr(torch.ops, _library)
 
 
 @contextlib.contextmanager
-def use_emulated_device() -> Iterator[None]:
-    """Test-only: inside the block, the native ops of CPU tensors run the CUDA kernels (the
-    very source and launch code of the GPU build) on the emulated device of
-    native/common/simt_emulator.h, where every thread block is blockDim CPU threads. The
-    public functions, their checks and autograd are unchanged. Needs the extension."""
-    global _namespace
+def use_native_library(name: str) -> Iterator[None]:
+    """Inside the block, native calls run the ops of torch.ops.<name>: a library with the
+    schemas of dinat_m2f:: whose fake kernels and autograd are registered (each op family's
+    `registration.register_library(name)`). The public functions, their checks and autograd
+    are unchanged. The tests run the CUDA kernels on the emulated device this way."""
+    global _library
     if not NATIVE_AVAILABLE:
-        raise RuntimeError("use_emulated_device: the native extension dinat_m2f._C is not loaded")
-    previous, _namespace = _namespace, "dinat_m2f_testing"
+        raise RuntimeError(f"use_native_library({name!r}): dinat_m2f._C is not loaded")
+    if not hasattr(getattr(torch.ops, name), "na_qk"):
+        raise RuntimeError(
+            f"use_native_library({name!r}): no library {name} is loaded (the emulated "
+            "device's is the test extension's, which tests/emulated_device.py loads)"
+        )
+    previous, _library = _library, name
     try:
         yield
     finally:
-        _namespace = previous
+        _library = previous
 
 
 _warned: set[tuple[str, str]] = set()

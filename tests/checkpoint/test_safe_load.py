@@ -1,16 +1,17 @@
-"""`load_checkpoint_file`, the one way the project reads checkpoint files: plain data of every
+"""`load_plain_data`, the one way the project reads checkpoint files: plain data of every
 kind and the real checkpoint layouts load; anything else is refused, naming the file and the
 global, and none of it runs."""
 
 import collections
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dinat_m2f.checkpoint import CheckpointReadError, UnsafeCheckpointError, load_checkpoint_file
+from dinat_m2f.checkpoint import CheckpointReadError, UnsafeCheckpointError, load_plain_data
 from dinat_m2f.checkpoint.safe_load import ALLOWED_GLOBALS
 
 
@@ -22,6 +23,21 @@ class CreatesMarker:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def write_hostile_checkpoint(folder, suffix: str, marker) -> Path:
+    """A checkpoint `evil<suffix>` (".pkl": plain pickle, else torch.save) in `folder` whose
+    loading would create the file `marker`: a model weight that is a CreatesMarker."""
+    evil = Path(folder) / f"evil{suffix}"
+    content = {
+        "model": {"backbone.patch_embed.norm.weight": CreatesMarker(marker)},
+        "__author__": "x",
+    }
+    if suffix == ".pkl":
+        evil.write_bytes(pickle.dumps(content))
+    else:
+        torch.save(content, evil)
+    return evil
 
 
 class RunsCommand:
@@ -69,7 +85,7 @@ def assert_plain_equal(actual, expected):
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_plain_data_pickles_load_at_every_protocol(tmp_path, protocol):
     path = write_pickle(tmp_path / "plain.pkl", PLAIN, protocol)
-    assert_plain_equal(load_checkpoint_file(path), PLAIN)
+    assert_plain_equal(load_plain_data(path), PLAIN)
 
 
 def test_tensors_pickled_with_plain_pickle_keep_values_views_and_metadata(tmp_path):
@@ -84,7 +100,7 @@ def test_tensors_pickled_with_plain_pickle_keep_values_views_and_metadata(tmp_pa
         tmp_path / "converted.pkl",
         {"model": state, "__author__": "third_party", "matching_heuristics": True},
     )
-    data = load_checkpoint_file(path)
+    data = load_plain_data(path)
     assert data["__author__"] == "third_party" and data["matching_heuristics"] is True
     loaded = data["model"]
     assert isinstance(loaded, collections.OrderedDict) and list(loaded) == ["w", "b", "i"]
@@ -97,13 +113,13 @@ def test_tensors_pickled_with_plain_pickle_keep_values_views_and_metadata(tmp_pa
 def test_torch_files_load_weights_only_with_numpy(tmp_path):
     path = tmp_path / "model_0000009.pth"
     torch.save({"model": {"w": torch.ones(2)}, "iteration": 9, "np": np.arange(3)}, path)
-    data = load_checkpoint_file(path)
+    data = load_plain_data(path)
     assert data["iteration"] == 9 and torch.equal(data["model"]["w"], torch.ones(2))
     np.testing.assert_array_equal(data["np"], np.arange(3))
     # a torch zip archive named .pkl is read as what it is
     renamed = tmp_path / "really_torch.pkl"
     os.rename(path, renamed)
-    assert load_checkpoint_file(renamed)["iteration"] == 9
+    assert load_plain_data(renamed)["iteration"] == 9
 
 
 @pytest.mark.parametrize("payload", [CreatesMarker, RunsCommand], ids=["open", "os.system"])
@@ -117,7 +133,7 @@ def test_objects_are_refused_naming_file_and_global_and_never_run(tmp_path, payl
     else:
         torch.save(content, path)
     with pytest.raises(UnsafeCheckpointError) as info:
-        load_checkpoint_file(path)
+        load_plain_data(path)
     refused = {
         CreatesMarker: ("io.open", "builtins.open"),
         RunsCommand: ("posix.system", "os.system"),
@@ -134,7 +150,7 @@ def test_python2_module_names_are_mapped_before_the_allow_list(tmp_path):
     """Protocol-2 pickles name builtins `__builtin__`: mapped like pickle does, then checked."""
     path = write_pickle(tmp_path / "p2.pkl", {"b": b"", "x": CreatesMarker(tmp_path / "m")}, 2)
     with pytest.raises(UnsafeCheckpointError, match=r"'io\.open'"):
-        load_checkpoint_file(path)
+        load_plain_data(path)
     assert not (tmp_path / "m").exists()
 
 
@@ -146,11 +162,11 @@ def test_hand_written_pickles_of_other_globals_are_refused(tmp_path):
     path = tmp_path / "exec.pkl"
     path.write_bytes(program)
     with pytest.raises(UnsafeCheckpointError, match=r"refused to load 'builtins\.exec'"):
-        load_checkpoint_file(path)
+        load_plain_data(path)
     persistent = tmp_path / "pid.pkl"
     persistent.write_bytes(b"P0\n.")
     with pytest.raises(UnsafeCheckpointError, match=r"persistent id"):
-        load_checkpoint_file(persistent)
+        load_plain_data(persistent)
     assert not marker.exists()
 
 
@@ -179,18 +195,18 @@ def test_bytes_builders_take_latin1_text_only(tmp_path):
     path = tmp_path / "utf8.pkl"
     path.write_bytes(program)
     with pytest.raises(CheckpointReadError, match=r"only latin1 text"):
-        load_checkpoint_file(path)
+        load_plain_data(path)
 
 
 def test_missing_and_broken_files_are_read_errors_naming_the_path(tmp_path):
     with pytest.raises(CheckpointReadError, match=r"nope\.pkl: cannot read the checkpoint: no"):
-        load_checkpoint_file(tmp_path / "nope.pkl")
+        load_plain_data(tmp_path / "nope.pkl")
     for name in ("junk.pkl", "junk.pth"):
         junk = tmp_path / name
         junk.write_bytes(b"not a checkpoint at all")
         with pytest.raises(CheckpointReadError, match=rf"{name}: cannot read the checkpoint"):
-            load_checkpoint_file(junk)
+            load_plain_data(junk)
     truncated = tmp_path / "truncated.pkl"
     truncated.write_bytes(pickle.dumps({"a": [1, 2, 3]})[:-3])
     with pytest.raises(CheckpointReadError, match=r"truncated\.pkl"):
-        load_checkpoint_file(truncated)
+        load_plain_data(truncated)

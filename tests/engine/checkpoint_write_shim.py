@@ -28,9 +28,9 @@ def main() -> None:
     assert sys.argv[3] == "--", sys.argv
     train_net_args = sys.argv[4:]
 
-    import dinat_m2f.engine.checkpoint_files as checkpoint_files
+    import dinat_m2f.checkpoint.atomic_files as atomic_files
 
-    real_atomic_write = checkpoint_files.atomic_write
+    real_atomic_write = atomic_files.atomic_write
 
     def event(kind: str, name: str) -> None:
         line = f"{kind} {name}"
@@ -46,7 +46,7 @@ def main() -> None:
         write(buffer)
         data = buffer.getvalue()
         name = os.path.basename(path)
-        if name == checkpoint_files.POINTER:
+        if name == atomic_files.POINTER:
             name = f"{name}={data.decode()}"
         half = len(data) // 2
 
@@ -60,7 +60,7 @@ def main() -> None:
         real_atomic_write(path, write_in_halves)
         event("written", name)
 
-    checkpoint_files.atomic_write = atomic_write
+    atomic_files.atomic_write = atomic_write
     sys.argv = [os.path.join(REPO, "train_net.py"), *train_net_args]
     runpy.run_path(sys.argv[0], run_name="__main__")
 

@@ -16,10 +16,9 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 
-from dinat_m2f.engine.checkpoint_files import checkpoint_file_problem, partial_files
+from dinat_m2f.checkpoint.atomic_files import checkpoint_file_problem, partial_files
 
 from .train_net_runner import env_with_datasets, run_train_net, train_net_command
 
@@ -33,15 +32,6 @@ OVERRIDES = [
     "DATASETS.TEST",
     "()",  # no evaluation: only the weights are compared
 ]
-
-
-@pytest.fixture(scope="module")
-def datasets_root(tmp_path_factory):
-    from dinat_m2f.data.synthetic import generate_builtin_shapes
-
-    root = str(tmp_path_factory.mktemp("datasets"))
-    generate_builtin_shapes(root, num_train=8, num_val=4, size=96, seed=0)
-    return root
 
 
 def _wait(predicate, what: str, process=None, timeout: float = 300):
