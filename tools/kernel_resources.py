@@ -171,8 +171,9 @@ def _compile_native(job: tuple[str, Path, int]) -> dict[str, KernelResources]:
 
 
 def native_rows(archs: list[int], nvcc: str, pool: ProcessPoolExecutor) -> list[Row]:
-    import dinat_m2f.layers  # noqa: F401  (loads the extension and its test-only ops)
     from tools import native_kernels as nk
+
+    nk.load_test_extension()
 
     jobs = [(nvcc, source, arch) for arch in archs for source in nk.sources()]
     compiled: dict[int, dict[str, KernelResources]] = defaultdict(dict)
@@ -240,7 +241,7 @@ def triton_calls() -> dict[tuple, list[tuple]]:
     f32 = torch.float32
     for dtype in TRITON_DTYPES:
         for p in problems():
-            query = torch.empty(1, *p.size, p.heads, p.dim, device="meta")
+            query = torch.empty(1, *p.size, p.heads, p.dim, device="meta", dtype=dtype)
             launch = fused.Problem(query, query, [p.kernel] * 2, [p.dilation] * 2)
             scale = p.dim**-0.5
             calls = [
@@ -485,7 +486,17 @@ over 64, with the limit that sets it (registers, shared memory, warps or the 32-
 The .cu launchers do not raise the 48 KB default per-block shared-memory limit (their tile
 planner keeps to it); Triton raises it when a kernel needs more. Triton compiles sm_90 and
 sm_100 as sm_90a / sm_100a, the targets it runs on those GPUs. A row's problems are the
-problems (listed at the end) whose launch uses that configuration."""
+problems (listed at the end) whose launch uses that configuration.
+
+What a spill costs: ptxas counts bytes per thread of the spill instructions it emitted; a
+spill inside a loop (the fused kernels loop over key blocks, forward and dQ, or query blocks,
+dK/dV) runs once per iteration. Spilled values live in local memory, cached in L1 and L2: a
+block needs threads x local bytes of it. The worst, float32 dK/dV with a 2x8 key tile and
+64-query blocks: 800 B x 128 threads = 100 KB per block at head dim 64, 664 B x 256 threads
+= 166 KB at 128 (sm_90), beside 89 / 161 KB of shared memory, more than L1 keeps, so most of
+it is L2 traffic; the others (4 to 88 B per thread) fit L1 beside the shared memory. Every
+spill is listed in the summary above with its bytes per thread; a forward kernel that spills
+fails the tool (and its test)."""
 
 
 def main(argv=None) -> int:

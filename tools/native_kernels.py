@@ -123,6 +123,15 @@ def demangle(symbols: list[str]) -> list[KernelName]:
     return names
 
 
+def load_test_extension() -> None:
+    """Loads dinat_m2f._C_testing (the emulated device, its launch census and the tiled
+    planner), through the tests' loader: it is test-only, never imported by the package."""
+    from tests.emulated_device import load, unavailable_reason
+
+    if not load():
+        raise RuntimeError(f"the emulated device is not built ({unavailable_reason()})")
+
+
 def launch_census() -> dict[tuple[str, torch.dtype], tuple[int, int]]:
     """(family, dtype) -> (threads per block, largest dynamic shared memory) of every native
     kernel, read from the launch census after running each op's emulated twin once on a
