@@ -108,6 +108,7 @@ class Problem:
             self.w = fused_plan.Axis(spatial[1], kernel_size[1], dilation[1])
         self.batch, self.heads = query.shape[0], query.shape[-2]
         self.dim, self.dim_v = query.shape[-1], value.shape[-1]
+        self.wide = max(self.dim, self.dim_v) > 64
         self.plan = fused_plan.plan_tiles(self.h, self.w)
 
     def as_2d(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,8 +138,6 @@ class Problem:
             BLOCK_DV=block_dv,
             DOT_FP32=interpreting() and dtype == torch.bfloat16,
             IEEE=dtype == torch.float32,
-            # head dims above 64 spill registers with 4 warps (docs/kernel_resources.md)
-            num_warps=8 if max(block_d, block_dv) > 64 else 4,
         )
 
     def query_tiles(self) -> dict:
@@ -152,6 +151,9 @@ class Problem:
             SW=plan.sw,
             BLOCK_Q=plan.block_q,
             BLOCK_K=plan.block_k,
+            # head dims above 64 spill with 4 warps, except 16 x 16 blocks, which spill with 8
+            # on sm_100 (capped at 128 registers) and not with 4 (docs/kernel_resources.md)
+            num_warps=8 if self.wide and plan.block_q * plan.block_k > 256 else 4,
         )
 
     def key_tiles(self) -> dict:
@@ -166,6 +168,7 @@ class Problem:
             KTH=plan.kth,
             KTW=plan.ktw,
             BLOCK_Q_KV=plan.block_q_kv,
+            num_warps=8 if self.wide else 4,  # head dims above 64 spill more with 4
         )
 
     def forward_call(self, q, k, v, rpb, out, lse, scale: float) -> KernelCall:
