@@ -14,14 +14,18 @@ Output: ADEChallengeData2016/ade20k_instance_{train,val}.json
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 from _prepare_common import require
 from PIL import Image
-from prepare_ade20k_pan_seg import INSTANCE_HINT, instance_segments, run_on_ade20k_splits
-from tqdm import tqdm
+from prepare_ade20k_pan_seg import (
+    INSTANCE_HINT,
+    ade20k_images,
+    instance_segments,
+    run_on_ade20k_splits,
+    write_coco_json,
+)
 
 from dinat_m2f.data.datasets.ade20k import ADE20K_150_CATEGORIES
 from dinat_m2f.data.formats import encode_rle, mask_bbox_xywh
@@ -57,22 +61,17 @@ def convert_split(ade: str, split: str, dirname: str, catid_mapping: dict) -> in
         os.path.join(ade, "annotations_instance", dirname), "ADE20K instance folder", INSTANCE_HINT
     )
     images, annotations = [], []
-    names = sorted(f for f in os.listdir(image_dir) if f.endswith(".jpg"))
-    for name in tqdm(names, desc=f"ade20k_instance_{split}"):
-        stem = os.path.splitext(name)[0]
-        with Image.open(os.path.join(image_dir, name)) as im:
-            width, height = im.size
+    for stem, image in ade20k_images(image_dir, f"ade20k_instance_{split}"):
         ins_path = require(os.path.join(ins_dir, stem + ".png"), "instance PNG", INSTANCE_HINT)
         with Image.open(ins_path) as im:
             instance = np.asarray(im)
-        images.append({"id": stem, "file_name": name, "width": width, "height": height})
+        images.append(image)
         annotations += instance_annotations(
             instance, stem, len(annotations) + 1, catid_mapping, ins_path
         )
-    with open(os.path.join(ade, f"ade20k_instance_{split}.json"), "w") as f:
-        json.dump(
-            {"images": images, "annotations": annotations, "categories": thing_categories()}, f
-        )
+    write_coco_json(
+        os.path.join(ade, f"ade20k_instance_{split}.json"), images, annotations, thing_categories()
+    )
     return len(images)
 
 

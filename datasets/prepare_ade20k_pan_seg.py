@@ -23,7 +23,7 @@ import argparse
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from _prepare_common import default_root, require
@@ -145,6 +145,23 @@ def ade20k_panoptic(
     return ids, segments
 
 
+def ade20k_images(image_dir: str, desc: str) -> Iterator[tuple[str, dict]]:
+    """(stem, COCO image entry: id = stem, file_name, width, height) for each .jpg of
+    `image_dir`, sorted by name, with a progress bar labelled `desc`."""
+    names = sorted(f for f in os.listdir(image_dir) if f.endswith(".jpg"))
+    for name in tqdm(names, desc=desc):
+        stem = os.path.splitext(name)[0]
+        with Image.open(os.path.join(image_dir, name)) as im:
+            width, height = im.size
+        yield stem, {"id": stem, "file_name": name, "width": width, "height": height}
+
+
+def write_coco_json(path: str, images: list, annotations: list, categories: list) -> None:
+    """The COCO-style json of the panoptic and instance scripts."""
+    with open(path, "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+
+
 def convert_split(ade: str, split: str, dirname: str, catid_mapping: dict[int, int]) -> int:
     image_dir = require(os.path.join(ade, "images", dirname), "ADE20K image folder", "")
     sem_dir = require(
@@ -158,11 +175,7 @@ def convert_split(ade: str, split: str, dirname: str, catid_mapping: dict[int, i
     out_dir = os.path.join(ade, f"ade20k_panoptic_{split}")
     os.makedirs(out_dir, exist_ok=True)
     images, annotations = [], []
-    names = sorted(f for f in os.listdir(image_dir) if f.endswith(".jpg"))
-    for name in tqdm(names, desc=f"ade20k_panoptic_{split}"):
-        stem = os.path.splitext(name)[0]
-        with Image.open(os.path.join(image_dir, name)) as im:
-            width, height = im.size
+    for stem, image in ade20k_images(image_dir, f"ade20k_panoptic_{split}"):
         sem_path = require(os.path.join(sem_dir, stem + ".png"), "semantic label", "")
         ins_path = require(os.path.join(ins_dir, stem + ".png"), "instance PNG", INSTANCE_HINT)
         with Image.open(sem_path) as im:
@@ -172,14 +185,16 @@ def convert_split(ade: str, split: str, dirname: str, catid_mapping: dict[int, i
         rng = np.random.default_rng(len(images))  # segment colors, reproducible per image
         ids, segments = ade20k_panoptic(semantic, instance, catid_mapping, rng, path=ins_path)
         Image.fromarray(id2rgb(ids)).save(os.path.join(out_dir, stem + ".png"))
-        images.append({"id": stem, "file_name": name, "width": width, "height": height})
+        images.append(image)
         annotations.append(
             {"image_id": stem, "file_name": stem + ".png", "segments_info": segments}
         )
-    with open(os.path.join(ade, f"ade20k_panoptic_{split}.json"), "w") as f:
-        json.dump(
-            {"images": images, "annotations": annotations, "categories": ADE20K_150_CATEGORIES}, f
-        )
+    write_coco_json(
+        os.path.join(ade, f"ade20k_panoptic_{split}.json"),
+        images,
+        annotations,
+        ADE20K_150_CATEGORIES,
+    )
     return len(images)
 
 

@@ -16,4 +16,5 @@ extern "C" PyMODINIT_FUNC PyInit__C(void) {
 
 TORCH_LIBRARY(dinat_m2f, m) {
   for (const char* schema : dinat_m2f::kOpSchemas) m.def(schema);
+  for (const char* schema : dinat_m2f::kCpuOnlySchemas) m.def(schema);
 }

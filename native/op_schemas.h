@@ -22,4 +22,16 @@ inline constexpr const char* kOpSchemas[] = {
     "-> (Tensor, Tensor, Tensor)",
 };
 
+// Fused NA, CPU only (native/na/na_cpu_fused.cpp; CUDA tensors take the Triton kernels of
+// dinat_m2f/ops/na/fused.py, whose ops have the same signatures): out and the log2-sum-exp
+// per query, and the backward from them. Only dinat_m2f defines them: the test library's
+// emulated device runs the CUDA kernels, which have no such op.
+inline constexpr const char* kCpuOnlySchemas[] = {
+    "na_fused(Tensor query, Tensor key, Tensor value, Tensor? rpb, int[] kernel_size, "
+    "int[] dilation, float scale) -> (Tensor, Tensor)",
+    "na_fused_backward(Tensor grad_out, Tensor query, Tensor key, Tensor value, Tensor? rpb, "
+    "Tensor out, Tensor lse, int[] kernel_size, int[] dilation, float scale) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
+};
+
 }  // namespace dinat_m2f

@@ -1,21 +1,9 @@
-import os
-
 import pytest
-import torch
 
-# Without a GPU, the fused Triton kernels are tested in Triton's interpreter, which must be
-# chosen before Triton compiles anything (dinat_m2f's import registers the fused ops).
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from dinat_m2f.ops.library import REQUIRE_ENV, env_flag, native_backends  # noqa: E402
-from tests import emulated_device  # noqa: E402
-
-# The test extension (the emulated device), loaded here once for the whole suite; a missing one
-# fails like a missing dinat_m2f._C when the native build is required (make test).
-EMULATED_DEVICE = emulated_device.load()
-if not EMULATED_DEVICE and "CPU" in native_backends() and env_flag(REQUIRE_ENV):
-    raise ImportError(f"the emulated device is not built: {emulated_device.unavailable_reason()}")
+# first: tests/devices.py decides whether Triton's interpreter runs before anything imports
+# Triton (dinat_m2f's import registers the fused ops)
+from tests import devices
+from tests.devices import requires_emulated_device, requires_native  # noqa: F401  (re-exported)
 
 
 def pytest_configure(config):
@@ -25,21 +13,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    has_cuda = torch.cuda.is_available() and "CUDA" in native_backends()
-    skip = pytest.mark.skip(reason="needs a CUDA GPU and dinat_m2f._C built with CUDA")
+    skip = pytest.mark.skip(reason=devices.NO_CUDA)
     for item in items:
-        if "cuda" in item.keywords and not has_cuda:
+        if "cuda" in item.keywords and not devices.CUDA_KERNELS:
             item.add_marker(skip)
-
-
-requires_native = pytest.mark.skipif(
-    "CPU" not in native_backends(), reason="dinat_m2f._C (native CPU kernels) is not built"
-)
-requires_emulated_device = pytest.mark.skipif(
-    not EMULATED_DEVICE,
-    reason=f"dinat_m2f._C_testing (the emulated device) is not built: "
-    f"{emulated_device.unavailable_reason()}",
-)
 
 
 # MODEL.DINAT of DiNAT-Mini (the config defaults are the DiNAT release's, i.e. DiNAT-L):

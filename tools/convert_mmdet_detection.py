@@ -16,12 +16,11 @@ or class count) is an error naming the keys. Inputs are read weights-only (no pi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch
 
-from dinat_m2f.checkpoint.dinat_weights import load_state_dict_file
+from dinat_m2f.checkpoint import load_state_dict_file, save_converted_weights
 from dinat_m2f.checkpoint.mmdet_detection import convert_mmdet_detection
 
 
@@ -54,8 +53,7 @@ def convert(
         allow_missing=allow_missing,
         allow_unmatched=allow_unmatched,
     )
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    torch.save({"model": weights, "__author__": "dinat_m2f", "matching_heuristics": False}, target)
+    save_converted_weights(weights, target)
     return report
 
 

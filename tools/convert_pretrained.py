@@ -18,12 +18,13 @@ release's `convert-pretrained-dinat-model-to-d2.py` writes. Inputs are read as p
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-import torch
-
-from dinat_m2f.checkpoint import load_state_dict_file, official_backbone_state_dict
+from dinat_m2f.checkpoint import (
+    load_state_dict_file,
+    official_backbone_state_dict,
+    save_converted_weights,
+)
 from dinat_m2f.modeling.backbone import MODEL_CONSTRUCTORS
 
 
@@ -43,15 +44,7 @@ def convert(
     weights = official_backbone_state_dict(load_state_dict_file(source), model_state, report)
     missing = sorted(set(model_state) - set(weights))
     report += [f"not in the checkpoint (initialised by the model): {name}" for name in missing]
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    torch.save(
-        {
-            "model": {f"{prefix}{k}": v for k, v in weights.items()},
-            "__author__": "dinat_m2f",
-            "matching_heuristics": False,
-        },
-        target,
-    )
+    save_converted_weights({f"{prefix}{k}": v for k, v in weights.items()}, target)
     return report
 
 

@@ -1,10 +1,13 @@
-"""Accuracy table of the device kernels: the largest error, per op and dtype, of the output and
-every gradient against the CPU kernels in float64, relative to max(1, max |reference|) (the
-measure the CUDA tests bound).
+"""Accuracy table of the device kernels: the largest error, per op, backend and dtype, of the
+output and every gradient against the CPU kernels in float64, relative to max(1, max
+|reference|) (the measure the CUDA tests bound). NA has two device backends: the `.cu`
+kernels ("unfused": QK, softmax, AV) and the fused Triton kernels ("fused"; float16, bfloat16
+and float32); each row names its backend, none relies on "auto".
 
     python -m dinat_m2f.benchmarks.accuracy --device cuda       # a GPU
     # the CUDA kernels on the emulated device (small shapes), a test extension the package
-    # never loads: tests/emulated_device.py loads it, then runs this module
+    # never loads: tests/emulated_device.py loads it, then runs this module; the fused kernels
+    # there run in Triton's interpreter when TRITON_INTERPRET=1 (skipped otherwise)
     python -m tests.emulated_device dinat_m2f.benchmarks.accuracy --device emulated
 """
 
@@ -19,8 +22,11 @@ import torch
 from dinat_m2f.benchmarks.timing import device_description, markdown_header, markdown_row
 from dinat_m2f.layers import ms_deform_attn, na1d, na2d
 from dinat_m2f.ops.library import use_native_library
+from dinat_m2f.ops.na import fused
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
+NA_BACKENDS = ("unfused", "fused")
+COLUMNS = ("op", "backend", "shape", "dtype", "out", "grad 1", "grad 2", "grad 3", "grad 4")
 EMULATED_LIBRARY = "dinat_m2f_testing"  # the emulated device's ops (tests/emulated_device.py)
 # (name, spatial, kernel, dilation, heads, dim)
 NA_SHAPES = {
@@ -50,24 +56,25 @@ def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     )
 
 
-def _errors(fn, inputs, device, dtype, context) -> list[float]:
-    """Output and input-gradient errors of fn on (device, dtype) against CPU float64."""
+def _errors(fn, inputs, device, dtype, context, reference=None) -> list[float]:
+    """Output and input-gradient errors of fn on (device, dtype) against `reference` (default:
+    fn) on the CPU in float64."""
 
-    def run(xs, device, dtype):
+    def run(f, xs, device, dtype):
         leaves = [
             x.to(device, dtype).requires_grad_() if x.is_floating_point() else x.to(device)
             for x in xs
         ]
-        out = fn(*leaves)
+        out = f(*leaves)
         g = torch.Generator().manual_seed(1)
         grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out)
         grads = torch.autograd.grad(out, [x for x in leaves if x.requires_grad], grad_out)
         return [out.detach(), *grads]
 
     rounded = [x.to(dtype).double() if x.is_floating_point() else x for x in inputs]
-    expected = run(rounded, "cpu", torch.float64)
+    expected = run(reference or fn, rounded, "cpu", torch.float64)
     with context():
-        got = run(rounded, device, dtype)
+        got = run(fn, rounded, device, dtype)
     return [_relative_error(a, b) for a, b in zip(got, expected)]
 
 
@@ -92,11 +99,47 @@ def ms_deform_attn_inputs(levels, heads, dim, points, queries, batch=1):
     return [value, shapes, starts, locations, weights]
 
 
+def _na_row(name, spatial, kernel, dilation, heads, dim, backend, dtype, device, context) -> dict:
+    """One NA row: its errors, or why the backend cannot compute it (`note`)."""
+    na = na2d if len(spatial) == 2 else na1d
+    inputs = na_inputs(spatial, kernel, heads, dim)
+    row = dict(op="na", backend=backend, shape=name, dtype=dtype, errors=None, note="")
+    probe = inputs[0].to(device, getattr(torch, dtype))
+    reason = (
+        fused.unsupported(probe, probe, (kernel,) * len(spatial)) if backend == "fused" else None
+    )
+    if reason:
+        row["note"] = "skipped: " + reason
+        return row
+
+    def fn(q, k, v, rpb, backend=backend):
+        return na(q, k, v, kernel, dilation=dilation, rpb=rpb, backend=backend)
+
+    # the reference: the CPU kernels in float64
+    reference = functools.partial(fn, backend="unfused")
+    row["errors"] = _errors(fn, inputs, device, getattr(torch, dtype), context, reference)
+    return row
+
+
+def format_row(row: dict) -> str:
+    errors = [f"{e:.1e}" for e in row["errors"]] if row["errors"] else [row["note"]]
+    op = "na (q, k, v, rpb)" if row["op"] == "na" else "ms_deform_attn (value, loc, w)"
+    cells = (op, row["backend"], row["shape"], row["dtype"], *errors)
+    return markdown_row(cells + ("",) * (len(COLUMNS) - len(cells)))
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "emulated"])
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
+    parser.add_argument("--backends", nargs="+", default=list(NA_BACKENDS), choices=NA_BACKENDS)
+    parser.add_argument(
+        "--max-shapes", type=int, default=None, help="only the first N shapes of each op"
+    )
     args = parser.parse_args(argv)
+    if args.max_shapes is not None and args.max_shapes < 1:
+        parser.error(f"--max-shapes must be >= 1, got {args.max_shapes}")
+    shapes = slice(args.max_shapes)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
@@ -104,26 +147,24 @@ def main(argv=None) -> list[dict]:
     context = contextlib.nullcontext
     if args.device == "emulated":
         context = functools.partial(use_native_library, EMULATED_LIBRARY)
-    where = device_description(device) if args.device == "cuda" else "emulated device (CPU)"
+    if args.device == "cuda":
+        where = device_description(device)
+    else:
+        where = "emulated device (CPU) for the .cu kernels, Triton's interpreter for the fused"
     print(f"# Kernel accuracy against CPU float64: {where}; inputs rounded to the dtype first")
-    print(markdown_header(("op", "shape", "dtype", "out", "grad 1", "grad 2", "grad 3", "grad 4")))
+    print(markdown_header(COLUMNS))
     rows = []
-    for name, spatial, kernel, dilation, heads, dim in NA_SHAPES[args.device]:
-        na = na2d if len(spatial) == 2 else na1d
-
-        def fn(q, k, v, rpb, na=na, kernel=kernel, dilation=dilation):
-            return na(q, k, v, kernel, dilation=dilation, rpb=rpb)
-
-        for dtype in args.dtypes:
-            errors = _errors(
-                fn, na_inputs(spatial, kernel, heads, dim), device, getattr(torch, dtype), context
-            )
-            rows.append(dict(op="na", shape=name, dtype=dtype, errors=errors))
-            print(
-                markdown_row(("na (q, k, v, rpb)", name, dtype, *(f"{e:.1e}" for e in errors))),
-                flush=True,
-            )
-    for name, levels, heads, dim, points, queries in MS_DEFORM_ATTN_SHAPES[args.device]:
+    for name, spatial, kernel, dilation, heads, dim in NA_SHAPES[args.device][shapes]:
+        for backend in args.backends:
+            for dtype in args.dtypes:
+                if backend == "fused" and getattr(torch, dtype) not in fused.DTYPES:
+                    continue  # the fused kernels take no float64 (fused.unsupported)
+                row = _na_row(
+                    name, spatial, kernel, dilation, heads, dim, backend, dtype, device, context
+                )
+                rows.append(row)
+                print(format_row(row), flush=True)
+    for name, levels, heads, dim, points, queries in MS_DEFORM_ATTN_SHAPES[args.device][shapes]:
         for dtype in args.dtypes:
             errors = _errors(
                 ms_deform_attn,
@@ -132,19 +173,9 @@ def main(argv=None) -> list[dict]:
                 getattr(torch, dtype),
                 context,
             )
-            rows.append(dict(op="ms_deform_attn", shape=name, dtype=dtype, errors=errors))
-            print(
-                markdown_row(
-                    (
-                        "ms_deform_attn (value, loc, w)",
-                        name,
-                        dtype,
-                        *(f"{e:.1e}" for e in errors),
-                        "",
-                    )
-                ),
-                flush=True,
-            )
+            row = dict(op="ms_deform_attn", backend="native", shape=name, dtype=dtype)
+            rows.append(dict(row, errors=errors, note=""))
+            print(format_row(rows[-1]), flush=True)
     return rows
 
 

@@ -202,6 +202,8 @@ def skip_reason(impl: str, shape: Shape, batch: int, args) -> str | None:
     if impl == "native" and torch.device(args.device).type.upper() not in native_backends():
         return "extension not built for this device"
     if impl == "fused":
+        if torch.device(args.device).type == "cpu":
+            return "the Triton interpreter is for tests, not timing"
         probe = torch.empty(
             0,
             shape.side,
@@ -212,8 +214,6 @@ def skip_reason(impl: str, shape: Shape, batch: int, args) -> str | None:
             device=args.device,
         )
         reason = fused.unsupported(probe, probe, (shape.kernel, shape.kernel))
-        if torch.device(args.device).type == "cpu":
-            reason = reason or "the Triton interpreter is for tests, not timing"
         if reason:
             return reason
     if impl in ("sdpa", "flex") and shape.tokens > args.max_dense_tokens:

@@ -9,7 +9,10 @@ dinat_m2f/benchmarks/na.py, at 224 / 640 / 1024 inputs):
   BlockMask.from_kv_blocks (a test checks the two agree);
 - the bytes each path keeps for the backward pass (fused: inputs, output and a float32
   log-sum-exp per query; unfused: also the softmax output, tokens x heads x k*k), measured
-  with autograd's saved-tensor hooks on fake tensors (no memory is allocated).
+  with autograd's saved-tensor hooks on fake tensors (no memory is allocated, no kernel
+  runs): CUDA ones for the fused path, which takes them without a GPU or Triton's
+  interpreter; CPU ones for the unfused native ops, whose autograd is the same on every
+  device.
 
     python -m dinat_m2f.benchmarks.na_efficiency [--inputs 224 640 1024] [--dtype float16]
 """
@@ -96,7 +99,8 @@ def flex_fraction(shape: Shape) -> float:
 
 
 def saved_for_backward(shape: Shape, backend: str, dtype: torch.dtype, batch: int = 1) -> list[int]:
-    """Bytes of each distinct storage autograd keeps for na2d's backward (fake tensors)."""
+    """Bytes of each distinct storage autograd keeps for na2d's backward (fake tensors on the
+    device `backend` computes on; see the module docstring)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from dinat_m2f.layers import na2d
@@ -107,10 +111,12 @@ def saved_for_backward(shape: Shape, backend: str, dtype: torch.dtype, batch: in
         storages[StorageWeakRef(t.untyped_storage())] = t.untyped_storage().nbytes()
         return t
 
+    device = "cuda" if backend == "fused" else "cpu"
     with FakeTensorMode():
         dims = (batch, shape.side, shape.side, shape.heads, HEAD_DIM)
-        q, k, v = (torch.empty(dims, dtype=dtype).requires_grad_() for _ in range(3))
-        rpb = torch.empty(shape.heads, 2 * shape.kernel - 1, 2 * shape.kernel - 1, dtype=dtype)
+        q, k, v = (torch.empty(dims, dtype=dtype, device=device).requires_grad_() for _ in range(3))
+        bias = (shape.heads, 2 * shape.kernel - 1, 2 * shape.kernel - 1)
+        rpb = torch.empty(bias, dtype=dtype, device=device)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             na2d(
                 q,

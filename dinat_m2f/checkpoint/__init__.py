@@ -4,7 +4,7 @@ training checkpointer's atomic, finite, checked files (atomic_files.py, finite_w
 strict loading of trained weights into a built model (`load_model_weights`), and loading /
 converting the official and Hugging Face DiNAT checkpoints."""
 
-from .checkpointer import DetectionCheckpointer, WeightsError
+from .checkpointer import DetectionCheckpointer, WeightsError, save_converted_weights
 from .dinat_weights import (
     convert_to_official,
     load_state_dict_file,
@@ -25,4 +25,5 @@ __all__ = [
     "load_state_dict_file",
     "official_backbone_state_dict",
     "resize_rpb",
+    "save_converted_weights",
 ]

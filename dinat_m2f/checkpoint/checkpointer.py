@@ -13,18 +13,28 @@ state dict, which keeps its version metadata (MaskFormerHead's `_version = 2`).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 from urllib.parse import parse_qs
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer as _D2DetectionCheckpointer
 
 from .safe_load import load_plain_data
 
-__all__ = ["DetectionCheckpointer", "WeightsError"]
+__all__ = ["DetectionCheckpointer", "WeightsError", "save_converted_weights"]
 
 logger = logging.getLogger(__name__)
 
 _KEYS_SHOWN = 5
+
+
+def save_converted_weights(weights: dict[str, torch.Tensor], path: str) -> None:
+    """Writes converted weights (names as the model has them) to `path` in detectron2's
+    model-zoo layout, `{"model": weights, "__author__": "dinat_m2f", "matching_heuristics":
+    False}`, creating its folder: the converters' output, read by `DetectionCheckpointer`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save({"model": weights, "__author__": "dinat_m2f", "matching_heuristics": False}, path)
 
 
 class WeightsError(RuntimeError):

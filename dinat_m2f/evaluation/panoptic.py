@@ -10,10 +10,10 @@ each category with --per-class); exits with status 1 and a one-line message on b
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
+from .cli_output import write_output_json
 from .panoptic_quality import pq_compute
 from .panoptic_tables import per_class_table, summary_table
 
@@ -54,12 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(per_class_table(result))
     if args.output:
-        try:
-            with open(args.output, "w") as f:
-                json.dump(result.to_json(), f, indent=2)
-        except OSError as error:
-            print(f"error: cannot write --output {args.output}: {error}", file=sys.stderr)
-            return 1
+        return write_output_json(args.output, result.to_json())
     return 0
 
 

@@ -11,7 +11,6 @@ Prints mIoU / fwIoU / mACC / pACC and a row per class (percent, definitions in
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -19,6 +18,7 @@ from collections.abc import Sequence
 
 from tabulate import tabulate
 
+from .cli_output import write_output_json
 from .semantic_metrics import evaluate_folders
 
 
@@ -87,14 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     if args.output:
-        try:
-            with open(args.output, "w") as f:
-                json.dump(
-                    {k: (None if math.isnan(v) else v) for k, v in results.items()}, f, indent=2
-                )
-        except OSError as error:
-            print(f"error: cannot write --output {args.output}: {error}", file=sys.stderr)
-            return 1
+        # NaN (a class absent from gt and predictions) is not json: null
+        return write_output_json(
+            args.output, {k: (None if math.isnan(v) else v) for k, v in results.items()}
+        )
     return 0
 
 

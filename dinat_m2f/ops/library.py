@@ -74,6 +74,11 @@ NATIVE_DEVICES = {
 }
 
 
+# Device dispatch keys of the fused NA op dinat_m2f::na_fused (CPU only: CUDA tensors take the
+# Triton kernels of ops/na/fused.py).
+FUSED_NA_DEVICES = _compiled_devices("na_fused")
+
+
 def _family(family: str) -> str:
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
@@ -102,6 +107,12 @@ def native_ops():
     """The ops that compute native calls: torch.ops.dinat_m2f, or inside use_native_library()
     the library it names."""
     return getattr(torch.ops, _library)
+
+
+def other_library_in_use() -> bool:
+    """Whether native calls go to another library than dinat_m2f (inside use_native_library():
+    the tests' emulated device)."""
+    return _library != LIBRARY
 
 
 @contextlib.contextmanager

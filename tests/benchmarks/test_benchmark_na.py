@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from dinat_m2f.benchmarks import na as bench
+from tests import devices
 from tests.conftest import requires_native
 
 # the 224 input's last level of DiNAT-T, timed once
@@ -64,7 +65,7 @@ def test_both_op_benchmarks_refuse_bad_run_counts(op, argv, message, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+@pytest.mark.skipif(devices.GPU, reason="checks the error without a GPU")
 @pytest.mark.parametrize("op", ["na", "ms_deform_attn"])
 def test_both_op_benchmarks_refuse_cuda_without_a_gpu(op, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -73,20 +74,27 @@ def test_both_op_benchmarks_refuse_cuda_without_a_gpu(op, capsys):
     assert "--device cuda: no CUDA device is available" in capsys.readouterr().err
 
 
-@requires_native
-@pytest.mark.parametrize("impl", ["torch", "flex", "fused"])
-def test_compared_implementations_compute_neighborhood_attention(impl):
-    """The baselines do the same work as ours: same outputs on a DiNAT-like shape."""
-    import torch
-
+def compare_with_native(impl: str, device: str) -> None:
     shape = bench.Shape(224, "tiny", 3, side=15, heads=2, kernel=5, dilation=2)
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 15, 15, 2, bench.HEAD_DIM, generator=g) for _ in range(3))
     rpb = torch.randn(2, 9, 9, generator=g)
     expected = bench.run_native(shape)(q, k, v, rpb)
-    torch.testing.assert_close(
-        bench.FACTORIES[impl](shape)(q, k, v, rpb), expected, rtol=1e-4, atol=1e-4
-    )
+    got = bench.FACTORIES[impl](shape)(*(x.to(device) for x in (q, k, v, rpb)))
+    torch.testing.assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-4)
+
+
+@requires_native
+@pytest.mark.parametrize("impl", ["torch", "flex"])
+def test_compared_implementations_compute_neighborhood_attention(impl):
+    """The baselines do the same work as ours: same outputs on a DiNAT-like shape."""
+    compare_with_native(impl, "cpu")
+
+
+@requires_native
+@pytest.mark.parametrize("device", devices.fused_devices())
+def test_fused_row_computes_neighborhood_attention(device):
+    compare_with_native("fused", device)
 
 
 @requires_native

@@ -19,8 +19,12 @@ from dinat_m2f.data.datasets.mapillary_vistas import (
 )
 from dinat_m2f.panoptic_ids import id2rgb
 
-from .conftest import load_script
+from .conftest import REPO, load_script
 
+# the builtin config whose Mapillary settings the evaluator and mapper tests read
+SHAPES_CONFIG = os.path.join(
+    REPO, "configs", "builtin", "maskformer2_dinat_mini_builtin_shapes.yaml"
+)
 STEMS = {"training": ["aaa_train1", "bbb_train2"], "validation": ["ccc_val1"]}
 CAR, ROAD, PERSON = 55, 13, 19  # label indices (panoptic category id = index + 1)
 
@@ -193,15 +197,7 @@ def test_mapillary_panoptic_gets_pq_and_miou(registered):
     from dinat_m2f.evaluation.panoptic_evaluator import COCOPanopticEvaluator
 
     write_download(str(registered / "mapillary_vistas"))
-    config = os.path.join(
-        os.path.dirname(__file__),
-        "..",
-        "..",
-        "configs",
-        "builtin",
-        "maskformer2_dinat_mini_builtin_shapes.yaml",
-    )
-    cfg = load_cfg(config, ["MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False"])
+    cfg = load_cfg(SHAPES_CONFIG, ["MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False"])
     evaluators = build_evaluator(cfg, "mapillary_vistas_panoptic_val", str(registered / "out"))
     kinds = [type(e).__name__ for e in evaluators._evaluators]
     assert kinds == [COCOPanopticEvaluator.__name__, "SemSegEvaluator"]
@@ -217,16 +213,8 @@ def test_mask2former_mappers_read_the_tiny_tree(registered):
     from dinat_m2f.engine.setup import load_cfg
 
     write_download(str(registered / "mapillary_vistas"))
-    config = os.path.join(
-        os.path.dirname(__file__),
-        "..",
-        "..",
-        "configs",
-        "builtin",
-        "maskformer2_dinat_mini_builtin_shapes.yaml",
-    )
     cfg = load_cfg(
-        config,
+        SHAPES_CONFIG,
         [
             "DATASETS.TRAIN",
             "('mapillary_vistas_panoptic_train',)",

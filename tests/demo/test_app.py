@@ -23,7 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+
+from tests import devices
 
 from .conftest import CONFIG, REPO_ROOT, TINY_OPTS, load_demo_module
 
@@ -361,8 +362,8 @@ def test_task_the_model_does_not_output_is_refused(weights, val_images):
         (["--model", "missing.yaml", "w.pth"], "--model missing.yaml w.pth: no such config file"),
         (["--confidence-threshold", "2"], "--confidence-threshold 2.0: use 0..1"),
         (["--max-video-frames", "0"], "--max-video-frames 0: must be positive"),
-        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--port", "70000"],
-         "no CUDA device is available" if not torch.cuda.is_available() else "--port 70000"),
+        (["--device", "cuda:7"] if not devices.GPU else ["--port", "70000"],
+         "no CUDA device is available" if not devices.GPU else "--port 70000"),
     ],
 )  # fmt: skip
 def test_bad_command_line_is_a_usage_error(argv, message, capsys):

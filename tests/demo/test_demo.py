@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests import devices
+
 from .conftest import CONFIG, DEMO_SCRIPT, TINY_OPTS
 
 
@@ -187,7 +189,7 @@ def test_argument_errors(demo, demo_args, tmp_path, val_images, capsys):
     bad_output = str(tmp_path / "o.xyz")
     assert demo.main(demo_args("--video-input", str(video), "--output", bad_output)) == 2
     assert "unknown video extension '.xyz'" in capsys.readouterr().err
-    if not torch.cuda.is_available():
+    if not devices.GPU:
         assert demo.main(demo_args("--parallel", "--input", two[0])) == 2
         assert "--parallel" in capsys.readouterr().err
 
@@ -263,12 +265,17 @@ def test_metadata_names_things_by_their_contiguous_ids(demo):
 
 
 @pytest.mark.cuda
-def test_parallel_matches_the_single_process_demo(demo, demo_args, tmp_path, val_images):
-    """--parallel (one worker per GPU) draws the same pictures as the in-process demo."""
+def test_parallel_matches_the_single_process_demo(
+    demo, demo_args, tmp_path, val_images, monkeypatch
+):
+    """--parallel (one worker per GPU) draws the same pictures as the in-process demo, whose
+    DiNAT runs the fused kernels (backend "auto" on CUDA tensors)."""
     gpu_opts = ("MODEL.DEVICE", "cuda")
     out_sync, out_async = tmp_path / "sync", tmp_path / "async"
     folder = str(val_images[0].parent)
-    assert demo.main(demo_args("--input", folder, "--output", str(out_sync), opts=gpu_opts)) == 0
+    with devices.expect_na_backend("fused", monkeypatch):
+        argv = demo_args("--input", folder, "--output", str(out_sync), opts=gpu_opts)
+        assert demo.main(argv) == 0
     argv = demo_args("--parallel", "--input", folder, "--output", str(out_async), opts=gpu_opts)
     assert demo.main(argv) == 0
     for path in val_images:

@@ -138,9 +138,11 @@ def test_label_errors():
         semantic_metrics(np.zeros((3, 3), np.int64), ["a", "b", "c"])
 
 
-def _cli(*args):
+def _cli(gt_folder, pred_folder, num_classes, *args):
+    folders = ["--gt-folder", gt_folder, "--pred-folder", pred_folder]
     return subprocess.run(
-        [sys.executable, "-m", "dinat_m2f.evaluation.semantic", *args, "--no-progress"],
+        [sys.executable, "-m", "dinat_m2f.evaluation.semantic", *folders, "--num-classes"]
+        + [str(num_classes), *args, "--no-progress"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -155,16 +157,7 @@ def test_cli(tmp_path):
     names_file.write_text("".join(f"name{k}\n" for k in range(NUM_CLASSES)))
     output = tmp_path / "sem.json"
     done = _cli(
-        "--gt-folder",
-        gt_folder,
-        "--pred-folder",
-        pred_folder,
-        "--num-classes",
-        str(NUM_CLASSES),
-        "--class-names",
-        str(names_file),
-        "--output",
-        str(output),
+        gt_folder, pred_folder, NUM_CLASSES, "--class-names", str(names_file), "--output", output
     )
     assert done.returncode == 0, done.stderr
     expected = _direct(pairs)
@@ -174,20 +167,9 @@ def test_cli(tmp_path):
     assert saved["pACC"] == pytest.approx(expected["pACC"]) and saved["IoU-name4"] is None
 
     os.remove(os.path.join(pred_folder, "sub", "img1.png"))
-    done = _cli(
-        "--gt-folder", gt_folder, "--pred-folder", pred_folder, "--num-classes", str(NUM_CLASSES)
-    )
+    done = _cli(gt_folder, pred_folder, NUM_CLASSES)
     assert done.returncode == 1
     assert f"missing predictions: {os.path.join(pred_folder, 'sub', 'img1.png')}" in done.stderr
 
-    done = _cli(
-        "--gt-folder",
-        gt_folder,
-        "--pred-folder",
-        pred_folder,
-        "--num-classes",
-        "3",
-        "--class-names",
-        str(names_file),
-    )
+    done = _cli(gt_folder, pred_folder, 3, "--class-names", str(names_file))
     assert done.returncode == 1 and "has 5 names, --num-classes is 3" in done.stderr

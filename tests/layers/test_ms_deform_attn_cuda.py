@@ -1,6 +1,6 @@
 """CUDA kernels of multi-scale deformable attention vs the CPU kernels in float64, per dtype,
 forward and backward: on a real GPU (skipped without one) and on the emulated device
-(tests/simt_backends.py), which runs the same kernels and launch code on CPU threads in CI.
+(tests/devices.py), which runs the same kernels and launch code on CPU threads in CI.
 
 Inputs are rounded to the tested dtype first, so the comparison measures the kernels' error,
 not the inputs' rounding. Tolerances (max abs error relative to max(1, max |reference|)):
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dinat_m2f.layers import MSDeformAttn, ms_deform_attn
-from tests import simt_backends as backends
+from tests import devices
 from tests.layers.test_ms_deform_attn import CASES, LARGE, case_id, make_inputs
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 2e-2, torch.float64: 1e-10}
@@ -40,14 +40,14 @@ def run(inputs, device, dtype):
 @pytest.mark.parametrize("dtype", list(TOLERANCE), ids=str)
 @pytest.mark.parametrize(
     "backend,case",
-    backends.cases(CASES + [LARGE, MASK2FORMER], CASES + [MASK2FORMER_SMALL], case_id),
+    devices.cases(CASES + [LARGE, MASK2FORMER], CASES + [MASK2FORMER_SMALL], case_id),
 )
 def test_cuda_matches_cpu(backend, case, dtype):
     inputs = make_inputs(case, batch=2)
     rounded = [x.to(dtype).double() if x.is_floating_point() else x for x in inputs]
     expected = run(rounded, "cpu", torch.float64)
-    device = backends.device(backend)
-    with backends.on(backend):
+    device = devices.device(backend)
+    with devices.on(backend):
         got = run(rounded, device, dtype)
     for name, a, b in zip(["out", "grad_value", "grad_locations", "grad_weights"], got, expected):
         assert a.device.type == device.type and a.dtype == dtype
@@ -55,13 +55,13 @@ def test_cuda_matches_cpu(backend, case, dtype):
         assert err <= TOLERANCE[dtype], f"{name}: relative max error {err:.2e}"
 
 
-@pytest.mark.parametrize("backend", backends.backends())
+@pytest.mark.parametrize("backend", devices.backends())
 def test_cuda_float64_matches_cpu_exactly_enough_and_index_tensors_may_stay_on_cpu(backend):
     inputs = make_inputs(LARGE if backend == "cuda" else CASES[3], batch=2)
     expected = run(inputs, "cpu", torch.float64)
     value, shapes, starts, locations, weights = inputs
-    device = backends.device(backend)
-    with backends.on(backend):
+    device = devices.device(backend)
+    with devices.on(backend):
         on_gpu = run(inputs, device, torch.float64)
         with_cpu_shapes = ms_deform_attn(
             value.to(device), shapes, starts, locations.to(device), weights.to(device)
@@ -71,9 +71,9 @@ def test_cuda_float64_matches_cpu_exactly_enough_and_index_tensors_may_stay_on_c
         torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("backend", backends.backends())
+@pytest.mark.parametrize("backend", devices.backends())
 def test_cuda_gradcheck_float64(backend):
-    device = backends.device(backend)
+    device = devices.device(backend)
     value, shapes, starts, locations, weights = (
         # the emulated device runs every numerical-Jacobian forward with real threads: a
         # smaller case
@@ -85,13 +85,13 @@ def test_cuda_gradcheck_float64(backend):
         return ms_deform_attn(value, shapes, starts, locations, weights)
 
     leaves = [x.requires_grad_() for x in (value, locations, weights)]
-    with backends.on(backend):
+    with devices.on(backend):
         assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", backends.backends())
+@pytest.mark.parametrize("backend", devices.backends())
 def test_cuda_empty_batch_non_contiguous_and_module(backend):
-    device = backends.device(backend)
+    device = devices.device(backend)
     inputs = make_inputs(CASES[2], dtype=torch.float32)
     value, shapes, starts, locations, weights = inputs
     expected = ms_deform_attn(*inputs)
@@ -101,7 +101,7 @@ def test_cuda_empty_batch_non_contiguous_and_module(backend):
     level_starts = torch.tensor([0, 12, 18])
     reference = torch.rand(2, 21, 3, 2)
     expected_module = module(query, reference, query, spatial, level_starts)
-    with backends.on(backend):
+    with devices.on(backend):
         empty = [x.to(device) for x in make_inputs(CASES[1], batch=0)]
         assert ms_deform_attn(*empty).shape == (0, 5, 16)
         value_nc = value.to(device).transpose(0, 1).contiguous().transpose(0, 1)

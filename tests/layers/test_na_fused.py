@@ -2,8 +2,8 @@
 RPB inside) against the brute-force oracle and the unfused path: output and every gradient,
 kernels 3..13, dilations 1..4, non-square maps, sizes not multiples of the dilation, with and
 without RPB, 1D and 2D, float32 / float16 / bfloat16, the module's padding for small inputs.
-Without a GPU they run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1);
-on a GPU, the cuda-marked cases run them as compiled kernels.
+Each test runs where the fused kernels run (tests/devices.py): compiled on a GPU ("cuda"), or
+in Triton's interpreter on CPU tensors without one ("interpreter"); the other skips by name.
 
 Tolerances (max abs error relative to max(1, max |reference|), inputs rounded to the dtype
 first): float32 2e-5, float16 1e-2, bfloat16 4e-2.
@@ -20,18 +20,13 @@ import torch
 
 import tests.na_brute_force as brute
 from dinat_m2f.layers import NeighborhoodAttention2D, na1d, na2d
+from dinat_m2f.ops.library import FUSED_NA_DEVICES
 from dinat_m2f.ops.na import dispatch, fused, fused_plan
+from tests import devices
 
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 4e-2}
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEVICES = [
-    pytest.param(
-        "cpu",
-        id="interpreter",
-        marks=pytest.mark.skipif(not fused.interpreting(), reason="needs TRITON_INTERPRET=1"),
-    ),
-    pytest.param("cuda", id="cuda", marks=pytest.mark.cuda),
-]
+DEVICES = devices.fused_devices()
 
 # (spatial, kernel, dilation, heads, dim, dim_v, rpb)
 CASES = [
@@ -149,13 +144,17 @@ def saved_bytes(fn, *tensors):
     return storages
 
 
-def test_fused_keeps_no_attention_map_for_the_backward():
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_keeps_no_attention_map_for_the_backward(device):
     """The fused path keeps the inputs, the output and a float32 log-sum-exp per query; the
     unfused one also keeps the (tokens x heads x k*k) attention map."""
     spatial, kernel, heads, dim = (21, 22), 7, 2, 32
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, *spatial, heads, dim, generator=g).requires_grad_() for _ in range(3))
-    rpb = torch.randn(heads, 13, 13, generator=g).requires_grad_()
+    q, k, v = (
+        torch.randn(1, *spatial, heads, dim, generator=g).to(device).requires_grad_()
+        for _ in range(3)
+    )
+    rpb = torch.randn(heads, 13, 13, generator=g).to(device).requires_grad_()
     tokens = math.prod(spatial) * heads
 
     fused_saved = saved_bytes(
@@ -171,10 +170,12 @@ def test_fused_keeps_no_attention_map_for_the_backward():
     assert max(unfused_saved.values()) == tokens * kernel * kernel * 4
 
 
-def test_module_pads_small_inputs_on_the_fused_path(monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_module_pads_small_inputs_on_the_fused_path(monkeypatch, device):
     torch.manual_seed(0)
-    module = NeighborhoodAttention2D(dim=64, num_heads=2, kernel_size=7, dilation=3).eval()
-    x = torch.randn(2, 9, 25, 64)  # height 9 < 7 * 3: padded to 21
+    module = NeighborhoodAttention2D(dim=64, num_heads=2, kernel_size=7, dilation=3)
+    module = module.eval().to(device)
+    x = torch.randn(2, 9, 25, 64, device=device)  # height 9 < 7 * 3: padded to 21
     monkeypatch.setenv(dispatch.BACKEND_ENV, "unfused")
     expected = module(x)
     monkeypatch.setenv(dispatch.BACKEND_ENV, "fused")
@@ -185,14 +186,16 @@ def test_module_pads_small_inputs_on_the_fused_path(monkeypatch):
     assert len(calls) == 1 and calls[0][0].shape[1:3] == (21, 25)
 
 
-def test_empty_batch():
-    q = torch.randn(0, 9, 9, 2, 32)
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_batch(device):
+    q = torch.randn(0, 9, 9, 2, 32, device=device)
     assert na2d(q, q, q, 3, backend="fused").shape == q.shape
 
 
-def test_opcheck_and_compile_fullgraph():
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_and_compile_fullgraph(device):
     case = CASES[0]
-    q, k, v, rpb = (x.float() for x in make_inputs(case, batch=1))
+    q, k, v, rpb = (x.to(device, torch.float32) for x in make_inputs(case, batch=1))
     ops = torch.ops.dinat_m2f_triton
     torch.library.opcheck(
         ops.na_fused.default, (q.requires_grad_(), k, v, rpb, [3, 3], [1, 1], 0.2)
@@ -214,15 +217,29 @@ def test_opcheck_and_compile_fullgraph():
 # --- choice of backend ------------------------------------------------------------------------
 
 
-def test_auto_takes_the_fused_kernels_only_for_cuda_tensors(monkeypatch):
+# what "auto" picks for CPU tensors: the native fused CPU kernels where the extension has them
+CPU_AUTO = "fused_cpu" if "CPU" in FUSED_NA_DEVICES else "unfused"
+
+
+def test_auto_takes_the_cpu_kernels_for_cpu_tensors(monkeypatch):
+    """Also under the interpreter: the Triton kernels on CPU tensors are for tests, never
+    chosen by "auto"."""
     q = torch.randn(1, 9, 9, 2, 32)
-    assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == "unfused"
-    assert dispatch.resolve_backend("na2d", "fused", q, q, (3, 3)) == "fused"
+    assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == CPU_AUTO
     assert dispatch.resolve_backend("na2d", "reference", q, q, (3, 3)) == "reference"
     monkeypatch.setenv(dispatch.BACKEND_ENV, "reference")
     assert dispatch.resolve_backend("na2d", None, q, q, (3, 3)) == "reference"
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_auto_takes_the_fused_kernels_only_for_cuda_tensors(device):
+    q = torch.randn(1, 9, 9, 2, 32, device=device)
+    assert dispatch.resolve_backend("na2d", "fused", q, q, (3, 3)) == "fused"
+    auto = "fused" if device == "cuda" else CPU_AUTO
+    assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == auto
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "tensor,kernel,message",
     [
@@ -231,12 +248,14 @@ def test_auto_takes_the_fused_kernels_only_for_cuda_tensors(monkeypatch):
         (torch.randn(1, 45, 45, 1, 16), 15, r"kernel_size \(15, 15\)"),
     ],
 )
-def test_fused_refuses_what_it_cannot_compute_and_auto_falls_back(tensor, kernel, message):
+def test_fused_refuses_what_it_cannot_compute_and_auto_falls_back(tensor, kernel, message, device):
+    tensor = tensor.to(device)
     with pytest.raises(
         ValueError, match=r"na2d: backend='fused' cannot compute this call: " + message
     ):
         na2d(tensor, tensor, tensor, kernel, backend="fused")
-    assert dispatch.resolve_backend("na2d", "auto", tensor, tensor, (kernel, kernel)) == "unfused"
+    fallback = "unfused" if device == "cuda" else CPU_AUTO
+    assert dispatch.resolve_backend("na2d", "auto", tensor, tensor, (kernel, kernel)) == fallback
 
 
 def test_bad_backend_names_the_argument_and_the_environment_variable(monkeypatch):
@@ -267,9 +286,9 @@ def test_fused_on_cpu_needs_the_interpreter():
     ), result.stderr
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("offsets", [(0, 0), (1, 3), (3, 2)])
-@pytest.mark.skipif(not fused.interpreting(), reason="needs TRITON_INTERPRET=1")
-def test_key_tiles_may_start_before_the_axis(monkeypatch, offsets):
+def test_key_tiles_may_start_before_the_axis(monkeypatch, offsets, device):
     """dK and dV are right whichever offset the planner gives the dK/dV kernel's key tiles
     (the planner picks (1, 1) for a 14x14 map with kernel 11, (0, 0) for most shapes)."""
     case = ((14, 13), (11, 5), (1, 2), 1, 16, 16, True)
@@ -286,12 +305,13 @@ def test_key_tiles_may_start_before_the_axis(monkeypatch, offsets):
     def oracle(q, k, v, rpb):
         return brute.na(q, k, v, (11, 5), (1, 2), rpb, scale=q.shape[-1] ** -0.5)
 
-    got = outputs_and_grads(fused_fn, tensors, "cpu", torch.float32)
+    got = outputs_and_grads(fused_fn, tensors, device, torch.float32)
     expected = outputs_and_grads(oracle, tensors, "cpu", torch.float64)
     assert_close_relative(got, expected, TOLERANCE[torch.float32])
 
 
-def test_plan_tiles_are_the_ones_the_kernels_launch(monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_plan_tiles_are_the_ones_the_kernels_launch(monkeypatch, device):
     """The efficiency numbers come from the planner the launcher uses: a planted change of
     the plan changes what the kernels compute (still correctly)."""
     h, w = fused_plan.Axis(15, 7, 2), fused_plan.Axis(14, 7, 2)
@@ -300,6 +320,6 @@ def test_plan_tiles_are_the_ones_the_kernels_launch(monkeypatch):
     seen = []
     real = fused_plan.plan_tiles
     monkeypatch.setattr(fused_plan, "plan_tiles", lambda *a: seen.append(a) or real(*a))
-    q = torch.randn(1, 15, 14, 1, 32)
+    q = torch.randn(1, 15, 14, 1, 32, device=device)
     na2d(q, q, q, 7, dilation=2, backend="fused")
     assert seen == [(h, w)]

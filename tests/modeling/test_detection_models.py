@@ -133,14 +133,21 @@ def test_losses_per_stage_weighted_and_every_mask_head_learns():
             torch.testing.assert_close(losses[key], unweighted[key] * weight, msg=key)
 
 
-def test_inference_averages_mask_probabilities_of_all_stages():
-    model = small_cascade().eval()
+def _test_proposals(model):
+    """The test batch (no ground truth) through `model`'s preprocessing, backbone and RPN:
+    (images, features, proposals)."""
     inputs = batch()
     del inputs[0]["instances"]
+    images = model.preprocess_image(inputs)
+    features = model.backbone(images.tensor)
+    proposals, _ = model.proposal_generator(images, features)
+    return images, features, proposals
+
+
+def test_inference_averages_mask_probabilities_of_all_stages():
+    model = small_cascade().eval()
     with torch.no_grad():
-        images = model.preprocess_image(inputs)
-        features = model.backbone(images.tensor)
-        proposals, _ = model.proposal_generator(images, features)
+        images, features, proposals = _test_proposals(model)
         instances, _ = model.roi_heads(images, features, proposals)
         heads = model.roi_heads
         detections = instances[0]
@@ -161,12 +168,8 @@ def test_scores_are_the_softmax_of_the_averaged_logits():
         "MODEL.ROI_HEADS.NMS_THRESH_TEST", "1.0", "TEST.DETECTIONS_PER_IMAGE", "1000"
     ).eval()
     heads = model.roi_heads
-    inputs = batch()
-    del inputs[0]["instances"]
     with torch.no_grad():
-        images = model.preprocess_image(inputs)
-        features = model.backbone(images.tensor)
-        proposals, _ = model.proposal_generator(images, features)
+        _, features, proposals = _test_proposals(model)
         logits = []
         original = heads._run_stage
 

@@ -72,16 +72,20 @@ def test_semantic_inference_is_class_probability_times_mask(predictions):
     assert torch.equal(scores.argmax(0), expected_map)
 
 
-def test_panoptic_inference_thresholds_overlap_and_stuff_merging(predictions):
-    mask_cls, mask_pred = predictions
-    seg, segments = panoptic_inference(
+def _panoptic(mask_cls, mask_pred, overlap_threshold=0.8):
+    """panoptic_inference with the test's classes and an object threshold of 0.8."""
+    return panoptic_inference(
         mask_cls,
         mask_pred,
         num_classes=NUM_CLASSES,
         thing_classes=THINGS,
         object_mask_threshold=0.8,
-        overlap_threshold=0.8,
+        overlap_threshold=overlap_threshold,
     )
+
+
+def test_panoptic_inference_thresholds_overlap_and_stuff_merging(predictions):
+    seg, segments = _panoptic(*predictions)
     expected = torch.tensor(
         [[1, 1, 0, 2], [1, 1, 0, 2], [2, 2, 2, 2], [2, 2, 2, 2]], dtype=torch.int32
     )
@@ -94,15 +98,7 @@ def test_panoptic_inference_thresholds_overlap_and_stuff_merging(predictions):
 
 
 def test_panoptic_inference_low_overlap_threshold_keeps_partial_segment(predictions):
-    mask_cls, mask_pred = predictions
-    seg, segments = panoptic_inference(
-        mask_cls,
-        mask_pred,
-        num_classes=NUM_CLASSES,
-        thing_classes=THINGS,
-        object_mask_threshold=0.8,
-        overlap_threshold=0.3,
-    )
+    seg, segments = _panoptic(*predictions, overlap_threshold=0.3)
     # q5 now survives with the 2 pixels it wins (2/6 >= 0.3); it is a thing: its own segment
     assert segments[-1] == {"id": 3, "isthing": True, "category_id": 1}
     assert torch.equal(seg[:2, 2], torch.tensor([3, 3], dtype=torch.int32))
@@ -110,14 +106,7 @@ def test_panoptic_inference_low_overlap_threshold_keeps_partial_segment(predicti
 
 def test_panoptic_inference_with_nothing_kept_is_all_void(predictions):
     mask_cls, mask_pred = predictions
-    seg, segments = panoptic_inference(
-        mask_cls[3:5],
-        mask_pred[3:5],
-        num_classes=NUM_CLASSES,
-        thing_classes=THINGS,
-        object_mask_threshold=0.8,
-        overlap_threshold=0.8,
-    )
+    seg, segments = _panoptic(mask_cls[3:5], mask_pred[3:5])
     assert segments == [] and not seg.any()
 
 

@@ -3,25 +3,17 @@ large-scale jitter -> image and mask + box targets per non-crowd instance."""
 
 from __future__ import annotations
 
-import copy
-import logging
-
 from detectron2.config import CfgNode, configurable
-from detectron2.data import transforms as T
 
-from .common import (
-    augment_instance_annotations,
-    image_to_tensor,
-    lsj_augmentations,
-    make_instances,
-    require_fields,
-)
+from .common import lsj_augmentations
+from .mask_former_instance_dataset_mapper import MaskFormerInstanceDatasetMapper
 
 __all__ = ["COCOInstanceNewBaselineDatasetMapper"]
 
 
-class COCOInstanceNewBaselineDatasetMapper:
-    """Instance mapper with large-scale jitter (Mask2Former's COCO "new baseline").
+class COCOInstanceNewBaselineDatasetMapper(MaskFormerInstanceDatasetMapper):
+    """Instance mapper with large-scale jitter (Mask2Former's COCO "new baseline"): the
+    instance mapper's targets plus gt_boxes, with no padding of its own.
 
     Training: flip, ResizeScale(INPUT.MIN_SCALE, INPUT.MAX_SCALE, INPUT.IMAGE_SIZE),
     FixedSizeCrop(INPUT.IMAGE_SIZE) which pads smaller images at the bottom/right, so every
@@ -31,6 +23,8 @@ class COCOInstanceNewBaselineDatasetMapper:
     annotations and instances cropped away are dropped).
     """
 
+    with_boxes = True
+
     @configurable
     def __init__(self, is_train: bool = True, *, augmentations: list, image_format: str):
         """
@@ -39,11 +33,13 @@ class COCOInstanceNewBaselineDatasetMapper:
             augmentations: detectron2 augmentations, applied in order.
             image_format: INPUT.FORMAT ("RGB" or "BGR").
         """
-        self.is_train = is_train
-        self.augmentations = T.AugmentationList(augmentations)
-        self.image_format = image_format
-        mode = "training" if is_train else "inference"
-        logging.getLogger(__name__).info(f"{type(self).__name__} ({mode}): {augmentations}")
+        # FixedSizeCrop already pads to IMAGE_SIZE; no size-divisibility padding here
+        super().__init__(
+            is_train,
+            augmentations=augmentations,
+            image_format=image_format,
+            size_divisibility=-1,
+        )
 
     @classmethod
     def from_config(cls, cfg: CfgNode, is_train: bool = True) -> dict:
@@ -52,23 +48,3 @@ class COCOInstanceNewBaselineDatasetMapper:
             "augmentations": lsj_augmentations(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
         }
-
-    def __call__(self, dataset_dict: dict) -> dict:
-        """
-        Args:
-            dataset_dict: one dict of a COCO-format instance dataset.
-
-        Returns:
-            The dict with "image", "instances" (and height/width); "annotations" removed.
-        """
-        dataset_dict = copy.deepcopy(dataset_dict)
-        require_fields(self, dataset_dict, ["annotations"], "an instance")
-        image, masks, classes = augment_instance_annotations(
-            dataset_dict, self.image_format, self.augmentations
-        )
-        image_t = image_to_tensor(image)
-        dataset_dict["image"] = image_t
-        dataset_dict["instances"] = make_instances(
-            tuple(image_t.shape[-2:]), classes, masks, with_boxes=True
-        )
-        return dataset_dict

@@ -4,29 +4,28 @@ jitter -> image and mask + box targets per non-crowd segment (and sem_seg when p
 from __future__ import annotations
 
 import copy
-import logging
 
 import numpy as np
-import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.data import transforms as T
 
 from .common import (
+    AugmentingMapper,
     ignore_label_of,
     image_to_tensor,
+    label_to_tensor,
     lsj_augmentations,
     make_instances,
     panoptic_targets,
     pop_panoptic_inputs,
     read_label_map,
-    require_fields,
     transform_label,
 )
 
 __all__ = ["COCOPanopticNewBaselineDatasetMapper"]
 
 
-class COCOPanopticNewBaselineDatasetMapper:
+class COCOPanopticNewBaselineDatasetMapper(AugmentingMapper):
     """Panoptic mapper with large-scale jitter (Mask2Former's COCO "new baseline").
 
     Training: flip, ResizeScale(INPUT.MIN_SCALE, INPUT.MAX_SCALE, INPUT.IMAGE_SIZE),
@@ -48,12 +47,8 @@ class COCOPanopticNewBaselineDatasetMapper:
             image_format: INPUT.FORMAT ("RGB" or "BGR").
             ignore_label: padding value of "sem_seg".
         """
-        self.is_train = is_train
-        self.augmentations = T.AugmentationList(augmentations)
-        self.image_format = image_format
+        super().__init__(is_train, augmentations, image_format)
         self.ignore_label = ignore_label
-        mode = "training" if is_train else "inference"
-        logging.getLogger(__name__).info(f"{type(self).__name__} ({mode}): {augmentations}")
 
     @classmethod
     def from_config(cls, cfg: CfgNode, is_train: bool = True) -> dict:
@@ -73,10 +68,7 @@ class COCOPanopticNewBaselineDatasetMapper:
             The dict with "image", "instances" (and "sem_seg", height/width).
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        require_fields(self, dataset_dict, ["pan_seg_file_name", "segments_info"], "a panoptic")
-        image, pan_ids, segments_info, sem_file = pop_panoptic_inputs(
-            dataset_dict, self.image_format
-        )
+        image, pan_ids, segments_info, sem_file = pop_panoptic_inputs(self, dataset_dict)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         image_t = image_to_tensor(aug_input.image)
@@ -88,5 +80,5 @@ class COCOPanopticNewBaselineDatasetMapper:
         )
         if sem_file is not None:
             sem = transform_label(transforms, read_label_map(sem_file), self.ignore_label)
-            dataset_dict["sem_seg"] = torch.as_tensor(np.ascontiguousarray(sem).astype(np.int64))
+            dataset_dict["sem_seg"] = label_to_tensor(sem)
         return dataset_dict

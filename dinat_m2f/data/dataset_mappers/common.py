@@ -17,6 +17,7 @@ bottom/right: 128 in the image, the ignore label in "sem_seg", False in the mask
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,20 @@ from ..augmentations import ColorAugSSD
 from ..broken_samples import BrokenSampleError, reading
 
 IMAGE_PAD_VALUE = 128
+
+
+class AugmentingMapper:
+    """Base of the Mask2Former mappers: keeps the mode, the augmentations and the image
+    format, and logs the augmentations under the subclass's module."""
+
+    def __init__(self, is_train: bool, augmentations: list, image_format: str) -> None:
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        mode = "training" if is_train else "inference"
+        logging.getLogger(type(self).__module__).info(
+            f"{type(self).__name__} ({mode}): {augmentations}"
+        )
 
 
 # --- config ------------------------------------------------------------------------------
@@ -184,6 +199,11 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
+def label_to_tensor(label: np.ndarray) -> torch.Tensor:
+    """(H, W) label map (any dtype) -> (H, W) int64 tensor."""
+    return torch.as_tensor(np.ascontiguousarray(label).astype(np.int64))
+
+
 def pad_bottom_right(t: torch.Tensor, size_divisibility: int, value: float) -> torch.Tensor:
     """Pads the last two dims of `t` at the bottom/right up to multiples of
     `size_divisibility` (no-op when <= 0)."""
@@ -289,12 +309,13 @@ def augment_instance_annotations(
 
 
 def pop_panoptic_inputs(
-    dataset_dict: dict, image_format: str
+    mapper: AugmentingMapper, dataset_dict: dict
 ) -> tuple[np.ndarray, np.ndarray, list, str | None]:
-    """Reads the image and the panoptic id map of a panoptic dict and pops the panoptic
-    fields. Returns (image, segment ids (H, W) float64, segments_info, sem_seg_file_name or
-    None)."""
-    image = read_image(dataset_dict, image_format)
+    """Checks that `dataset_dict` is panoptic (`require_fields`), reads its image (in
+    `mapper.image_format`) and panoptic id map, and pops the panoptic fields. Returns (image,
+    segment ids (H, W) float64, segments_info, sem_seg_file_name or None)."""
+    require_fields(mapper, dataset_dict, ["pan_seg_file_name", "segments_info"], "a panoptic")
+    image = read_image(dataset_dict, mapper.image_format)
     pan_ids = read_panoptic_ids(dataset_dict.pop("pan_seg_file_name"))
     return (
         image,

@@ -5,13 +5,12 @@ non-crowd instance."""
 from __future__ import annotations
 
 import copy
-import logging
 
 from detectron2.config import CfgNode, configurable
-from detectron2.data import transforms as T
 
 from .common import (
     IMAGE_PAD_VALUE,
+    AugmentingMapper,
     augment_instance_annotations,
     ignore_label_of,
     image_to_tensor,
@@ -24,15 +23,18 @@ from .common import (
 __all__ = ["MaskFormerInstanceDatasetMapper"]
 
 
-class MaskFormerInstanceDatasetMapper:
+class MaskFormerInstanceDatasetMapper(AugmentingMapper):
     """Instance segmentation mapper of Mask2Former.
 
     Training: resize the shortest edge, random crop (INPUT.CROP.*), ColorAugSSD, flip, pad to
     INPUT.SIZE_DIVISIBILITY. Test (`is_train=False`): test resize only, no padding.
 
     Output (see `common`): "image", "instances" with gt_classes and gt_masks (crowd
-    annotations and instances cropped away are dropped).
+    annotations and instances cropped away are dropped); also gt_boxes when the class sets
+    `with_boxes` (the large-scale-jitter subclass).
     """
+
+    with_boxes = False
 
     @configurable
     def __init__(
@@ -50,12 +52,8 @@ class MaskFormerInstanceDatasetMapper:
             image_format: INPUT.FORMAT ("RGB" or "BGR").
             size_divisibility: pad height/width to multiples of this (<= 0: no padding).
         """
-        self.is_train = is_train
-        self.augmentations = T.AugmentationList(augmentations)
-        self.image_format = image_format
+        super().__init__(is_train, augmentations, image_format)
         self.size_divisibility = size_divisibility
-        mode = "training" if is_train else "inference"
-        logging.getLogger(__name__).info(f"{type(self).__name__} ({mode}): {augmentations}")
 
     @classmethod
     def from_config(cls, cfg: CfgNode, is_train: bool = True) -> dict:
@@ -83,5 +81,7 @@ class MaskFormerInstanceDatasetMapper:
         image_t = pad_bottom_right(image_to_tensor(image), self.size_divisibility, IMAGE_PAD_VALUE)
         masks = [pad_bottom_right(m, self.size_divisibility, 0) for m in masks]
         dataset_dict["image"] = image_t
-        dataset_dict["instances"] = make_instances(tuple(image_t.shape[-2:]), classes, masks)
+        dataset_dict["instances"] = make_instances(
+            tuple(image_t.shape[-2:]), classes, masks, with_boxes=self.with_boxes
+        )
         return dataset_dict

@@ -14,12 +14,12 @@ from ..formats import panoptic_to_semantic
 from .common import (
     IMAGE_PAD_VALUE,
     image_to_tensor,
+    label_to_tensor,
     make_instances,
     pad_bottom_right,
     panoptic_targets,
     pop_panoptic_inputs,
     read_label_map,
-    require_fields,
     transform_label,
 )
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
@@ -46,10 +46,7 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
             The dict with "image", "instances" (and "sem_seg", height/width).
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        require_fields(self, dataset_dict, ["pan_seg_file_name", "segments_info"], "a panoptic")
-        image, pan_ids, segments_info, sem_file = pop_panoptic_inputs(
-            dataset_dict, self.image_format
-        )
+        image, pan_ids, segments_info, sem_file = pop_panoptic_inputs(self, dataset_dict)
         if sem_file is not None:
             sem_seg = read_label_map(sem_file)
         else:  # only for the crop's class-area constraint
@@ -71,7 +68,7 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
         dataset_dict["image"] = image_t
         dataset_dict["instances"] = make_instances(tuple(image_t.shape[-2:]), classes, masks)
         if sem_file is not None:
-            sem_t = torch.as_tensor(np.ascontiguousarray(sem_seg).astype(np.int64))
+            sem_t = label_to_tensor(sem_seg)
             sem_t = pad_bottom_right(sem_t, self.size_divisibility, self.ignore_label)
             dataset_dict["sem_seg"] = sem_t
         return dataset_dict

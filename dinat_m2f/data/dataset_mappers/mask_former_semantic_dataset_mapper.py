@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 import copy
-import logging
 
-import numpy as np
 import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.data import transforms as T
 
 from .common import (
     IMAGE_PAD_VALUE,
+    AugmentingMapper,
     ignore_label_of,
     image_to_tensor,
+    label_to_tensor,
     make_instances,
     maskformer_augmentations,
     pad_bottom_right,
@@ -25,7 +25,7 @@ from .common import (
 __all__ = ["MaskFormerSemanticDatasetMapper"]
 
 
-class MaskFormerSemanticDatasetMapper:
+class MaskFormerSemanticDatasetMapper(AugmentingMapper):
     """Semantic segmentation mapper of Mask2Former.
 
     Training: resize the shortest edge, random crop in which no class covers more than
@@ -54,13 +54,9 @@ class MaskFormerSemanticDatasetMapper:
             ignore_label: label of void pixels (also the padding of "sem_seg").
             size_divisibility: pad height/width to multiples of this (<= 0: no padding).
         """
-        self.is_train = is_train
-        self.augmentations = T.AugmentationList(augmentations)
-        self.image_format = image_format
+        super().__init__(is_train, augmentations, image_format)
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
-        mode = "training" if is_train else "inference"
-        logging.getLogger(__name__).info(f"{type(self).__name__} ({mode}): {augmentations}")
 
     @classmethod
     def from_config(cls, cfg: CfgNode, is_train: bool = True) -> dict:
@@ -95,7 +91,7 @@ class MaskFormerSemanticDatasetMapper:
         image, sem_seg = aug_input.image, aug_input.sem_seg
 
         image_t = pad_bottom_right(image_to_tensor(image), self.size_divisibility, IMAGE_PAD_VALUE)
-        sem_t = torch.as_tensor(np.ascontiguousarray(sem_seg).astype(np.int64))
+        sem_t = label_to_tensor(sem_seg)
         sem_t = pad_bottom_right(sem_t, self.size_divisibility, self.ignore_label)
 
         classes = [int(c) for c in torch.unique(sem_t).tolist() if c != self.ignore_label]

@@ -1,11 +1,14 @@
 """The detectron2 side of every backbone: feature names, out_features checked against them,
-`forward` returning named features, `output_shape` and size divisibility, written once."""
+`forward` returning named features, `output_shape` and size divisibility, and the model
+arguments the backbones' config sections share, written once."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
@@ -25,6 +28,25 @@ def out_indices_of(out_features: Sequence[str], config_key: str) -> list[int]:
             f"{config_key} must name features among {list(FEATURE_NAMES)}, got {list(out_features)}"
         )
     return [FEATURE_NAMES.index(name) for name in out_features]
+
+
+def shared_config_kwargs(section: CfgNode, input_shape: ShapeSpec) -> dict[str, Any]:
+    """The model arguments that MODEL.DINAT and MODEL.SWIN both hold, under the same key names
+    (EMBED_DIM -> embed_dim, ..., USE_CHECKPOINT -> use_checkpoint), with `in_chans` from the
+    input shape; each backbone adds its own keys and `out_indices`."""
+    return {
+        "embed_dim": section.EMBED_DIM,
+        "depths": section.DEPTHS,
+        "num_heads": section.NUM_HEADS,
+        "mlp_ratio": section.MLP_RATIO,
+        "qkv_bias": section.QKV_BIAS,
+        "qk_scale": section.QK_SCALE,
+        "drop_rate": section.DROP_RATE,
+        "attn_drop_rate": section.ATTN_DROP_RATE,
+        "drop_path_rate": section.DROP_PATH_RATE,
+        "use_checkpoint": section.USE_CHECKPOINT,
+        "in_chans": input_shape.channels,
+    }
 
 
 class Detectron2Backbone(Backbone):

@@ -21,7 +21,7 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from torch import nn
 
 from ...layers import DropPath, NeighborhoodAttention2D
-from .adapter import Detectron2Backbone, out_indices_of
+from .adapter import Detectron2Backbone, out_indices_of, shared_config_kwargs
 from .blocks import (
     Mlp,
     PatchEmbed,
@@ -486,22 +486,12 @@ class D2DiNAT(Detectron2Backbone, DiNAT):
                 "numbering"
             )
         super().__init__(
-            embed_dim=c.EMBED_DIM,
-            depths=c.DEPTHS,
-            num_heads=c.NUM_HEADS,
+            **shared_config_kwargs(c, input_shape),
             kernel_size=c.KERNEL_SIZE,
             dilations=c.DILATIONS,
-            mlp_ratio=c.MLP_RATIO,
-            qkv_bias=c.QKV_BIAS,
-            qk_scale=c.QK_SCALE,
-            drop_rate=c.DROP_RATE,
-            attn_drop_rate=c.ATTN_DROP_RATE,
-            drop_path_rate=c.DROP_PATH_RATE,
             layer_scale=c.LAYER_SCALE,
-            in_chans=input_shape.channels,
             out_indices=out_indices,
             frozen_stages=c.FROZEN_STAGES,
-            use_checkpoint=c.USE_CHECKPOINT,
             tokenizer=self.tokenizer,
             downsampler=self.downsampler,
         )

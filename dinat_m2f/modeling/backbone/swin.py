@@ -25,7 +25,7 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from torch import nn
 
 from ...layers import DropPath
-from .adapter import FEATURE_NAMES, Detectron2Backbone, out_indices_of
+from .adapter import FEATURE_NAMES, Detectron2Backbone, out_indices_of, shared_config_kwargs
 from .blocks import (
     Mlp,
     PatchEmbed,
@@ -340,22 +340,12 @@ class D2SwinTransformer(Detectron2Backbone, SwinTransformer):
                 f"{c.PATCH_SIZE} must be >= 1"
             )
         super().__init__(
+            **shared_config_kwargs(c, input_shape),
             pretrain_img_size=c.PRETRAIN_IMG_SIZE,
             patch_size=c.PATCH_SIZE,
-            in_chans=input_shape.channels,
-            embed_dim=c.EMBED_DIM,
-            depths=c.DEPTHS,
-            num_heads=c.NUM_HEADS,
             window_size=c.WINDOW_SIZE,
-            mlp_ratio=c.MLP_RATIO,
-            qkv_bias=c.QKV_BIAS,
-            qk_scale=c.QK_SCALE,
-            drop_rate=c.DROP_RATE,
-            attn_drop_rate=c.ATTN_DROP_RATE,
-            drop_path_rate=c.DROP_PATH_RATE,
             ape=c.APE,
             patch_norm=c.PATCH_NORM,
             out_indices=out_indices,
-            use_checkpoint=c.USE_CHECKPOINT,
         )
         self.strides = [c.PATCH_SIZE * 2**i for i in range(self.num_levels)]

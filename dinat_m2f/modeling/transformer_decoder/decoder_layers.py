@@ -22,18 +22,45 @@ def _xavier_init(module: nn.Module) -> None:
             nn.init.xavier_uniform_(p)
 
 
-class SelfAttentionLayer(nn.Module):
+class _ResidualSublayer(nn.Module):
+    """The residual and LayerNorm around a sublayer, after (post-norm) or before (pre-norm):
+    subclasses set `norm`, `dropout` and `normalize_before`."""
+
+    norm: nn.LayerNorm
+    dropout: nn.Dropout
+    normalize_before: bool
+
+    def _sublayer_input(self, tgt: torch.Tensor) -> torch.Tensor:
+        """What the sublayer reads: tgt normalised (pre-norm) or tgt itself (post-norm)."""
+        return self.norm(tgt) if self.normalize_before else tgt
+
+    def _residual_output(self, tgt: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """tgt + dropout(result), normalised after the sum in post-norm."""
+        out = tgt + self.dropout(result)
+        return out if self.normalize_before else self.norm(out)
+
+
+class _AttentionSublayer(_ResidualSublayer):
+    """An nn.MultiheadAttention named `attn_name` (the checkpoint's), `norm`, `dropout`."""
+
+    def __init__(
+        self, attn_name: str, d_model: int, nhead: int, dropout: float, normalize_before: bool
+    ):
+        super().__init__()
+        self.add_module(attn_name, nn.MultiheadAttention(d_model, nhead, dropout=dropout))
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+        _xavier_init(self)
+
+
+class SelfAttentionLayer(_AttentionSublayer):
     """Self-attention among the queries (checkpoint names `self_attn`, `norm`)."""
 
     def __init__(
         self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False
     ):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.normalize_before = normalize_before
-        _xavier_init(self)
+        super().__init__("self_attn", d_model, nhead, dropout, normalize_before)
 
     def forward(
         self,
@@ -43,27 +70,21 @@ class SelfAttentionLayer(nn.Module):
         query_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """tgt, query_pos: (Q, N, C). Returns (Q, N, C)."""
-        x = self.norm(tgt) if self.normalize_before else tgt
+        x = self._sublayer_input(tgt)
         q = k = _with_pos(x, query_pos)
         attended = self.self_attn(
             q, k, value=x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask
         )[0]
-        out = tgt + self.dropout(attended)
-        return out if self.normalize_before else self.norm(out)
+        return self._residual_output(tgt, attended)
 
 
-class CrossAttentionLayer(nn.Module):
+class CrossAttentionLayer(_AttentionSublayer):
     """Queries attend to image tokens, optionally masked (names `multihead_attn`, `norm`)."""
 
     def __init__(
         self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False
     ):
-        super().__init__()
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.normalize_before = normalize_before
-        _xavier_init(self)
+        super().__init__("multihead_attn", d_model, nhead, dropout, normalize_before)
 
     def forward(
         self,
@@ -76,7 +97,7 @@ class CrossAttentionLayer(nn.Module):
     ) -> torch.Tensor:
         """tgt, query_pos: (Q, N, C); memory, pos: (S, N, C); memory_mask: (N * heads, Q, S)
         bool, True where a query may NOT attend. Returns (Q, N, C)."""
-        x = self.norm(tgt) if self.normalize_before else tgt
+        x = self._sublayer_input(tgt)
         attended = self.multihead_attn(
             query=_with_pos(x, query_pos),
             key=_with_pos(memory, pos),
@@ -84,11 +105,10 @@ class CrossAttentionLayer(nn.Module):
             attn_mask=memory_mask,
             key_padding_mask=memory_key_padding_mask,
         )[0]
-        out = tgt + self.dropout(attended)
-        return out if self.normalize_before else self.norm(out)
+        return self._residual_output(tgt, attended)
 
 
-class FFNLayer(nn.Module):
+class FFNLayer(_ResidualSublayer):
     """Two-layer ReLU MLP on each query (names `linear1`, `linear2`, `norm`)."""
 
     def __init__(
@@ -108,9 +128,8 @@ class FFNLayer(nn.Module):
 
     def forward(self, tgt: torch.Tensor) -> torch.Tensor:
         """tgt: (Q, N, C). Returns (Q, N, C)."""
-        x = self.norm(tgt) if self.normalize_before else tgt
-        out = tgt + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x)))))
-        return out if self.normalize_before else self.norm(out)
+        x = self._sublayer_input(tgt)
+        return self._residual_output(tgt, self.linear2(self.dropout(F.relu(self.linear1(x)))))
 
 
 class MLP(nn.Module):

@@ -6,7 +6,9 @@ tests' emulated device), else the pure-PyTorch twin (with one warning per device
 
 Whole attention (attention()) by backend:
     "auto"       the fused Triton kernels for CUDA tensors when Triton and the problem allow
-                 it (fused.unsupported), else "unfused";
+                 it (fused.unsupported); the fused native kernels for CPU tensors (na_fused:
+                 one pass, no attention map, the backward recomputes the scores) where the
+                 extension has them (not on the emulated device); else "unfused";
     "fused"      the fused Triton kernels (CPU tensors only under TRITON_INTERPRET=1), or a
                  ValueError saying why not;
     "unfused"    qk, a softmax and av, which keep the attention map for the backward;
@@ -22,7 +24,13 @@ import os
 
 import torch
 
-from ..library import native_ops, native_supports, warn_fallback_once
+from ..library import (
+    FUSED_NA_DEVICES,
+    native_ops,
+    native_supports,
+    other_library_in_use,
+    warn_fallback_once,
+)
 from . import fused
 from .reference import na_av_reference, na_qk_reference
 
@@ -66,10 +74,22 @@ def default_backend() -> str:
     return os.environ.get(BACKEND_ENV, "auto") or "auto"
 
 
+def _fused_cpu_fits(query: torch.Tensor) -> bool:
+    """The fused native CPU kernels are part of the NA family's native kernels: a device
+    without them (native_supports) has none, and another library in use has none."""
+    device = query.device
+    return (
+        device.type.upper() in FUSED_NA_DEVICES
+        and native_supports(device)
+        and not other_library_in_use()
+    )
+
+
 def resolve_backend(
     op: str, backend: str | None, query: torch.Tensor, value: torch.Tensor, kernel
 ) -> str:
-    """The backend that computes this call: "fused", "unfused" or "reference"."""
+    """The implementation that computes this call: "fused" (Triton), "fused_cpu" (native,
+    reached through "auto"), "unfused" or "reference"."""
     if backend is None:
         backend = default_backend()
         source = f"{BACKEND_ENV}={backend!r}"
@@ -78,8 +98,9 @@ def resolve_backend(
     if backend not in BACKENDS:
         raise ValueError(f"{op}: {source} is not one of {list(BACKENDS)}")
     if backend == "auto":
-        fits = query.device.type == "cuda" and fused.unsupported(query, value, kernel) is None
-        return "fused" if fits else "unfused"
+        if query.device.type == "cuda" and fused.unsupported(query, value, kernel) is None:
+            return "fused"
+        return "fused_cpu" if _fused_cpu_fits(query) else "unfused"
     if backend == "fused":
         reason = fused.unsupported(query, value, kernel)
         if reason is not None:
@@ -102,6 +123,11 @@ def attention(
     chosen = resolve_backend(op, backend, query, value, kernel)
     if chosen == "fused":
         return fused.attention(query, key, value, rpb, kernel, dilation, scale)
+    if chosen == "fused_cpu":
+        out, _ = torch.ops.dinat_m2f.na_fused(
+            query, key, value, rpb, list(kernel), list(dilation), float(scale)
+        )
+        return out
     if chosen == "reference":
         logits = na_qk_reference(query * scale, key, rpb, kernel, dilation)
         return na_av_reference(_softmax(logits), value, kernel, dilation)

@@ -5,7 +5,8 @@ The schemas are declared once in C++ (native/op_schemas.h) and implemented per d
 (checks.py), so torch.compile and torch.library.opcheck trace them with the same errors; the
 autograd formulas call the native backward ops. Registered for dinat_m2f:: when the extension
 is loaded; `register_library` registers them for another library with the same schemas (the
-tests' emulated device, tests/emulated_device.py).
+tests' emulated device, tests/emulated_device.py). The fused CPU op `na_fused` (out and the
+log2-sum-exp per query; its backward recomputes the scores) exists in dinat_m2f:: only.
 """
 
 from __future__ import annotations
@@ -113,6 +114,60 @@ def _na_rpb_backward_fake(grad_attn, kernel_size, dilation):
     return grad_attn.new_empty((heads, *(2 * k - 1 for k in kernel)))
 
 
+def _fused_check(op, query, key, value, rpb, kernel_size, dilation):
+    rank = checks.rank_of(op, kernel_size)
+    checks.qkv_inputs(op, query, key, value, list(kernel_size), list(dilation), rpb, rank)
+
+
+def _lse_dtype(query: torch.Tensor) -> torch.dtype:
+    """The log-sum-exp is kept in float64 for float64 inputs, else in float32."""
+    return torch.float64 if query.dtype == torch.float64 else torch.float32
+
+
+def _na_fused_fake(query, key, value, rpb, kernel_size, dilation, scale):
+    _fused_check("na_fused", query, key, value, rpb, kernel_size, dilation)
+    return value.new_empty(value.shape), query.new_empty(query.shape[:-1], dtype=_lse_dtype(query))
+
+
+def _na_fused_backward_fake(
+    grad_out, query, key, value, rpb, out, lse, kernel_size, dilation, scale
+):
+    _fused_check("na_fused_backward", query, key, value, rpb, kernel_size, dilation)
+    grad_rpb = query.new_empty((0,)) if rpb is None else rpb.new_empty(rpb.shape)
+    return (
+        query.new_empty(query.shape),
+        key.new_empty(key.shape),
+        value.new_empty(value.shape),
+        grad_rpb,
+    )
+
+
+def _fused_setup_context(ctx, inputs, output):
+    query, key, value, rpb, kernel_size, dilation, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(query, key, value, rpb, out, lse)
+    ctx.window = (kernel_size, dilation, scale)
+    ctx.mark_non_differentiable(lse)
+
+
+def _fused_backward(ctx, grad_out, _grad_lse):
+    query, key, value, rpb, out, lse = ctx.saved_tensors
+    kernel_size, dilation, scale = ctx.window
+    grad_q, grad_k, grad_v, grad_rpb = torch.ops.dinat_m2f.na_fused_backward(
+        grad_out, query, key, value, rpb, out, lse, kernel_size, dilation, scale
+    )
+    return grad_q, grad_k, grad_v, (grad_rpb if rpb is not None else None), None, None, None
+
+
+def _register_fused() -> None:
+    """The fused CPU op of dinat_m2f:: (no other library has it)."""
+    torch.library.register_fake("dinat_m2f::na_fused")(_na_fused_fake)
+    torch.library.register_fake("dinat_m2f::na_fused_backward")(_na_fused_backward_fake)
+    torch.library.register_autograd(
+        "dinat_m2f::na_fused", _fused_backward, setup_context=_fused_setup_context
+    )
+
+
 def register_library(namespace: str) -> None:
     """Fake kernels and autograd of the NA ops of the torch library `namespace` (dinat_m2f, or
     a library with its schemas: the tests' emulated device)."""
@@ -136,3 +191,5 @@ def register_library(namespace: str) -> None:
 
 if NATIVE_AVAILABLE:
     register_library(LIBRARY)
+    if hasattr(torch.ops.dinat_m2f, "na_fused"):  # not in builds from before the op
+        _register_fused()

@@ -1,0 +1,676 @@
+// Fused NA on the CPU: the ops dinat_m2f::na_fused (softmax(scale q.k + rpb) v, and the
+// log2-sum-exp per query) and dinat_m2f::na_fused_backward (every gradient, recomputing the
+// scores from the log-sum-exp instead of storing an attention map), registered for the CPU
+// dispatch key. The semantics and the (out, lse) convention are those of the fused Triton ops
+// (dinat_m2f/ops/na/fused.py); schemas in native/library.cpp.
+//
+// Work is split into tasks (batch, head, dilation group, block of rows), run in parallel with
+// at::parallel_for. A task walks its query rows in order; the key rows of the current
+// window are packed (float, group-contiguous, dim-major and/or token-major) into a ring of kh
+// slots as they enter the window, so every key row is packed once per task. The register
+// kernels of na_cpu_tiles.h then do one query row at a time. Windows, bias indices and
+// dilation groups come from na_index.h, like every other NA kernel's.
+//
+// In the backward a task owns the query rows and the key rows of its block: it also visits
+// the query rows just outside the block whose windows reach into it (recomputing their scores)
+// so that the gradients of its key rows are complete, and writes only what it owns; no two
+// tasks write the same element.
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <tuple>
+#include <vector>
+
+#include "na_ops.h"
+// Vectors pass only between always_inline functions: GCC's note that their ABI differs
+// without AVX does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+// The register kernels are compiled twice below (AVX2 + FMA, and the baseline ISA); include
+// every other header before them so that nothing else is compiled for AVX2.
+#include "na_cpu_tiles.h"
+
+namespace dinat_m2f {
+namespace na {
+namespace {
+
+using cpu_tiles::Row;
+using cpu_tiles::Simd;
+
+// ---------------------------------------------------------------------------------------------
+// The row kernels per instruction set, chosen at run time.
+
+template <typename C>
+struct RowKernels {
+  // one query row, or two consecutive ones (see cpu_tiles::forward_rows)
+  void (*forward)(const Row<C>& x, const Row<C>* y, int rows_shift);
+  void (*backward)(const Row<C>& x, const Row<C>* y, int rows_shift);
+  void (*transpose)(const C* src, int64_t col, int cols, int dim, C scale, C* dst, int stride);
+};
+
+__attribute__((target("avx2,fma"))) void forward_row_avx2(const Row<float>& x, const Row<float>* y,
+                                                          int rows_shift) {
+  cpu_tiles::forward_rows<cpu_tiles::Avx2>(x, y, rows_shift);
+}
+__attribute__((target("avx2,fma"))) void backward_row_avx2(const Row<float>& x, const Row<float>* y,
+                                                           int rows_shift) {
+  cpu_tiles::backward_rows<cpu_tiles::Avx2>(x, y, rows_shift);
+}
+__attribute__((target("avx2,fma"))) void transpose_row_avx2(const float* src, int64_t col, int cols,
+                                                            int dim, float scale, float* dst,
+                                                            int stride) {
+  cpu_tiles::transpose_row(src, col, cols, dim, scale, dst, stride);
+}
+template <typename C>
+void forward_row_baseline(const Row<C>& x, const Row<C>* y, int rows_shift) {
+  cpu_tiles::forward_rows<cpu_tiles::Baseline>(x, y, rows_shift);
+}
+template <typename C>
+void backward_row_baseline(const Row<C>& x, const Row<C>* y, int rows_shift) {
+  cpu_tiles::backward_rows<cpu_tiles::Baseline>(x, y, rows_shift);
+}
+template <typename C>
+void transpose_row_baseline(const C* src, int64_t col, int cols, int dim, C scale, C* dst,
+                            int stride) {
+  cpu_tiles::transpose_row(src, col, cols, dim, scale, dst, stride);
+}
+
+// DINAT_M2F_CPU_ISA=baseline forces the baseline kernels (tests run both).
+bool use_avx2() {
+  const char* isa = std::getenv("DINAT_M2F_CPU_ISA");
+  if (isa != nullptr && std::strcmp(isa, "baseline") == 0) return false;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+template <typename C>
+RowKernels<C> row_kernels() {
+  return {&forward_row_baseline<C>, &backward_row_baseline<C>, &transpose_row_baseline<C>};
+}
+
+template <>
+RowKernels<float> row_kernels<float>() {
+  if (use_avx2()) return {&forward_row_avx2, &backward_row_avx2, &transpose_row_avx2};
+  return {&forward_row_baseline<float>, &backward_row_baseline<float>,
+          &transpose_row_baseline<float>};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Geometry.
+
+constexpr double kLog2e = 1.4426950408889634;
+
+int round_up(int n, int m) {
+  return (n + m - 1) / m * m;
+}
+
+// One axis of a dilation group, in group coordinates: window start and first bias index of
+// each position (from window_of), padded to `padded` entries (window starts keep growing by
+// one past the end, so that padded lanes never break a tile's contiguity).
+struct GroupAxis {
+  int group, dilation, length;
+  std::vector<int> start, bias;
+
+  GroupAxis(const Axis& a, int g, int padded) : group(g), dilation(a.dilation) {
+    length = group_length(a, g);
+    start.resize(std::max(padded, length));
+    bias.resize(length);
+    for (int p = 0; p < length; ++p) {
+      const Window win = window_of(g + p * a.dilation, a);
+      start[p] = (win.first - g) / a.dilation;
+      bias[p] = win.bias_first;
+    }
+    for (int p = length; p < int(start.size()); ++p) start[p] = start[p - 1] + 1;
+  }
+  int index(int p) const { return group + p * dilation; }  // position on the full axis
+};
+
+// The tasks of a problem: (batch, head, group h, group w, block of query rows), in this
+// order (batch slowest).
+struct Tasks {
+  const Problem& p;
+  int blocks;
+
+  int64_t count() const { return p.batch * p.heads * p.h.dilation * p.w.dilation * blocks; }
+  struct Task {
+    int64_t batch;
+    int head, gh, gw, block;
+  };
+  Task operator()(int64_t t) const {
+    Task task;
+    task.block = int(t % blocks);
+    t /= blocks;
+    task.gw = int(t % p.w.dilation);
+    t /= p.w.dilation;
+    task.gh = int(t % p.h.dilation);
+    t /= p.h.dilation;
+    task.head = int(t % p.heads);
+    task.batch = t / p.heads;
+    return task;
+  }
+  // Rows [first, last) of block `b` of a group with `rows` rows.
+  std::pair<int, int> rows_of(int b, int rows) const {
+    return {int(int64_t(rows) * b / blocks), int(int64_t(rows) * (b + 1) / blocks)};
+  }
+};
+
+// Blocks of about `rows` query rows per group, so that large maps give tasks to many threads.
+// The split depends on the problem only, never on the thread count: results are the same
+// bit for bit with any number of threads.
+int blocks_for(const Problem& p, int rows) {
+  return std::max(1, group_length(p.h, p.h.dilation - 1) / rows);  // the shortest group
+}
+
+// Query rows per block: the forward only packs kh - 1 key rows twice at a block's edge; the
+// backward also recomputes the scores of up to kh - 1 query rows beyond it, so its blocks are
+// longer.
+constexpr int kForwardBlockRows = 32, kBackwardBlockRows = 64;
+
+// Row buffers: `slots` rows of `size` values each, zero-initialised (paddings stay zero).
+template <typename C>
+struct Slots {
+  std::vector<C> data;
+  int size = 0;
+  void init(int slots, int n) {
+    size = n;
+    data.assign(size_t(slots) * n, C(0));
+  }
+  C* slot(int s) { return data.data() + size_t(s) * size; }
+};
+
+// A (batch, height, width, heads, dim) tensor, read one group row at a time, by its strides
+// (any layout, broadcast included). Rows are copied into compact buffers even when they could
+// be read in place: a dilated group's or a many-headed map's tokens lie far apart, and the
+// kernels' loads are much faster on a compact row (caches, TLB) than the copy costs.
+template <typename S, typename C>
+struct Source {
+  static constexpr int L = Simd<C>::kLanes;
+  const S* data;
+  int64_t sb, sh, sw, shead, sd;
+  int dim, padded;  // head dim, and rounded up to the vector width
+
+  Source(const at::Tensor& x)
+      : data(x.const_data_ptr<S>()),
+        sb(x.stride(0)),
+        sh(x.stride(1)),
+        sw(x.stride(2)),
+        shead(x.stride(3)),
+        sd(x.stride(4)),
+        dim(int(x.size(4))),
+        padded(round_up(int(x.size(4)), L)) {}
+  const S* at(int64_t b, int h, int w, int head) const {
+    return data + b * sb + h * sh + w * sw + head * shead;
+  }
+  bool float_rows() const { return std::is_same<S, C>::value && (sd == 1 || dim <= 1); }
+  // The group row (b, h, ., head) token-major in `dst` (cols x padded; the padding stays 0).
+  void tokens(int64_t b, int h, const GroupAxis& w, int head, C* dst) const {
+    for (int c = 0; c < w.length; ++c) {
+      const S* src = at(b, h, w.index(c), head);
+      C* out = dst + int64_t(c) * padded;
+      if (float_rows())
+        std::memcpy(out, src, sizeof(C) * dim);
+      else
+        for (int d = 0; d < dim; ++d) out[d] = C(src[d * sd]);
+    }
+  }
+  // dst[d * stride + c] = scale * x(b, h, column c, head, d).
+  void dim_major(int64_t b, int h, const GroupAxis& w, int head, C scale, C* dst, int stride,
+                 const RowKernels<C>& kernels) const {
+    if (float_rows()) {
+      kernels.transpose(reinterpret_cast<const C*>(at(b, h, w.index(0), head)), sw * w.dilation,
+                        w.length, dim, scale, dst, stride);
+      return;
+    }
+    for (int c = 0; c < w.length; ++c) {
+      const S* src = at(b, h, w.index(c), head);
+      for (int d = 0; d < dim; ++d) dst[d * stride + c] = C(src[d * sd]) * scale;
+    }
+  }
+};
+
+// A contiguous (batch, height, width, heads, dim) output written one group row at a time:
+// in place when it is float with whole vectors per head, else through a row buffer.
+template <typename S, typename C>
+struct Sink {
+  static constexpr int L = Simd<C>::kLanes;
+  S* data;
+  int heads, dim, padded;
+  const Problem& p;
+  bool in_place;
+
+  Sink(at::Tensor& x, const Problem& problem, bool allow_in_place)
+      : data(x.mutable_data_ptr<S>()),
+        heads(int(x.size(3))),
+        dim(int(x.size(4))),
+        padded(round_up(int(x.size(4)), L)),
+        p(problem) {
+    in_place = allow_in_place && std::is_same<S, C>::value && dim % L == 0;
+  }
+  S* at(int64_t b, int h, int w, int head) const {
+    return data + (token_of(b, h, w, p) * heads + head) * dim;
+  }
+  int64_t col(const GroupAxis& w) const {
+    return in_place ? int64_t(heads) * dim * w.dilation : padded;
+  }
+  C* row(int64_t b, int h, const GroupAxis& w, int head, C* buffer) const {
+    return in_place ? reinterpret_cast<C*>(at(b, h, w.index(0), head)) : buffer;
+  }
+  // Copies a row buffer out (after row() handed out the buffer), times `scale`.
+  void flush(int64_t b, int h, const GroupAxis& w, int head, const C* buffer, C scale) const {
+    if (in_place) return;
+    for (int c = 0; c < w.length; ++c) {
+      S* dst = at(b, h, w.index(c), head);
+      for (int d = 0; d < dim; ++d) dst[d] = S(buffer[int64_t(c) * padded + d] * scale);
+    }
+  }
+};
+
+// The task's RPB table [bias row][j][col] = log2 e * rpb[head][bias row][bias col of j].
+template <typename S, typename C>
+void fill_bias(const S* rpb, int head, const Problem& p, const GroupAxis& w, int q_stride,
+               std::vector<C>& table) {
+  const int rows = 2 * p.h.kernel - 1, cols = 2 * p.w.kernel - 1, kw = p.w.kernel;
+  table.assign(size_t(rows) * kw * q_stride, C(0));
+  const S* r = rpb + int64_t(head) * rows * cols;
+  for (int br = 0; br < rows; ++br)
+    for (int j = 0; j < kw; ++j)
+      for (int c = 0; c < w.length; ++c)
+        table[(size_t(br) * kw + j) * q_stride + c] = C(r[br * cols + w.bias[c] + j]) * C(kLog2e);
+}
+
+// Sizes of one problem's row buffers.
+template <typename C>
+struct Layout {
+  static constexpr int L = Simd<C>::kLanes;
+  int q_stride, k_stride, max_cols, tile;
+
+  explicit Layout(const Problem& p) {
+    max_cols = group_length(p.w, 0);  // group 0 is the longest
+    q_stride = round_up(max_cols, L);
+    k_stride = q_stride + L;
+    tile = p.h.kernel * (p.w.kernel + 2) * L;
+  }
+};
+
+// The fields of Row common to the forward and the backward.
+template <typename C>
+Row<C> row_of(const Problem& p, const Layout<C>& lay, const GroupAxis& gw, int dim_v) {
+  Row<C> row{};
+  row.cols = gw.length;
+  row.kh = p.h.kernel;
+  row.kw = p.w.kernel;
+  row.dim = p.dim;
+  row.dim_v = dim_v;
+  row.q_stride = lay.q_stride;
+  row.k_stride = lay.k_stride;
+  row.ws = gw.start.data();
+  return row;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward.
+
+// Query rows go two at a time (the row kernels share the key rows of their windows), so the
+// ring of key rows holds kh + 1 slots: key row r lives in slot r % (kh + 1).
+template <typename S, typename C>
+void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+             const at::Tensor& rpb, double scale, at::Tensor& out, at::Tensor& lse,
+             const Problem& p) {
+  const Source<S, C> q(query), k(key), v(value);
+  const Sink<S, C> o(out, p, true);
+  const S* bias = data_or_null<S>(rpb);
+  C* lse_data = lse.mutable_data_ptr<C>();
+  const Layout<C> lay(p);
+  const RowKernels<C> kernels = row_kernels<C>();
+  const Tasks tasks{p, blocks_for(p, kForwardBlockRows)};
+  const int kh = p.h.kernel, kw = p.w.kernel, slots = kh + 1;
+
+  at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
+    Slots<C> kt, vp, qt, orow, scores;
+    kt.init(slots, q.dim * lay.k_stride);
+    vp.init(slots, lay.max_cols * v.padded);
+    qt.init(2, q.dim * lay.q_stride);
+    orow.init(2, o.in_place ? 0 : lay.max_cols * o.padded);
+    scores.init(2, lay.tile);
+    std::vector<C> table;
+    std::vector<const C*> kt_rows(2 * kh), v_rows(2 * kh);
+    std::vector<int> tags(slots);
+
+    for (int64_t t = begin; t < end; ++t) {
+      const Tasks::Task task = tasks(t);
+      const GroupAxis gh(p.h, task.gh, 0), gw(p.w, task.gw, lay.q_stride);
+      if (bias) fill_bias(bias, task.head, p, gw, lay.q_stride, table);
+      std::fill(tags.begin(), tags.end(), -1);
+      const std::pair<int, int> block = tasks.rows_of(task.block, gh.length);
+
+      Row<C> rows[2];
+      for (int x = 0; x < 2; ++x) {
+        Row<C>& row = rows[x];
+        row = row_of(p, lay, gw, v.dim);
+        row.v_dim = v.padded;
+        row.qt = qt.slot(x);
+        row.kt = kt_rows.data() + x * kh;
+        row.v = {v_rows.data() + x * kh, v.padded};
+        row.scores = scores.slot(x);
+        row.out_col = o.col(gw);
+        row.lse_col = int64_t(p.heads) * p.w.dilation;
+      }
+      for (int hq = block.first; hq < block.second; hq += 2) {
+        const int n = std::min(2, block.second - hq);
+        for (int x = 0; x < n; ++x) {
+          Row<C>& row = rows[x];
+          const int h = gh.index(hq + x);
+          for (int i = 0; i < kh; ++i) {
+            const int r = gh.start[hq + x] + i, s = r % slots, hr = gh.index(r);
+            if (tags[s] != r) {
+              k.dim_major(task.batch, hr, gw, task.head, C(1), kt.slot(s), lay.k_stride, kernels);
+              v.tokens(task.batch, hr, gw, task.head, vp.slot(s));
+              tags[s] = r;
+            }
+            kt_rows[x * kh + i] = kt.slot(s);
+            v_rows[x * kh + i] = vp.slot(s);
+          }
+          q.dim_major(task.batch, h, gw, task.head, C(scale * kLog2e), qt.slot(x), lay.q_stride,
+                      kernels);
+          row.bias = bias ? table.data() + size_t(gh.bias[hq + x]) * kw * lay.q_stride : nullptr;
+          row.out = o.row(task.batch, h, gw, task.head, orow.slot(x));
+          row.lse = lse_data + token_of(task.batch, h, gw.index(0), p) * p.heads + task.head;
+        }
+        const int rows_shift = n == 2 ? gh.start[hq + 1] - gh.start[hq] : 0;
+        kernels.forward(rows[0], n == 2 ? &rows[1] : nullptr, rows_shift);
+        for (int x = 0; x < n; ++x)
+          o.flush(task.batch, gh.index(hq + x), gw, task.head, orow.slot(x), C(1));
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward.
+
+template <typename S, typename C>
+void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
+              const at::Tensor& value, const at::Tensor& rpb, const at::Tensor& lse,
+              const at::Tensor& delta, double scale, at::Tensor& grad_query, at::Tensor& grad_key,
+              at::Tensor& grad_value, at::Tensor& grad_rpb_parts, const Problem& p,
+              const Tasks& tasks) {
+  const Source<S, C> q(query), k(key), v(value), g(grad_out);
+  // key gradients accumulate in compact slots (see Source), the query's are written once
+  const Sink<S, C> dq(grad_query, p, true), dk(grad_key, p, false), dv(grad_value, p, false);
+  const S* bias = data_or_null<S>(rpb);
+  const C* lse_data = lse.const_data_ptr<C>();
+  const C* delta_data = delta.const_data_ptr<C>();
+  const Layout<C> lay(p);
+  const RowKernels<C> kernels = row_kernels<C>();
+  const int kh = p.h.kernel, kw = p.w.kernel, slots = kh + 1;
+  const int bias_rows = 2 * kh - 1, bias_cols = 2 * kw - 1;
+  C* parts = grad_rpb_parts.defined() ? grad_rpb_parts.mutable_data_ptr<C>() : nullptr;
+
+  at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
+    Slots<C> kt, vt, kp, gk, gv, qt, gt, qp, gp, dq_row, lrow, drow, scores, grads;
+    kt.init(slots, q.dim * lay.k_stride);
+    vt.init(slots, v.dim * lay.k_stride);
+    kp.init(slots, lay.max_cols * k.padded);
+    gk.init(slots, lay.max_cols * dk.padded);
+    gv.init(slots, lay.max_cols * dv.padded);
+    qt.init(2, q.dim * lay.q_stride);
+    gt.init(2, g.dim * lay.q_stride);
+    qp.init(2, lay.max_cols * q.padded);
+    gp.init(2, lay.max_cols * g.padded);
+    dq_row.init(2, dq.in_place ? 0 : lay.max_cols * dq.padded);
+    lrow.init(2, lay.q_stride);
+    drow.init(2, lay.q_stride);
+    scores.init(2, lay.tile);
+    grads.init(2, lay.tile);
+    std::vector<C> table, table_grad;
+    std::vector<const C*> kt_rows(2 * kh), vt_rows(2 * kh), k_rows(2 * kh), q_rows(2), g_rows(2);
+    std::vector<C*> gk_rows(2 * kh), gv_rows(2 * kh);
+    std::vector<int> tags(slots);
+
+    for (int64_t t = begin; t < end; ++t) {
+      const Tasks::Task task = tasks(t);
+      const GroupAxis gh(p.h, task.gh, 0), gw(p.w, task.gw, lay.q_stride);
+      if (bias) {
+        fill_bias(bias, task.head, p, gw, lay.q_stride, table);
+        table_grad.assign(table.size(), C(0));
+      }
+      std::fill(tags.begin(), tags.end(), -1);
+      const std::pair<int, int> block = tasks.rows_of(task.block, gh.length);
+      const int first = block.first, last = block.second;
+      // the query rows whose windows reach rows [first, last)
+      int q_lo = first, q_hi = last;
+      while (q_lo > 0 && gh.start[q_lo - 1] + kh > first) --q_lo;
+      while (q_hi < gh.length && gh.start[q_hi] < last) ++q_hi;
+
+      // key row r's gradients accumulate in slot s and are written when it leaves the ring
+      auto flush = [&](int s) {
+        const int r = tags[s];
+        if (r < first || r >= last) return;
+        const int h = gh.index(r);
+        dk.flush(task.batch, h, gw, task.head, gk.slot(s), C(1));
+        dv.flush(task.batch, h, gw, task.head, gv.slot(s), C(1));
+      };
+
+      Row<C> rows[2];
+      for (int x = 0; x < 2; ++x) {
+        Row<C>& row = rows[x];
+        row = row_of(p, lay, gw, v.dim);
+        row.k_dim = q.padded;
+        row.v_dim = v.padded;
+        row.scale = C(scale);
+        row.qt = qt.slot(x);
+        row.kt = kt_rows.data() + x * kh;
+        row.scores = scores.slot(x);
+        row.lse_in = lrow.slot(x);
+        row.delta = drow.slot(x);
+        row.gt = gt.slot(x);
+        row.vt = vt_rows.data() + x * kh;
+        row.k = {k_rows.data() + x * kh, k.padded};
+        row.q = {q_rows.data() + x, q.padded};
+        row.g = {g_rows.data() + x, g.padded};
+        row.grads = grads.slot(x);
+        row.grad_q_col = dq.col(gw);
+        row.grad_k = gk_rows.data() + x * kh;
+        row.grad_k_col = dk.padded;
+        row.grad_v = gv_rows.data() + x * kh;
+        row.grad_v_col = dv.padded;
+      }
+      for (int hq = q_lo; hq < q_hi; hq += 2) {
+        const int n = std::min(2, q_hi - hq);
+        for (int x = 0; x < n; ++x) {
+          Row<C>& row = rows[x];
+          const int h = gh.index(hq + x);
+          for (int i = 0; i < kh; ++i) {
+            const int r = gh.start[hq + x] + i, s = r % slots, hr = gh.index(r);
+            const bool owned = r >= first && r < last;
+            if (tags[s] != r) {
+              if (tags[s] >= 0) flush(s);
+              k.dim_major(task.batch, hr, gw, task.head, C(1), kt.slot(s), lay.k_stride, kernels);
+              v.dim_major(task.batch, hr, gw, task.head, C(1), vt.slot(s), lay.k_stride, kernels);
+              k.tokens(task.batch, hr, gw, task.head, kp.slot(s));
+              if (owned) {
+                std::fill_n(gk.slot(s), gk.size, C(0));
+                std::fill_n(gv.slot(s), gv.size, C(0));
+              }
+              tags[s] = r;
+            }
+            kt_rows[x * kh + i] = kt.slot(s);
+            vt_rows[x * kh + i] = vt.slot(s);
+            k_rows[x * kh + i] = kp.slot(s);
+            gk_rows[x * kh + i] = owned ? gk.slot(s) : nullptr;
+            gv_rows[x * kh + i] = owned ? gv.slot(s) : nullptr;
+          }
+          const bool own_query = hq + x >= first && hq + x < last;
+          q.dim_major(task.batch, h, gw, task.head, C(scale * kLog2e), qt.slot(x), lay.q_stride,
+                      kernels);
+          g.dim_major(task.batch, h, gw, task.head, C(1), gt.slot(x), lay.q_stride, kernels);
+          q.tokens(task.batch, h, gw, task.head, qp.slot(x));
+          g.tokens(task.batch, h, gw, task.head, gp.slot(x));
+          q_rows[x] = qp.slot(x);
+          g_rows[x] = gp.slot(x);
+          const int64_t first_token = token_of(task.batch, h, gw.index(0), p) * p.heads + task.head;
+          const int64_t lse_col = int64_t(p.heads) * p.w.dilation;
+          for (int c = 0; c < gw.length; ++c) {
+            lrow.slot(x)[c] = lse_data[first_token + c * lse_col];
+            drow.slot(x)[c] = delta_data[first_token + c * lse_col];
+          }
+          const size_t bias_at = size_t(gh.bias[hq + x]) * kw * lay.q_stride;
+          row.bias = bias ? table.data() + bias_at : nullptr;
+          row.grad_bias = bias && own_query ? table_grad.data() + bias_at : nullptr;
+          row.grad_q = own_query ? dq.row(task.batch, h, gw, task.head, dq_row.slot(x)) : nullptr;
+        }
+        const int rows_shift = n == 2 ? gh.start[hq + 1] - gh.start[hq] : 0;
+        kernels.backward(rows[0], n == 2 ? &rows[1] : nullptr, rows_shift);
+        for (int x = 0; x < n; ++x)
+          if (rows[x].grad_q)
+            dq.flush(task.batch, gh.index(hq + x), gw, task.head, dq_row.slot(x), C(1));
+      }
+      for (int s = 0; s < slots; ++s)
+        if (tags[s] >= 0) flush(s);
+      if (parts) {  // this task's share of grad_rpb
+        C* part = parts + t * bias_rows * bias_cols;
+        std::fill(part, part + bias_rows * bias_cols, C(0));
+        for (int br = 0; br < bias_rows; ++br)
+          for (int j = 0; j < kw; ++j)
+            for (int c = 0; c < gw.length; ++c)
+              part[br * bias_cols + gw.bias[c] + j] +=
+                  table_grad[(size_t(br) * kw + j) * lay.q_stride + c];
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ops.
+
+struct Checked {
+  Problem p;
+  int64_t rank;
+  int dim_v;
+  at::Tensor rpb;
+};
+
+Checked check_inputs(const char* op, const at::Tensor& query, const at::Tensor& key,
+                     const at::Tensor& value, const c10::optional<at::Tensor>& rpb,
+                     at::IntArrayRef kernel_size, at::IntArrayRef dilation, double scale) {
+  Checked c;
+  c.p = make_problem(op, "query", query, kernel_size, dilation);
+  c.rank = int64_t(kernel_size.size());
+  check_pair(op, "query", query, "key", key);
+  TORCH_CHECK_VALUE(value.dim() == query.dim() && value.sizes().slice(0, value.dim() - 1) ==
+                                                      query.sizes().slice(0, query.dim() - 1),
+                    op, ": value must have query's shape but for the head dim, got query ",
+                    shape_str(query.sizes()), " and value ", shape_str(value.sizes()));
+  TORCH_CHECK_VALUE(value.device() == query.device() && value.scalar_type() == query.scalar_type(),
+                    op, ": value must match query's device and dtype (", query.device(), ", ",
+                    query.scalar_type(), "), got ", value.device(), ", ", value.scalar_type());
+  TORCH_CHECK_VALUE(std::isfinite(scale), op, ": scale must be finite, got ", scale);
+  c.dim_v = int(value.size(-1));
+  c.rpb = checked_rpb(op, rpb, c.p, query);
+  return c;
+}
+
+// (batch, *spatial, heads, dim) -> a (batch, height, width, heads, dim) view (no copy).
+at::Tensor view_2d(const at::Tensor& x, int64_t rank) {
+  return rank == 1 ? x.unsqueeze(1) : x;
+}
+
+at::ScalarType lse_type(const at::Tensor& like) {
+  return like.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+std::tuple<at::Tensor, at::Tensor> na_fused_cpu(const at::Tensor& query, const at::Tensor& key,
+                                                const at::Tensor& value,
+                                                const c10::optional<at::Tensor>& rpb,
+                                                at::IntArrayRef kernel_size,
+                                                at::IntArrayRef dilation, double scale) {
+  const Checked c = check_inputs("na_fused", query, key, value, rpb, kernel_size, dilation, scale);
+  at::Tensor out = at::empty(value.sizes(), value.options());
+  std::vector<int64_t> lse_shape(query.sizes().begin(), query.sizes().end() - 1);
+  at::Tensor lse = at::empty(lse_shape, query.options().dtype(lse_type(query)));
+  if (out.numel() > 0) {
+    at::Tensor out2 = view_2d(out, c.rank),
+               lse2 = lse.view({c.p.batch, c.p.h.length, c.p.w.length, c.p.heads});
+    DINAT_M2F_DISPATCH_FLOATING_TYPES(query.scalar_type(), "na_fused_cpu", [&] {
+      forward<scalar_t, at::opmath_type<scalar_t>>(view_2d(query, c.rank), view_2d(key, c.rank),
+                                                   view_2d(value, c.rank), c.rpb, scale, out2, lse2,
+                                                   c.p);
+    });
+  }
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> na_fused_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
+    const at::Tensor& value, const c10::optional<at::Tensor>& rpb, const at::Tensor& out,
+    const at::Tensor& lse, at::IntArrayRef kernel_size, at::IntArrayRef dilation, double scale) {
+  const char* op = "na_fused_backward";
+  const Checked c = check_inputs(op, query, key, value, rpb, kernel_size, dilation, scale);
+  check_pair(op, "grad_out", grad_out, "value", value);
+  check_pair(op, "out", out, "value", value);
+  std::vector<int64_t> lse_shape(query.sizes().begin(), query.sizes().end() - 1);
+  TORCH_CHECK_VALUE(lse.sizes() == at::IntArrayRef(lse_shape) &&
+                        lse.scalar_type() == lse_type(query) && lse.device() == query.device(),
+                    op, ": lse must be na_fused's (shape ", shape_str(lse_shape), ", dtype ",
+                    lse_type(query), "), got shape ", shape_str(lse.sizes()), ", dtype ",
+                    lse.scalar_type());
+  at::Tensor grad_query = at::empty(query.sizes(), query.options());
+  at::Tensor grad_key = at::empty(key.sizes(), key.options());
+  at::Tensor grad_value = at::empty(value.sizes(), value.options());
+  const Problem& p = c.p;
+  const int bias_rows = 2 * p.h.kernel - 1, bias_cols = 2 * p.w.kernel - 1;
+  at::Tensor grad_rpb = c.rpb.defined()
+                            ? at::zeros({p.heads, bias_rows, bias_cols}, query.options())
+                            : at::empty({0}, query.options());
+  if (p.tokens() > 0 && p.heads > 0) {
+    const std::vector<int64_t> rows = {p.batch, p.h.length, p.w.length, p.heads};
+    at::Tensor lse2 = lse.contiguous().view(rows);
+    // rowsum(grad_out * out) per query, the softmax backward's correction
+    at::Tensor delta = (grad_out.to(lse.scalar_type()) * out.to(lse.scalar_type()))
+                           .sum(-1)
+                           .contiguous()
+                           .view(rows);
+    at::Tensor gq = view_2d(grad_query, c.rank), gk = view_2d(grad_key, c.rank),
+               gv = view_2d(grad_value, c.rank);
+    DINAT_M2F_DISPATCH_FLOATING_TYPES(query.scalar_type(), "na_fused_backward_cpu", [&] {
+      using C = at::opmath_type<scalar_t>;
+      const Tasks tasks{p, blocks_for(p, kBackwardBlockRows)};
+      at::Tensor parts;
+      if (c.rpb.defined()) parts = at::empty({tasks.count(), bias_rows * bias_cols}, lse.options());
+      backward<scalar_t, C>(view_2d(grad_out, c.rank), view_2d(query, c.rank), view_2d(key, c.rank),
+                            view_2d(value, c.rank), c.rpb, lse2, delta, scale, gq, gk, gv, parts, p,
+                            tasks);
+      if (parts.defined()) {
+        // each head's tasks (batch-major order), summed in a fixed order
+        const int64_t per_head = tasks.count() / (p.batch * p.heads), size = bias_rows * bias_cols;
+        const C* part = parts.const_data_ptr<C>();
+        std::vector<C> sum(size);
+        scalar_t* dst = grad_rpb.mutable_data_ptr<scalar_t>();
+        for (int head = 0; head < p.heads; ++head) {
+          std::fill(sum.begin(), sum.end(), C(0));
+          for (int64_t b = 0; b < p.batch; ++b)
+            for (int64_t t = 0; t < per_head; ++t) {
+              const C* x = part + ((b * p.heads + head) * per_head + t) * size;
+              for (int i = 0; i < size; ++i) sum[i] += x[i];
+            }
+          for (int i = 0; i < size; ++i) dst[head * size + i] = scalar_t(sum[i]);
+        }
+      }
+    });
+  }
+  if (c.rpb.defined()) grad_rpb = grad_rpb.view(rpb_shape(p, c.rank));
+  return {grad_query, grad_key, grad_value, grad_rpb};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dinat_m2f, CPU, m) {
+  m.impl("na_fused", &na_fused_cpu);
+  m.impl("na_fused_backward", &na_fused_backward_cpu);
+}
+
+}  // namespace na
+}  // namespace dinat_m2f

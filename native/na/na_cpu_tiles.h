@@ -1,0 +1,637 @@
+// The register-level kernels of fused NA on the CPU: one query row of one (batch, head,
+// dilation group) sub-map at a time, in group coordinates, on packed float (or double) rows.
+// Host side (packing, tasks, windows from na_index.h): na_cpu_fused.h.
+//
+// A row's queries are processed in tiles of kLanes consecutive columns. Each query sees the
+// key rows of its row's window (the same kh rows for the whole row) and, on each of them, the
+// kw columns ws[q] .. ws[q] + kw - 1. Two layouts serve the two kinds of product:
+//
+//  * scores (q.k, and do.v in the backward) put the tile's queries in the vector lanes: with
+//    the query row dim-major (qt[d][col]) and each key row dim-major (kt[d][col]), neighbor j
+//    of lane l is key column ws[w0 + l] + j. Inside the map the tile's windows start at
+//    consecutive columns, so each (d, j) is one unaligned load at ws[w0] + j; at the borders,
+//    where windows shift inward, the same load is permuted by ws[w0 + l] - ws[w0] (always in
+//    0 .. kLanes-1, since window starts grow by at most one per column). No neighbor is
+//    computed that the query does not use, and no border case is special.
+//  * weighted sums (p.v; ds.k, and the p.do / ds.q scatters of the backward) put the head dim in
+//    the lanes and take two neighbouring queries a, a+1 together: their windows start at most
+//    one column apart, so they share kw (+1) key columns, each loaded once for both.
+//
+// Scores of a tile live in a small buffer (kh rows of kw + 2 columns of kLanes values, the two
+// extra columns zero), so the weighted sums read a query's weight of key column c as
+// buffer[i][c - (ws[q] - ws[a]) + 1][lane] without any test.
+//
+// Every function here is always_inline: the entry points (na_cpu_fused.cpp) are compiled once
+// for AVX2 + FMA and once for the baseline ISA, and whatever they inline takes their ISA. The
+// code is GCC vector extensions, but for a broadcast from memory, which they compile to element
+// inserts: that one comes from the `Isa` parameter (Avx2 or Baseline).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#define DINAT_M2F_INLINE __attribute__((always_inline)) inline
+// Lambdas too: an outlined lambda would be compiled for the baseline ISA.
+#define DINAT_M2F_INLINE_LAMBDA __attribute__((always_inline))
+
+namespace dinat_m2f {
+namespace na {
+namespace cpu_tiles {
+
+// 32-byte vectors (GCC vector extensions): 8 floats or 4 doubles per register.
+template <typename T>
+struct Simd;
+template <>
+struct Simd<float> {
+  typedef float Vec __attribute__((vector_size(32)));
+  typedef int32_t Index __attribute__((vector_size(32)));
+  static constexpr int kLanes = 8;
+};
+template <>
+struct Simd<double> {
+  typedef double Vec __attribute__((vector_size(32)));
+  typedef int64_t Index __attribute__((vector_size(32)));
+  static constexpr int kLanes = 4;
+};
+
+template <typename V, typename T>
+DINAT_M2F_INLINE V load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V, typename T>
+DINAT_M2F_INLINE void store(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// A constant in every lane (folded at compile time).
+template <typename V, typename T>
+DINAT_M2F_INLINE V splat(T x) {
+  return x - V{};  // x - 0 is x for every x
+}
+
+// *p in every lane: vbroadcastss / vbroadcastsd from memory. Written as assembly because an
+// intrinsic would need the AVX target on every function it is inlined through; this is only
+// ever inlined into the AVX2 entry points.
+struct Avx2 {
+  // Keeps the compiler from folding a load into each of the FMAs that use it (memory operands),
+  // which would load the same vector once per FMA.
+  template <typename V>
+  static DINAT_M2F_INLINE void in_register(V& v) {
+    asm("" : "+x"(v));
+  }
+  static DINAT_M2F_INLINE Simd<float>::Vec broadcast(const float* p) {
+    Simd<float>::Vec v;
+    asm("vbroadcastss %1, %0" : "=x"(v) : "m"(*p));
+    return v;
+  }
+  static DINAT_M2F_INLINE Simd<double>::Vec broadcast(const double* p) {
+    Simd<double>::Vec v;
+    asm("vbroadcastsd %1, %0" : "=x"(v) : "m"(*p));
+    return v;
+  }
+};
+
+struct Baseline {
+  template <typename V>
+  static DINAT_M2F_INLINE void in_register(V&) {}  // a 32-byte vector is two SSE registers
+  template <typename T>
+  static DINAT_M2F_INLINE typename Simd<T>::Vec broadcast(const T* p) {
+    typename Simd<T>::Vec v = {};
+    v[0] = *p;
+    return __builtin_shuffle(v, typename Simd<T>::Index{});
+  }
+};
+
+// max(a, b) per lane; a NaN in `a` stays (so NaN inputs give NaN outputs).
+template <typename V>
+DINAT_M2F_INLINE V vmax(const V& a, const V& b) {
+  return a < b ? b : a;
+}
+
+// 2^x per lane for x <= 0 (scores minus their maximum): 2^round(x) times a degree-6
+// polynomial for 2^f, f in [-0.5, 0.5] (relative error 1e-7); x below -126 gives 2^-126.
+DINAT_M2F_INLINE Simd<float>::Vec exp2(Simd<float>::Vec x) {
+  using V = Simd<float>::Vec;
+  using I = Simd<float>::Index;
+  x = vmax(x, splat<V>(-126.0f));
+  const V magic = splat<V>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const V r = (x + magic) - magic;
+  const V f = x - r;
+  V p = splat<V>(0x1.41d318p-13f);
+  p = p * f + 0x1.5f455ep-10f;
+  p = p * f + 0x1.3b2dbcp-7f;
+  p = p * f + 0x1.c6aed4p-5f;
+  p = p * f + 0x1.ebfbdap-3f;
+  p = p * f + 0x1.62e430p-1f;
+  p = p * f + 1.0f;
+  const I bits = (__builtin_convertvector(r, I) + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &bits, sizeof(V));
+  return p * scale;
+}
+
+// Doubles (gradcheck, accuracy tests) take the library's exp2 lane by lane.
+DINAT_M2F_INLINE Simd<double>::Vec exp2(Simd<double>::Vec x) {
+  Simd<double>::Vec y;
+  for (int l = 0; l < Simd<double>::kLanes; ++l) y[l] = std::exp2(x[l]);
+  return y;
+}
+
+// Token-major rows (one per key row of the window, or one per query row): column c of row i
+// starts at ptr[i] + c * col, and holds the head dim contiguously, padded to a multiple of
+// kLanes (zeros). They may point straight into a float input tensor.
+template <typename T>
+struct TokenRows {
+  const T* const* ptr;
+  int64_t col;
+};
+
+// Everything one query row needs; pointers into the host's buffers or the tensors. Columns
+// are in group coordinates; "dim-major" rows are [d][col] with row stride `q_stride` (query
+// side) or `k_stride` (key side), padded so that a vector load at any window column stays
+// inside.
+template <typename T>
+struct Row {
+  int cols;          // queries (and keys) in the row
+  int kh, kw;        // window
+  int dim;           // head dim of query and key (the scores' reduction)
+  int dim_v;         // head dim of value (and grad_out)
+  int q_stride;      // dim-major query-side rows: >= cols rounded up to kLanes
+  int k_stride;      // dim-major key-side rows: >= cols + kLanes
+  int k_dim, v_dim;  // head dims of token-major key-side / value-side rows, padded
+  const int* ws;     // window start of each query column (q_stride entries, see GroupAxis)
+  const T* bias;     // [i][j][col] RPB of this row's windows (times log2 e), or null
+
+  // forward and backward
+  const T* qt;         // dim-major query row, times scale * log2 e
+  const T* const* kt;  // kh dim-major key rows (the row's window)
+  T* scores;           // tile buffer: kh * (kw + 2) * kLanes, columns 0 and kw + 1 zero
+
+  // forward
+  TokenRows<T> v;  // kh value rows
+  T* out;          // output row: column c at out + c * out_col
+  int64_t out_col;
+  T* lse;  // log2-sum-exp per query: column c at lse + c * lse_col
+  int64_t lse_col;
+
+  // backward
+  T scale;             // of the logits
+  const T* lse_in;     // as written by the forward (q_stride, padded with zeros)
+  const T* delta;      // rowsum(grad_out * out) per query (q_stride)
+  const T* gt;         // dim-major grad_out row
+  const T* const* vt;  // kh dim-major value rows
+  TokenRows<T> k;      // kh key rows
+  TokenRows<T> q;      // the query row (one pointer)
+  TokenRows<T> g;      // the grad_out row (one pointer)
+  T* grads;            // tile buffer like `scores`: the score gradients (times scale)
+  T* grad_q;           // grad_query row (column c at grad_q + c * grad_q_col), or null
+  int64_t grad_q_col;
+  T* const* grad_k;    // kh accumulators (token-major, like `k`), null entries: not this
+  int64_t grad_k_col;  // task's rows
+  T* const* grad_v;    // likewise for value
+  int64_t grad_v_col;
+  T* grad_bias;  // [i][j][col] accumulator like `bias`, or null
+};
+
+// dst[d * dst_stride + c] = scale * src[c * col + d] for c < cols, d < dim: a row turned
+// dim-major, 8 x 8 blocks at a time for floats. The last block of a row whose length is not a
+// multiple of 8 repeats its last column into the padding (dst_stride covers it).
+template <typename T>
+DINAT_M2F_INLINE void transpose_row(const T* src, int64_t col, int cols, int dim, T scale, T* dst,
+                                    int dst_stride) {
+  int d0 = 0;
+  if constexpr (std::is_same<T, float>::value) {
+    using V = Simd<float>::Vec;
+    using I = Simd<float>::Index;
+    for (; d0 + 8 <= dim; d0 += 8) {
+      for (int c0 = 0; c0 < cols; c0 += 8) {
+        V r[8], t[8], u[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c)
+          r[c] = load<V>(src + (c0 + c < cols ? c0 + c : cols - 1) * col + d0);
+#pragma GCC unroll 4
+        for (int c = 0; c < 8; c += 2) {
+          t[c] = __builtin_shuffle(r[c], r[c + 1], I{0, 8, 1, 9, 4, 12, 5, 13});
+          t[c + 1] = __builtin_shuffle(r[c], r[c + 1], I{2, 10, 3, 11, 6, 14, 7, 15});
+        }
+#pragma GCC unroll 2
+        for (int c = 0; c < 8; c += 4) {
+          u[c] = __builtin_shuffle(t[c], t[c + 2], I{0, 1, 8, 9, 4, 5, 12, 13});
+          u[c + 1] = __builtin_shuffle(t[c], t[c + 2], I{2, 3, 10, 11, 6, 7, 14, 15});
+          u[c + 2] = __builtin_shuffle(t[c + 1], t[c + 3], I{0, 1, 8, 9, 4, 5, 12, 13});
+          u[c + 3] = __builtin_shuffle(t[c + 1], t[c + 3], I{2, 3, 10, 11, 6, 7, 14, 15});
+        }
+#pragma GCC unroll 4
+        for (int d = 0; d < 4; ++d) {
+          const V lo = __builtin_shuffle(u[d], u[d + 4], I{0, 1, 2, 3, 8, 9, 10, 11});
+          const V hi = __builtin_shuffle(u[d], u[d + 4], I{4, 5, 6, 7, 12, 13, 14, 15});
+          store(dst + (d0 + d) * dst_stride + c0, lo * scale);
+          store(dst + (d0 + d + 4) * dst_stride + c0, hi * scale);
+        }
+      }
+    }
+  }
+  for (int d = d0; d < dim; ++d)
+    for (int c = 0; c < cols; ++c) dst[d * dst_stride + c] = src[c * col + d] * scale;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scores: lanes over queries.
+
+// One chunk of JB neighbor columns of one key row, for R (1 or 2) query rows that share it:
+// acc[r][j] = init[r][j] + sum_d a[r][d] * b[d][j]. `a[r]` points at the tile's first column
+// of a dim-major query-side row; `b` at column ws[w0] + j0 of a dim-major key-side row. Two
+// query rows load each key vector once for both. kContiguous: the tile's windows start at
+// consecutive columns (no permutation).
+template <typename Isa, typename T, int R, int JB, bool kContiguous>
+DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, int b_stride,
+                                  int dim, const typename Simd<T>::Index& shift,
+                                  const T* const* init, int init_stride, T* const* out) {
+  using V = typename Simd<T>::Vec;
+  constexpr int L = Simd<T>::kLanes;
+  V acc[R][JB];
+#pragma GCC unroll 2
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int j = 0; j < JB; ++j) acc[r][j] = init[r] ? load<V>(init[r] + j * init_stride) : V{};
+  for (int d = 0; d < dim; ++d) {
+    V x[R];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) x[r] = load<V>(a[r] + d * a_stride);
+    const T* bd = b + d * b_stride;
+#pragma GCC unroll 8
+    for (int j = 0; j < JB; ++j) {
+      V y = load<V>(bd + j);
+      if (!kContiguous) y = __builtin_shuffle(y, shift);
+      if (R > 1) Isa::in_register(y);  // one load for both rows
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) acc[r][j] += x[r] * y;
+    }
+  }
+#pragma GCC unroll 2
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int j = 0; j < JB; ++j) store(out[r] + j * L, acc[r][j]);
+}
+
+// The most neighbor columns per chunk: R * JB accumulators, R query vectors, the key vector
+// and the permutation must fit in 16 registers.
+constexpr int max_chunk(int rows, bool contiguous) {
+  return rows == 1 ? 8 : (contiguous ? 6 : 5);
+}
+
+template <typename Isa, typename T, int R, bool kContiguous>
+DINAT_M2F_INLINE void score_chunk_n(int n, const T* const* a, int a_stride, const T* b,
+                                    int b_stride, int dim, const typename Simd<T>::Index& shift,
+                                    const T* const* init, int init_stride, T* const* out) {
+#define DINAT_M2F_SCORE_CASE(N)                                                          \
+  case N:                                                                                \
+    if constexpr (N <= max_chunk(R, kContiguous))                                        \
+      score_chunk<Isa, T, R, N, kContiguous>(a, a_stride, b, b_stride, dim, shift, init, \
+                                             init_stride, out);                          \
+    break;
+  switch (n) {
+    DINAT_M2F_SCORE_CASE(1)
+    DINAT_M2F_SCORE_CASE(2)
+    DINAT_M2F_SCORE_CASE(3)
+    DINAT_M2F_SCORE_CASE(4)
+    DINAT_M2F_SCORE_CASE(5)
+    DINAT_M2F_SCORE_CASE(6)
+    DINAT_M2F_SCORE_CASE(7)
+    DINAT_M2F_SCORE_CASE(8)
+  }
+#undef DINAT_M2F_SCORE_CASE
+}
+
+// Where a tile of queries looks: its first window start, and whether the windows start at
+// consecutive columns (else `shift` holds each lane's offset from the first).
+template <typename T>
+struct Tile {
+  int w0;     // first query column
+  int lanes;  // queries of the tile inside the row
+  int base;   // ws[w0]
+  bool contiguous;
+  typename Simd<T>::Index shift;
+};
+
+template <typename T>
+DINAT_M2F_INLINE Tile<T> tile_at(const Row<T>& row, int w0) {
+  constexpr int L = Simd<T>::kLanes;
+  Tile<T> t;
+  t.w0 = w0;
+  t.lanes = row.cols - w0 < L ? row.cols - w0 : L;
+  t.base = row.ws[w0];
+  t.contiguous = true;
+  for (int l = 0; l < L; ++l) {
+    t.shift[l] = row.ws[w0 + l] - t.base;
+    t.contiguous &= t.shift[l] == l;
+  }
+  return t;
+}
+
+// What one query row contributes to a score computation: its dim-major query-side row, its kh
+// dim-major key-side rows, its bias table (or null) and its tile buffer.
+template <typename T>
+struct ScoreSide {
+  const T* a;
+  const T* const* b;
+  const T* bias;
+  T* out;
+};
+
+// out[i][1 + j][lane] = sum_d a[d][lane] * b_i[d][ws[lane] + j] (+ bias) for the tile, in
+// query row x and, if `y` is given, in the next query row y, whose window starts `rows_shift`
+// (0 or 1) key rows lower: the key rows they share are read once for both.
+template <typename Isa, typename T>
+DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<T>& t, int dim,
+                                  const ScoreSide<T>& x, const ScoreSide<T>* y, int rows_shift) {
+  constexpr int L = Simd<T>::kLanes;
+  const int kh = row.kh, kw = row.kw;
+  const int rows = y ? kh + rows_shift : kh;
+  for (int u = 0; u < rows; ++u) {
+    // the sides that use key row u: x as its row u, y as its row u - rows_shift
+    const ScoreSide<T>* sides[2] = {&x, &x};  // u < kh or u >= rows_shift: at least one side
+    int index[2] = {0, 0}, n_sides = 0;
+    if (u < kh) sides[n_sides] = &x, index[n_sides++] = u;
+    if (y && u >= rows_shift && u - rows_shift < kh)
+      sides[n_sides] = y, index[n_sides++] = u - rows_shift;
+    const T* key = sides[0]->b[index[0]] + t.base;
+    const int most = max_chunk(n_sides, t.contiguous);
+    const int chunks = (kw + most - 1) / most;
+    for (int c = 0, j0 = 0; c < chunks; ++c) {
+      const int n = (kw - j0 + (chunks - c) - 1) / (chunks - c);
+      const T* a[2];
+      const T* init[2];
+      T* out[2];
+      for (int r = 0; r < n_sides; ++r) {
+        const ScoreSide<T>& side = *sides[r];
+        a[r] = side.a + t.w0;
+        init[r] = side.bias ? side.bias + (index[r] * kw + j0) * row.q_stride + t.w0 : nullptr;
+        out[r] = side.out + (index[r] * (kw + 2) + 1 + j0) * L;
+      }
+      if (n_sides == 2) {
+        if (t.contiguous)
+          score_chunk_n<Isa, T, 2, true>(n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
+                                         init, row.q_stride, out);
+        else
+          score_chunk_n<Isa, T, 2, false>(n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
+                                          init, row.q_stride, out);
+      } else {
+        if (t.contiguous)
+          score_chunk_n<Isa, T, 1, true>(n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
+                                         init, row.q_stride, out);
+        else
+          score_chunk_n<Isa, T, 1, false>(n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
+                                          init, row.q_stride, out);
+      }
+      j0 += n;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weighted sums: lanes over the head dim, two queries a and a + 1 at once.
+
+// Weights of query a's and a+1's key columns c = 0 .. kw - 1 + s on key row i, where
+// s = ws[a + 1] - ws[a] (0 or 1) and column c is key column ws[a] + c.
+template <typename T>
+struct PairWeights {
+  const T* a;  // a[i * row_stride + c * L]
+  const T* b;
+  int row_stride;
+  int cols;
+};
+
+template <typename T>
+DINAT_M2F_INLINE PairWeights<T> pair_weights(const Row<T>& row, const T* buffer, int lane, int s) {
+  constexpr int L = Simd<T>::kLanes;
+  const T* a = buffer + L + lane;  // column c of lane `lane` at (1 + c) * L
+  return {a, a + 1 - s * L, (row.kw + 2) * L, row.kw + s};
+}
+
+// out_a = scale_a * sum_{i,c} w.a[i][c] * x_i[ws_a + c], out_b likewise (kPair), over NV
+// vectors of the head dim from `offset`.
+template <typename Isa, typename T, int NV, bool kPair>
+DINAT_M2F_INLINE void pair_sum(const PairWeights<T>& w, const TokenRows<T>& x, int kh, int ws_a,
+                               int offset, T scale_a, T scale_b, T* out_a, T* out_b) {
+  using V = typename Simd<T>::Vec;
+  constexpr int L = Simd<T>::kLanes;
+  V acc_a[NV], acc_b[NV];
+#pragma GCC unroll 4
+  for (int n = 0; n < NV; ++n) acc_a[n] = acc_b[n] = V{};
+  for (int i = 0; i < kh; ++i) {
+    const T* xi = x.ptr[i] + ws_a * x.col + offset;
+    const T* wa = w.a + i * w.row_stride;
+    const T* wb = w.b + i * w.row_stride;
+    for (int c = 0; c < w.cols; ++c) {
+      const V pa = Isa::broadcast(wa + c * L);
+      const V pb = kPair ? Isa::broadcast(wb + c * L) : V{};
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) {
+        V v = load<V>(xi + c * x.col + n * L);
+        if (kPair) Isa::in_register(v);  // one load for both queries
+        acc_a[n] += pa * v;
+        if (kPair) acc_b[n] += pb * v;
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int n = 0; n < NV; ++n) {
+    store(out_a + offset + n * L, acc_a[n] * scale_a);
+    if (kPair) store(out_b + offset + n * L, acc_b[n] * scale_b);
+  }
+}
+
+// acc_i[ws_a + c] += w.a[i][c] * g_a + w.b[i][c] * g_b over NV vectors from `offset`, for the
+// key rows whose accumulator is given (the transpose of pair_sum).
+template <typename Isa, typename T, int NV, bool kPair>
+DINAT_M2F_INLINE void pair_scatter(const PairWeights<T>& w, const T* g_a, const T* g_b,
+                                   T* const* acc, int64_t acc_col, int kh, int ws_a, int offset) {
+  using V = typename Simd<T>::Vec;
+  constexpr int L = Simd<T>::kLanes;
+  V ga[NV], gb[NV];
+#pragma GCC unroll 4
+  for (int n = 0; n < NV; ++n) {
+    ga[n] = load<V>(g_a + offset + n * L);
+    gb[n] = kPair ? load<V>(g_b + offset + n * L) : V{};
+  }
+  for (int i = 0; i < kh; ++i) {
+    if (acc[i] == nullptr) continue;
+    T* yi = acc[i] + ws_a * acc_col + offset;
+    const T* wa = w.a + i * w.row_stride;
+    const T* wb = w.b + i * w.row_stride;
+    for (int c = 0; c < w.cols; ++c) {
+      const V pa = Isa::broadcast(wa + c * L);
+      const V pb = kPair ? Isa::broadcast(wb + c * L) : V{};
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) {
+        V y = load<V>(yi + c * acc_col + n * L);
+        y += pa * ga[n];
+        if (kPair) y += pb * gb[n];
+        store(yi + c * acc_col + n * L, y);
+      }
+    }
+  }
+}
+
+// Runs `body(NV, offset)` over the padded head dim `dim` in chunks of at most 4 vectors.
+template <typename T, typename Body>
+DINAT_M2F_INLINE void for_dim_chunks(int dim, Body&& body) {
+  constexpr int L = Simd<T>::kLanes;
+  const int vectors = dim / L;
+  int n = 0;
+  for (; n + 4 <= vectors; n += 4) body(std::integral_constant<int, 4>(), n * L);
+  switch (vectors - n) {
+    case 3:
+      body(std::integral_constant<int, 3>(), n * L);
+      break;
+    case 2:
+      body(std::integral_constant<int, 2>(), n * L);
+      break;
+    case 1:
+      body(std::integral_constant<int, 1>(), n * L);
+      break;
+  }
+}
+
+// Calls pair(lane, s, is_pair) for the tile's queries two by two.
+template <typename T, typename Pair>
+DINAT_M2F_INLINE void for_pairs(const Row<T>& row, const Tile<T>& t, Pair&& pair) {
+  for (int l = 0; l < t.lanes; l += 2) {
+    const int a = t.w0 + l;
+    if (l + 1 < t.lanes)
+      pair(l, row.ws[a + 1] - row.ws[a], std::true_type());
+    else
+      pair(l, 0, std::false_type());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The row kernels.
+
+// The rest of a forward tile once its scores are in row.scores: softmax, weighted sum of values.
+template <typename Isa, typename T>
+DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<T>& t) {
+  using V = typename Simd<T>::Vec;
+  constexpr int L = Simd<T>::kLanes;
+  const int w0 = t.w0;
+  // softmax over the tile's k*k scores per lane (the zero columns take no part)
+  V m = load<V>(row.scores + L);
+  for (int i = 0; i < row.kh; ++i)
+    for (int j = 1; j <= row.kw; ++j) m = vmax(m, load<V>(row.scores + (i * (row.kw + 2) + j) * L));
+  V sum = V{};
+  for (int i = 0; i < row.kh; ++i) {
+    for (int j = 1; j <= row.kw; ++j) {
+      T* s = row.scores + (i * (row.kw + 2) + j) * L;
+      const V p = exp2(load<V>(s) - m);
+      store(s, p);
+      sum += p;
+    }
+  }
+  T inv[L];
+  for (int l = 0; l < t.lanes; ++l) {
+    inv[l] = T(1) / sum[l];
+    row.lse[(w0 + l) * row.lse_col] = m[l] + std::log2(sum[l]);
+  }
+  for_pairs(row, t, [&](int l, int s, auto is_pair) DINAT_M2F_INLINE_LAMBDA {
+    constexpr bool kPair = decltype(is_pair)::value;
+    const int a = w0 + l;
+    const PairWeights<T> w = pair_weights(row, row.scores, l, s);
+    T* out_a = row.out + a * row.out_col;
+    for_dim_chunks<T>(row.v_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+      pair_sum<Isa, T, decltype(nv)::value, kPair>(w, row.v, row.kh, row.ws[a], offset, inv[l],
+                                                   kPair ? inv[l + 1] : T(0), out_a,
+                                                   out_a + row.out_col);
+    });
+  });
+}
+
+// out[q] = sum_n softmax_n(qt[q] . k_n + bias_n) v_n (in base 2), lse[q] = log2 sum exp2, for
+// query row x and, if given, the next query row y, whose window starts `rows_shift` key rows
+// lower (their scores share the key rows they have in common).
+template <typename Isa, typename T>
+DINAT_M2F_INLINE void forward_rows(const Row<T>& x, const Row<T>* y, int rows_shift) {
+  constexpr int L = Simd<T>::kLanes;
+  const ScoreSide<T> sx{x.qt, x.kt, x.bias, x.scores};
+  const ScoreSide<T> sy = y ? ScoreSide<T>{y->qt, y->kt, y->bias, y->scores} : sx;
+  for (int w0 = 0; w0 < x.cols; w0 += L) {
+    const Tile<T> t = tile_at(x, w0);
+    tile_scores<Isa>(x, t, x.dim, sx, y ? &sy : nullptr, rows_shift);
+    forward_tile<Isa>(x, t);
+    if (y) forward_tile<Isa>(*y, t);
+  }
+}
+
+// The rest of a backward tile once row.scores holds its scores and row.grads grad_out . v:
+// the score gradients, grad_q (if wanted), and the row's contributions to grad_k, grad_v and
+// grad_bias.
+template <typename Isa, typename T>
+DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<T>& t) {
+  using V = typename Simd<T>::Vec;
+  constexpr int L = Simd<T>::kLanes;
+  const int w0 = t.w0;
+  // p = exp2(s - lse), ds = p * (dp - delta)
+  const V lse = load<V>(row.lse_in + w0);
+  const V delta = load<V>(row.delta + w0);
+  for (int i = 0; i < row.kh; ++i) {
+    for (int j = 0; j < row.kw; ++j) {
+      const int at = (i * (row.kw + 2) + 1 + j) * L;
+      const V p = exp2(load<V>(row.scores + at) - lse);
+      const V ds = p * (load<V>(row.grads + at) - delta);
+      store(row.scores + at, p);
+      store(row.grads + at, ds * row.scale);  // d/dq and d/dk of the logits carry the scale
+      if (row.grad_bias) {
+        T* gb = row.grad_bias + (i * row.kw + j) * row.q_stride + w0;
+        store(gb, load<V>(gb) + ds);
+      }
+    }
+  }
+  for_pairs(row, t, [&](int l, int s, auto is_pair) DINAT_M2F_INLINE_LAMBDA {
+    constexpr bool kPair = decltype(is_pair)::value;
+    const int a = w0 + l;
+    const PairWeights<T> p = pair_weights(row, row.scores, l, s);
+    const PairWeights<T> ds = pair_weights(row, row.grads, l, s);
+    if (row.grad_q) {
+      T* out_a = row.grad_q + a * row.grad_q_col;
+      for_dim_chunks<T>(row.k_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+        pair_sum<Isa, T, decltype(nv)::value, kPair>(ds, row.k, row.kh, row.ws[a], offset, T(1),
+                                                     T(1), out_a, out_a + row.grad_q_col);
+      });
+    }
+    const T* g_a = row.g.ptr[0] + a * row.g.col;
+    for_dim_chunks<T>(row.v_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+      pair_scatter<Isa, T, decltype(nv)::value, kPair>(p, g_a, g_a + row.g.col, row.grad_v,
+                                                       row.grad_v_col, row.kh, row.ws[a], offset);
+    });
+    const T* q_a = row.q.ptr[0] + a * row.q.col;
+    for_dim_chunks<T>(row.k_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+      pair_scatter<Isa, T, decltype(nv)::value, kPair>(ds, q_a, q_a + row.q.col, row.grad_k,
+                                                       row.grad_k_col, row.kh, row.ws[a], offset);
+    });
+  });
+}
+
+// Gradients of query row x and, if given, the next query row y (as in forward_rows).
+template <typename Isa, typename T>
+DINAT_M2F_INLINE void backward_rows(const Row<T>& x, const Row<T>* y, int rows_shift) {
+  constexpr int L = Simd<T>::kLanes;
+  const ScoreSide<T> sx{x.qt, x.kt, x.bias, x.scores}, gx{x.gt, x.vt, nullptr, x.grads};
+  const ScoreSide<T> sy = y ? ScoreSide<T>{y->qt, y->kt, y->bias, y->scores} : sx;
+  const ScoreSide<T> gy = y ? ScoreSide<T>{y->gt, y->vt, nullptr, y->grads} : gx;
+  for (int w0 = 0; w0 < x.cols; w0 += L) {
+    const Tile<T> t = tile_at(x, w0);
+    tile_scores<Isa>(x, t, x.dim, sx, y ? &sy : nullptr, rows_shift);
+    tile_scores<Isa>(x, t, x.dim_v, gx, y ? &gy : nullptr, rows_shift);
+    backward_tile<Isa>(x, t);
+    if (y) backward_tile<Isa>(*y, t);
+  }
+}
+
+}  // namespace cpu_tiles
+}  // namespace na
+}  // namespace dinat_m2f
