@@ -5,7 +5,9 @@
 #               and run the test-suite
 # Also: make app (the web demo on http://127.0.0.1:7860), make bench (the NA kernels'
 # benchmark table, quick shapes), make sanitize (the CUDA kernels on the emulated device under
-# ThreadSanitizer / AddressSanitizer).
+# ThreadSanitizer / AddressSanitizer), make kernel-resources (registers, spills, shared memory
+# and occupancy of every GPU kernel on sm_80 / sm_90 / sm_100, compiled without a GPU:
+# docs/kernel_resources.md).
 # Re-running is cheap: each step has a stamp and reruns only when its inputs change.
 
 PYTHON ?= python3
@@ -15,7 +17,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMPS := $(VENV)/stamps
 NATIVE_SOURCES := $(wildcard native/*.cpp native/*.h native/*/*.cpp native/*/*.cu native/*/*.cuh native/*/*.h)
 
-.PHONY: setup chromium test lint format bench sanitize demo app clean
+.PHONY: setup chromium test lint format bench sanitize kernel-resources demo app clean
 
 setup: $(STAMPS)/native chromium
 
@@ -78,6 +80,12 @@ bench: setup
 # planted bugs that must be caught (also part of make test: tests/native/).
 sanitize:
 	$(PYTHON) tools/sanitize.py
+
+# Every GPU kernel (native/ .cu with nvcc, the fused Triton kernels with Triton's ptxas) compiled
+# for sm_80, sm_90 and sm_100 in the launch configurations DiNAT's problems use; fails when one
+# cannot launch or a forward kernel spills (a few minutes on 2 cores).
+kernel-resources: setup
+	$(PY) -m tools.kernel_resources --jobs 2 --markdown docs/kernel_resources.md
 
 # --- the main job on the built-in dataset ----------------------------------------------------
 DATASETS ?= datasets

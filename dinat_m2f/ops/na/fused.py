@@ -16,6 +16,7 @@ before Triton is imported), which is how CI tests them. Arguments are assumed ch
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 from torch.library import custom_op, triton_op, wrap_triton
@@ -76,8 +77,24 @@ def _kernels():
     return fused_kernels
 
 
-class _Problem:
-    """A problem as the kernels see it: 2D, contiguous (batch, height, width, heads, dim)."""
+class KernelCall(NamedTuple):
+    """One launch of a fused kernel: its name in fused_kernels.py, its grid and arguments.
+    Pointer arguments are tensors, or their dtypes for an ahead-of-time compile (Triton's
+    `warmup` takes a dtype for a tensor; tools/kernel_resources.py compiles these calls)."""
+
+    kernel: str
+    grid: tuple[int, int]
+    args: tuple
+    kwargs: dict
+
+
+def _dtype(x) -> torch.dtype:
+    return x if isinstance(x, torch.dtype) else x.dtype
+
+
+class Problem:
+    """A problem as the kernels see it: 2D, contiguous (batch, height, width, heads, dim).
+    Only the shapes of `query` and `value` are read (meta tensors will do)."""
 
     def __init__(self, query, value, kernel_size, dilation):
         rank = len(kernel_size)
@@ -91,6 +108,7 @@ class _Problem:
             self.w = fused_plan.Axis(spatial[1], kernel_size[1], dilation[1])
         self.batch, self.heads = query.shape[0], query.shape[-2]
         self.dim, self.dim_v = query.shape[-1], value.shape[-1]
+        self.wide = max(self.dim, self.dim_v) > 64
         self.plan = fused_plan.plan_tiles(self.h, self.w)
 
     def as_2d(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +121,9 @@ class _Problem:
         shape = (self.batch, self.h.length, self.w.length, self.heads)
         return x.new_empty(shape + ((last,) if last is not None else ()), dtype=dtype)
 
-    def common_args(self, query: torch.Tensor) -> dict:
+    def common_args(self, dtype: torch.dtype) -> dict:
+        block_d = max(16, triton_next_pow2(self.dim))
+        block_dv = max(16, triton_next_pow2(self.dim_v))
         return dict(
             H=self.h.length,
             W=self.w.length,
@@ -114,10 +134,10 @@ class _Problem:
             DW=self.w.dilation,
             KH=self.h.kernel,
             KW=self.w.kernel,
-            BLOCK_D=max(16, triton_next_pow2(self.dim)),
-            BLOCK_DV=max(16, triton_next_pow2(self.dim_v)),
-            DOT_FP32=interpreting() and query.dtype == torch.bfloat16,
-            IEEE=query.dtype == torch.float32,
+            BLOCK_D=block_d,
+            BLOCK_DV=block_dv,
+            DOT_FP32=interpreting() and dtype == torch.bfloat16,
+            IEEE=dtype == torch.float32,
         )
 
     def query_tiles(self) -> dict:
@@ -131,6 +151,9 @@ class _Problem:
             SW=plan.sw,
             BLOCK_Q=plan.block_q,
             BLOCK_K=plan.block_k,
+            # head dims above 64 spill with 4 warps, except 16 x 16 blocks, which spill with 8
+            # on sm_100 (capped at 128 registers) and not with 4 (docs/kernel_resources.md)
+            num_warps=8 if self.wide and plan.block_q * plan.block_k > 256 else 4,
         )
 
     def key_tiles(self) -> dict:
@@ -145,11 +168,48 @@ class _Problem:
             KTH=plan.kth,
             KTW=plan.ktw,
             BLOCK_Q_KV=plan.block_q_kv,
+            num_warps=8 if self.wide else 4,  # head dims above 64 spill more with 4
         )
+
+    def forward_call(self, q, k, v, rpb, out, lse, scale: float) -> KernelCall:
+        """The forward's launch; rpb may be None."""
+        tiles = self.query_tiles()
+        return KernelCall(
+            "na_forward_kernel",
+            tiles.pop("grid"),
+            (q, k, v, q if rpb is None else rpb, out, lse),
+            dict(scale=scale, HAS_RPB=rpb is not None, **tiles, **self.common_args(_dtype(q))),
+        )
+
+    def backward_calls(
+        self, q, k, v, rpb, do, lse, delta, grad_q, grad_k, grad_v, drpb, scale: float
+    ) -> tuple[KernelCall, KernelCall]:
+        """The backward's two launches: dQ and dRPB per query tile, dK and dV per key tile."""
+        bias = q if rpb is None else rpb
+        common = dict(scale=scale, HAS_RPB=rpb is not None, **self.common_args(_dtype(q)))
+        tiles = self.query_tiles()
+        query_call = KernelCall(
+            "na_backward_query_kernel",
+            tiles.pop("grid"),
+            (q, k, v, bias, do, lse, delta, grad_q, drpb),
+            dict(SPLITS=DRPB_SPLITS, **tiles, **common),
+        )
+        tiles = self.key_tiles()
+        key_call = KernelCall(
+            "na_backward_key_kernel",
+            tiles.pop("grid"),
+            (q, k, v, bias, do, lse, delta, grad_k, grad_v),
+            dict(**tiles, **common),
+        )
+        return query_call, key_call
 
 
 def triton_next_pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
+
+
+def _launch(call: KernelCall) -> None:
+    wrap_triton(getattr(_kernels(), call.kernel))[call.grid](*call.args, **call.kwargs)
 
 
 def _na_fused(
@@ -163,24 +223,13 @@ def _na_fused(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, lse): out (batch, *spatial, heads, dim_v) in the inputs' dtype; lse (batch,
     *spatial, heads) float32, base 2, saved for the backward."""
-    p = _Problem(query, value, kernel_size, dilation)
+    p = Problem(query, value, kernel_size, dilation)
     q, k, v = (p.as_2d(x) for x in (query, key, value))
     out = p.tokens_like(q, p.dim_v)
     lse = p.tokens_like(q, None, dtype=torch.float32)
     if out.numel() > 0:
-        tiles = p.query_tiles()
-        wrap_triton(_kernels().na_forward_kernel)[tiles.pop("grid")](
-            q,
-            k,
-            v,
-            q if rpb is None else rpb.contiguous(),
-            out,
-            lse,
-            scale=scale,
-            HAS_RPB=rpb is not None,
-            **tiles,
-            **p.common_args(q),
-        )
+        bias = None if rpb is None else rpb.contiguous()
+        _launch(p.forward_call(q, k, v, bias, out, lse, scale))
     return p.from_2d(out), p.from_2d(lse)
 
 
@@ -197,7 +246,7 @@ def _na_fused_backward(
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_query, grad_key, grad_value, grad_rpb); grad_rpb is empty when rpb is None."""
-    p = _Problem(query, value, kernel_size, dilation)
+    p = Problem(query, value, kernel_size, dilation)
     q, k, v, o, do = (p.as_2d(x) for x in (query, key, value, out, grad_out))
     lse2 = p.as_2d(lse)
     grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -205,41 +254,12 @@ def _na_fused_backward(
     drpb = q.new_zeros((DRPB_SPLITS, p.heads, *bias_shape), dtype=torch.float32)
     if q.numel() > 0:
         delta = (do.float() * o.float()).sum(-1)  # rowsum(dO * O) of the softmax backward
-        kernels = _kernels()
-        bias = q if rpb is None else rpb.contiguous()
-        tiles = p.query_tiles()
-        wrap_triton(kernels.na_backward_query_kernel)[tiles.pop("grid")](
-            q,
-            k,
-            v,
-            bias,
-            do,
-            lse2,
-            delta,
-            grad_q,
-            drpb,
-            SPLITS=DRPB_SPLITS,
-            scale=scale,
-            HAS_RPB=rpb is not None,
-            **tiles,
-            **p.common_args(q),
+        bias = None if rpb is None else rpb.contiguous()
+        calls = p.backward_calls(
+            q, k, v, bias, do, lse2, delta, grad_q, grad_k, grad_v, drpb, scale
         )
-        tiles = p.key_tiles()
-        wrap_triton(kernels.na_backward_key_kernel)[tiles.pop("grid")](
-            q,
-            k,
-            v,
-            bias,
-            do,
-            lse2,
-            delta,
-            grad_k,
-            grad_v,
-            scale=scale,
-            HAS_RPB=rpb is not None,
-            **tiles,
-            **p.common_args(q),
-        )
+        for call in calls:
+            _launch(call)
     if rpb is None:
         grad_rpb = q.new_empty((0,))
     else:

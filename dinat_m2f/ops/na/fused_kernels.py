@@ -19,6 +19,12 @@ import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634
+# Problem sizes and tile counts are plain ints, never specialised: Triton would otherwise
+# compile a kernel per pattern of sizes equal to 1 or divisible by 16 (dilation 1, map sides,
+# head counts), though only the head dims (D, DV) change the code that matters (aligned
+# rows). Window-start ranges (SH, SW) are plain ints for the same reason: one binary serves
+# every tile plan with the same blocks (tools/kernel_resources.py compiles each).
+_SHAPE_ARGS = ("H", "W", "HEADS", "DH", "DW", "TILES_H", "TILES_W", "SH", "SW")
 
 
 @triton.jit
@@ -38,7 +44,7 @@ def _dot(a, b, DOT_FP32: tl.constexpr, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _tile_of(pid, TILES_H, TILES_W, DW, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+def _tile_of(pid, TILES_H, TILES_W, DW, TILE_H, TILE_W):
     """Group (gh, gw) and first in-group position (h0, w0) of a program's tile."""
     tw = pid % TILES_W
     rest = pid // TILES_W
@@ -48,7 +54,7 @@ def _tile_of(pid, TILES_H, TILES_W, DW, TILE_H: tl.constexpr, TILE_W: tl.constex
 
 
 @triton.jit
-def _start_tile(s0, group_len, kernel: tl.constexpr, size: tl.constexpr):
+def _start_tile(s0, group_len, kernel: tl.constexpr, size):
     """Queries (first position, count) of the tile of window starts s0 .. s0 + size - 1 along
     one axis, and its key box (first position, extent); count 0 past the group's end."""
     starts = group_len - kernel + 1
@@ -146,7 +152,7 @@ def _probs_and_grad(s, inside, lse, delta, do, v, DOT_FP32: tl.constexpr, IEEE: 
     return p, p * (dp - delta[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SHAPE_ARGS)
 def na_forward_kernel(
     Q,
     K,
@@ -166,8 +172,8 @@ def na_forward_kernel(
     scale,
     KH: tl.constexpr,
     KW: tl.constexpr,
-    SH: tl.constexpr,
-    SW: tl.constexpr,
+    SH,
+    SW,
     BLOCK_Q: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -217,7 +223,7 @@ def na_forward_kernel(
         tl.store(LSE + q_token, m + tl.log2(l_safe), mask=q_valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SHAPE_ARGS)
 def na_backward_query_kernel(
     Q,
     K,
@@ -241,8 +247,8 @@ def na_backward_query_kernel(
     scale,
     KH: tl.constexpr,
     KW: tl.constexpr,
-    SH: tl.constexpr,
-    SW: tl.constexpr,
+    SH,
+    SW,
     BLOCK_Q: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -293,7 +299,7 @@ def na_backward_query_kernel(
         _store_rows(DQ, q_token, d, D, q_valid, dq * scale)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SHAPE_ARGS + ("OFFSET_H", "OFFSET_W"))
 def na_backward_key_kernel(
     Q,
     K,

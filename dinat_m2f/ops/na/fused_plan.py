@@ -16,9 +16,9 @@ start up to KTH - 1 / KTW - 1 positions before the axis, so that tile edges fall
 places (on a 14-long axis with kernel 11, keys 3..10 are held by every query: a 4-key tile
 from 3 to 6 uses its whole query box, one from 2 to 5 does not).
 
-Sizes are chosen per problem to compute the fewest scores (ties: larger blocks). The launcher
-and the efficiency benchmark both take their numbers from here, so what the benchmark
-reports is what the kernels compute.
+Sizes are chosen per problem to compute the fewest scores (ties: larger blocks, up to the
+register caps below). The launcher and the efficiency benchmark both take their numbers from
+here, so what the benchmark reports is what the kernels compute.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 
 BLOCKS = (16, 32, 64)  # BLOCK_Q, BLOCK_K, BLOCK_Q_KV (tl.dot needs at least 16)
+# Scores a program holds at once (BLOCK_Q x BLOCK_K; key tile x BLOCK_Q_KV), and the rows of a
+# query block: larger blocks spill registers (with 4 warps; docs/kernel_resources.md). The caps
+# never cost computed scores: chunks of 16 waste no more than chunks of 32 or 64, so the
+# fewest scores are always reachable with 16-blocks, and the caps only decide ties.
+MAX_BLOCK_SCORES = 1024
+MAX_BLOCK_Q = 32
 MAX_START_RANGE = 16
 _KEY_TILES_2D = [
     (h, w) for h in (1, 2, 4, 8, 16) for w in (1, 2, 4, 8, 16, 32, 64) if h * w in BLOCKS
@@ -167,8 +173,8 @@ def useful_scores(h: Axis, w: Axis) -> int:
 
 @functools.lru_cache(maxsize=256)
 def plan_tiles(h: Axis, w: Axis) -> Plan:
-    """The sizes with the fewest computed scores (ties: larger blocks). 1D problems (a
-    height of 1 with kernel 1) have one start row."""
+    """The sizes with the fewest computed scores (ties: larger blocks, within the caps above).
+    1D problems (a height of 1 with kernel 1) have one start row."""
     one_d = h.length == 1 and h.kernel == 1
     blocks = np.array(BLOCKS)
     columns = {sw: _distinct(*query_tiles(w, sw)) for sw in range(1, MAX_START_RANGE + 1)}
@@ -185,6 +191,8 @@ def plan_tiles(h: Axis, w: Axis) -> Plan:
             costs = np.einsum("iab,jab,ab->ij", chunked_items, chunked_box, times)
             for i, block_q in enumerate(BLOCKS):
                 for j, block_k in enumerate(BLOCKS):
+                    if block_q > MAX_BLOCK_Q or block_q * block_k > MAX_BLOCK_SCORES:
+                        continue
                     cost = (int(costs[i, j]), -block_q * block_k)
                     if best_q is None or cost < best_q[0]:
                         best_q = (cost, (sh, sw, block_q, block_k))
@@ -193,6 +201,8 @@ def plan_tiles(h: Axis, w: Axis) -> Plan:
         for offset_h in sorted(h.key_offsets(kth)):
             for offset_w in sorted(w.key_offsets(ktw)):
                 for block_q_kv in BLOCKS:
+                    if kth * ktw * block_q_kv > MAX_BLOCK_SCORES:
+                        continue
                     plan = Plan(*best_q[1], kth, ktw, block_q_kv, offset_h, offset_w)
                     # ties: larger blocks, then no offset
                     cost = (
