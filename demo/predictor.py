@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.data import transforms as T
 from detectron2.data.catalog import Metadata
 from detectron2.engine.defaults import DefaultPredictor
 from detectron2.modeling import build_model
@@ -34,6 +33,7 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 
 from dinat_m2f.checkpoint import WeightsError, load_model_weights
+from dinat_m2f.data.augmentations import ResizeShortestEdge
 
 __all__ = [
     "SHOW_MODES",
@@ -75,7 +75,7 @@ class DemoPredictor(DefaultPredictor):
             allow_partial=allow_partial_weights,
             partial_option="--allow-partial-weights",
         )
-        self.aug = T.ResizeShortestEdge(
+        self.aug = ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
         self.input_format = cfg.INPUT.FORMAT
