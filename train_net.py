@@ -25,6 +25,8 @@ from detectron2.engine import default_argument_parser, launch
 import dinat_m2f.data  # noqa: F401  (registers the datasets)
 import dinat_m2f.modeling  # noqa: F401  (registers the models)
 from dinat_m2f.checkpoint import WeightsError
+from dinat_m2f.checkpoint.atomic_files import CheckpointFileError
+from dinat_m2f.checkpoint.finite_weights import NonFiniteError
 from dinat_m2f.data.broken_samples import BrokenSampleError
 from dinat_m2f.engine import (
     Trainer,
@@ -33,9 +35,7 @@ from dinat_m2f.engine import (
     run_evaluation,
     setup_cfg,
 )
-from dinat_m2f.engine.checkpoint_files import CheckpointFileError
 from dinat_m2f.engine.config_file import ConfigFileError
-from dinat_m2f.engine.loss_guard import NonFiniteError
 
 
 def main(args):

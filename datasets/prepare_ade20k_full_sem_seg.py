@@ -32,7 +32,7 @@ from _prepare_common import default_root, require
 from PIL import Image
 from tqdm import tqdm
 
-from dinat_m2f.checkpoint.safe_load import load_checkpoint_file
+from dinat_m2f.checkpoint.safe_load import load_plain_data
 
 BASE = "ADE20K_2021_17_01"
 IGNORE = 65535
@@ -133,7 +133,7 @@ def convert_image(
 def load_index(path: str) -> dict:
     """The official index, read as plain data only (lists, strings, numpy arrays): a file that
     asks for anything else is refused (`UnsafeCheckpointError`) before any of it runs."""
-    index = load_checkpoint_file(path)
+    index = load_plain_data(path)
     if not isinstance(index, dict):
         raise SystemExit(f"error: '{path}' holds a {type(index).__name__}, not the index dict")
     missing = [k for k in ("filename", "folder", "objectnames") if k not in index]

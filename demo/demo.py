@@ -57,7 +57,10 @@ from pathlib import Path
 
 _DEMO_DIR = Path(__file__).resolve().parent
 _REPO_ROOT = _DEMO_DIR.parent
-for _path in (str(_REPO_ROOT), str(_DEMO_DIR)):  # the package, and predictor.py beside this file
+for _path in (
+    str(_REPO_ROOT),
+    str(_DEMO_DIR),
+):  # the package, and the demo's modules beside this file
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
@@ -67,7 +70,7 @@ import torch  # noqa: E402
 import tqdm  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
-from predictor import SHOW_MODES, ShowModeError, VisualizationDemo  # noqa: E402
+from visualization import SHOW_MODES, ShowModeError, VisualizationDemo  # noqa: E402
 
 import dinat_m2f.data  # noqa: E402,F401  (registers the datasets: the metadata for drawing)
 import dinat_m2f.modeling  # noqa: E402,F401  (registers the model)

@@ -21,7 +21,7 @@ from .config import (  # noqa: E402
     add_deeplab_config,
     add_dinat_config,
     add_maskformer2_config,
-    add_swin_config,
+    add_tvswin_config,
     default_cfg,
 )
 from .modeling.meta_arch.mask_former_model import MaskFormer  # noqa: E402
@@ -34,6 +34,6 @@ __all__ = [
     "add_deeplab_config",
     "add_dinat_config",
     "add_maskformer2_config",
-    "add_swin_config",
+    "add_tvswin_config",
     "default_cfg",
 ]

@@ -10,7 +10,7 @@ and defaults, so the YAML files of those projects merge unchanged and build the 
   Swin backbone `D2SwinTransformer`), plus a few keys of this project, marked "(ours)";
 - `add_dinat_config`: `MODEL.DINAT` of the DiNAT release's `mask2former/train_m2f.py` (defaults:
   DiNAT-L at kernel 7 without dilations), plus LAYER_SCALE, FROZEN_STAGES, USE_CHECKPOINT;
-- `add_swin_config`: `MODEL.TVSWIN`, this project's torchvision Swin baseline (`D2TorchvisionSwin`);
+- `add_tvswin_config`: `MODEL.TVSWIN`, this project's torchvision Swin baseline (`D2TorchvisionSwin`);
 - `add_detection_config`: what the DiNAT detection release's R-CNN recipe needs beyond
   detectron2's own keys.
 
@@ -30,7 +30,7 @@ __all__ = [
     "add_deeplab_config",
     "add_dinat_config",
     "add_maskformer2_config",
-    "add_swin_config",
+    "add_tvswin_config",
     "default_cfg",
 ]
 
@@ -227,7 +227,7 @@ def add_dinat_config(cfg: CN) -> None:
     cfg.MODEL.DiNAT = c
 
 
-def add_swin_config(cfg: CN) -> None:
+def add_tvswin_config(cfg: CN) -> None:
     """Adds MODEL.TVSWIN, this project's torchvision Swin baseline (defaults: Swin-T,
     torchvision's ImageNet-1K architecture, random init). Mask2Former's Swin is MODEL.SWIN
     (`add_maskformer2_config`).
@@ -287,6 +287,6 @@ def default_cfg() -> CN:
     add_deeplab_config(cfg)
     add_maskformer2_config(cfg)
     add_dinat_config(cfg)
-    add_swin_config(cfg)
+    add_tvswin_config(cfg)
     add_detection_config(cfg)
     return cfg

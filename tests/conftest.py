@@ -46,6 +46,17 @@ DINAT_MINI_OPTS = [
 ]
 
 
+def tiny_dinat_opts(dilations: str = "[[1], [1], [1], [1]]") -> list[str]:
+    """KEY VALUE opts of a one-block-per-level, 32-wide DiNAT (heads 1, 2, 4, 8), with
+    `dilations` (one per level): seconds per training iteration on a CPU."""
+    return [
+        "MODEL.DINAT.EMBED_DIM", "32",
+        "MODEL.DINAT.DEPTHS", "[1, 1, 1, 1]",
+        "MODEL.DINAT.NUM_HEADS", "[1, 2, 4, 8]",
+        "MODEL.DINAT.DILATIONS", dilations,
+    ]  # fmt: skip
+
+
 def set_dinat_mini(cfg) -> None:
     """Sets cfg.MODEL.DINAT to DiNAT-Mini (dinat_mini's architecture)."""
     for key, value in DINAT_MINI.items():

@@ -11,8 +11,6 @@ import torch
 from dinat_m2f.ops.library import use_emulated_device
 from tests.conftest import requires_native
 
-BACKENDS = ("cuda", "emulated")
-
 
 def cases(cuda_cases, emulated_cases, ids):
     """pytest params ("backend", case): the real GPU's cases and the emulated device's."""

@@ -105,6 +105,23 @@ def test_ops_layer_imports_nothing_above_it():
     assert upward == set()
 
 
+BACKBONE = "dinat_m2f.modeling.backbone"
+# shared parts of every backbone, and the file that composes the models into FPN backbones
+BACKBONE_SHARED = {f"{BACKBONE}.blocks", f"{BACKBONE}.adapter"}
+BACKBONE_COMPOSITES = {BACKBONE, f"{BACKBONE}.fpn"}
+
+
+def test_each_backbone_model_file_imports_only_shared_parts():
+    """A model file holds only its model: blocks and the detectron2 adapter come from the
+    shared modules, never from another model's file; the shared modules import no model."""
+    graph = import_graph()
+    files = {m for m in graph if m.startswith(BACKBONE)}
+    models = files - BACKBONE_SHARED - BACKBONE_COMPOSITES
+    assert {f"{BACKBONE}.{name}" for name in ("dinat", "swin", "torchvision_swin")} <= models
+    crossing = {(m, t) for m in models | BACKBONE_SHARED for t in graph[m] if t in models}
+    assert crossing == set()
+
+
 def native_sources() -> dict[Path, str]:
     return {
         p: p.read_text()

@@ -12,7 +12,7 @@ biases to the target kernel size (bicubic) and reporting every key it dropped or
 
 Then set MODEL.WEIGHTS to the output. The input may also be the `.pkl` that the DiNAT
 release's `convert-pretrained-dinat-model-to-d2.py` writes. Inputs are read as plain data only
-(`dinat_m2f.checkpoint.load_checkpoint_file`): a file holding pickled objects is refused.
+(`dinat_m2f.checkpoint.load_plain_data`): a file holding pickled objects is refused.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Long inference holds memory: runs the demo (demo/predictor.py's VisualizationDemo: predict
+"""Long inference holds memory: runs the demo (demo/visualization.py's VisualizationDemo: predict
 and draw) over many generated images and prints the resident memory (RSS) every `--every`
 images; exits with status 1 when it is not flat, 2 on a config file that is not plain data.
 
@@ -173,7 +173,7 @@ def build_demo(config_file: str, opts: list[str], folder: str, draw: bool):
     """(run_one, cfg): the demo's VisualizationDemo.run_on_image (predict + draw,
     `.get_image()`), or with draw=False only its predictor, for `config_file` + `opts`."""
     sys.path.insert(0, os.path.join(_REPO_ROOT, "demo"))
-    from predictor import VisualizationDemo
+    from visualization import VisualizationDemo
 
     from dinat_m2f.engine.setup import load_cfg
 

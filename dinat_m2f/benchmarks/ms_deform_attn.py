@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 
 from dinat_m2f.benchmarks.timing import (
+    DTYPES,
+    add_run_arguments,
     check_run_args,
     device_description,
     format_ms,
@@ -142,8 +144,8 @@ def format_row(row: dict) -> str:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    add_run_arguments(parser)
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument(
         "--inputs",
         type=int,
@@ -152,9 +154,6 @@ def parse_args(argv=None):
         help="square input sizes (padded to a multiple of 32)",
     )
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--quick", action="store_true", help="a 320 input only (overrides --inputs)"
     )

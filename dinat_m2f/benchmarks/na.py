@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from dinat_m2f.benchmarks.timing import (
+    DTYPES,
+    add_run_arguments,
     check_run_args,
     device_description,
     format_ms,
@@ -322,16 +324,13 @@ def _op_parser(add_help: bool) -> argparse.ArgumentParser:
 
 def parse_args(argv=None):
     parser = _op_parser(add_help=True)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    add_run_arguments(parser)
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--inputs", type=int, nargs="+", default=[224, 1024])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
     parser.add_argument("--kernels", type=int, nargs="+", default=[7, 11])
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--max-dense-tokens",
         type=int,

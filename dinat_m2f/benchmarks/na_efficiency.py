@@ -22,7 +22,7 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 
 from dinat_m2f.benchmarks.na import HEAD_DIM, VARIANTS, Shape, dinat_shapes
-from dinat_m2f.benchmarks.timing import markdown_header, markdown_row
+from dinat_m2f.benchmarks.timing import DTYPES, markdown_header, markdown_row
 from dinat_m2f.ops.na import fused_plan
 from dinat_m2f.ops.na.reference import flat_windows
 
@@ -148,7 +148,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--inputs", type=int, nargs="+", default=[224, 640, 1024])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--kernels", type=int, nargs="+", default=[7, 11])
-    parser.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--dtype", default="float16", choices=DTYPES)
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     shapes = dinat_shapes(args.inputs, args.variants, [1, 2, 3, 4], args.kernels)

@@ -1,6 +1,7 @@
-"""Measurement and table helpers shared by every benchmark (NA, MSDeformAttn, model):
-warm-up, device synchronisation, median and inter-quartile range of repeats, peak memory, the
-device's description and markdown tables.
+"""Measurement, arguments and table helpers shared by every benchmark (NA, MSDeformAttn,
+model, layer): warm-up, device synchronisation, median and inter-quartile range of repeats,
+peak memory, the shared command-line arguments (--device, batch, --warmup, --repeats,
+--threads, --dtype, --resolution), the device's description and markdown tables.
 
 Peak memory is the growth above what was held before the call: the CUDA allocator's peak on a
 GPU, and on the CPU the growth of the process's resident memory sampled every 0.5 ms (an
@@ -9,16 +10,20 @@ estimate, which the tables label as such).
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import platform
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 def synchronize(device: torch.device) -> None:
@@ -108,16 +113,72 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int, repeats
     return median, peak_memory_mb(fn, device)
 
 
-def check_run_args(parser, args) -> None:
-    """Usage error (exit 2) for --device cuda without a GPU, or run counts out of range
-    (--batch and --repeats >= 1, --warmup >= 0), shared by the op benchmarks."""
+def add_run_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    device: str | None = "cpu",
+    batch_flag: str = "--batch",
+    threads: bool = False,
+) -> None:
+    """The arguments every benchmark takes: --device (default `device`; None: cuda if
+    available, else cpu), the batch size (`batch_flag`, read as args.batch), --warmup,
+    --repeats and, with `threads`, --threads. `check_run_args` checks them."""
+    help_device = "cpu or cuda[:i]" + (
+        " (default: cuda if available, else cpu)" if device is None else ""
+    )
+    parser.add_argument("--device", default=device, help=help_device)
+    parser.add_argument(batch_flag, dest="batch", type=int, default=1, help="batch size")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs")
+    if threads:
+        parser.add_argument(
+            "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+        )
+
+
+def check_run_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, batch_flag: str = "--batch"
+) -> None:
+    """Resolves --device None, then a usage error (exit 2) for --device cuda without a GPU, run
+    counts out of range (batch and --repeats >= 1, --warmup >= 0) or --threads < 1."""
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device is available")
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error(
-            f"--batch and --repeats must be >= 1 and --warmup >= 0, got "
+            f"{batch_flag} and --repeats must be >= 1 and --warmup >= 0, got "
             f"{args.batch}, {args.repeats}, {args.warmup}"
         )
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+
+
+@contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` (when given) inside, restored after, so
+    in-process callers keep their setting."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """--resolution: "512x640" -> (512, 640); "512" -> (512, 512)."""
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes, default=0) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--resolution must be HxW or S (positive ints), got {text!r}"
+        )
+    return sizes[0], sizes[-1]
 
 
 def time_forward_and_backward(row: dict, fn, inputs, leaves, device, args) -> dict:

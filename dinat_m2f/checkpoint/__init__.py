@@ -1,7 +1,8 @@
-"""Checkpoints: the one safe way this project reads checkpoint files (`load_checkpoint_file`:
-plain data only), the detectron2 checkpointer built on it (`DetectionCheckpointer`), strict
-loading of trained weights into a built model (`load_model_weights`), and loading / converting
-the official and Hugging Face DiNAT checkpoints."""
+"""Checkpoints: the one safe way this project reads checkpoint files (`load_plain_data`:
+plain data only), the detectron2 checkpointer built on it (`DetectionCheckpointer`), the
+training checkpointer's atomic, finite, checked files (atomic_files.py, finite_weights.py),
+strict loading of trained weights into a built model (`load_model_weights`), and loading /
+converting the official and Hugging Face DiNAT checkpoints."""
 
 from .checkpointer import DetectionCheckpointer, WeightsError
 from .dinat_weights import (
@@ -11,7 +12,7 @@ from .dinat_weights import (
     resize_rpb,
 )
 from .model_weights import load_model_weights
-from .safe_load import CheckpointReadError, UnsafeCheckpointError, load_checkpoint_file
+from .safe_load import CheckpointReadError, UnsafeCheckpointError, load_plain_data
 
 __all__ = [
     "CheckpointReadError",
@@ -19,7 +20,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "WeightsError",
     "convert_to_official",
-    "load_checkpoint_file",
+    "load_plain_data",
     "load_model_weights",
     "load_state_dict_file",
     "official_backbone_state_dict",

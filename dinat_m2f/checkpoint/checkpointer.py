@@ -1,5 +1,5 @@
 """The project's detectron2 checkpointer: detectron2's `DetectionCheckpointer`, reading every
-file through `load_checkpoint_file` (plain data only) instead of plain `pickle.load` (`.pkl`)
+file through `load_plain_data` (plain data only) instead of plain `pickle.load` (`.pkl`)
 and fvcore's `torch.load` (everything else).
 
 It understands the same formats as detectron2's: `.pkl` in detectron2's model-zoo layout
@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 from detectron2.checkpoint import DetectionCheckpointer as _D2DetectionCheckpointer
 
-from .safe_load import load_checkpoint_file
+from .safe_load import load_plain_data
 
 __all__ = ["DetectionCheckpointer", "WeightsError"]
 
@@ -40,7 +40,7 @@ class DetectionCheckpointer(_D2DetectionCheckpointer):
     require_some_weights = True
 
     def _load_file(self, filename: str) -> dict[str, Any]:
-        data = load_checkpoint_file(filename)
+        data = load_plain_data(filename)
         if not isinstance(data, dict):
             raise WeightsError(
                 f"{filename}: a checkpoint holds a dict, this file a {type(data).__name__}"
@@ -79,7 +79,7 @@ class DetectionCheckpointer(_D2DetectionCheckpointer):
         return data
 
     def _torch_load(self, f: str) -> Any:
-        return load_checkpoint_file(f)
+        return load_plain_data(f)
 
     def _load_model(self, checkpoint: dict[str, Any]):
         weights = checkpoint.get("model")

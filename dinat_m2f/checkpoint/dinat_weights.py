@@ -3,7 +3,7 @@
 `DinatModel` / `DinatForImageClassification` / `DinatBackbone` (separate q/k/v), converted to
 the official names; relative-positional-bias resizing for another kernel size.
 
-Files are read with `load_checkpoint_file` (safe_load.py): plain data only, never arbitrary
+Files are read with `load_plain_data` (safe_load.py): plain data only, never arbitrary
 pickled objects; `.pkl` files of the DiNAT release's converter (`{"model": ..., "__author__":
 "third_party", "matching_heuristics": True}`) included.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .safe_load import load_checkpoint_file
+from .safe_load import load_plain_data
 
 _WRAPPERS = ("model", "state_dict", "model_state")
 
@@ -29,7 +29,7 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     else that is not a state dict."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    data = load_checkpoint_file(path)
+    data = load_plain_data(path)
     for key in _WRAPPERS:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]

@@ -1,4 +1,5 @@
-"""The one place where this project reads checkpoint files: `load_checkpoint_file`.
+"""The one place where this project reads pickled files (checkpoints, the ADE20K-Full index):
+`load_plain_data`.
 
 Checkpoints are pickles, and unpickling can run any code the file asks for. This function
 builds plain data only: tensors, numpy arrays, dicts, lists, tuples, numbers, strings, None
@@ -13,8 +14,9 @@ global, before that global is ever called.
 - Every other file (`.pth`, `.pt`, `.bin`, `.pyth`, and a `.pkl` that is really a torch zip
   archive) goes through `torch.load(weights_only=True)`, with numpy arrays allowed as well.
 
-Everything that loads weights (the checkpointer of the trainer and of `--eval-only`, the demo,
-`tools/convert_pretrained.py`, the dataset preparation scripts) calls this function.
+Everything that loads weights or other pickles (the checkpointer of the trainer and of
+`--eval-only`, the demo, `tools/convert_pretrained.py`, the dataset preparation scripts) calls
+this function.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ __all__ = [
     "CheckpointReadError",
     "RestrictedUnpickler",
     "UnsafeCheckpointError",
-    "load_checkpoint_file",
+    "load_plain_data",
 ]
 
 PLAIN_DATA = "tensors, numpy arrays, dicts, lists, tuples, numbers, strings, None and OrderedDict"
@@ -191,8 +193,9 @@ def _first_line(error: Exception) -> str:
     return (lines[0] if lines else type(error).__name__)[:200]
 
 
-def load_checkpoint_file(path: str | os.PathLike) -> Any:
-    """The content of a local checkpoint file, built from plain data only (module docstring).
+def load_plain_data(path: str | os.PathLike) -> Any:
+    """The content of a local pickle or `torch.save` file (a checkpoint, the ADE20K-Full index),
+    built from plain data only (module docstring).
 
     Raises:
         UnsafeCheckpointError: the file asks for anything but plain data (nothing of it is run).

@@ -1,10 +1,11 @@
-"""Stopping training on a NaN or infinite loss, and never writing non-finite weights.
+"""Stopping training on a NaN or infinite loss.
 
 detectron2 checks the summed loss only on the main process, only every
 `gather_metric_period` iterations, and names no term. Here every process checks every loss
 term of every iteration before the optimizer step (so the weights stay finite), all processes
 agree (so none waits forever in the next all-reduce), and the error names the iteration and
-the non-finite terms. `check_finite_weights` is what the checkpointer calls before writing.
+the non-finite terms. Non-finite weights are never written either
+(checkpoint/finite_weights.py, which holds the errors' base `NonFiniteError`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,11 @@ import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils import comm
 
-
-class NonFiniteError(FloatingPointError):
-    """Base of the errors below (a FloatingPointError, like detectron2's own check)."""
+from ..checkpoint.finite_weights import NonFiniteError
 
 
 class NonFiniteLossError(NonFiniteError):
     """A loss term was NaN or infinite; training stopped before the optimizer step."""
-
-
-class NonFiniteWeightsError(NonFiniteError):
-    """A checkpoint was not written because some weights are NaN or infinite."""
 
 
 def _describe(values: Mapping[str, float], limit: int = 8) -> str:
@@ -70,22 +65,6 @@ def check_finite_losses(loss_dict: Mapping[str, torch.Tensor], iteration: int) -
         "finite. Lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS or check the inputs of this "
         "iteration, then continue with --resume from the last checkpoint"
     )
-
-
-def check_finite_weights(state_dict: Mapping[str, object], what: str) -> None:
-    """Raises NonFiniteWeightsError naming the floating-point entries of `state_dict` that
-    hold a NaN or infinity; `what` says what was about to happen (e.g. the file to write)."""
-    bad = []
-    for key, value in state_dict.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
-            if not bool(torch.isfinite(value.detach()).all()):
-                bad.append(key)
-    if bad:
-        shown = ", ".join(bad[:8]) + (f" (+{len(bad) - 8} more)" if len(bad) > 8 else "")
-        raise NonFiniteWeightsError(
-            f"{what}: not written, {len(bad)} of {len(state_dict)} weights hold NaN or "
-            f"infinite values: {shown}; the last complete checkpoint is unchanged"
-        )
 
 
 class _FiniteLossCheck:

@@ -42,8 +42,12 @@ def check_cfg(cfg: CfgNode) -> None:
 
 
 def setup_cfg(args) -> CfgNode:
-    """The frozen config of a train_net / demo run (args.config_file, args.opts), with
-    detectron2's default_setup (output dir, logging, config dump, seeds)."""
+    """The frozen config of a train_net.py run: `load_cfg(args.config_file, args.opts)`, frozen,
+    then detectron2's `default_setup` (creates OUTPUT_DIR; logs the environment, the arguments
+    and the config; writes OUTPUT_DIR/config.yaml; seeds the RNGs with SEED + rank, or randomly
+    when SEED < 0; cudnn benchmark from CUDNN_BENCHMARK unless --eval-only) and a log of the
+    `dinat_m2f` loggers in OUTPUT_DIR. The demo does not call it (demo/demo.py's setup_cfg
+    only loads and freezes the config)."""
     from detectron2.engine import default_setup
     from detectron2.utils.logger import setup_logger
 

@@ -2,7 +2,7 @@
 the paper's optimizer and schedules, AMP in float16 or bfloat16, DDP on GPUs (NCCL) and CPUs
 (gloo), semantic test-time augmentation, a checkpoint on interruption, the project's
 checkpointer (files read as plain data only, dinat_m2f/checkpoint/checkpointer.py) with
-atomic checkpoint files and an exact resume (`checkpoint_files`, `train_state`,
+atomic checkpoint files and an exact resume (`checkpoint.atomic_files`, `train_state`,
 `data.loaders`), broken samples named or skipped, and a stop on non-finite losses
 (`loss_guard`)."""
 
@@ -26,12 +26,12 @@ from ..checkpoint import (
     WeightsError,
     load_model_weights,
 )
+from ..checkpoint.atomic_files import TrainingCheckpointer
 from ..data.dataset_mappers import build_dataset_mapper
 from ..data.loaders import base_seed_of, build_test_loader, build_train_loader
 from ..evaluation.evaluator_factory import build_evaluator
 from ..modeling.semantic_tta import SemanticSegmentorWithTTA
 from ..solver import build_lr_scheduler, build_optimizer
-from .checkpoint_files import TrainingCheckpointer
 from .interrupt_checkpoint import CheckpointOnInterrupt
 from .loss_guard import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
 from .train_state import ResumableTrainingState

@@ -49,7 +49,7 @@ if not NATIVE_AVAILABLE and not env_flag(DISABLE_ENV):
     warnings.warn(_message, RuntimeWarning, stacklevel=2)
 
 
-def _compiled_backends(op: str) -> tuple[str, ...]:
+def _compiled_devices(op: str) -> tuple[str, ...]:
     """Dispatch keys with a kernel for `dinat_m2f::<op>`; none when the op is missing (e.g. a
     stale build from before the op was added)."""
     if not NATIVE_AVAILABLE:
@@ -64,12 +64,13 @@ def _compiled_backends(op: str) -> tuple[str, ...]:
         return ()
 
 
-# Op families, their names in messages, and the dispatch keys their native kernels are built
-# for. Read once: constants that torch.compile traces through without a graph break.
+# Op families, their names in messages, and the device dispatch keys their native kernels are
+# built for (not the `backend=` of na1d / na2d: ops/na/dispatch.py). Read once: constants that
+# torch.compile traces through without a graph break.
 FAMILIES = {"na": "neighborhood-attention", "ms_deform_attn": "multi-scale deformable attention"}
-BACKENDS = {
-    "na": _compiled_backends("na_qk"),
-    "ms_deform_attn": _compiled_backends("ms_deform_attn"),
+NATIVE_DEVICES = {
+    "na": _compiled_devices("na_qk"),
+    "ms_deform_attn": _compiled_devices("ms_deform_attn"),
 }
 
 
@@ -82,12 +83,12 @@ def _family(family: str) -> str:
 def native_backends(family: str = "na") -> tuple[str, ...]:
     """Dispatch keys ("CPU", "CUDA") for which the native kernels of an op family are compiled:
     "na" (the neighborhood-attention ops) or "ms_deform_attn"."""
-    return BACKENDS[_family(family)]
+    return NATIVE_DEVICES[_family(family)]
 
 
 def native_supports(device: torch.device, family: str = "na") -> bool:
     """Whether the native kernels of `family` (see native_backends) run on tensors of `device`."""
-    return device.type.upper() in BACKENDS[_family(family)]
+    return device.type.upper() in NATIVE_DEVICES[_family(family)]
 
 
 # The torch library whose ops compute native calls: "dinat_m2f", or, inside

@@ -1,12 +1,13 @@
-"""dinat_m2f.benchmarks.model (tools/benchmark_model.py), run in-process at toy sizes: the model table (one row per config,
-NAT twins, the device named), backbone-only timing with GFLOPs, the layer table, bad
-arguments."""
+"""dinat_m2f.benchmarks.model (tools/benchmark_model.py), run in-process at toy sizes: the
+model table (one row per config, NAT twins, the device named), backbone-only timing with
+GFLOPs, bad arguments (--layer ones reach the layer benchmark)."""
 
 import pytest
 import torch
 
 from dinat_m2f.benchmarks import model as benchmark_model
-from dinat_m2f.benchmarks.timing import device_description
+
+from .table_output import ONE_THREAD_RUNS, cpu_name_with_one_thread, table_rows
 
 DINAT_MINI = "configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml"
 SWIN_TINY = (
@@ -35,32 +36,7 @@ SMALL_HEAD = [
     "MODEL.MASK_FORMER.TRAIN_NUM_POINTS",
     "256",
 ]
-# one thread: on a shared 2-core machine two OpenMP threads stall behind other processes
-TOY = [
-    "--resolution",
-    "64x96",
-    "--warmup",
-    "1",
-    "--repeats",
-    "2",
-    "--device",
-    "cpu",
-    "--threads",
-    "1",
-]
-
-
-def cpu_name_with_one_thread() -> str:
-    """device_description's "<CPU model>, <n> threads" as the tool prints it with --threads 1."""
-    return device_description(torch.device("cpu")).rsplit(", ", 1)[0] + ", 1 threads"
-
-
-def table_rows(out: str) -> list[list[str]]:
-    return [
-        [c.strip() for c in line.strip("|").split("|")]
-        for line in out.splitlines()
-        if line.startswith("| ") and "---" not in line
-    ]
+TOY = ["--resolution", "64x96", *ONE_THREAD_RUNS]
 
 
 def test_model_table_compares_configs_with_a_nat_twin(capsys):
@@ -101,52 +77,22 @@ def test_backbone_only_inference_with_flops(capsys):
     assert 0.1 < row["gflops"] < 1.0  # Swin-T: 4.5 GFLOPs at 224 x 224, here 64 x 96 (~1/8)
 
 
-def test_layer_table(capsys):
-    rows = benchmark_model.main(
-        [
-            "--layer",
-            "--resolution",
-            "64",
-            "--levels",
-            "1",
-            "2",
-            "--warmup",
-            "1",
-            "--repeats",
-            "2",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-        ]
-    )
-    out = capsys.readouterr().out
-    assert cpu_name_with_one_thread() in out and "kernel = window 7" in out
-    table = table_rows(out)
-    assert table[0][:3] == ["level", "side", "tokens"]
-    assert [(r[0], r[6]) for r in table[1:]] == [
-        (level, kind) for level in ("1", "2") for kind in ("NAT", "DiNAT", "Swin")
-    ]
-    by_kind = {(r["level"], r["kind"]): r for r in rows}
-    assert by_kind[1, "DiNAT"]["blocks"] == "NA(d=1) + NA(d=2)"  # 16 // 7
-    assert by_kind[2, "DiNAT"]["blocks"] == "NA(d=1) + NA(d=1)"  # 8 // 7
-    assert by_kind[1, "Swin"]["fwd_vs_swin"] == 1.0
-    assert by_kind[1, "NAT"]["dim"] == 96 and by_kind[2, "NAT"]["heads"] == 6
-    assert all(r["fwd"][0] > 0 and r["fwdbwd"][0] > 0 for r in rows)
-
-
 @pytest.mark.parametrize(
     "argv",
     [
         [],
-        ["--layer", "--resolution", "64by64"],
-        ["--layer", "MODEL.DEVICE", "cpu"],
         ["--configs", DINAT_MINI, "MODEL.DEVICE"],
         ["--configs", "missing.yaml"],
-        ["--layer", "--kernel", "4"],
+        ["--configs", DINAT_MINI, "--batch-size", "0"],
     ],
 )
 def test_bad_arguments_are_reported(argv, capsys):
     with pytest.raises(SystemExit):
         benchmark_model.main(argv)
     assert "error" in capsys.readouterr().err
+
+
+def test_layer_flag_runs_the_layer_benchmark(capsys):
+    with pytest.raises(SystemExit):
+        benchmark_model.main(["--layer", "--kernel", "4"])
+    assert "--kernel must be odd and >= 3, got 4" in capsys.readouterr().err

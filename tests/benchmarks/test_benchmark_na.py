@@ -6,6 +6,9 @@ import torch
 from dinat_m2f.benchmarks import na as bench
 from tests.conftest import requires_native
 
+# the 224 input's last level of DiNAT-T, timed once
+ONE_SHAPE = ["--quick", "--variants", "tiny", "--levels", "4", "--repeats", "1", "--warmup", "0"]
+
 
 def test_dinat_shapes_follow_the_schedules():
     shapes = bench.dinat_shapes([224, 1024], ["tiny", "large"], [1, 2, 3, 4], [7, 11])
@@ -25,15 +28,7 @@ def test_dinat_shapes_follow_the_schedules():
 def test_benchmark_prints_table(capsys):
     rows = bench.main(
         [
-            "--quick",
-            "--variants",
-            "tiny",
-            "--levels",
-            "4",
-            "--repeats",
-            "1",
-            "--warmup",
-            "0",
+            *ONE_SHAPE,
             "--impls",
             "native",
             "torch",
@@ -98,15 +93,7 @@ def test_compared_implementations_compute_neighborhood_attention(impl):
 def test_fused_row_is_skipped_on_cpu_and_throughput_counts_useful_work(capsys):
     rows = bench.main(
         [
-            "--quick",
-            "--variants",
-            "tiny",
-            "--levels",
-            "4",
-            "--repeats",
-            "1",
-            "--warmup",
-            "0",
+            *ONE_SHAPE,
             "--impls",
             "fused",
         ]

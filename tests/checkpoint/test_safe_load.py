@@ -1,4 +1,4 @@
-"""`load_checkpoint_file`, the one way the project reads checkpoint files: plain data of every
+"""`load_plain_data`, the one way the project reads checkpoint files: plain data of every
 kind and the real checkpoint layouts load; anything else is refused, naming the file and the
 global, and none of it runs. Every code payload is first shown to run under the plain loader it
 targets (pickle.load or torch.load(weights_only=False), in a child process: the marker file
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from dinat_m2f.checkpoint import CheckpointReadError, UnsafeCheckpointError, load_checkpoint_file
+from dinat_m2f.checkpoint import CheckpointReadError, UnsafeCheckpointError, load_plain_data
 from dinat_m2f.checkpoint.safe_load import ALLOWED_GLOBALS
 from tests.plain_loaders import assert_plain_loader_runs_it
 
@@ -30,6 +30,21 @@ class CreatesMarker:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def write_hostile_checkpoint(folder, suffix: str, marker) -> Path:
+    """A checkpoint `evil<suffix>` (".pkl": plain pickle, else torch.save) in `folder` whose
+    loading would create the file `marker`: a model weight that is a CreatesMarker."""
+    evil = Path(folder) / f"evil{suffix}"
+    content = {
+        "model": {"backbone.patch_embed.norm.weight": CreatesMarker(marker)},
+        "__author__": "x",
+    }
+    if suffix == ".pkl":
+        evil.write_bytes(pickle.dumps(content))
+    else:
+        torch.save(content, evil)
+    return evil
 
 
 class RunsCommand:
@@ -77,7 +92,7 @@ def assert_plain_equal(actual, expected):
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_plain_data_pickles_load_at_every_protocol(tmp_path, protocol):
     path = write_pickle(tmp_path / "plain.pkl", PLAIN, protocol)
-    assert_plain_equal(load_checkpoint_file(path), PLAIN)
+    assert_plain_equal(load_plain_data(path), PLAIN)
 
 
 def test_tensors_pickled_with_plain_pickle_keep_values_views_and_metadata(tmp_path):
@@ -92,7 +107,7 @@ def test_tensors_pickled_with_plain_pickle_keep_values_views_and_metadata(tmp_pa
         tmp_path / "converted.pkl",
         {"model": state, "__author__": "third_party", "matching_heuristics": True},
     )
-    data = load_checkpoint_file(path)
+    data = load_plain_data(path)
     assert data["__author__"] == "third_party" and data["matching_heuristics"] is True
     loaded = data["model"]
     assert isinstance(loaded, collections.OrderedDict) and list(loaded) == ["w", "b", "i"]
@@ -105,13 +120,13 @@ def test_tensors_pickled_with_plain_pickle_keep_values_views_and_metadata(tmp_pa
 def test_torch_files_load_weights_only_with_numpy(tmp_path):
     path = tmp_path / "model_0000009.pth"
     torch.save({"model": {"w": torch.ones(2)}, "iteration": 9, "np": np.arange(3)}, path)
-    data = load_checkpoint_file(path)
+    data = load_plain_data(path)
     assert data["iteration"] == 9 and torch.equal(data["model"]["w"], torch.ones(2))
     np.testing.assert_array_equal(data["np"], np.arange(3))
     # a torch zip archive named .pkl is read as what it is
     renamed = tmp_path / "really_torch.pkl"
     os.rename(path, renamed)
-    assert load_checkpoint_file(renamed)["iteration"] == 9
+    assert load_plain_data(renamed)["iteration"] == 9
 
 
 class StartsProcess:
@@ -230,7 +245,7 @@ def test_code_payloads_run_under_plain_loaders_and_ours_refuses_them(tmp_path, p
     payload.write(path, marker)
     assert_plain_loader_runs_it(payload.plain_loader, path, marker)
     with pytest.raises(UnsafeCheckpointError) as info:
-        load_checkpoint_file(path)
+        load_plain_data(path)
     assert info.value.refused in payload.refused
     assert info.value.path == str(path)
     message = str(info.value)
@@ -248,7 +263,7 @@ def test_persistent_ids_are_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="persistent"):
         pickle.loads(persistent.read_bytes())
     with pytest.raises(UnsafeCheckpointError, match=r"persistent id"):
-        load_checkpoint_file(persistent)
+        load_plain_data(persistent)
 
 
 def test_only_plain_data_builders_are_allowed():
@@ -276,18 +291,18 @@ def test_bytes_builders_take_latin1_text_only(tmp_path):
     path = tmp_path / "utf8.pkl"
     path.write_bytes(program)
     with pytest.raises(CheckpointReadError, match=r"only latin1 text"):
-        load_checkpoint_file(path)
+        load_plain_data(path)
 
 
 def test_missing_and_broken_files_are_read_errors_naming_the_path(tmp_path):
     with pytest.raises(CheckpointReadError, match=r"nope\.pkl: cannot read the checkpoint: no"):
-        load_checkpoint_file(tmp_path / "nope.pkl")
+        load_plain_data(tmp_path / "nope.pkl")
     for name in ("junk.pkl", "junk.pth"):
         junk = tmp_path / name
         junk.write_bytes(b"not a checkpoint at all")
         with pytest.raises(CheckpointReadError, match=rf"{name}: cannot read the checkpoint"):
-            load_checkpoint_file(junk)
+            load_plain_data(junk)
     truncated = tmp_path / "truncated.pkl"
     truncated.write_bytes(pickle.dumps({"a": [1, 2, 3]})[:-3])
     with pytest.raises(CheckpointReadError, match=r"truncated\.pkl"):
-        load_checkpoint_file(truncated)
+        load_plain_data(truncated)

@@ -22,8 +22,8 @@ from dinat_m2f.engine.config_file import (
 from dinat_m2f.engine.setup import load_cfg
 from tests.plain_loaders import assert_plain_loader_runs_it
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = (REPO / ".." / "shared" / "fixtures" / "official-configs").resolve()
+from .helpers import FIXTURES, REPO
+
 YAMLS = sorted((REPO / "configs").rglob("*.yaml")) + sorted(FIXTURES.rglob("*.yaml"))
 
 

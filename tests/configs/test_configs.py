@@ -1,6 +1,5 @@
-"""Every YAML under configs/ merges into the project's config (detectron2's defaults plus
-`add_dinat_config`, `add_maskformer2_config` and `add_swin_config`, following `_BASE_`) and
-keeps the paper's settings: dataset names and class counts, task flags, solver, inputs, and
+"""Every YAML under configs/ merges into the project's config (`default_cfg()`: detectron2's
+defaults plus every `add_*_config`, following `_BASE_`, as train_net.py reads it) and keeps the paper's settings: dataset names and class counts, task flags, solver, inputs, and
 DiNAT dilation schedules that fit the inputs they run on. Files under a `swin/` folder are the
 torchvision Swin baseline (`D2TorchvisionSwin`, MODEL.TVSWIN): the same checks except the
 DiNAT-specific ones (dilations, DiNAT variants), and Mask2Former's Swin settings instead.
@@ -31,19 +30,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 
-from dinat_m2f.config import add_dinat_config, add_maskformer2_config, add_swin_config
+from dinat_m2f.config import default_cfg
 from dinat_m2f.modeling.backbone.dinat import IMAGENET_224_K7, MASK2FORMER_K11, VARIANTS
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG_ROOT = REPO / "configs"
+from .helpers import CONFIG_ROOT, REPO, by_id, config_ids, load_config, lookup, mismatches
+
 CONFIG_FILES = sorted(
     p
     for p in CONFIG_ROOT.rglob("*.yaml")
     if "detection" not in p.relative_to(CONFIG_ROOT).parts and not p.name.startswith("mask_rcnn_")
 )
-CONFIG_IDS = [path.relative_to(CONFIG_ROOT).as_posix() for path in CONFIG_FILES]
+CONFIG_IDS = config_ids(CONFIG_FILES)
 BUILTIN_SHAPES_MODULE = REPO / "dinat_m2f" / "data" / "datasets" / "builtin_shapes.py"
 
 # The built-in synthetic dataset: its registered metadata (dinat_m2f/data/datasets/
@@ -208,49 +207,6 @@ BUILTIN = {
 }
 
 
-def new_cfg() -> CfgNode:
-    cfg = get_cfg()
-    add_dinat_config(cfg)
-    add_maskformer2_config(cfg)
-    add_swin_config(cfg)
-    return cfg
-
-
-@functools.cache
-def _load(path: str) -> CfgNode:
-    cfg = new_cfg()
-    cfg.merge_from_file(path)
-    cfg.freeze()
-    return cfg
-
-
-def load(path: Path) -> CfgNode:
-    return _load(str(path))
-
-
-def lookup(cfg: CfgNode, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
-def same(actual, expected) -> bool:
-    if isinstance(expected, (list, tuple)):
-        return isinstance(actual, (list, tuple)) and list(actual) == list(expected)
-    if isinstance(expected, float):
-        return isinstance(actual, (int, float)) and abs(actual - expected) < 1e-12
-    return type(actual) is type(expected) and actual == expected
-
-
-def mismatches(cfg: CfgNode, expected: dict) -> list[str]:
-    return [
-        f"{key} = {lookup(cfg, key)!r}, expected {value!r}"
-        for key, value in expected.items()
-        if not same(lookup(cfg, key), value)
-    ]
-
-
 def dataset_folder(path: Path) -> str | None:
     """ "coco" / "ade20k" / "cityscapes" / "builtin", None for configs/Base-Mask2Former.yaml."""
     parts = path.relative_to(CONFIG_ROOT).parts
@@ -281,16 +237,12 @@ def size_of(path: Path) -> str | None:
 
 
 DINAT_CONFIG_FILES = [p for p in CONFIG_FILES if not is_swin(p)]
-DINAT_CONFIG_IDS = [p.relative_to(CONFIG_ROOT).as_posix() for p in DINAT_CONFIG_FILES]
+DINAT_CONFIG_IDS = config_ids(DINAT_CONFIG_FILES)
 SWIN_CONFIG_FILES = [p for p in CONFIG_FILES if is_swin(p)]
 
 
 def paper_configs() -> list[Path]:
     return [p for p in CONFIG_FILES if dataset_folder(p) in PAPER_SCHEDULES]
-
-
-def by_id(paths: list[Path]) -> dict:
-    return dict(argvalues=paths, ids=[p.relative_to(CONFIG_ROOT).as_posix() for p in paths])
 
 
 @functools.cache
@@ -381,14 +333,14 @@ def test_yaml_is_plain_and_bases_exist(path):
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=CONFIG_IDS)
 def test_merges(path):
-    cfg = load(path)
+    cfg = load_config(path)
     assert cfg.MODEL.BACKBONE.NAME == ("D2TorchvisionSwin" if is_swin(path) else "D2DiNAT")
     assert cfg.MODEL.DiNAT is cfg.MODEL.DINAT, "the alias must survive merging"
 
 
 @pytest.mark.parametrize("path", DINAT_CONFIG_FILES, ids=DINAT_CONFIG_IDS)
 def test_dilation_schedule_shape(path):
-    c = load(path).MODEL.DINAT
+    c = load_config(path).MODEL.DINAT
     assert len(c.DEPTHS) == len(c.NUM_HEADS) == len(c.DILATIONS) == 4, (
         f"{path}: DEPTHS {c.DEPTHS}, NUM_HEADS {c.NUM_HEADS}, DILATIONS {c.DILATIONS}"
     )
@@ -402,7 +354,7 @@ def test_dilation_schedule_shape(path):
 
 @pytest.mark.parametrize("path", DINAT_CONFIG_FILES, ids=DINAT_CONFIG_IDS)
 def test_dilations_fit_the_test_size(path):
-    cfg = load(path)
+    cfg = load_config(path)
     side = cfg.INPUT.MIN_SIZE_TEST
     bad = dilation_violations(cfg, side)
     assert not bad, f"{path} at test short side {side}:\n" + "\n".join(bad)
@@ -410,7 +362,7 @@ def test_dilations_fit_the_test_size(path):
 
 @pytest.mark.parametrize("path", DINAT_CONFIG_FILES, ids=DINAT_CONFIG_IDS)
 def test_dilations_fit_the_training_crop(path):
-    cfg = load(path)
+    cfg = load_config(path)
     side = train_short_side(cfg)
     paper = is_paper_schedule(cfg)
     bad = dilation_violations(cfg, side, relaxed=paper)
@@ -422,7 +374,7 @@ def test_dilations_fit_the_training_crop(path):
 
 @pytest.mark.parametrize("path", DINAT_CONFIG_FILES, ids=DINAT_CONFIG_IDS)
 def test_dilations_at_multi_scale_test_sizes(path):
-    cfg = load(path)
+    cfg = load_config(path)
     if task_of(path) != "semantic":
         return
     for side in cfg.TEST.AUG.MIN_SIZES:
@@ -432,7 +384,7 @@ def test_dilations_at_multi_scale_test_sizes(path):
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=CONFIG_IDS)
 def test_datasets_and_classes(path):
-    cfg = load(path)
+    cfg = load_config(path)
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     unknown = [name for name in names if name not in KNOWN_DATASETS]
     assert not unknown, f"{path}: unknown datasets {unknown}; known: {sorted(KNOWN_DATASETS)}"
@@ -458,7 +410,7 @@ def test_datasets_and_classes(path):
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=CONFIG_IDS)
 def test_task_mapper_and_flags(path):
-    cfg = load(path)
+    cfg = load_config(path)
     task = task_of(path)
     if task is None:
         return
@@ -475,7 +427,7 @@ def test_task_mapper_and_flags(path):
 
 @pytest.mark.parametrize("path", **by_id(paper_configs()))
 def test_mask2former_settings(path):
-    cfg = load(path)
+    cfg = load_config(path)
     expected = dict(MASK2FORMER)
     if is_swin(path):
         del expected["MODEL.BACKBONE.NAME"], expected["MODEL.DINAT.OUT_FEATURES"]
@@ -486,7 +438,7 @@ def test_mask2former_settings(path):
 
 @pytest.mark.parametrize("path", **by_id(paper_configs()))
 def test_schedule(path):
-    cfg = load(path)
+    cfg = load_config(path)
     family = dataset_folder(path)
     schedule = PAPER_SCHEDULES[family]
     if family == "coco" and size_of(path) != "large":
@@ -500,8 +452,8 @@ def test_schedule(path):
 
 @pytest.mark.parametrize("path", **by_id(paper_configs()))
 def test_device_untouched(path):
-    cfg = load(path)
-    default = new_cfg()
+    cfg = load_config(path)
+    default = default_cfg()
     for key in ("MODEL.DEVICE", "MODEL.BACKBONE.FREEZE_AT", "SEED", "CUDNN_BENCHMARK"):
         assert lookup(cfg, key) == lookup(default, key), f"{path}: {key} changed"
 
@@ -515,11 +467,12 @@ def test_variant_matches_dinat_py(path):
     """Widths, depths, heads, MLP ratio and layer scale are dinat.py's VARIANTS."""
     variant = variant_of(path)
     assert variant in VARIANTS, f"{path}: unknown variant {variant}"
-    embed, depths, heads, mlp_ratio, _, layer_scale = VARIANTS[variant]
-    c = load(path).MODEL.DINAT
-    assert c.EMBED_DIM == embed and list(c.DEPTHS) == list(depths), path
-    assert list(c.NUM_HEADS) == list(heads) and c.MLP_RATIO == mlp_ratio, path
-    assert c.LAYER_SCALE == layer_scale, f"{path}: LAYER_SCALE {c.LAYER_SCALE}"
+    expected = VARIANTS[variant]
+    c = load_config(path).MODEL.DINAT
+    assert c.EMBED_DIM == expected.embed_dim and list(c.DEPTHS) == list(expected.depths), path
+    assert list(c.NUM_HEADS) == list(expected.num_heads), path
+    assert c.MLP_RATIO == expected.mlp_ratio, path
+    assert c.LAYER_SCALE == expected.layer_scale, f"{path}: LAYER_SCALE {c.LAYER_SCALE}"
     if dataset_folder(path) == "builtin":
         return
     if variant == "large":
@@ -530,8 +483,8 @@ def test_variant_matches_dinat_py(path):
         assert c.KERNEL_SIZE == 7, path
         schedule = IMAGENET_224_K7["mini" if variant == "mini" else "deep"]
         assert c.DILATIONS == schedule, f"{path}: not the ImageNet-224 schedule of {variant}"
-        assert c.DROP_PATH_RATE == VARIANTS[variant][4]
-    assert load(path).MODEL.WEIGHTS.endswith(".pth"), (
+        assert c.DROP_PATH_RATE == expected.drop_path_rate
+    assert load_config(path).MODEL.WEIGHTS.endswith(".pth"), (
         f"{path}: tools/convert_pretrained.py writes torch files (.pth)"
     )
 
@@ -539,10 +492,10 @@ def test_variant_matches_dinat_py(path):
 @pytest.mark.parametrize(
     "path",
     [p for p in paper_configs() if size_of(p)],
-    ids=[p.relative_to(CONFIG_ROOT).as_posix() for p in paper_configs() if size_of(p)],
+    ids=config_ids(p for p in paper_configs() if size_of(p)),
 )
 def test_queries_and_inputs(path):
-    cfg = load(path)
+    cfg = load_config(path)
     family, task, variant = dataset_folder(path), task_of(path), size_of(path)
     large_thing_task = variant == "large" and task in ("panoptic", "instance")
     queries = 200 if large_thing_task else 100
@@ -570,7 +523,7 @@ def test_swin_variant(path):
     no MODEL.DINAT keys (that node is unused there) and downloads nothing by default."""
     raw = yaml.safe_load(path.read_text())
     assert not {"DINAT", "DiNAT"} & set(raw["MODEL"]), f"{path}: sets DiNAT keys"
-    c = load(path).MODEL.TVSWIN
+    c = load_config(path).MODEL.TVSWIN
     variant, window = SWIN_SIZES[size_of(path)]
     assert (c.VARIANT, c.WINDOW_SIZE) == (variant, window), f"{path}: {c.VARIANT}, {c.WINDOW_SIZE}"
     assert c.WEIGHTS_IMAGENET == "", f"{path}: WEIGHTS_IMAGENET downloads; leave it to opts"
@@ -578,7 +531,7 @@ def test_swin_variant(path):
 
 def test_builtin_config():
     path = CONFIG_ROOT / "builtin" / "maskformer2_dinat_mini_builtin_shapes.yaml"
-    cfg = load(path)
+    cfg = load_config(path)
     bad = mismatches(cfg, BUILTIN)
     assert not bad, f"{path}:\n" + "\n".join(bad)
     t = cfg.MODEL.MASK_FORMER.TEST
@@ -622,7 +575,7 @@ def test_backbone_builds(path):
 
     import dinat_m2f.modeling  # noqa: F401  (registers D2DiNAT)
 
-    cfg = load(path).clone()
+    cfg = load_config(path).clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
     torch.manual_seed(0)
@@ -632,7 +585,7 @@ def test_backbone_builds(path):
     if is_swin(path):
         from dinat_m2f.modeling.backbone.torchvision_swin import SWIN_VARIANTS
 
-        embed_dim = SWIN_VARIANTS[cfg.MODEL.TVSWIN.VARIANT][0]
+        embed_dim = SWIN_VARIANTS[cfg.MODEL.TVSWIN.VARIANT].embed_dim
     else:
         embed_dim = cfg.MODEL.DINAT.EMBED_DIM
     for i, name in enumerate(shapes):

@@ -19,15 +19,13 @@ Every MODEL.DINAT key is set by the files themselves, so another default does no
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-from unittest import mock
+from typing import NamedTuple
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG_ROOT = REPO / "configs"
+from .helpers import CONFIG_ROOT, config_ids, load_config, mismatches
+
 DETECTION = CONFIG_ROOT / "coco" / "detection"
 COCO_FILES = sorted(DETECTION.rglob("*.yaml"))
 VARIANT_FILES = sorted((DETECTION / "dinat").glob("*.yaml"))
@@ -35,133 +33,43 @@ BUILTIN = CONFIG_ROOT / "builtin" / "mask_rcnn_dinat_mini_builtin_shapes.yaml"
 ALL_FILES = COCO_FILES + [BUILTIN]
 
 
-def ids(paths):
-    return [p.relative_to(CONFIG_ROOT).as_posix() for p in paths]
-
-
-@functools.cache
-def _load(path: str, dinat_defaults: tuple = ()):
-    from dinat_m2f import config
-    from dinat_m2f.engine import setup
-
-    def replace_defaults(cfg):
-        for key, value in dinat_defaults:  # hashable tuples back to the lists of the defaults
-            cfg.MODEL.DINAT[key] = _plain(value)
-
-    with mock.patch.object(setup, "check_cfg", lambda cfg: None):  # no GPU check here
-        if not dinat_defaults:
-            cfg = setup.load_cfg(path)
-        else:  # the project's keys, other MODEL.DINAT defaults, then the file
-            original = config.add_dinat_config
-
-            def add_dinat_config(cfg):
-                original(cfg)
-                replace_defaults(cfg)
-
-            with mock.patch.object(config, "add_dinat_config", add_dinat_config):
-                cfg = setup.load_cfg(path)
-    cfg.freeze()
-    return cfg
-
-
-def load(path: Path, dinat_defaults: tuple = ()):
-    return _load(str(path), dinat_defaults)
-
-
-def lookup(cfg, key: str):
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
-
-
-def mismatches(cfg, expected: dict) -> list[str]:
-    bad = []
-    for key, value in expected.items():
-        actual = lookup(cfg, key)
-        if isinstance(value, (list, tuple)):
-            ok = list(map(_plain, actual)) == list(map(_plain, value))
-        elif isinstance(value, float):
-            ok = isinstance(actual, (int, float)) and abs(actual - value) < 1e-9
-        else:
-            ok = type(actual) is type(value) and actual == value
-        if not ok:
-            bad.append(f"{key} = {actual!r}, expected {value!r}")
-    return bad
-
-
-def _plain(x):
-    return list(map(_plain, x)) if isinstance(x, (list, tuple)) else x
-
-
 MINI_DILATIONS = [[1, 28, 1], [1, 7, 1, 14], [1, 3, 1, 5, 1, 7], [1, 3, 1, 3, 1]]
 DEEP_DILATIONS = [[1, 28, 1], [1, 7, 1, 14], [1, 3, 1, 5, 1, 7] * 3, [1, 3, 1, 3, 1]]
 
-# file -> (embed, depths, heads, mlp ratio, layer scale, drop path, lr, AMP), from the
-# release's dinat/*_3x_coco.py (lr 1e-4 and fp16 unless the file says otherwise)
+
+class Recipe(NamedTuple):
+    """A config's backbone size and optimisation, from the release's dinat/*_3x_coco.py."""
+
+    embed_dim: int
+    depths: list[int]
+    num_heads: list[int]
+    mlp_ratio: float
+    drop_path_rate: float
+    layer_scale: float | None = None
+    base_lr: float = 1e-4
+    amp: bool = True  # fp16 unless the file says otherwise
+
+
+MINI = dict(embed_dim=64, depths=[3, 4, 6, 5], num_heads=[2, 4, 8, 16], mlp_ratio=3.0)
+TINY = dict(embed_dim=64, depths=[3, 4, 18, 5], num_heads=[2, 4, 8, 16], mlp_ratio=3.0)
+SMALL = dict(embed_dim=96, depths=[3, 4, 18, 5], num_heads=[3, 6, 12, 24], mlp_ratio=2.0)
+BASE = dict(embed_dim=128, depths=[3, 4, 18, 5], num_heads=[4, 8, 16, 32], mlp_ratio=2.0)
+LARGE = dict(embed_dim=192, depths=[3, 4, 18, 5], num_heads=[6, 12, 24, 48], mlp_ratio=2.0)
 RELEASE = {
-    "mask_rcnn_dinat_mini_3x.yaml": (64, [3, 4, 6, 5], [2, 4, 8, 16], 3.0, None, 0.2, 1e-4, True),
-    "mask_rcnn_dinat_tiny_3x.yaml": (64, [3, 4, 18, 5], [2, 4, 8, 16], 3.0, None, 0.2, 1e-4, True),
-    "mask_rcnn_dinat_small_3x.yaml": (
-        96,
-        [3, 4, 18, 5],
-        [3, 6, 12, 24],
-        2.0,
-        None,
-        0.35,
-        1e-4,
-        True,
+    "mask_rcnn_dinat_mini_3x.yaml": Recipe(**MINI, drop_path_rate=0.2),
+    "mask_rcnn_dinat_tiny_3x.yaml": Recipe(**TINY, drop_path_rate=0.2),
+    "mask_rcnn_dinat_small_3x.yaml": Recipe(**SMALL, drop_path_rate=0.35),
+    "cascade_mask_rcnn_dinat_mini_3x.yaml": Recipe(**MINI, drop_path_rate=0.2),
+    "cascade_mask_rcnn_dinat_tiny_3x.yaml": Recipe(**TINY, drop_path_rate=0.3),
+    "cascade_mask_rcnn_dinat_small_3x.yaml": Recipe(**SMALL, drop_path_rate=0.5),
+    "cascade_mask_rcnn_dinat_base_3x.yaml": Recipe(
+        **BASE, drop_path_rate=0.6, layer_scale=1e-5, base_lr=7.5e-5
     ),
-    "cascade_mask_rcnn_dinat_mini_3x.yaml": (
-        64,
-        [3, 4, 6, 5],
-        [2, 4, 8, 16],
-        3.0,
-        None,
-        0.2,
-        1e-4,
-        True,
-    ),
-    "cascade_mask_rcnn_dinat_tiny_3x.yaml": (
-        64,
-        [3, 4, 18, 5],
-        [2, 4, 8, 16],
-        3.0,
-        None,
-        0.3,
-        1e-4,
-        True,
-    ),
-    "cascade_mask_rcnn_dinat_small_3x.yaml": (
-        96,
-        [3, 4, 18, 5],
-        [3, 6, 12, 24],
-        2.0,
-        None,
-        0.5,
-        1e-4,
-        True,
-    ),
-    "cascade_mask_rcnn_dinat_base_3x.yaml": (
-        128,
-        [3, 4, 18, 5],
-        [4, 8, 16, 32],
-        2.0,
-        1e-5,
-        0.6,
-        7.5e-5,
-        True,
-    ),
-    "cascade_mask_rcnn_dinat_large_3x.yaml": (
-        192,
-        [3, 4, 18, 5],
-        [6, 12, 24, 48],
-        2.0,
-        None,
-        0.6,
-        7.5e-5,
-        False,
+    "cascade_mask_rcnn_dinat_large_3x.yaml": Recipe(
+        **LARGE, drop_path_rate=0.6, base_lr=7.5e-5, amp=False
     ),
 }
+
 
 COMMON = {
     "MODEL.META_ARCHITECTURE": "GeneralizedRCNN",
@@ -271,7 +179,7 @@ def test_every_release_config_is_here():
     assert sorted(p.name for p in VARIANT_FILES) == sorted(RELEASE)
 
 
-@pytest.mark.parametrize("path", ALL_FILES, ids=ids(ALL_FILES))
+@pytest.mark.parametrize("path", ALL_FILES, ids=config_ids(ALL_FILES))
 def test_plain_yaml_with_existing_base(path):
     raw = yaml.safe_load(path.read_text())
     assert isinstance(raw, dict)
@@ -282,70 +190,70 @@ def test_plain_yaml_with_existing_base(path):
     assert "DiNAT" not in raw.get("MODEL", {}), "one spelling: MODEL.DINAT"
 
 
-@pytest.mark.parametrize("path", VARIANT_FILES, ids=ids(VARIANT_FILES))
+@pytest.mark.parametrize("path", VARIANT_FILES, ids=config_ids(VARIANT_FILES))
 def test_release_recipe(path):
-    cfg = load(path)
-    embed, depths, heads, mlp, layer_scale, drop_path, lr, amp = RELEASE[path.name]
+    cfg = load_config(path)
+    recipe = RELEASE[path.name]
     expected = dict(COMMON)
     expected.update(CASCADE_HEADS if path.name.startswith("cascade") else MASK_RCNN_HEADS)
+    deep = recipe.depths[2] != 6
     expected.update(
         {
-            "MODEL.DINAT.EMBED_DIM": embed,
-            "MODEL.DINAT.DEPTHS": depths,
-            "MODEL.DINAT.NUM_HEADS": heads,
-            "MODEL.DINAT.MLP_RATIO": mlp,
-            "MODEL.DINAT.DILATIONS": MINI_DILATIONS if depths[2] == 6 else DEEP_DILATIONS,
-            "MODEL.DINAT.DROP_PATH_RATE": drop_path,
-            "SOLVER.BASE_LR": lr,
-            "SOLVER.AMP.ENABLED": amp,
+            "MODEL.DINAT.EMBED_DIM": recipe.embed_dim,
+            "MODEL.DINAT.DEPTHS": recipe.depths,
+            "MODEL.DINAT.NUM_HEADS": recipe.num_heads,
+            "MODEL.DINAT.MLP_RATIO": recipe.mlp_ratio,
+            "MODEL.DINAT.DILATIONS": DEEP_DILATIONS if deep else MINI_DILATIONS,
+            "MODEL.DINAT.DROP_PATH_RATE": recipe.drop_path_rate,
+            "SOLVER.BASE_LR": recipe.base_lr,
+            "SOLVER.AMP.ENABLED": recipe.amp,
         }
     )
     bad = mismatches(cfg, expected)
     assert not bad, f"{path}:\n" + "\n".join(bad)
-    assert cfg.MODEL.DINAT.LAYER_SCALE == layer_scale
+    assert cfg.MODEL.DINAT.LAYER_SCALE == recipe.layer_scale
     assert cfg.MODEL.WEIGHTS.endswith("_fpn.pth"), "converted with --prefix backbone.bottom_up."
     pretrain = "in22k" if "large" in path.name else "in1k"
     assert pretrain in cfg.MODEL.WEIGHTS
 
 
+# other MODEL.DINAT defaults (hashable: tuples for lists)
 SENTINELS = (
-    ("EMBED_DIM", 192),
-    ("DEPTHS", [3, 4, 18, 5]),
-    ("NUM_HEADS", [6, 12, 24, 48]),
-    ("KERNEL_SIZE", 11),
-    ("DILATIONS", [[1, 1, 1], [1, 1, 1, 1], [1] * 18, [1] * 5]),
-    ("MLP_RATIO", 2.0),
-    ("QKV_BIAS", False),
-    ("QK_SCALE", 0.5),
-    ("DROP_RATE", 0.1),
-    ("ATTN_DROP_RATE", 0.1),
-    ("DROP_PATH_RATE", 0.3),
-    ("LAYER_SCALE", 1.0),
-    ("OUT_FEATURES", ["res5"]),
-    ("FROZEN_STAGES", 2),
-    ("USE_CHECKPOINT", True),
+    ("MODEL.DINAT.EMBED_DIM", 192),
+    ("MODEL.DINAT.DEPTHS", (3, 4, 18, 5)),
+    ("MODEL.DINAT.NUM_HEADS", (6, 12, 24, 48)),
+    ("MODEL.DINAT.KERNEL_SIZE", 11),
+    ("MODEL.DINAT.DILATIONS", ((1, 1, 1), (1, 1, 1, 1), (1,) * 18, (1,) * 5)),
+    ("MODEL.DINAT.MLP_RATIO", 2.0),
+    ("MODEL.DINAT.QKV_BIAS", False),
+    ("MODEL.DINAT.QK_SCALE", 0.5),
+    ("MODEL.DINAT.DROP_RATE", 0.1),
+    ("MODEL.DINAT.ATTN_DROP_RATE", 0.1),
+    ("MODEL.DINAT.DROP_PATH_RATE", 0.3),
+    ("MODEL.DINAT.LAYER_SCALE", 1.0),
+    ("MODEL.DINAT.OUT_FEATURES", ("res5",)),
+    ("MODEL.DINAT.FROZEN_STAGES", 2),
+    ("MODEL.DINAT.USE_CHECKPOINT", True),
 )
 
 
-@pytest.mark.parametrize("path", VARIANT_FILES + [BUILTIN], ids=ids(VARIANT_FILES + [BUILTIN]))
+@pytest.mark.parametrize(
+    "path", VARIANT_FILES + [BUILTIN], ids=config_ids(VARIANT_FILES + [BUILTIN])
+)
 def test_backbone_keys_do_not_depend_on_defaults(path):
     """Other MODEL.DINAT defaults (the official D2DiNAT ones, and others) give the same node."""
-    frozen = tuple(
-        (k, tuple(map(tuple, v)) if k == "DILATIONS" else (tuple(v) if isinstance(v, list) else v))
-        for k, v in SENTINELS
-    )
-    assert load(path, frozen).MODEL.DINAT == load(path).MODEL.DINAT
+    assert load_config(path, defaults=SENTINELS).MODEL.DINAT == load_config(path).MODEL.DINAT
 
 
 def _sides(short_side: int) -> list[int]:
     return [short_side // 4 // 2**i for i in range(4)]
 
 
-@pytest.mark.parametrize("path", VARIANT_FILES, ids=ids(VARIANT_FILES))
+@pytest.mark.parametrize("path", VARIANT_FILES, ids=config_ids(VARIANT_FILES))
 def test_dilations_fit_the_test_size_and_span_the_training_sizes(path):
     """L // d >= kernel at the 800 px test size; at the smallest training size (480) the
     release's schedule is padded but each dilated window still spans real tokens."""
-    cfg = load(path)
+    cfg = load_config(path)
     k = cfg.MODEL.DINAT.KERNEL_SIZE
     for side, level in zip(_sides(cfg.INPUT.MIN_SIZE_TEST), cfg.MODEL.DINAT.DILATIONS):
         assert all(side // d >= k for d in level), (side, level)
@@ -354,7 +262,7 @@ def test_dilations_fit_the_test_size_and_span_the_training_sizes(path):
 
 
 def test_builtin_config():
-    cfg = load(BUILTIN)
+    cfg = load_config(BUILTIN)
     bad = mismatches(
         cfg,
         {
@@ -389,5 +297,5 @@ def test_builtin_config():
 
 def test_readme_lists_every_detection_config():
     readme = (CONFIG_ROOT / "README.md").read_text()
-    missing = [i for i in ids(VARIANT_FILES + [BUILTIN]) if i not in readme]
+    missing = [i for i in config_ids(VARIANT_FILES + [BUILTIN]) if i not in readme]
     assert not missing, f"configs/README.md lacks {missing}"

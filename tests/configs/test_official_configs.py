@@ -14,20 +14,17 @@ of the DiNAT release (mask2former/configs at d334f5b), read from
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import pytest
 import torch
 from detectron2.config import get_cfg
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = (REPO / ".." / "shared" / "fixtures" / "official-configs").resolve()
+from .helpers import FIXTURES, config_ids, load_config, lookup, same_default
+
 if not FIXTURES.is_dir():
     pytest.skip(f"the official config fixtures are not at {FIXTURES}", allow_module_level=True)
 
 FIXTURE_FILES = sorted(FIXTURES.rglob("*.yaml"))
-FIXTURE_IDS = [p.relative_to(FIXTURES).as_posix() for p in FIXTURE_FILES]
+FIXTURE_IDS = config_ids(FIXTURE_FILES, FIXTURES)
 CPU = ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"]
 
 M2F = "facebookresearch/Mask2Former@9b0651c"
@@ -195,21 +192,6 @@ BUILT = [
 ]
 
 
-def lookup(cfg, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
-def same(actual, expected) -> bool:
-    if isinstance(expected, (list, tuple)):
-        return isinstance(actual, (list, tuple)) and list(actual) == list(expected)
-    if isinstance(expected, float):
-        return isinstance(actual, float) and actual == expected
-    return type(actual) is type(expected) and actual == expected
-
-
 def flat_keys(node, prefix="") -> set[str]:
     out = set()
     for key, value in node.items():
@@ -220,13 +202,9 @@ def flat_keys(node, prefix="") -> set[str]:
     return out
 
 
-@functools.cache
 def load(relative: str):
-    from dinat_m2f.engine.setup import load_cfg
-
-    cfg = load_cfg(str(FIXTURES / relative), CPU)
-    cfg.freeze()
-    return cfg
+    """A fixture's config (relative to FIXTURES) on the CPU."""
+    return load_config(FIXTURES / relative, CPU)
 
 
 R50_PANOPTIC = "mask2former/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
@@ -272,7 +250,7 @@ def test_every_official_default_is_the_official_one(function):
     wrong = [
         f"{key} = {lookup(cfg, key)!r}, official {value!r}"
         for key, value in table.items()
-        if not same(lookup(cfg, key), value)
+        if not same_default(lookup(cfg, key), value)
     ]
     assert not wrong, f"{function} vs {source}:\n" + "\n".join(wrong)
     added = {k for k in flat_keys(cfg) - flat_keys(get_cfg()) if not k.startswith("MODEL.DiNAT.")}
@@ -287,7 +265,7 @@ def test_the_setup_of_train_net_has_every_official_default():
         f"{key} = {lookup(cfg, key)!r}, official {value!r} ({source})"
         for _, (source, table) in OFFICIAL_DEFAULTS.items()
         for key, value in table.items()
-        if not same(lookup(cfg, key), value)
+        if not same_default(lookup(cfg, key), value)
     ]
     assert not wrong, "\n".join(wrong)
     assert cfg.MODEL.DiNAT is cfg.MODEL.DINAT

@@ -36,6 +36,14 @@ def shapes(tmp_path):
     )
 
 
+def skipping(fraction: float) -> list[str]:
+    """Opts that skip broken samples, up to `fraction` of a dataset."""
+    return [
+        "DATALOADER.SKIP_BROKEN_SAMPLES", "True",
+        "DATALOADER.MAX_BROKEN_FRACTION", str(fraction),
+    ]  # fmt: skip
+
+
 def _cfg(train: str, val: str, *opts: str):
     from dinat_m2f.engine.setup import load_cfg
 
@@ -98,14 +106,7 @@ def test_training_skips_broken_samples_with_a_count_in_the_log(shapes):
     root, train, val = shapes
     _garble(f"{root}/train/000000000003.jpg")
     os.remove(f"{root}/panoptic_train/000000000006.png")
-    cfg = _cfg(
-        train,
-        val,
-        "DATALOADER.SKIP_BROKEN_SAMPLES",
-        "True",
-        "DATALOADER.MAX_BROKEN_FRACTION",
-        "0.25",
-    )
+    cfg = _cfg(train, val, *skipping(0.25))
     with captured_log("dinat_m2f.data", logging.WARNING) as log:
         batches = _batches(cfg, 12)  # 24 samples: 4 passes over the 6 readable images
     names = [os.path.basename(d["file_name"]) for batch in batches for d in batch]
@@ -126,14 +127,7 @@ def test_skipping_stops_when_more_than_the_allowed_fraction_is_broken(shapes):
     root, train, val = shapes
     for i in (1, 4, 7):
         _garble(f"{root}/train/00000000000{i}.jpg")
-    cfg = _cfg(
-        train,
-        val,
-        "DATALOADER.SKIP_BROKEN_SAMPLES",
-        "True",
-        "DATALOADER.MAX_BROKEN_FRACTION",
-        "0.25",
-    )
+    cfg = _cfg(train, val, *skipping(0.25))
     with pytest.raises(
         BrokenSampleError,
         match=re.escape(
@@ -165,14 +159,7 @@ def test_evaluation_names_or_skips_a_broken_image_or_annotation(shapes):
         f"evaluation of '{val}': broken sample in dataset '{val}': cannot read the image '{image}'"
     )
 
-    cfg = _cfg(
-        train,
-        val,
-        "DATALOADER.SKIP_BROKEN_SAMPLES",
-        "True",
-        "DATALOADER.MAX_BROKEN_FRACTION",
-        "0.5",
-    )
+    cfg = _cfg(train, val, *skipping(0.5))
     loader = build_test_loader(cfg, val)
     with captured_log("dinat_m2f.data", logging.WARNING) as log:
         batches = list(loader)
@@ -219,10 +206,7 @@ def test_train_net_skips_broken_samples_in_training_and_evaluation(shapes):
             "6",
             "SOLVER.CHECKPOINT_PERIOD",
             "100",
-            "DATALOADER.SKIP_BROKEN_SAMPLES",
-            "True",
-            "DATALOADER.MAX_BROKEN_FRACTION",
-            "0.25",
+            *skipping(0.25),
             "MODEL.MASK_FORMER.TEST.INSTANCE_ON",
             "False",
         ],

@@ -10,17 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import tiny_dinat_opts
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_SCRIPT = REPO_ROOT / "demo" / "demo.py"
 CONFIG = REPO_ROOT / "configs" / "builtin" / "maskformer2_dinat_mini_builtin_shapes.yaml"
 
 # A few-layer, 32-wide model on 64-px inputs: builds and runs in well under a second on CPU.
-TINY_OPTS = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.DINAT.EMBED_DIM", "32",
-    "MODEL.DINAT.DEPTHS", "[1, 1, 1, 1]",
-    "MODEL.DINAT.NUM_HEADS", "[1, 2, 4, 8]",
-    "MODEL.DINAT.DILATIONS", "[[1], [1], [1], [1]]",
+TINY_OPTS = ["MODEL.DEVICE", "cpu", *tiny_dinat_opts()] + [
     "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32",
     "MODEL.SEM_SEG_HEAD.MASK_DIM", "32",
     "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1",
@@ -34,7 +31,7 @@ TINY_OPTS = [
 
 
 def load_demo_module():
-    """demo/demo.py as the module `dinat_m2f_demo` (it puts demo/ on sys.path for predictor)."""
+    """demo/demo.py as the module `dinat_m2f_demo` (it puts demo/ on sys.path for its modules)."""
     name = "dinat_m2f_demo"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, DEMO_SCRIPT)

@@ -1,6 +1,6 @@
-"""demo/demo.py and demo/predictor.py on a tiny randomly initialised model: images (a corrupt
-one skipped and reported), video round trip through OpenCV, weight errors, camera and video
-errors, the drawing modes and the metadata used to name classes."""
+"""demo/demo.py and its modules (demo/*.py) on a tiny randomly initialised model: images (a
+corrupt one skipped and reported), video round trip through OpenCV, weight errors, camera and
+video errors, the drawing modes and the metadata used to name classes."""
 
 from __future__ import annotations
 
@@ -140,20 +140,10 @@ def test_weights_that_would_run_code_are_refused(
 ):
     """The demo loads MODEL.WEIGHTS through dinat_m2f/checkpoint/model_weights.py, i.e. the
     safe loader: a checkpoint that would create a file while loading is refused, exit 2."""
-    import pickle
-
-    from tests.checkpoint.test_safe_load import CreatesMarker
+    from tests.checkpoint.test_safe_load import write_hostile_checkpoint
 
     marker = tmp_path / "marker"
-    evil = tmp_path / f"evil{suffix}"
-    content = {
-        "model": {"backbone.patch_embed.norm.weight": CreatesMarker(marker)},
-        "__author__": "x",
-    }
-    if suffix == ".pkl":
-        evil.write_bytes(pickle.dumps(content))
-    else:
-        torch.save(content, evil)
+    evil = write_hostile_checkpoint(tmp_path, suffix, marker)
     out = tmp_path / "out"
     argv = demo_args("--input", str(val_images[0]), "--output", str(out), weights_path=evil)
     assert demo.main(argv) == 2
@@ -221,13 +211,13 @@ def test_show_modes(demo, val_images):
 
     from dinat_m2f.engine.setup import load_cfg
 
-    predictor = sys.modules["predictor"]
+    visualization = sys.modules["visualization"]
     image = cv2.imread(str(val_images[0]))
     cfg = load_cfg(str(CONFIG), TINY_OPTS + ["MODEL.WEIGHTS", ""])
     cfg.freeze()
     modes = (("auto", "panoptic"), ("instance", "instance"), ("semantic", "semantic"))
     for show, expected in modes:
-        vis_demo = predictor.VisualizationDemo(
+        vis_demo = visualization.VisualizationDemo(
             cfg, show=show, confidence_threshold=0.0, allow_partial_weights=True
         )
         predictions, vis = vis_demo.run_on_image(image)
@@ -239,11 +229,11 @@ def test_show_modes(demo, val_images):
         str(CONFIG), TINY_OPTS + ["MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False"]
     )
     with pytest.raises(ValueError, match="INSTANCE_ON"):
-        predictor.VisualizationDemo(no_instances, show="instance", allow_partial_weights=True)
+        visualization.VisualizationDemo(no_instances, show="instance", allow_partial_weights=True)
     predictions = {"sem_seg": torch.zeros(8, 4, 4)}
-    assert predictor.choose_mode(predictions, "auto") == "semantic"
+    assert visualization.choose_mode(predictions, "auto") == "semantic"
     with pytest.raises(ValueError, match="PANOPTIC_ON True"):
-        predictor.choose_mode(predictions, "panoptic")
+        visualization.choose_mode(predictions, "panoptic")
 
 
 def test_metadata_names_things_by_their_contiguous_ids(demo):
@@ -252,7 +242,7 @@ def test_metadata_names_things_by_their_contiguous_ids(demo):
     from detectron2.config import get_cfg
     from detectron2.data import MetadataCatalog
 
-    predictor = sys.modules["predictor"]
+    visualization = sys.modules["visualization"]
     name = "demo_test_things_not_first"
     if name not in MetadataCatalog.list():
         MetadataCatalog.get(name).set(
@@ -264,11 +254,11 @@ def test_metadata_names_things_by_their_contiguous_ids(demo):
     cfg = get_cfg()
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 2
     cfg.DATASETS.TEST = (name,)
-    meta = predictor.demo_metadata(cfg)
+    meta = visualization.demo_metadata(cfg)
     assert meta.thing_classes == ["road", "car"] and meta.thing_colors == [[1, 1, 1], [2, 2, 2]]
     cfg.DATASETS.TEST = ()
     cfg.DATASETS.TRAIN = ()
-    meta = predictor.demo_metadata(cfg)
+    meta = visualization.demo_metadata(cfg)
     assert meta.stuff_classes == ["class 0", "class 1"] == meta.thing_classes
 
 
@@ -291,8 +281,8 @@ def test_async_results_come_back_in_order(demo):
     worker answers first (the queues stand in for the GPU workers)."""
     import queue
 
-    predictor = sys.modules["predictor"]
-    async_predictor = object.__new__(predictor.AsyncPredictor)
+    module = sys.modules["async_predictor"]
+    async_predictor = object.__new__(module.AsyncPredictor)
     async_predictor.procs, async_predictor.result_rank, async_predictor.result_data = [], [], []
     async_predictor.put_idx = async_predictor.get_idx = 0
     async_predictor.task_queue, async_predictor.result_queue = queue.Queue(), queue.Queue()
@@ -302,7 +292,7 @@ def test_async_results_come_back_in_order(demo):
     for idx in (3, 1, 4, 2):
         async_predictor.result_queue.put((idx, {"index": idx}))
     assert [async_predictor.get()["index"] for _ in range(4)] == [1, 2, 3, 4]
-    async_predictor.result_queue.put((5, predictor._WorkerFailure("cuda:0: boom")))
+    async_predictor.result_queue.put((5, module._WorkerFailure("cuda:0: boom")))
     async_predictor.put(np.zeros((2, 2, 3), np.uint8))
     with pytest.raises(RuntimeError, match="boom"):
         async_predictor.get()

@@ -71,12 +71,12 @@ def test_draws_the_detected_instances(demo, detector_weights, val_images, tmp_pa
 
 def test_show_instance_needs_no_mask_former_flag(demo, detector_weights, val_images, capsys):
     """MODEL.MASK_FORMER.TEST.INSTANCE_ON is False in a detector's config; it is not read."""
-    predictor = sys.modules["predictor"]
+    visualization = sys.modules["visualization"]
     from dinat_m2f.engine.setup import load_cfg
 
     cfg = load_cfg(str(DETECTOR), TINY_DETECTOR + ["MODEL.WEIGHTS", str(detector_weights)])
     assert not cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON
-    vis_demo = predictor.VisualizationDemo(cfg, show="instance", confidence_threshold=0.0)
+    vis_demo = visualization.VisualizationDemo(cfg, show="instance", confidence_threshold=0.0)
     predictions, _ = vis_demo.run_on_image(cv2.imread(str(val_images[0])))
     assert set(predictions) == {"instances"} and vis_demo.mode_of(predictions) == "instance"
     # a detector has no semantic output: asking for it is an error naming what it outputs

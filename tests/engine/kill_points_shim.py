@@ -36,7 +36,7 @@ def main() -> None:
     import detectron2.engine.defaults as defaults
     from detectron2.utils.events import get_event_storage
 
-    import dinat_m2f.engine.checkpoint_files as checkpoint_files
+    import dinat_m2f.checkpoint.atomic_files as atomic_files
     from dinat_m2f.engine.trainer import Trainer
 
     def event(kind: str, name: str) -> None:
@@ -48,14 +48,14 @@ def main() -> None:
         if line == pause_at:
             time.sleep(3600)
 
-    real_atomic_write = checkpoint_files.atomic_write
+    real_atomic_write = atomic_files.atomic_write
 
     def atomic_write(path, write):
         buffer = io.BytesIO()
         write(buffer)
         data = buffer.getvalue()
         name = os.path.basename(path)
-        if name == checkpoint_files.POINTER:
+        if name == atomic_files.POINTER:
             name = f"{name}={data.decode()}"
         half = len(data) // 2
 
@@ -90,7 +90,7 @@ def main() -> None:
         evaluator.process = process
         return real_inference_on_dataset(model, data_loader, evaluator)
 
-    checkpoint_files.atomic_write = atomic_write
+    atomic_files.atomic_write = atomic_write
     Trainer.run_step = run_step
     defaults.inference_on_dataset = inference_on_dataset
     sys.argv = [os.path.join(REPO, "train_net.py"), *train_net_args]

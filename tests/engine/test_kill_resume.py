@@ -24,7 +24,7 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from dinat_m2f.engine.checkpoint_files import checkpoint_file_problem, partial_files
+from dinat_m2f.checkpoint.atomic_files import checkpoint_file_problem, partial_files
 
 from .train_net_runner import env_with_datasets, run_train_net, train_net_command
 

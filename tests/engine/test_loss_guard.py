@@ -10,7 +10,7 @@ import torch
 from detectron2.engine import hooks
 from torch import nn
 
-from dinat_m2f.engine.checkpoint_files import TrainingCheckpointer
+from dinat_m2f.checkpoint.atomic_files import TrainingCheckpointer
 from dinat_m2f.engine.loss_guard import (
     FiniteLossSimpleTrainer,
     NonFiniteLossError,

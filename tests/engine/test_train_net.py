@@ -110,22 +110,10 @@ def test_eval_only_refuses_weights_that_do_not_fit(trained, datasets_root, tmp_p
 def test_unsafe_weights_are_refused_by_training_and_eval_only(datasets_root, tmp_path, suffix):
     """MODEL.WEIGHTS that would run code while loading (here: create a file) stops both the
     trainer's checkpointer and --eval-only with exit status 2, and none of it runs."""
-    import pickle
-
-    import torch
-
-    from tests.checkpoint.test_safe_load import CreatesMarker
+    from tests.checkpoint.test_safe_load import write_hostile_checkpoint
 
     marker = tmp_path / "marker"
-    evil = tmp_path / f"evil{suffix}"
-    content = {
-        "model": {"backbone.patch_embed.norm.weight": CreatesMarker(marker)},
-        "__author__": "x",
-    }
-    if suffix == ".pkl":
-        evil.write_bytes(pickle.dumps(content))
-    else:
-        torch.save(content, evil)
+    evil = write_hostile_checkpoint(tmp_path, suffix, marker)
     for args in (["--eval-only"], []):
         result = run_train_net(
             datasets_root, str(tmp_path / "out"), *args, overrides=["MODEL.WEIGHTS", str(evil)]

@@ -7,39 +7,24 @@ for the suite."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.conftest import tiny_dinat_opts
+
 from .test_train_net import _copypaste
-from .train_net_runner import REPO, env_with_datasets
+from .train_net_runner import REPO, SMALL_INPUTS, run_train_net
 
 CONFIG = os.path.join(REPO, "configs", "builtin", "mask_rcnn_dinat_mini_builtin_shapes.yaml")
 # a one-block-per-level DiNAT on 96 px images: seconds per iteration on a CPU
-SMALL = [
-    "MODEL.DINAT.EMBED_DIM",
-    "32",
-    "MODEL.DINAT.DEPTHS",
-    "[1, 1, 1, 1]",
-    "MODEL.DINAT.NUM_HEADS",
-    "[1, 2, 4, 8]",
-    "MODEL.DINAT.DILATIONS",
-    "[[2], [1], [1], [1]]",
+SMALL = tiny_dinat_opts("[[2], [1], [1], [1]]") + [
     "MODEL.FPN.OUT_CHANNELS",
     "64",
     "MODEL.ROI_BOX_HEAD.FC_DIM",
     "128",
     "MODEL.ROI_MASK_HEAD.CONV_DIM",
     "64",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(96,)",
-    "INPUT.MIN_SIZE_TEST",
-    "96",
-    "SOLVER.IMS_PER_BATCH",
-    "2",
-    "DATALOADER.NUM_WORKERS",
-    "0",
+    *SMALL_INPUTS,
     "SOLVER.WARMUP_ITERS",
     "1",
     "SOLVER.STEPS",
@@ -73,24 +58,8 @@ def datasets_root(tmp_path_factory):
 
 
 def run(datasets_root, output, *args, overrides=()):
-    command = [
-        sys.executable,
-        os.path.join(REPO, "train_net.py"),
-        "--config-file",
-        CONFIG,
-        *args,
-        *SMALL,
-        "OUTPUT_DIR",
-        str(output),
-        *overrides,
-    ]
-    return subprocess.run(
-        command,
-        env=env_with_datasets(datasets_root),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    return run_train_net(
+        datasets_root, output, *args, overrides=overrides, config=CONFIG, model=SMALL
     )
 
 

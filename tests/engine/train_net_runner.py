@@ -4,19 +4,20 @@ import os
 import subprocess
 import sys
 
+from tests.conftest import tiny_dinat_opts
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "builtin", "maskformer2_dinat_mini_builtin_shapes.yaml")
 
+# 96 px images, two per batch, loaded in the main process
+SMALL_INPUTS = [
+    "INPUT.MIN_SIZE_TRAIN", "(96,)",
+    "INPUT.MIN_SIZE_TEST", "96",
+    "SOLVER.IMS_PER_BATCH", "2",
+    "DATALOADER.NUM_WORKERS", "0",
+]  # fmt: skip
 # a one-block-per-level DiNAT at 96 px and a narrow head: a few seconds per iteration on a CPU
-SMALL_MODEL = [
-    "MODEL.DINAT.EMBED_DIM",
-    "32",
-    "MODEL.DINAT.DEPTHS",
-    "[1, 1, 1, 1]",
-    "MODEL.DINAT.NUM_HEADS",
-    "[1, 2, 4, 8]",
-    "MODEL.DINAT.DILATIONS",
-    "[[2], [1], [1], [1]]",
+SMALL_MODEL = tiny_dinat_opts("[[2], [1], [1], [1]]") + [
     "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS",
     "1",
     "MODEL.SEM_SEG_HEAD.CONVS_DIM",
@@ -33,14 +34,7 @@ SMALL_MODEL = [
     "8",
     "MODEL.MASK_FORMER.TRAIN_NUM_POINTS",
     "256",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(96,)",
-    "INPUT.MIN_SIZE_TEST",
-    "96",
-    "SOLVER.IMS_PER_BATCH",
-    "2",
-    "DATALOADER.NUM_WORKERS",
-    "0",
+    *SMALL_INPUTS,
     "TEST.DETECTIONS_PER_IMAGE",
     "20",
 ]
@@ -54,23 +48,28 @@ def env_with_datasets(datasets_root: str) -> dict:
     return env
 
 
-def train_net_command(output_dir: str, *args: str, overrides=()) -> list[str]:
+def train_net_command(
+    output_dir: str, *args: str, overrides=(), config: str = CONFIG, model=SMALL_MODEL
+) -> list[str]:
+    """train_net.py on `config` with `args`, the `model` opts, OUTPUT_DIR and `overrides`."""
     return [
         sys.executable,
         os.path.join(REPO, "train_net.py"),
         "--config-file",
-        CONFIG,
+        config,
         *args,
-        *SMALL_MODEL,
+        *model,
         "OUTPUT_DIR",
-        output_dir,
+        str(output_dir),
         *overrides,
     ]
 
 
-def run_train_net(datasets_root, output_dir, *args, overrides=(), timeout=600):
+def run_train_net(
+    datasets_root, output_dir, *args, overrides=(), timeout=600, config=CONFIG, model=SMALL_MODEL
+):
     return subprocess.run(
-        train_net_command(output_dir, *args, overrides=overrides),
+        train_net_command(output_dir, *args, overrides=overrides, config=config, model=model),
         env=env_with_datasets(datasets_root),
         capture_output=True,
         text=True,

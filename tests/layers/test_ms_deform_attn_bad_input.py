@@ -164,7 +164,7 @@ def test_good_input_runs():
 @pytest.mark.parametrize("name,override,message", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
 def test_public_function_raises_value_error(monkeypatch, path, name, override, message):
     if path == "pure-pytorch":
-        monkeypatch.setitem(library.BACKENDS, "ms_deform_attn", ())
+        monkeypatch.setitem(library.NATIVE_DEVICES, "ms_deform_attn", ())
         monkeypatch.setattr(library, "_warned", {("ms_deform_attn", "cpu")})
     elif "CPU" not in library.native_backends("ms_deform_attn"):
         pytest.skip("native CPU kernels not built")

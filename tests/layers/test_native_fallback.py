@@ -96,7 +96,7 @@ def test_device_without_native_kernels_warns_once_and_uses_pure_pytorch():
         import torch
         import dinat_m2f.ops.library as library
         import dinat_m2f.layers as L
-        library.BACKENDS["na"] = ("CUDA",)  # as if this build had no CPU kernels
+        library.NATIVE_DEVICES["na"] = ("CUDA",)  # as if this build had no CPU kernels
         q = torch.randn(1, 9, 9, 2, 8)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -34,11 +34,12 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 import dinat_m2f.modeling  # noqa: F401  (registers the backbones and models)
-from dinat_m2f.config import add_swin_config
+from dinat_m2f.config import add_tvswin_config
 from dinat_m2f.data import build_dataset_mapper
 from dinat_m2f.engine.setup import load_cfg
 from dinat_m2f.modeling.backbone import torchvision_swin
 from dinat_m2f.panoptic_ids import id2rgb
+from tests.conftest import tiny_dinat_opts
 
 from .mask2former_tiny import METADATA_NAME, NUM_CLASSES, tiny_mask2former_cfg
 
@@ -137,22 +138,23 @@ def rle_annotations(record: dict) -> dict:
 M2F_BACKBONES = ("dinat", "nat", "dinat_s", "swin", "tvswin")
 RCNN_BACKBONES = ("dinat", "nat", "dinat_s")
 # a torchvision Swin small enough for the CPU (the wrapper builds torchvision's network from it)
-TINY_TVSWIN = ("_tiny_test", (32, (1, 1, 2, 1), (1, 2, 4, 8), 7, False))
+TINY_TVSWIN = (
+    "_tiny_test",
+    torchvision_swin.SwinVariant(32, (1, 1, 2, 1), (1, 2, 4, 8), window_size=7, v2=False),
+)
 
 
 def _tiny_backbone(cfg, backbone: str) -> None:
     """Tiny widths and depths for `backbone`; DiNAT's dilations exceed what small maps allow."""
-    dinat = cfg.MODEL.DINAT
-    dinat.EMBED_DIM, dinat.DEPTHS, dinat.NUM_HEADS = 32, [1, 1, 1, 1], [1, 2, 4, 8]
-    dinat.DROP_PATH_RATE = 0.0
-    dinat.DILATIONS = None if backbone == "nat" else [[4], [3], [2], [2]]
+    dilations = "None" if backbone == "nat" else "[[4], [3], [2], [2]]"
+    cfg.merge_from_list(tiny_dinat_opts(dilations) + ["MODEL.DINAT.DROP_PATH_RATE", "0.0"])
 
 
 @functools.cache
 def m2f_model(family: str, backbone: str):
     """(cfg, model) of a tiny Mask2Former for `family` ("semantic", "panoptic", "instance")."""
     cfg = tiny_mask2former_cfg()
-    add_swin_config(cfg)
+    add_tvswin_config(cfg)
     _tiny_backbone(cfg, backbone)
     cfg.MODEL.BACKBONE.NAME = {
         "dinat": "D2DiNAT",

@@ -14,8 +14,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
 
 import dinat_m2f.modeling  # noqa: F401  (registers the builders)
 from dinat_m2f.engine.setup import load_cfg
+from dinat_m2f.modeling.backbone.blocks import PatchEmbed, PatchMerging
 from dinat_m2f.modeling.backbone.dinat import ConvDownsampler
-from dinat_m2f.modeling.backbone.dinat_s import PatchEmbed, PatchMerging
 
 REPO = Path(__file__).resolve().parents[2]
 MASK_RCNN = str(REPO / "configs" / "coco" / "detection" / "dinat" / "mask_rcnn_dinat_mini_3x.yaml")

@@ -17,6 +17,7 @@ from detectron2.utils.events import EventStorage
 import dinat_m2f.modeling  # noqa: F401  (registers the builders and ROI heads)
 from dinat_m2f.engine.setup import load_cfg
 from dinat_m2f.modeling.roi_heads import StageMaskCascadeROIHeads
+from tests.conftest import tiny_dinat_opts
 
 DETECTION = Path(__file__).resolve().parents[2] / "configs" / "coco" / "detection" / "dinat"
 
@@ -46,38 +47,34 @@ def test_parameter_count_matches_the_release(name):
 
 
 # A small cascade for behaviour tests: a one-block DiNAT, 4 classes, 64-wide heads.
-SMALL_CASCADE = CPU + [
-    "MODEL.DINAT.EMBED_DIM",
-    "32",
-    "MODEL.DINAT.DEPTHS",
-    "[1, 1, 1, 1]",
-    "MODEL.DINAT.NUM_HEADS",
-    "[1, 2, 4, 8]",
-    "MODEL.DINAT.DILATIONS",
-    "[[1], [1], [1], [1]]",
-    "MODEL.FPN.OUT_CHANNELS",
-    "64",
-    "MODEL.ROI_BOX_HEAD.CONV_DIM",
-    "64",
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
-    "128",
-    "MODEL.ROI_BOX_HEAD.NORM",
-    "BN",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM",
-    "64",
-    "MODEL.ROI_HEADS.NUM_CLASSES",
-    "4",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    "64",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
-    "100",
-    "MODEL.RPN.POST_NMS_TOPK_TEST",
-    "50",
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-    "0.0",
-    "TEST.DETECTIONS_PER_IMAGE",
-    "10",
-]
+SMALL_CASCADE = (
+    CPU
+    + tiny_dinat_opts()
+    + [
+        "MODEL.FPN.OUT_CHANNELS",
+        "64",
+        "MODEL.ROI_BOX_HEAD.CONV_DIM",
+        "64",
+        "MODEL.ROI_BOX_HEAD.FC_DIM",
+        "128",
+        "MODEL.ROI_BOX_HEAD.NORM",
+        "BN",
+        "MODEL.ROI_MASK_HEAD.CONV_DIM",
+        "64",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        "4",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        "64",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+        "100",
+        "MODEL.RPN.POST_NMS_TOPK_TEST",
+        "50",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+        "TEST.DETECTIONS_PER_IMAGE",
+        "10",
+    ]
+)
 CASCADE = str(DETECTION / "cascade_mask_rcnn_dinat_mini_3x.yaml")
 H, W = 96, 128
 

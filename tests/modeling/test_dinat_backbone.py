@@ -2,6 +2,8 @@
 counts against the paper, any input size, native vs pure-PyTorch outputs, dilation lists,
 frozen stages, activation checkpointing."""
 
+from typing import NamedTuple
+
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -10,7 +12,7 @@ from detectron2.modeling import build_backbone
 import dinat_m2f.modeling  # noqa: F401
 import dinat_m2f.ops.library as library
 from dinat_m2f.config import add_dinat_config
-from dinat_m2f.modeling.backbone import dinat, dinat_s
+from dinat_m2f.modeling.backbone import blocks, dinat
 from dinat_m2f.modeling.flop_count import flop_count_analysis
 from tests.conftest import DINAT_MINI_OPTS, requires_native
 
@@ -86,9 +88,9 @@ def test_large_variants_and_dinat_s():
     assert large.levels[0].blocks[0].attn.rpb.shape == (6, 21, 21)
     assert large.dilations == dinat.MASK2FORMER_K11
     assert 195e6 < sum(p.numel() for p in large.parameters()) < 205e6
-    tiny_s = dinat_s.dinat_s_tiny()
+    tiny_s = dinat.dinat_s_tiny()
     assert tiny_s.dilations == [[1, 8], [1, 4], [1, 2, 1, 2, 1, 2], [1, 1]]
-    assert isinstance(tiny_s.levels[0].downsample, dinat_s.PatchMerging)
+    assert isinstance(tiny_s.levels[0].downsample, blocks.PatchMerging)
     outs = tiny_s.forward_features(torch.randn(1, 3, 61, 45))
     assert [tuple(o.shape[1:]) for o in outs.values()] == [
         (96, 16, 12),
@@ -99,7 +101,7 @@ def test_large_variants_and_dinat_s():
     backbone = build_backbone(
         mini_cfg("MODEL.BACKBONE.NAME", "D2DiNATs", "MODEL.DINAT.MLP_RATIO", "4.0")
     )
-    assert isinstance(backbone.patch_embed, dinat_s.PatchEmbed)
+    assert isinstance(backbone.patch_embed, blocks.PatchEmbed)
 
 
 @pytest.mark.parametrize(
@@ -140,7 +142,7 @@ def test_native_and_pure_pytorch_backbones_agree(monkeypatch):
     x = torch.randn(1, 3, 96, 80, dtype=torch.float64)
     with torch.no_grad():
         ours = backbone(x)
-        monkeypatch.setitem(library.BACKENDS, "na", ())
+        monkeypatch.setitem(library.NATIVE_DEVICES, "na", ())
         with pytest.warns(RuntimeWarning, match="not built for cpu tensors"):
             reference = backbone(x)
     for name in ours:
@@ -209,27 +211,39 @@ def test_activation_checkpointing_gives_identical_gradients():
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6)
 
 
+class Release(NamedTuple):
+    """A model of the DiNAT release, as its constructor builds it."""
+
+    embed_dim: int
+    depths: list[int]
+    num_heads: list[int]
+    mlp_ratio: float
+    drop_path_rate: float
+    layer_scale: float | None
+    kernel_size: int
+    dilations: list[list[int]] | None
+
+
 # The DiNAT release's ImageNet models (classification/dinat.py and nat.py of
-# SHI-Labs/Neighborhood-Attention-Transformer@d334f5b): name -> (embed_dim, depths, heads,
-# mlp_ratio, drop_path_rate, layer_scale, kernel_size, dilations)
+# SHI-Labs/Neighborhood-Attention-Transformer@d334f5b)
 _D224_MINI = [[1, 8, 1], [1, 4, 1, 4], [1, 2, 1, 2, 1, 2], [1] * 5]
 _D224 = [[1, 8, 1], [1, 4, 1, 4], [1, 2] * 9, [1] * 5]
 _D384 = [[1, 13, 1], [1, 6, 1, 6], [1, 3] * 9, [1] * 5]
 _DEEP = [3, 4, 18, 5]
 RELEASE_VARIANTS = {
-    "dinat_mini": (64, [3, 4, 6, 5], [2, 4, 8, 16], 3, 0.2, None, 7, _D224_MINI),
-    "dinat_tiny": (64, _DEEP, [2, 4, 8, 16], 3, 0.2, None, 7, _D224),
-    "dinat_small": (96, _DEEP, [3, 6, 12, 24], 2, 0.3, None, 7, _D224),
-    "dinat_base": (128, _DEEP, [4, 8, 16, 32], 2, 0.5, 1e-5, 7, _D224),
-    "dinat_large": (192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 7, _D224),
-    "dinat_large_384": (192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 7, _D384),
-    "dinat_large_384_11x11": (192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 11, _D224),
-    "dinat_large_21k": (192, _DEEP, [6, 12, 24, 48], 2, 0.2, None, 7, _D224),
-    "dinat_large_21k_11x11": (192, _DEEP, [6, 12, 24, 48], 2, 0.2, None, 11, _D224),
-    "nat_mini": (64, [3, 4, 6, 5], [2, 4, 8, 16], 3, 0.2, None, 7, None),
-    "nat_tiny": (64, _DEEP, [2, 4, 8, 16], 3, 0.2, None, 7, None),
-    "nat_small": (96, _DEEP, [3, 6, 12, 24], 2, 0.3, 1e-5, 7, None),
-    "nat_base": (128, _DEEP, [4, 8, 16, 32], 2, 0.5, 1e-5, 7, None),
+    "dinat_mini": Release(64, [3, 4, 6, 5], [2, 4, 8, 16], 3, 0.2, None, 7, _D224_MINI),
+    "dinat_tiny": Release(64, _DEEP, [2, 4, 8, 16], 3, 0.2, None, 7, _D224),
+    "dinat_small": Release(96, _DEEP, [3, 6, 12, 24], 2, 0.3, None, 7, _D224),
+    "dinat_base": Release(128, _DEEP, [4, 8, 16, 32], 2, 0.5, 1e-5, 7, _D224),
+    "dinat_large": Release(192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 7, _D224),
+    "dinat_large_384": Release(192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 7, _D384),
+    "dinat_large_384_11x11": Release(192, _DEEP, [6, 12, 24, 48], 2, 0.35, None, 11, _D224),
+    "dinat_large_21k": Release(192, _DEEP, [6, 12, 24, 48], 2, 0.2, None, 7, _D224),
+    "dinat_large_21k_11x11": Release(192, _DEEP, [6, 12, 24, 48], 2, 0.2, None, 11, _D224),
+    "nat_mini": Release(64, [3, 4, 6, 5], [2, 4, 8, 16], 3, 0.2, None, 7, None),
+    "nat_tiny": Release(64, _DEEP, [2, 4, 8, 16], 3, 0.2, None, 7, None),
+    "nat_small": Release(96, _DEEP, [3, 6, 12, 24], 2, 0.3, 1e-5, 7, None),
+    "nat_base": Release(128, _DEEP, [4, 8, 16, 32], 2, 0.5, 1e-5, 7, None),
 }
 
 
@@ -242,11 +256,14 @@ def test_named_constructors_build_the_release_models(name, monkeypatch):
     asked = {}
     monkeypatch.setattr(dinat, "DiNAT", lambda **settings: asked.update(settings))
     MODEL_CONSTRUCTORS[name]()
-    embed, depths, heads, mlp, rate, scale, kernel, dilations = RELEASE_VARIANTS[name]
-    assert asked["embed_dim"] == embed and list(asked["depths"]) == depths
-    assert list(asked["num_heads"]) == heads and asked["mlp_ratio"] == mlp
-    assert asked["drop_path_rate"] == rate and asked["layer_scale"] == scale
-    assert asked["kernel_size"] == kernel and asked.get("dilations") == dilations
+    release = RELEASE_VARIANTS[name]
+    assert asked["embed_dim"] == release.embed_dim and list(asked["depths"]) == release.depths
+    assert list(asked["num_heads"]) == release.num_heads
+    assert asked["mlp_ratio"] == release.mlp_ratio
+    assert asked["drop_path_rate"] == release.drop_path_rate
+    assert asked["layer_scale"] == release.layer_scale
+    assert asked["kernel_size"] == release.kernel_size
+    assert asked.get("dilations") == release.dilations
 
 
 def test_a_release_variant_builds_with_its_dilations_and_layer_scale():

@@ -10,7 +10,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, build_backbone, build_model
 
 import dinat_m2f.modeling  # noqa: F401  (registers the backbones and the model)
-from dinat_m2f.config import add_swin_config
+from dinat_m2f.config import add_tvswin_config
 from dinat_m2f.engine.setup import load_cfg
 from dinat_m2f.modeling.backbone.torchvision_swin import (
     SWIN_VARIANTS,
@@ -26,7 +26,7 @@ NAMES = ["res2", "res3", "res4", "res5"]
 
 def swin_cfg(**tvswin):
     cfg = get_cfg()
-    add_swin_config(cfg)
+    add_tvswin_config(cfg)
     cfg.MODEL.BACKBONE.NAME = "D2TorchvisionSwin"
     cfg.MODEL.TVSWIN.DROP_PATH_RATE = 0.0
     for key, value in tvswin.items():
@@ -46,13 +46,13 @@ def test_registered_and_built_from_cfg(swin_t):
     assert swin_t.size_divisibility == 32 and swin_t.window_size == 7
 
 
-def test_add_swin_config_defaults_and_idempotence():
+def test_add_tvswin_config_defaults_and_idempotence():
     cfg = swin_cfg()
     c = cfg.MODEL.TVSWIN
     assert (c.VARIANT, c.WINDOW_SIZE, c.WEIGHTS_IMAGENET) == ("swin_t", 0, "")
     assert list(c.OUT_FEATURES) == NAMES
     c.VARIANT = "swin_s"
-    add_swin_config(cfg)  # a second call keeps what is there
+    add_tvswin_config(cfg)  # a second call keeps what is there
     assert cfg.MODEL.TVSWIN.VARIANT == "swin_s"
 
 
@@ -99,8 +99,7 @@ def test_v2_matches_torchvision_names(variant):
 
 
 def test_swin_l_hyperparameters():
-    embed, depths, heads, window, v2 = SWIN_VARIANTS["swin_l"]
-    assert (embed, depths, heads, window, v2) == (192, (2, 2, 18, 2), (6, 12, 24, 48), 7, False)
+    assert SWIN_VARIANTS["swin_l"] == (192, (2, 2, 18, 2), (6, 12, 24, 48), 7, False)
 
 
 def test_out_features_subset_and_window():
@@ -194,7 +193,7 @@ def test_load_cfg_reads_the_swin_configs():
 
 def test_mask2former_on_swin_trains_and_infers():
     cfg = tiny_mask2former_cfg()
-    add_swin_config(cfg)
+    add_tvswin_config(cfg)
     cfg.MODEL.BACKBONE.NAME = "D2TorchvisionSwin"
     cfg.MODEL.TVSWIN.DROP_PATH_RATE = 0.0
     torch.manual_seed(0)

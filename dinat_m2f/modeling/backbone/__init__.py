@@ -1,20 +1,16 @@
 """Backbones registered in detectron2's BACKBONE_REGISTRY."""
 
 from . import dinat as _dinat
-from . import dinat_s as _dinat_s
-from .d2_dinat import D2DiNAT
-from .dinat import DiNAT
-from .dinat_s import D2DiNATs, DiNATs
+from .dinat import D2DiNAT, D2DiNATs, DiNAT, DiNATs
 from .fpn import build_dinat_fpn_backbone, build_dinat_s_fpn_backbone, build_nat_fpn_backbone
 from .swin import D2SwinTransformer, SwinTransformer
 from .torchvision_swin import D2TorchvisionSwin
 
 # The named models (dinat_tiny, nat_base, dinat_large_k11, dinat_s_small, ...) by name.
 MODEL_CONSTRUCTORS = {
-    name: getattr(module, name)
-    for module in (_dinat, _dinat_s)
-    for name in dir(module)
-    if name.startswith(("dinat_", "nat_")) and callable(getattr(module, name))
+    name: getattr(_dinat, name)
+    for name in dir(_dinat)
+    if name.startswith(("dinat_", "nat_")) and callable(getattr(_dinat, name))
 }
 
 __all__ = [

@@ -1,6 +1,8 @@
 """DiNAT and NAT (Hassani & Shi): a convolutional tokenizer, four levels of pre-norm
 (dilated) neighborhood-attention blocks with relative positional bias, and 3x3 stride-2
-convolutional downsamplers. NAT is DiNAT with every dilation 1.
+convolutional downsamplers. NAT is DiNAT with every dilation 1; DiNAT_s (`DiNATs`) swaps in
+Swin's patch embedding and patch merging. `D2DiNAT` and `D2DiNATs` are the detectron2
+backbones (MODEL.DINAT).
 
 Module names follow the released ImageNet checkpoints (`patch_embed.proj.{0,1}`,
 `levels.{i}.blocks.{j}.{norm1,attn,norm2,mlp}`, `levels.{i}.downsample.{reduction,norm}`,
@@ -11,12 +13,26 @@ those checkpoints load unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
-import torch.utils.checkpoint
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY
 from torch import nn
 
 from ...layers import DropPath, NeighborhoodAttention2D
+from .adapter import Detectron2Backbone, out_indices_of
+from .blocks import (
+    Mlp,
+    PatchEmbed,
+    PatchMerging,
+    add_output_norms,
+    drop_path_rates,
+    init_weights,
+    level_outputs,
+    level_widths,
+    run_blocks,
+)
 
 
 class ConvTokenizer(nn.Module):
@@ -45,20 +61,6 @@ class ConvDownsampler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.reduction(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
-
-
-class Mlp(nn.Module):
-    """Linear -> GELU -> Linear, with dropout after each."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class NATBlock(nn.Module):
@@ -136,11 +138,7 @@ class NATLevel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, H, W, C) -> (level output before downsampling, input of the next level)."""
-        for block in self.blocks:
-            if self.use_checkpoint and self.training and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
+        x = run_blocks(self.blocks, x, use_checkpoint=self.use_checkpoint, training=self.training)
         return x, (self.downsample(x) if self.downsample is not None else x)
 
 
@@ -212,15 +210,7 @@ class DiNAT(nn.Module):
         downsampler: type[nn.Module] = ConvDownsampler,
     ) -> None:
         super().__init__()
-        if len(num_heads) != len(depths):
-            raise ValueError(
-                f"num_heads must have one entry per level like depths {list(depths)}, got "
-                f"{list(num_heads)}"
-            )
-        if any(i not in range(len(depths)) for i in out_indices):
-            raise ValueError(
-                f"out_indices must be levels in 0..{len(depths) - 1}, got {out_indices}"
-            )
+        self.widths = level_widths(embed_dim, depths, num_heads, out_indices)
         if not -1 <= frozen_stages <= len(depths) + 1:
             raise ValueError(
                 f"frozen_stages must be in -1..{len(depths) + 1} (-1 none, 0/1 the tokenizer, "
@@ -228,17 +218,14 @@ class DiNAT(nn.Module):
             )
         self.dilations = check_dilations(dilations, depths)
         self.num_levels = len(depths)
-        self.widths = [int(embed_dim * 2**i) for i in range(self.num_levels)]
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
 
         self.patch_embed = tokenizer(in_chans, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        # Python floats from a CPU tensor, also when the model is built on the meta device
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
+        rates = drop_path_rates(drop_path_rate, depths)
         self.levels = nn.ModuleList()
         for i, depth in enumerate(depths):
-            first = sum(depths[:i])
             self.levels.append(
                 NATLevel(
                     self.widths[i],
@@ -247,7 +234,7 @@ class DiNAT(nn.Module):
                     kernel_size,
                     self.dilations[i],
                     downsample=downsampler(self.widths[i]) if i < self.num_levels - 1 else None,
-                    drop_path=rates[first : first + depth],
+                    drop_path=rates[i],
                     use_checkpoint=use_checkpoint,
                     mlp_ratio=mlp_ratio,
                     qkv_bias=qkv_bias,
@@ -257,8 +244,7 @@ class DiNAT(nn.Module):
                     layer_scale=layer_scale,
                 )
             )
-        for i in self.out_indices:
-            self.add_module(f"norm{i}", nn.LayerNorm(self.widths[i]))
+        add_output_norms(self, self.widths, self.out_indices)
         self.num_classes = num_classes
         if num_classes > 0:
             self.norm = nn.LayerNorm(self.widths[-1])
@@ -291,13 +277,7 @@ class DiNAT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """(B, 3, H, W) -> {level i: (B, C_i, ~H/2**(i+2), ~W/2**(i+2))} for out_indices."""
-        x = self.pos_drop(self.patch_embed(x))
-        outs = {}
-        for i, level in enumerate(self.levels):
-            level_out, x = level(x)
-            if i in self.out_indices:
-                outs[i] = getattr(self, f"norm{i}")(level_out).permute(0, 3, 1, 2).contiguous()
-        return outs
+        return level_outputs(self, self.levels, self.pos_drop(self.patch_embed(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet classification logits (needs num_classes > 0)."""
@@ -312,16 +292,13 @@ class DiNAT(nn.Module):
         return self.head(self.norm(x).mean(dim=(1, 2)))
 
 
-def init_weights(module: nn.Module) -> None:
-    """The releases' initialisation (DiNAT's and Swin's): truncated-normal(0.02) linear
-    weights, zero biases, unit LayerNorms."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
+class DiNATs(DiNAT):
+    """DiNAT_s: DiNAT blocks in Swin's macro design (a 4x4 stride-4 patch embedding and
+    patch-merging downsamplers, MLP ratio 4); same arguments as DiNAT."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("mlp_ratio", 4.0)
+        super().__init__(tokenizer=PatchEmbed, downsampler=PatchMerging, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------
@@ -338,32 +315,37 @@ IMAGENET_224_K7 = {
 IMAGENET_384_K7 = [[1, 13, 1], [1, 6, 1, 6], [1, 3] * 9, [1] * 5]
 MASK2FORMER_K11 = [[1, 14, 1], [1, 4, 1, 7], [1, 2, 1, 3] * 4 + [1, 3], [1] * 5]
 
+
+class Variant(NamedTuple):
+    """One size of a model family: its DiNAT arguments (`Variant(...)._asdict()`)."""
+
+    embed_dim: int
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    mlp_ratio: float
+    drop_path_rate: float
+    layer_scale: float | None = None
+
+
 VARIANTS = {
-    # name: embed_dim, depths, heads, mlp_ratio, drop_path_rate, layer_scale
-    "mini": (64, (3, 4, 6, 5), (2, 4, 8, 16), 3.0, 0.2, None),
-    "tiny": (64, (3, 4, 18, 5), (2, 4, 8, 16), 3.0, 0.2, None),
-    "small": (96, (3, 4, 18, 5), (3, 6, 12, 24), 2.0, 0.3, None),
-    "base": (128, (3, 4, 18, 5), (4, 8, 16, 32), 2.0, 0.5, 1e-5),
-    "large": (192, (3, 4, 18, 5), (6, 12, 24, 48), 2.0, 0.35, None),
+    "mini": Variant(64, (3, 4, 6, 5), (2, 4, 8, 16), mlp_ratio=3.0, drop_path_rate=0.2),
+    "tiny": Variant(64, (3, 4, 18, 5), (2, 4, 8, 16), mlp_ratio=3.0, drop_path_rate=0.2),
+    "small": Variant(96, (3, 4, 18, 5), (3, 6, 12, 24), mlp_ratio=2.0, drop_path_rate=0.3),
+    "base": Variant(
+        128, (3, 4, 18, 5), (4, 8, 16, 32), mlp_ratio=2.0, drop_path_rate=0.5, layer_scale=1e-5
+    ),
+    "large": Variant(192, (3, 4, 18, 5), (6, 12, 24, 48), mlp_ratio=2.0, drop_path_rate=0.35),
 }
 
 
 def _variant(name: str, dilated: bool, kernel_size: int = 7, **kwargs) -> DiNAT:
-    embed_dim, depths, heads, mlp_ratio, drop_path_rate, layer_scale = VARIANTS[name]
+    settings = VARIANTS[name]._asdict()
     if dilated and "dilations" not in kwargs:
-        if kernel_size == 11 and depths[2] == 18:
+        if kernel_size == 11 and settings["depths"][2] == 18:
             kwargs["dilations"] = MASK2FORMER_K11
         else:
             kwargs["dilations"] = IMAGENET_224_K7["mini" if name == "mini" else "deep"]
-    settings = dict(
-        embed_dim=embed_dim,
-        depths=depths,
-        num_heads=heads,
-        kernel_size=kernel_size,
-        mlp_ratio=mlp_ratio,
-        drop_path_rate=drop_path_rate,
-        layer_scale=layer_scale,
-    )
+    settings["kernel_size"] = kernel_size
     settings.update(kwargs)
     return DiNAT(**settings)
 
@@ -443,3 +425,93 @@ def nat_base(**kwargs) -> DiNAT:
 
 def nat_large(**kwargs) -> DiNAT:
     return _variant("large", False, **kwargs)
+
+
+def _dilations_s_224(depths: Sequence[int]) -> list[list[int]]:
+    """DiNAT_s at 224: [1, 8], [1, 4], [1, 2, ...], [1, 1]."""
+    return [[1, 8][: depths[0]], [1, 4][: depths[1]], [1, 2] * (depths[2] // 2), [1] * depths[3]]
+
+
+VARIANTS_S = {
+    "tiny": Variant(96, (2, 2, 6, 2), (3, 6, 12, 24), mlp_ratio=4.0, drop_path_rate=0.2),
+    "small": Variant(96, (2, 2, 18, 2), (3, 6, 12, 24), mlp_ratio=4.0, drop_path_rate=0.3),
+    "base": Variant(128, (2, 2, 18, 2), (4, 8, 16, 32), mlp_ratio=4.0, drop_path_rate=0.5),
+    "large": Variant(192, (2, 2, 18, 2), (6, 12, 24, 48), mlp_ratio=4.0, drop_path_rate=0.3),
+}
+
+
+def _variant_s(name: str, **kwargs) -> DiNATs:
+    settings = VARIANTS_S[name]._asdict()
+    settings["dilations"] = _dilations_s_224(settings["depths"])
+    settings.update(kwargs)
+    return DiNATs(**settings)
+
+
+def dinat_s_tiny(**kwargs) -> DiNATs:
+    return _variant_s("tiny", **kwargs)
+
+
+def dinat_s_small(**kwargs) -> DiNATs:
+    return _variant_s("small", **kwargs)
+
+
+def dinat_s_base(**kwargs) -> DiNATs:
+    return _variant_s("base", **kwargs)
+
+
+def dinat_s_large(**kwargs) -> DiNATs:
+    return _variant_s("large", **kwargs)
+
+
+# ------------------------------------------------------------------------------------------
+# detectron2 backbones, configured by MODEL.DINAT
+
+
+@BACKBONE_REGISTRY.register()
+class D2DiNAT(Detectron2Backbone, DiNAT):
+    """Returns {"res2".."res5": (B, C_i, H/stride, W/stride)} for MODEL.DINAT.OUT_FEATURES,
+    strides 4/8/16/32, widths EMBED_DIM * 2**i; any input size (size divisibility 32)."""
+
+    tokenizer = ConvTokenizer
+    downsampler = ConvDownsampler
+
+    def __init__(self, cfg, input_shape: ShapeSpec) -> None:
+        c = cfg.MODEL.DINAT
+        out_indices = out_indices_of(c.OUT_FEATURES, "MODEL.DINAT.OUT_FEATURES")
+        levels = len(c.DEPTHS)
+        if not -1 <= c.FROZEN_STAGES <= levels + 1:
+            raise ValueError(
+                f"MODEL.DINAT.FROZEN_STAGES={c.FROZEN_STAGES} must be in -1..{levels + 1} (-1 "
+                "none, 0/1 the tokenizer, k >= 2 also levels 0..k-2), the DiNAT release's "
+                "numbering"
+            )
+        super().__init__(
+            embed_dim=c.EMBED_DIM,
+            depths=c.DEPTHS,
+            num_heads=c.NUM_HEADS,
+            kernel_size=c.KERNEL_SIZE,
+            dilations=c.DILATIONS,
+            mlp_ratio=c.MLP_RATIO,
+            qkv_bias=c.QKV_BIAS,
+            qk_scale=c.QK_SCALE,
+            drop_rate=c.DROP_RATE,
+            attn_drop_rate=c.ATTN_DROP_RATE,
+            drop_path_rate=c.DROP_PATH_RATE,
+            layer_scale=c.LAYER_SCALE,
+            in_chans=input_shape.channels,
+            out_indices=out_indices,
+            frozen_stages=c.FROZEN_STAGES,
+            use_checkpoint=c.USE_CHECKPOINT,
+            tokenizer=self.tokenizer,
+            downsampler=self.downsampler,
+        )
+        self.strides = [2 ** (i + 2) for i in range(self.num_levels)]
+
+
+@BACKBONE_REGISTRY.register()
+class D2DiNATs(D2DiNAT):
+    """DiNAT_s as a detectron2 backbone, configured by MODEL.DINAT like D2DiNAT (set
+    MLP_RATIO 4.0 for the paper's DiNAT_s)."""
+
+    tokenizer = PatchEmbed
+    downsampler = PatchMerging

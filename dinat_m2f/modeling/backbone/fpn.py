@@ -20,8 +20,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 
-from .d2_dinat import FEATURE_NAMES, D2DiNAT
-from .dinat_s import D2DiNATs
+from .adapter import FEATURE_NAMES
+from .dinat import D2DiNAT, D2DiNATs
 
 logger = logging.getLogger(__name__)
 

@@ -20,15 +20,23 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from detectron2.modeling import BACKBONE_REGISTRY
 from torch import nn
 
 from ...layers import DropPath
-from .d2_dinat import FEATURE_NAMES, out_indices_of
-from .dinat import Mlp, init_weights
-from .dinat_s import PatchMerging
+from .adapter import FEATURE_NAMES, Detectron2Backbone, out_indices_of
+from .blocks import (
+    Mlp,
+    PatchEmbed,
+    PatchMerging,
+    add_output_norms,
+    drop_path_rates,
+    init_weights,
+    level_outputs,
+    level_widths,
+    run_blocks,
+)
 
 # attention logit added between tokens of different regions of a shifted window (Swin's value)
 SHIFTED_WINDOW_MASK_VALUE = -100.0
@@ -220,31 +228,10 @@ class SwinLevel(nn.Module):
         mask = None
         if self.shift_size:
             mask = shifted_window_mask(hp, wp, window, self.shift_size, x.device)
-        for block in self.blocks:
-            if self.use_checkpoint and self.training and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(block, x, mask, use_reentrant=False)
-            else:
-                x = block(x, mask)
+        x = run_blocks(
+            self.blocks, x, mask, use_checkpoint=self.use_checkpoint, training=self.training
+        )
         return x, (self.downsample(x) if self.downsample is not None else x)
-
-
-class SwinPatchEmbed(nn.Module):
-    """patch x patch stride-patch convolution, optional LayerNorm: (B, C_in, H, W) ->
-    (B, ceil(H/patch), ceil(W/patch), C), the input zero-padded at the bottom/right."""
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, patch_norm: bool) -> None:
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dim) if patch_norm else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.patch_size
-        pad_b, pad_r = (-x.shape[2]) % p, (-x.shape[3]) % p
-        if pad_b or pad_r:
-            x = F.pad(x, (0, pad_r, 0, pad_b))
-        x = self.proj(x).permute(0, 2, 3, 1)
-        return self.norm(x) if self.norm is not None else x
 
 
 class SwinTransformer(nn.Module):
@@ -283,39 +270,29 @@ class SwinTransformer(nn.Module):
         use_checkpoint: bool = False,
     ) -> None:
         super().__init__()
-        if len(num_heads) != len(depths):
-            raise ValueError(
-                f"num_heads {list(num_heads)} must have one entry per level of "
-                f"depths {list(depths)}"
-            )
+        self.widths = level_widths(embed_dim, depths, num_heads, out_indices)
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size}")
         self.num_levels = len(depths)
-        self.widths = [int(embed_dim * 2**i) for i in range(self.num_levels)]
         for i, (width, heads) in enumerate(zip(self.widths, num_heads)):
             if width % heads:
                 raise ValueError(f"level {i}: width {width} is not divisible by {heads} heads")
-        if any(i not in range(self.num_levels) for i in out_indices):
-            raise ValueError(
-                f"out_indices must be levels in 0..{self.num_levels - 1}, got {list(out_indices)}"
-            )
         self.out_indices = tuple(out_indices)
         self.ape = ape
-        self.patch_embed = SwinPatchEmbed(patch_size, in_chans, embed_dim, patch_norm)
+        self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size, patch_norm)
         if ape:
             side = pretrain_img_size // patch_size
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, embed_dim, side, side))
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(drop_rate)
-        # Python floats from a CPU tensor, also when the model is built on the meta device
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
+        rates = drop_path_rates(drop_path_rate, depths)
         self.layers = nn.ModuleList(
             SwinLevel(
                 self.widths[i],
                 depth,
                 num_heads[i],
                 window_size,
-                drop_path=rates[sum(depths[:i]) : sum(depths[: i + 1])],
+                drop_path=rates[i],
                 downsample=i < self.num_levels - 1,
                 use_checkpoint=use_checkpoint,
                 mlp_ratio=mlp_ratio,
@@ -326,8 +303,7 @@ class SwinTransformer(nn.Module):
             )
             for i, depth in enumerate(depths)
         )
-        for i in self.out_indices:
-            self.add_module(f"norm{i}", nn.LayerNorm(self.widths[i]))
+        add_output_norms(self, self.widths, self.out_indices)
         self.apply(init_weights)
 
     def forward_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -336,17 +312,11 @@ class SwinTransformer(nn.Module):
         if self.ape:
             pos = F.interpolate(self.absolute_pos_embed, size=x.shape[1:3], mode="bicubic")
             x = x + pos.permute(0, 2, 3, 1)
-        x = self.pos_drop(x)
-        outs = {}
-        for i, level in enumerate(self.layers):
-            level_out, x = level(x)
-            if i in self.out_indices:
-                outs[i] = getattr(self, f"norm{i}")(level_out).permute(0, 3, 1, 2).contiguous()
-        return outs
+        return level_outputs(self, self.layers, self.pos_drop(x))
 
 
 @BACKBONE_REGISTRY.register()
-class D2SwinTransformer(SwinTransformer, Backbone):
+class D2SwinTransformer(Detectron2Backbone, SwinTransformer):
     """Returns {"res2".."res5": (B, C_i, ~H/stride, ~W/stride)} for MODEL.SWIN.OUT_FEATURES,
     strides 4/8/16/32 (with PATCH_SIZE 4), widths EMBED_DIM * 2**i; size divisibility 32."""
 
@@ -388,22 +358,4 @@ class D2SwinTransformer(SwinTransformer, Backbone):
             out_indices=out_indices,
             use_checkpoint=c.USE_CHECKPOINT,
         )
-        self._strides = [c.PATCH_SIZE * 2**i for i in range(self.num_levels)]
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if x.dim() != 4:
-            raise ValueError(
-                f"D2SwinTransformer: input must be (batch, channels, height, width), got "
-                f"{tuple(x.shape)}"
-            )
-        return {FEATURE_NAMES[i]: out for i, out in self.forward_features(x).items()}
-
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        return {
-            FEATURE_NAMES[i]: ShapeSpec(channels=self.widths[i], stride=self._strides[i])
-            for i in self.out_indices
-        }
-
-    @property
-    def size_divisibility(self) -> int:
-        return 32
+        self.strides = [c.PATCH_SIZE * 2**i for i in range(self.num_levels)]

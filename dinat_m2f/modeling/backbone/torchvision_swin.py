@@ -1,5 +1,5 @@
 """torchvision's Swin Transformer as a detectron2 backbone (`D2TorchvisionSwin`), the baseline
-the DiNAT paper compares against, configured by MODEL.TVSWIN (`add_swin_config` in
+the DiNAT paper compares against, configured by MODEL.TVSWIN (`add_tvswin_config` in
 dinat_m2f/config.py).
 
 The network is torchvision's `SwinTransformer` (its blocks, shifted-window attention and patch
@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import partial
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from detectron2.modeling import BACKBONE_REGISTRY
 from torch import nn
 from torchvision.models import get_model_weights
 from torchvision.models.swin_transformer import (
@@ -30,21 +31,32 @@ from torchvision.models.swin_transformer import (
     SwinTransformerBlockV2,
 )
 
-from .d2_dinat import FEATURE_NAMES, out_indices_of
+from .adapter import Detectron2Backbone, out_indices_of
+from .blocks import add_output_norms, normed_output
 
 PATCH_SIZE = 4
 
-# name: (embed_dim, depths, num_heads, default window, V2 blocks). swin_t/s/b and the V2 ones
-# are torchvision's builders' settings; swin_l is Swin-L (Liu et al. 2021), which torchvision
-# does not ship.
-SWIN_VARIANTS: dict[str, tuple[int, tuple[int, ...], tuple[int, ...], int, bool]] = {
-    "swin_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 7, False),
-    "swin_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 7, False),
-    "swin_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 7, False),
-    "swin_l": (192, (2, 2, 18, 2), (6, 12, 24, 48), 7, False),
-    "swin_v2_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 8, True),
-    "swin_v2_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 8, True),
-    "swin_v2_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 8, True),
+
+class SwinVariant(NamedTuple):
+    """A Swin size: widths, blocks, heads, its default window and whether it has V2 blocks."""
+
+    embed_dim: int
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    window_size: int
+    v2: bool
+
+
+# swin_t/s/b and the V2 ones are torchvision's builders' settings; swin_l is Swin-L (Liu et
+# al. 2021), which torchvision does not ship.
+SWIN_VARIANTS = {
+    "swin_t": SwinVariant(96, (2, 2, 6, 2), (3, 6, 12, 24), window_size=7, v2=False),
+    "swin_s": SwinVariant(96, (2, 2, 18, 2), (3, 6, 12, 24), window_size=7, v2=False),
+    "swin_b": SwinVariant(128, (2, 2, 18, 2), (4, 8, 16, 32), window_size=7, v2=False),
+    "swin_l": SwinVariant(192, (2, 2, 18, 2), (6, 12, 24, 48), window_size=7, v2=False),
+    "swin_v2_t": SwinVariant(96, (2, 2, 6, 2), (3, 6, 12, 24), window_size=8, v2=True),
+    "swin_v2_s": SwinVariant(96, (2, 2, 18, 2), (3, 6, 12, 24), window_size=8, v2=True),
+    "swin_v2_b": SwinVariant(128, (2, 2, 18, 2), (4, 8, 16, 32), window_size=8, v2=True),
 }
 
 
@@ -60,27 +72,29 @@ def build_swin_features(
     """
     if variant not in SWIN_VARIANTS:
         raise ValueError(f"Swin variant must be one of {sorted(SWIN_VARIANTS)}, got {variant!r}")
-    embed_dim, depths, heads, default_window, v2 = SWIN_VARIANTS[variant]
-    window = window_size or default_window
+    spec = SWIN_VARIANTS[variant]
+    window = window_size or spec.window_size
     if window < 1:
         raise ValueError(
             f"Swin window_size must be >= 1 (or 0 for the variant's), got {window_size}"
         )
     block, merging = (
-        (SwinTransformerBlockV2, PatchMergingV2) if v2 else (SwinTransformerBlock, PatchMerging)
+        (SwinTransformerBlockV2, PatchMergingV2)
+        if spec.v2
+        else (SwinTransformerBlock, PatchMerging)
     )
     model = SwinTransformer(
         patch_size=[PATCH_SIZE, PATCH_SIZE],
-        embed_dim=embed_dim,
-        depths=list(depths),
-        num_heads=list(heads),
+        embed_dim=spec.embed_dim,
+        depths=list(spec.depths),
+        num_heads=list(spec.num_heads),
         window_size=[window, window],
         stochastic_depth_prob=drop_path_rate,
         norm_layer=partial(nn.LayerNorm, eps=1e-5),
         block=block,
         downsample_layer=merging,
     )
-    return model.features, [embed_dim * 2**i for i in range(len(depths))]
+    return model.features, [spec.embed_dim * 2**i for i in range(len(spec.depths))]
 
 
 def imagenet_weights(variant: str, weights_name: str, window_size: int = 0):
@@ -91,7 +105,7 @@ def imagenet_weights(variant: str, weights_name: str, window_size: int = 0):
             "MODEL.TVSWIN.WEIGHTS_IMAGENET: torchvision has no swin_l weights; set "
             'it to "" and load a Swin-L checkpoint with MODEL.WEIGHTS'
         )
-    default_window = SWIN_VARIANTS[variant][3]
+    default_window = SWIN_VARIANTS[variant].window_size
     if window_size not in (0, default_window):
         raise ValueError(
             f"MODEL.TVSWIN.WEIGHTS_IMAGENET={weights_name!r} has window {default_window} "
@@ -112,10 +126,10 @@ def imagenet_weights(variant: str, weights_name: str, window_size: int = 0):
 def features_state_dict(weights) -> dict[str, torch.Tensor]:
     """The `features.*` entries of a torchvision checkpoint, without the prefix (downloads
     it into torch hub's cache, checking its hash, unless it is there; read as plain data only
-    by `load_checkpoint_file`)."""
+    by `load_plain_data`)."""
     from torch.hub import HASH_REGEX, download_url_to_file, get_dir
 
-    from ...checkpoint.safe_load import load_checkpoint_file
+    from ...checkpoint.safe_load import load_plain_data
 
     filename = os.path.basename(urlparse(weights.url).path)
     cached = os.path.join(get_dir(), "checkpoints", filename)
@@ -123,13 +137,13 @@ def features_state_dict(weights) -> dict[str, torch.Tensor]:
         os.makedirs(os.path.dirname(cached), exist_ok=True)
         match = HASH_REGEX.search(filename)
         download_url_to_file(weights.url, cached, match.group(1) if match else None, progress=False)
-    state = load_checkpoint_file(cached)
+    state = load_plain_data(cached)
     prefix = "features."
     return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 @BACKBONE_REGISTRY.register()
-class D2TorchvisionSwin(Backbone):
+class D2TorchvisionSwin(Detectron2Backbone):
     """Returns {"res2".."res5": (B, C_i, ceil(H/stride), ceil(W/stride))} for
     MODEL.TVSWIN.OUT_FEATURES: strides 4/8/16/32, widths C * 2**i (C = 96 for T/S, 128 for B,
     192 for L), each level's output LayerNorm'd (`norm{i}`) and channels-first.
@@ -157,10 +171,9 @@ class D2TorchvisionSwin(Backbone):
         if c.WEIGHTS_IMAGENET:
             weights = imagenet_weights(c.VARIANT, c.WEIGHTS_IMAGENET, c.WINDOW_SIZE)
         self.features, self.widths = build_swin_features(c.VARIANT, c.WINDOW_SIZE, c.DROP_PATH_RATE)
-        self.window_size = c.WINDOW_SIZE or SWIN_VARIANTS[c.VARIANT][3]
-        for i in self.out_indices:
-            self.add_module(f"norm{i}", nn.LayerNorm(self.widths[i]))
-        self._out_features = [FEATURE_NAMES[i] for i in self.out_indices]
+        self.window_size = c.WINDOW_SIZE or SWIN_VARIANTS[c.VARIANT].window_size
+        self.strides = [PATCH_SIZE * 2**i for i in range(len(self.widths))]
+        add_output_norms(self, self.widths, self.out_indices)
         if weights is not None:  # the output norms stay at their initialisation
             self.features.load_state_dict(features_state_dict(weights))
 
@@ -168,13 +181,8 @@ class D2TorchvisionSwin(Backbone):
     def num_levels(self) -> int:
         return len(self.widths)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 3, H, W) -> {name: (B, C_i, ceil(H / 2**(i+2)), ceil(W / 2**(i+2)))}."""
-        if x.dim() != 4:
-            raise ValueError(
-                "D2TorchvisionSwin: input must be (batch, channels, height, width), got "
-                f"{tuple(x.shape)}"
-            )
+    def forward_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """(B, 3, H, W) -> {level i: (B, C_i, ceil(H / 2**(i+2)), ceil(W / 2**(i+2)))}."""
         height, width = x.shape[-2:]
         x = F.pad(x, (0, -width % PATCH_SIZE, 0, -height % PATCH_SIZE))
         x = self.features[0](x)  # conv 4x4 stride 4 -> (B, H/4, W/4, C), LayerNorm
@@ -182,21 +190,10 @@ class D2TorchvisionSwin(Backbone):
         for i in range(self.num_levels):
             x = self.features[2 * i + 1](x)  # the level's blocks, channels-last
             if i in self.out_indices:
-                out = getattr(self, f"norm{i}")(x)
-                outs[FEATURE_NAMES[i]] = out.permute(0, 3, 1, 2).contiguous()
+                outs[i] = normed_output(self, i, x)
             if i < self.num_levels - 1:
                 x = self.features[2 * i + 2](x)  # patch merging (pads odd sides)
         return outs
-
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        return {
-            FEATURE_NAMES[i]: ShapeSpec(channels=self.widths[i], stride=2 ** (i + 2))
-            for i in self.out_indices
-        }
-
-    @property
-    def size_divisibility(self) -> int:
-        return 32
 
 
 def swin_blocks(

@@ -32,6 +32,7 @@ from ..library import (
 from . import fused
 from .reference import na_av_reference, na_qk_reference
 
+# the `backend=` values of na1d / na2d (native device kernels: library.NATIVE_DEVICES)
 BACKENDS = ("auto", "fused", "unfused", "reference")
 BACKEND_ENV = "DINAT_M2F_NA_BACKEND"
 # Tensors of these devices go to the fused kernels under "auto" (on the CPU the C++ kernels

@@ -14,7 +14,7 @@ write leaves a truncated file that `--resume` then loads or fails on. Here:
   the newest complete checkpoint of the folder is used instead, with a warning naming both;
   left-over `.partial` files of interrupted writes are removed, each named in the log.
 
-`TrainingCheckpointer` is the project's safe `DetectionCheckpointer` (checkpoint/checkpointer.py:
+`TrainingCheckpointer` is the project's safe `DetectionCheckpointer` (checkpointer.py:
 files read as plain data only) with these files; the mixin
 `AtomicCheckpointFiles` can be combined with another checkpointer class.
 """
@@ -31,8 +31,8 @@ from typing import BinaryIO
 
 import torch
 
-from ..checkpoint.checkpointer import DetectionCheckpointer
-from .loss_guard import check_finite_weights
+from .checkpointer import DetectionCheckpointer
+from .finite_weights import check_finite_weights
 
 logger = logging.getLogger(__name__)
 

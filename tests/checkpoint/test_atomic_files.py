@@ -1,5 +1,5 @@
-"""Checkpoint files (dinat_m2f.engine.checkpoint_files): atomic writes, a pointer that only names
-complete files, recovery from a damaged pointer or file, left-over partial files, and no
+"""Checkpoint files (dinat_m2f.checkpoint.atomic_files): atomic writes, a pointer that only
+names complete files, recovery from a damaged pointer or file, left-over partial files, and no
 checkpoint with non-finite weights (also not from the interrupt checkpoint)."""
 
 import logging
@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from dinat_m2f.engine.checkpoint_files import (
+from dinat_m2f.checkpoint.atomic_files import (
     CheckpointFileError,
     TrainingCheckpointer,
     atomic_write,
     checkpoint_file_problem,
     partial_files,
 )
+from dinat_m2f.checkpoint.finite_weights import NonFiniteWeightsError
 from dinat_m2f.engine.interrupt_checkpoint import CheckpointOnInterrupt
-from dinat_m2f.engine.loss_guard import NonFiniteWeightsError
 
 from ..log_capture import captured_log
 
@@ -81,7 +81,7 @@ def test_resume_falls_back_to_the_newest_complete_checkpoint(tmp_path, damage):
         (tmp_path / "last_checkpoint").write_text("")
 
     fresh = _checkpointer(tmp_path, 0.0)
-    with captured_log("dinat_m2f.engine.checkpoint_files", logging.WARNING) as log:
+    with captured_log("dinat_m2f.checkpoint.atomic_files", logging.WARNING) as log:
         assert fresh.has_checkpoint()
         extra = fresh.resume_or_load("", resume=True)
     expected = "model_0000009.pth" if damage == "empty pointer" else "model_0000004.pth"
@@ -114,7 +114,7 @@ def test_left_over_partial_files_are_removed_on_resume_and_never_loaded(tmp_path
     assert partial_files(str(tmp_path)) == sorted([str(pointer_partial), str(partial)])
 
     fresh = _checkpointer(tmp_path, 0.0)
-    with captured_log("dinat_m2f.engine.checkpoint_files", logging.WARNING) as messages:
+    with captured_log("dinat_m2f.checkpoint.atomic_files", logging.WARNING) as messages:
         extra = fresh.resume_or_load("", resume=True)
     assert extra["iteration"] == 4
     assert not partial.exists() and not pointer_partial.exists()
