@@ -213,7 +213,7 @@ def run_tests(tree: str, tests: tuple[str, ...], timeout: int) -> tuple[int, str
         )
     except subprocess.TimeoutExpired:
         return -1, f"timed out after {timeout} s"
-    failed = re.findall(r"^FAILED (\S+)", result.stdout, re.MULTILINE)
+    failed = re.findall(r"^FAILED (.+?)(?: - |$)", result.stdout, re.MULTILINE)
     summary = result.stdout.strip().splitlines()[-1:] or ["(no output)"]
     if result.returncode < 0:
         return result.returncode, f"crashed with signal {-result.returncode}"
