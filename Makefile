@@ -3,8 +3,9 @@
 #               Mask2Former on it on the CPU, evaluate PQ / AP / mIoU, draw predictions
 #   make test   set up (first run: virtual environment, dependencies, detectron2, native build)
 #               and run the test-suite
-# Also: make bench (the NA kernels' benchmark table, quick shapes), make sanitize (the CUDA
-# kernels on the emulated device under ThreadSanitizer / AddressSanitizer).
+# Also: make app (the web demo on http://127.0.0.1:7860), make bench (the NA kernels'
+# benchmark table, quick shapes), make sanitize (the CUDA kernels on the emulated device under
+# ThreadSanitizer / AddressSanitizer).
 # Re-running is cheap: each step has a stamp and reruns only when its inputs change.
 
 PYTHON ?= python3
@@ -12,11 +13,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMPS := $(VENV)/stamps
-NATIVE_SOURCES := $(wildcard native/*.cpp native/*/*.cpp native/*/*.cu native/*/*.cuh native/*/*.h)
+NATIVE_SOURCES := $(wildcard native/*.cpp native/*.h native/*/*.cpp native/*/*.cu native/*/*.cuh native/*/*.h)
 
-.PHONY: setup test lint format bench sanitize demo clean
+.PHONY: setup chromium test lint format bench sanitize demo app clean
 
-setup: $(STAMPS)/native
+setup: $(STAMPS)/native chromium
+
+# The web demo's browser test (tests/demo/test_app.py) drives Debian's chromium package;
+# installed here when missing (needs root, as CI has).
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "chromium: $(CHROMIUM) missing; installing Debian's chromium for the browser test (apt-get install -y chromium)"; \
+		if [ "$$(id -u)" != 0 ]; then echo "chromium: run as root, or: sudo apt-get install -y chromium" >&2; exit 1; fi; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +47,12 @@ $(STAMPS)/detectron2: $(STAMPS)/deps
 	$(PY) -c 'import detectron2, detectron2.modeling; print("detectron2", detectron2.__version__)'
 	touch $@
 
-# In-place build of dinat_m2f._C (CPU kernels; CUDA kernels when a toolkit is found).
+# In-place build of dinat_m2f._C (CPU kernels; CUDA kernels when a toolkit is found) and of
+# the test extension dinat_m2f._C_testing (the emulated device).
 $(STAMPS)/native: $(STAMPS)/detectron2 setup.py $(NATIVE_SOURCES)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	$(PY) -c 'import dinat_m2f.layers as L; assert L.native_available(), "native build missing"; print("native ops:", L.native_backends())'
+	$(PY) -c 'import dinat_m2f.layers, dinat_m2f._C_testing'
 	touch $@
 
 test: setup lint
@@ -72,7 +85,8 @@ DEMO_OUT ?= output/builtin_shapes
 DEMO_CONFIG := configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml
 
 # --resume: an interrupted run continues from its last checkpoint; a finished one only
-# re-evaluates. Results: $(DEMO_OUT)/log.txt, inference/, metrics.json; pictures: demo/.
+# re-evaluates. Results: $(DEMO_OUT)/log.txt, inference/, metrics.json; pictures: demo/;
+# training curves: plots/.
 demo: setup
 	$(PY) -m dinat_m2f.data.generate_builtin --root $(DATASETS)
 	DETECTRON2_DATASETS=$(DATASETS) $(PY) train_net.py --config-file $(DEMO_CONFIG) --resume \
@@ -81,6 +95,15 @@ demo: setup
 		--input $(DATASETS)/builtin_shapes/val --output $(DEMO_OUT)/demo \
 		--opts MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth
 	$(PY) tools/builtin_results.py $(DEMO_OUT)
+	$(PY) tools/plot_metrics.py $(DEMO_OUT)
+
+# The web demo with the model of `make demo` (until it is trained the page says so); more
+# options with APP_ARGS, e.g. make app APP_ARGS="--host 0.0.0.0 --port 8080".
+APP_ARGS ?=
+app: setup
+	$(PY) -m dinat_m2f.data.generate_builtin --root $(DATASETS)
+	DETECTRON2_DATASETS=$(DATASETS) $(PY) demo/app.py \
+		--model $(DEMO_CONFIG) $(DEMO_OUT)/model_final.pth $(APP_ARGS)
 
 clean:
 	rm -rf build dinat_m2f/_C*.so $(STAMPS)/native

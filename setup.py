@@ -1,4 +1,6 @@
-"""Builds dinat_m2f and its native extension `dinat_m2f._C`.
+"""Builds dinat_m2f and its native extensions: `dinat_m2f._C`, the ops users call, and
+`dinat_m2f._C_testing`, the test-only ops (the CUDA kernels on the emulated device, CPU code),
+which only the tests load (tests/emulated_device.py).
 
 The C++ CPU kernels are always built. The CUDA kernels are built when a CUDA toolkit is found
 (`CUDA_HOME`/`CUDA_PATH`, else the toolkit the `nvcc` on PATH belongs to, following wrapper
@@ -63,24 +65,29 @@ def extensions():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
+    testing_sources = sorted(glob.glob("native/testing/*.cpp"))
     sources = sorted(glob.glob("native/*.cpp") + glob.glob("native/*/*.cpp"))
+    sources = [s for s in sources if s not in testing_sources]
     cxx = ["-O3", "-fopenmp"]  # -fopenmp: at::parallel_for is inline and needs it
     kwargs = dict(
         include_dirs=[os.path.join(ROOT, "native")],
         extra_link_args=["-fopenmp"],
     )
+    testing = CppExtension(
+        "dinat_m2f._C_testing", testing_sources, extra_compile_args={"cxx": cxx}, **kwargs
+    )
     if not with_cuda:
-        return [CppExtension("dinat_m2f._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)]
+        user = CppExtension("dinat_m2f._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
+        return [user, testing]
     sources += sorted(glob.glob("native/*/*.cu"))
     nvcc = ["-O3", "--expt-relaxed-constexpr", "-DWITH_CUDA", "--threads", "2"]
-    return [
-        CUDAExtension(
-            "dinat_m2f._C",
-            sources,
-            extra_compile_args={"cxx": cxx + ["-DWITH_CUDA"], "nvcc": nvcc},
-            **kwargs,
-        )
-    ]
+    user = CUDAExtension(
+        "dinat_m2f._C",
+        sources,
+        extra_compile_args={"cxx": cxx + ["-DWITH_CUDA"], "nvcc": nvcc},
+        **kwargs,
+    )
+    return [user, testing]
 
 
 def build_ext_class():
@@ -100,7 +107,9 @@ def build_ext_class():
 setup(
     name="dinat_m2f",
     version="0.1.0",
-    description="Dilated Neighborhood Attention Transformer (DiNAT) with Mask2Former for detectron2",
+    description=(
+        "Dilated Neighborhood Attention Transformer (DiNAT) with Mask2Former for detectron2"
+    ),
     packages=find_packages(include=["dinat_m2f", "dinat_m2f.*"]),
     python_requires=">=3.10",
     ext_modules=extensions(),

@@ -15,27 +15,20 @@ a kill continues from the last complete checkpoint.
 
 Multi-GPU and multi-node runs go through detectron2's launcher (--num-gpus, --num-machines,
 --machine-rank, --dist-url): one process per GPU with NCCL, or with gloo on machines without
-a GPU (--num-gpus N then starts N CPU processes; add MODEL.DEVICE cpu).
+a GPU (--num-gpus N then starts N CPU processes; add MODEL.DEVICE cpu). Start the same command
+on every machine with its --machine-rank and the first machine's address in --dist-url. A
+process that loses the others (one killed, a machine down) stops with exit status 4 at once,
+or after --dist-timeout minutes in a collective operation (default 30); SIGINT, SIGTERM and
+SIGUSR2 save a checkpoint on all processes and stop them (128 + N). tools/submit.py submits
+runs to SLURM (dinat_m2f/engine/launch.py, README "Training").
 """
 
 import sys
 
-from detectron2.engine import default_argument_parser, launch
-
 import dinat_m2f.data  # noqa: F401  (registers the datasets)
 import dinat_m2f.modeling  # noqa: F401  (registers the models)
-from dinat_m2f.checkpoint import WeightsError
-from dinat_m2f.checkpoint.atomic_files import CheckpointFileError
-from dinat_m2f.checkpoint.finite_weights import NonFiniteError
-from dinat_m2f.data.broken_samples import BrokenSampleError
-from dinat_m2f.engine import (
-    Trainer,
-    TrainingInterrupted,
-    load_weights_for_evaluation,
-    run_evaluation,
-    setup_cfg,
-)
-from dinat_m2f.engine.config_file import ConfigFileError
+from dinat_m2f.engine import Trainer, load_weights_for_evaluation, run_evaluation, setup_cfg
+from dinat_m2f.engine.launch import argument_parser, launch_main
 
 
 def main(args):
@@ -50,29 +43,7 @@ def main(args):
 
 
 def cli(argv=None) -> int:
-    args = default_argument_parser().parse_args(argv)
-    try:
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except TrainingInterrupted as interrupted:
-        print(
-            f"train_net: {interrupted}; the last checkpoint is in OUTPUT_DIR, continue with --resume",
-            file=sys.stderr,
-        )
-        return 128 + interrupted.signum
-    except (WeightsError, CheckpointFileError, BrokenSampleError, ConfigFileError) as error:
-        print(f"train_net: error: {error}", file=sys.stderr)
-        return 2
-    except NonFiniteError as error:
-        print(f"train_net: error: {error}", file=sys.stderr)
-        return 3
-    return 0
+    return launch_main(main, argument_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -209,16 +209,30 @@ class VisualizationDemo:
             detectron2 VisImage of the image's size (`.get_image()`: (H, W, 3) uint8 RGB).
         """
         predictions = predictions_to_cpu(self.predictor(image))
-        mode = self.mode_of(predictions)
+        return predictions, self.draw_image(image, predictions)
+
+    def draw_image(
+        self, image: np.ndarray, predictions: dict[str, Any], show: str | None = None
+    ) -> VisImage:
+        """Draw the model output `predictions` (tensors on the CPU) of one image.
+
+        Args:
+            image: (H, W, 3) uint8 BGR, the image the predictions are of.
+            predictions: the model's output dict for it.
+            show: what to draw ("auto", "panoptic", "instance", "semantic"; default: the
+                demo's `show`); ShowModeError when the predictions lack it.
+
+        Returns:
+            a detectron2 VisImage of the image's size (`.get_image()`: (H, W, 3) uint8 RGB).
+        """
+        mode = choose_mode(predictions, self.show if show is None else show)
         visualizer = Visualizer(image[:, :, ::-1], self.metadata, instance_mode=self.instance_mode)
         if mode == "panoptic":
             seg, segments_info = predictions["panoptic_seg"]
-            vis = visualizer.draw_panoptic_seg(seg, segments_info)
-        elif mode == "instance":
-            vis = visualizer.draw_instance_predictions(self._kept_instances(predictions))
-        else:
-            vis = visualizer.draw_sem_seg(predictions["sem_seg"].argmax(dim=0))
-        return predictions, vis
+            return visualizer.draw_panoptic_seg(seg, segments_info)
+        if mode == "instance":
+            return visualizer.draw_instance_predictions(self._kept_instances(predictions))
+        return visualizer.draw_sem_seg(predictions["sem_seg"].argmax(dim=0))
 
     def _draw_frame(
         self, frame: np.ndarray, predictions: dict[str, Any], visualizer: VideoVisualizer

@@ -10,7 +10,8 @@ and defaults, so the YAML files of those projects merge unchanged and build the 
   Swin backbone `D2SwinTransformer`), plus a few keys of this project, marked "(ours)";
 - `add_dinat_config`: `MODEL.DINAT` of the DiNAT release's `mask2former/train_m2f.py` (defaults:
   DiNAT-L at kernel 7 without dilations), plus LAYER_SCALE, FROZEN_STAGES, USE_CHECKPOINT;
-- `add_tvswin_config`: `MODEL.TVSWIN`, this project's torchvision Swin baseline (`D2TorchvisionSwin`);
+- `add_tvswin_config`: `MODEL.TVSWIN`, this project's torchvision Swin baseline
+  (`D2TorchvisionSwin`);
 - `add_detection_config`: what the DiNAT detection release's R-CNN recipe needs beyond
   detectron2's own keys.
 

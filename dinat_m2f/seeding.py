@@ -19,8 +19,9 @@ import torch
 
 # purposes: different streams of one base seed never share a seed
 SAMPLER = 1  # order of the training samples (detectron2's TrainingSampler seed)
-SAMPLE = 2  # augmentation of the sample at one position of a process's data stream
-ITERATION = 3  # the model's random numbers (point sampling, dropout) of one iteration
+SAMPLE = 2  # augmentation of the sample at one place of the global training stream
+ITERATION = 3  # a process's model random numbers (dropout, drop-path) of one iteration
+SAMPLE_MODEL = 4  # the model's draws for one sample of the global stream (matcher, loss points)
 
 
 def derive_seed(base: int, *parts: int) -> int:

@@ -8,7 +8,14 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from dinat_m2f.ops.library import native_backends  # noqa: E402
+from dinat_m2f.ops.library import REQUIRE_ENV, env_flag, native_backends  # noqa: E402
+from tests import emulated_device  # noqa: E402
+
+# The test extension (the emulated device), loaded here once for the whole suite; a missing one
+# fails like a missing dinat_m2f._C when the native build is required (make test).
+EMULATED_DEVICE = emulated_device.load()
+if not EMULATED_DEVICE and "CPU" in native_backends() and env_flag(REQUIRE_ENV):
+    raise ImportError(f"the emulated device is not built: {emulated_device.unavailable_reason()}")
 
 
 def pytest_configure(config):
@@ -27,6 +34,11 @@ def pytest_collection_modifyitems(config, items):
 
 requires_native = pytest.mark.skipif(
     "CPU" not in native_backends(), reason="dinat_m2f._C (native CPU kernels) is not built"
+)
+requires_emulated_device = pytest.mark.skipif(
+    not EMULATED_DEVICE,
+    reason=f"dinat_m2f._C_testing (the emulated device) is not built: "
+    f"{emulated_device.unavailable_reason()}",
 )
 
 

@@ -8,8 +8,8 @@ import contextlib
 import pytest
 import torch
 
-from dinat_m2f.ops.library import use_emulated_device
-from tests.conftest import requires_native
+from tests.conftest import requires_emulated_device
+from tests.emulated_device import use_emulated_device
 
 
 def cases(cuda_cases, emulated_cases, ids):
@@ -17,7 +17,7 @@ def cases(cuda_cases, emulated_cases, ids):
     return [
         pytest.param("cuda", c, marks=pytest.mark.cuda, id=f"cuda-{ids(c)}") for c in cuda_cases
     ] + [
-        pytest.param("emulated", c, marks=requires_native, id=f"emulated-{ids(c)}")
+        pytest.param("emulated", c, marks=requires_emulated_device, id=f"emulated-{ids(c)}")
         for c in emulated_cases
     ]
 
@@ -26,7 +26,7 @@ def backends():
     """pytest params for tests that take only the backend."""
     return [
         pytest.param("cuda", marks=pytest.mark.cuda, id="cuda"),
-        pytest.param("emulated", marks=requires_native, id="emulated"),
+        pytest.param("emulated", marks=requires_emulated_device, id="emulated"),
     ]
 
 

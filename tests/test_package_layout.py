@@ -2,6 +2,7 @@
 the ops layer below everything else, and every native op schema declared once."""
 
 import ast
+import functools
 import os
 import re
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import requires_native
+from tests.conftest import requires_emulated_device, requires_native
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "dinat_m2f"
@@ -130,17 +131,36 @@ def native_sources() -> dict[Path, str]:
     }
 
 
-def test_every_schema_is_declared_once_in_library_cpp():
+# where schemas are written: the ops users call, and the test extension's own ops
+USER_SCHEMAS = Path("op_schemas.h")
+TESTING_LIBRARY = Path("testing") / "library.cpp"
+LIBRARY_FILES = {Path("library.cpp"), TESTING_LIBRARY}
+
+
+def test_every_schema_is_declared_once_in_its_library_file():
     declared = {}
     for path, text in native_sources().items():
+        relative = path.relative_to(ROOT / "native")
         assert "TORCH_LIBRARY_FRAGMENT" not in text, path
         if re.search(r"\bTORCH_LIBRARY\(", text):
-            assert path.name == "library.cpp", f"{path} declares a library"
+            assert relative in LIBRARY_FILES, f"{path} declares a library"
         # a schema is a string literal "name(Tensor ..." (or "name(" + a first argument)
         for name in re.findall(r'"(\w+)\((?:Tensor|int|float|bool)', text):
-            declared.setdefault(name, []).append(path.name)
+            declared.setdefault(name, []).append(relative)
     assert declared, "no schema found"
-    assert {name: files for name, files in declared.items() if files != ["library.cpp"]} == {}
+    assert {n: files for n, files in declared.items() if len(files) != 1} == {}
+    assert {files[0] for files in declared.values()} == {USER_SCHEMAS, TESTING_LIBRARY}
+
+
+def test_the_user_extension_holds_no_test_code():
+    """Only native/testing/ (the test extension) declares or implements the dinat_m2f_testing
+    library, and the package's Python never names the test extension."""
+    testing = ROOT / "native" / "testing"
+    for path, text in native_sources().items():
+        if testing not in path.parents:
+            assert not re.search(r"TORCH_LIBRARY\w*\(\s*dinat_m2f_testing", text), path
+    for path in PACKAGE.rglob("*.py"):
+        assert "_C_testing" not in path.read_text(), f"{path} names the test extension"
 
 
 def test_devices_register_their_own_kernels_without_device_branches():
@@ -153,21 +173,42 @@ def test_devices_register_their_own_kernels_without_device_branches():
             assert "CUDA" not in impls, (path, impls)
 
 
+def run_fresh(program: str) -> subprocess.CompletedProcess:
+    """`program` in a fresh interpreter, with the repository on the path."""
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=str(ROOT),
+        timeout=300,
+    )
+
+
+USER_OPS = (
+    "na_qk",
+    "na_av",
+    "na_qk_backward",
+    "na_av_backward",
+    "na_rpb_backward",
+    "ms_deform_attn",
+    "ms_deform_attn_backward",
+)
+
+
 @requires_native
 def test_dispatcher_routes_each_public_op_to_a_cpu_kernel():
-    for op in (
-        "na_qk",
-        "na_av",
-        "na_qk_backward",
-        "na_av_backward",
-        "na_rpb_backward",
-        "ms_deform_attn",
-        "ms_deform_attn_backward",
-    ):
+    for op in USER_OPS:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"dinat_m2f::{op}", "CPU"), op
-    # the test-only ops live in their own namespace
     assert not hasattr(torch.ops.dinat_m2f, "na_qk_tiled")
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("dinat_m2f_testing::na_qk_tiled", "CPU")
+
+
+@requires_emulated_device
+def test_the_test_extension_mirrors_the_user_ops():
+    """The tests load dinat_m2f._C_testing (conftest.py): the user ops and the test-only ones
+    in their own library."""
+    for op in (*USER_OPS, "na_qk_tiled", "na_av_tiled", "na_tile_plan"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"dinat_m2f_testing::{op}", "CPU")
 
 
 def test_readme_layout_names_existing_folders():
@@ -188,32 +229,49 @@ def test_readme_layout_names_existing_folders():
     assert checked >= 10
 
 
-def test_importing_the_package_registers_everything():
-    """`import dinat_m2f` alone (as `import mask2former`) registers the models and datasets
-    and exposes the config functions; run in a fresh interpreter."""
-    program = (
-        "import dinat_m2f\n"
+@functools.cache
+def fresh_import() -> subprocess.CompletedProcess:
+    """A fresh interpreter that imports the package (+ the accuracy benchmark, which names the
+    emulated device's library), checks what it registered and prints "ok", then the loaded
+    test-extension modules and the op libraries."""
+    return run_fresh(
+        "import sys, torch\n"
+        "import dinat_m2f, dinat_m2f.benchmarks.accuracy\n"
         "from dinat_m2f import add_deeplab_config, add_dinat_config, add_maskformer2_config\n"
         "from detectron2.data import DatasetCatalog\n"
-        "from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY\n"
+        "from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY\n"
+        "from detectron2.modeling import SEM_SEG_HEADS_REGISTRY as HEADS\n"
         "backbones = {'D2DiNAT', 'D2DiNATs', 'D2SwinTransformer', 'D2TorchvisionSwin'}\n"
         "assert backbones <= {name for name, _ in BACKBONE_REGISTRY}\n"
         "assert 'MaskFormer' in META_ARCH_REGISTRY\n"
-        "assert {'MaskFormerHead', 'MSDeformAttnPixelDecoder'} <= {n for n, _ in SEM_SEG_HEADS_REGISTRY}\n"
+        "assert {'MaskFormerHead', 'MSDeformAttnPixelDecoder'} <= {n for n, _ in HEADS}\n"
         "names = set(DatasetCatalog.list())\n"
-        "for name in ('coco_2017_train_panoptic', 'ade20k_panoptic_train', 'ade20k_full_sem_seg_val',\n"
-        "             'cityscapes_fine_panoptic_train', 'mapillary_vistas_panoptic_train',\n"
+        "for name in ('coco_2017_train_panoptic', 'ade20k_panoptic_train',\n"
+        "             'ade20k_full_sem_seg_val', 'cityscapes_fine_panoptic_train',\n"
+        "             'mapillary_vistas_panoptic_train',\n"
         "             'mapillary_vistas_sem_seg_val', 'builtin_shapes_train_panoptic'):\n"
         "    assert name in names, name\n"
         "print('ok')\n"
+        "print(sorted(m for m in sys.modules if 'testing' in m and 'dinat' in m))\n"
+        "libraries = {s.name.split('::')[0] for s in torch._C._jit_get_all_schemas()}\n"
+        "print(sorted(n for n in libraries if n.startswith('dinat_m2f')))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=str(ROOT),
-        timeout=300,
-    )
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_importing_the_package_registers_everything():
+    """`import dinat_m2f` alone (as `import mask2former`) registers the models and datasets
+    and exposes the config functions; run in a fresh interpreter."""
+    result = fresh_import()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[0] == "ok", result.stdout
+
+
+@requires_native
+def test_importing_the_package_loads_no_test_code():
+    """In that fresh interpreter the package loads dinat_m2f._C only: no module of the test
+    extension, and no op of the dinat_m2f_testing library."""
+    result = fresh_import()
+    assert result.returncode == 0, result.stderr[-3000:]
+    modules, libraries = result.stdout.split("\n")[1:3]
+    assert modules == "[]" and "'dinat_m2f'" in libraries, result.stdout
+    assert "dinat_m2f_testing" not in libraries, result.stdout

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     pictures = os.path.join(args.output_dir, "demo")
     if os.path.isdir(pictures):
         print(
-            f"  predictions drawn on the held-out images: {pictures}/ ({len(os.listdir(pictures))} files)"
+            f"  predictions drawn on the held-out images: {pictures}/ "
+            f"({len(os.listdir(pictures))} files)"
         )
     return 0
 

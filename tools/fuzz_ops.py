@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 
 if "torch" not in sys.modules and not os.environ.get("CUDA_VISIBLE_DEVICES"):
     os.environ.setdefault("TRITON_INTERPRET", "1")  # the fused kernels on CPU tensors
+# the repository root, for tests/emulated_device.py (the emulated device is test-only)
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
 
 import torch  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
-
 from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -50,12 +51,9 @@ from dinat_m2f.layers import (  # noqa: E402
     na2d_av,
     na2d_qk,
 )
-from dinat_m2f.ops.library import (  # noqa: E402
-    native_backends,
-    record_implementations,
-    use_emulated_device,
-)
+from dinat_m2f.ops.library import native_backends, record_implementations  # noqa: E402
 from tests import na_brute_force  # noqa: E402
+from tests.emulated_device import use_emulated_device  # noqa: E402
 from tests.ms_deform_attn_brute_force import ms_deform_attn_brute_force  # noqa: E402
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

@@ -3,22 +3,25 @@ every gradient against the CPU kernels in float64, relative to max(1, max |refer
 measure the CUDA tests bound).
 
     python -m dinat_m2f.benchmarks.accuracy --device cuda       # a GPU
-    python -m dinat_m2f.benchmarks.accuracy --device emulated   # the CUDA kernels on the
-                                                                 # emulated device (small shapes)
+    # the CUDA kernels on the emulated device (small shapes), a test extension the package
+    # never loads: tests/emulated_device.py loads it, then runs this module
+    python -m tests.emulated_device dinat_m2f.benchmarks.accuracy --device emulated
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 
 import torch
 
 from dinat_m2f.benchmarks.timing import device_description, markdown_header, markdown_row
 from dinat_m2f.layers import ms_deform_attn, na1d, na2d
-from dinat_m2f.ops.library import use_emulated_device
+from dinat_m2f.ops.library import use_native_library
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
+EMULATED_LIBRARY = "dinat_m2f_testing"  # the emulated device's ops (tests/emulated_device.py)
 # (name, spatial, kernel, dilation, heads, dim)
 NA_SHAPES = {
     "cuda": [
@@ -97,7 +100,10 @@ def main(argv=None) -> list[dict]:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
-    context = use_emulated_device if args.device == "emulated" else contextlib.nullcontext
+    # RuntimeError naming tests/emulated_device.py unless that loaded the emulated device
+    context = contextlib.nullcontext
+    if args.device == "emulated":
+        context = functools.partial(use_native_library, EMULATED_LIBRARY)
     where = device_description(device) if args.device == "cuda" else "emulated device (CPU)"
     print(f"# Kernel accuracy against CPU float64: {where}; inputs rounded to the dtype first")
     print(markdown_header(("op", "shape", "dtype", "out", "grad 1", "grad 2", "grad 3", "grad 4")))

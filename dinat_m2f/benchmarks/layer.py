@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from dinat_m2f.benchmarks.plots import add_plot_argument, check_plot_argument, layer_bars, save_plot
 from dinat_m2f.benchmarks.timing import (
     DTYPES,
     add_run_arguments,
@@ -194,8 +195,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--kernel", type=int, default=7, help="NA kernel = Swin window")
     parser.add_argument("--mlp-ratio", type=float, default=4.0)
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    add_plot_argument(parser)
     args = parser.parse_args(argv)
     check_run_args(parser, args, batch_flag="--batch-size")
+    check_plot_argument(parser, args)
     if args.kernel < 3 or args.kernel % 2 == 0:
         parser.error(f"--kernel must be odd and >= 3, got {args.kernel}")
     return args
@@ -204,7 +207,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     with intra_op_threads(args.threads):
-        return run_layers(args)
+        rows = run_layers(args)
+    if args.plot:
+        h, w = args.resolution
+        title = f"one layer of each kind, {h}x{w}: {device_description(torch.device(args.device))}"
+        save_plot(layer_bars(rows), title, args.plot)
+    return rows
 
 
 if __name__ == "__main__":

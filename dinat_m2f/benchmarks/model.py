@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dinat_m2f.benchmarks.plots import add_plot_argument, check_plot_argument, model_bars, save_plot
 from dinat_m2f.benchmarks.timing import (
     add_run_arguments,
     check_run_args,
@@ -374,8 +375,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="a config that fails gets a note in its row instead of stopping",
     )
+    add_plot_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
+    check_plot_argument(parser, args)
     # "--configs a.yaml b.yaml KEY VALUE": the nargs="+" list swallows the opts; split them
     files = [c for c in args.configs if c.endswith((".yaml", ".yml"))]
     rest = [c for c in args.configs if not c.endswith((".yaml", ".yml"))]
@@ -404,7 +407,12 @@ def main(argv=None) -> list[dict]:
         return layer.main(argv)
     args = parse_args(argv)
     with intra_op_threads(args.threads):
-        return run_models(args)
+        rows = run_models(args)
+    if args.plot:
+        h, w = args.resolution
+        title = f"Mask2Former by config, {h}x{w}: {device_description(torch.device(args.device))}"
+        save_plot(model_bars(rows), title, args.plot)
+    return rows
 
 
 if __name__ == "__main__":

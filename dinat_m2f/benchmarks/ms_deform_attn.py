@@ -24,6 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
+from dinat_m2f.benchmarks.plots import (
+    add_plot_argument,
+    check_plot_argument,
+    op_bars,
+    save_plot,
+)
 from dinat_m2f.benchmarks.timing import (
     DTYPES,
     add_run_arguments,
@@ -157,10 +163,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--quick", action="store_true", help="a 320 input only (overrides --inputs)"
     )
+    add_plot_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.inputs = [320]
     check_run_args(parser, args)
+    check_plot_argument(parser, args)
     if any(size < 32 for size in args.inputs):
         parser.error(f"--inputs must be image sizes >= 32, got {args.inputs}")
     return args
@@ -189,6 +197,9 @@ def main(argv=None) -> list[dict]:
         f"# {len(shapes)} shapes; {samples / 1e6:.1f} M bilinear samples of {HEAD_DIM} "
         "channels per forward, summed over shapes"
     )
+    if args.plot:
+        title = f"MSDeformAttn, {args.dtype}, batch {args.batch}: {device_description(device)}"
+        save_plot(op_bars(rows, lambda s: f"{s.input_size}\n{s.tokens} tokens"), title, args.plot)
     return rows
 
 

@@ -34,6 +34,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dinat_m2f.benchmarks.plots import (
+    add_plot_argument,
+    check_plot_argument,
+    op_bars,
+    save_plot,
+)
 from dinat_m2f.benchmarks.timing import (
     DTYPES,
     add_run_arguments,
@@ -306,6 +312,11 @@ def format_row(row: dict, batch: int = 1, element_bytes: int = 4, peaks=None) ->
     )
 
 
+def shape_label(s: Shape) -> str:
+    """A shape in two short lines, for the plot's x axis."""
+    return f"{s.input_size} {s.variant} L{s.level}\nk{s.kernel} d{s.dilation}"
+
+
 OPS = ("na", "ms_deform_attn")
 
 
@@ -348,12 +359,14 @@ def parse_args(argv=None):
         action="store_true",
         help="224 input, kernel 7 only (overrides --inputs and --kernels)",
     )
+    add_plot_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.inputs, args.kernels = [224], [7]
     if args.max_dense_tokens is None:
         args.max_dense_tokens = 65536 if args.device.startswith("cuda") else 4096
     check_run_args(parser, args)
+    check_plot_argument(parser, args)
     if any(size < 4 for size in args.inputs):
         parser.error(f"--inputs must be image sizes >= 4, got {args.inputs}")
     if any(k < 3 or k % 2 == 0 for k in args.kernels):
@@ -387,6 +400,12 @@ def main(argv=None) -> list[dict]:
             print(format_row(rows[-1], args.batch, element_bytes, peaks), flush=True)
     flops = sum(4 * s.tokens * s.heads * s.kernel**2 * HEAD_DIM * args.batch for s in shapes)
     print(f"# {len(shapes)} shapes; NA forward work summed over shapes: {flops / 1e9:.2f} GFLOP")
+    if args.plot:
+        title = (
+            f"Neighborhood attention, {args.dtype}, batch {args.batch}: "
+            f"{device_description(device)}"
+        )
+        save_plot(op_bars(rows, shape_label), title, args.plot)
     return rows
 
 

@@ -10,8 +10,10 @@ index i is the i-th of MODEL.FPN.IN_FEATURES, level k = 2 + i for res2..res5):
 | `backbone.*` (DiNAT_s: `backbone.layers.{i}.*`) | `backbone.bottom_up.*` (`...levels.{i}.*`) |
 | `neck.lateral_convs.{i}.conv.*` | `backbone.fpn_lateral{k}.*` |
 | `neck.fpn_convs.{i}.conv.*` | `backbone.fpn_output{k}.*` |
-| `rpn_head.rpn_conv / rpn_cls / rpn_reg` | `proposal_generator.rpn_head.conv / objectness_logits / anchor_deltas` |
-| `roi_head.bbox_head.{s}.shared_convs.{j}.conv / .bn` | `roi_heads.box_head.{s}.conv{j+1} / .conv{j+1}.norm` |
+| `rpn_head.rpn_conv` | `proposal_generator.rpn_head.conv` |
+| `rpn_head.rpn_cls / rpn_reg` | `proposal_generator.rpn_head.objectness_logits / anchor_deltas` |
+| `roi_head.bbox_head.{s}.shared_convs.{j}.conv` | `roi_heads.box_head.{s}.conv{j+1}` |
+| `roi_head.bbox_head.{s}.shared_convs.{j}.bn` | `roi_heads.box_head.{s}.conv{j+1}.norm` |
 | `roi_head.bbox_head.{s}.shared_fcs.{j}` | `roi_heads.box_head.{s}.fc{j+1}` |
 | `roi_head.bbox_head.{s}.fc_cls / fc_reg` | `roi_heads.box_predictor.{s}.cls_score / bbox_pred` |
 | `roi_head.mask_head.{s}.convs.{j}.conv` | `roi_heads.mask_head.{s}.mask_fcn{j+1}` |

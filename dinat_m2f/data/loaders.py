@@ -3,13 +3,19 @@
 **Training** (`build_train_loader`). detectron2's loader restarts its sample order and its
 workers' random augmentations from the beginning on every `--resume`, so a resumed run trains
 on other data than an uninterrupted one. Here each process's data stream is a sequence of
-positions 0, 1, 2, ...; position p is the p-th index of the (seeded) training sampler, mapped
-with the random generators seeded from (SEED, rank, p). Workers take positions in turn and the
-main process receives them in order, so a batch's content depends neither on the number of
-workers nor on earlier runs. The loader's `state_dict()` (next position, positions waiting in
-the aspect-ratio buckets, broken samples seen) is saved with every checkpoint; a resumed loader
-replays the waiting positions and continues at the next one, giving the batches the
-uninterrupted run would have had.
+positions 0, 1, 2, ...; position p is the p-th index of the (seeded) training sampler. The
+sampler gives process r of W the places r, r + W, r + 2W, ... of one global sample stream, so
+position p is the global place g = p * W + r, and the sample is mapped with the random
+generators seeded from (SEED, g). Each mapped dict also carries `sample_seed`, seeded from
+(SEED, g), for the model's own random draws of that sample (the matcher's and the mask losses'
+points). An iteration's batches over all processes thus hold the same samples, augmented the
+same way, with the same random points, whatever the number of processes (with
+ASPECT_RATIO_GROUPING, when every image falls in the same group). Workers take positions in
+turn and the main process receives them in order, so a batch's content depends neither on the
+number of workers nor on earlier runs. The loader's `state_dict()` (next position, positions
+waiting in the aspect-ratio buckets, broken samples seen) is saved with every checkpoint; a
+resumed loader replays the waiting positions and continues at the next one, giving the batches
+the uninterrupted run would have had.
 
 **Test** (`build_test_loader`). detectron2's test loader with the label files the evaluators
 will read decoded first, and unreadable samples named with their dataset or skipped.
@@ -37,7 +43,7 @@ from detectron2.data.dataset_mapper import DatasetMapper
 from detectron2.data.samplers import InferenceSampler
 from detectron2.utils import comm
 
-from ..seeding import SAMPLE, SAMPLER, derive_seed, seeded
+from ..seeding import SAMPLE, SAMPLE_MODEL, SAMPLER, derive_seed, seeded
 from .broken_samples import (
     BrokenSample,
     BrokenSampleCounter,
@@ -80,11 +86,14 @@ class _DatasetNames:
 
 class _SampleStream(torchdata.IterableDataset):
     """Yields (position, mapped dict | BrokenSample | None) for the positions `replay` and
-    then `start`, `start + 1`, ... of the sampler's stream; worker w of W takes every W-th."""
+    then `start`, `start + 1`, ... of the sampler's stream of process `rank` of `world`;
+    data-loader worker w of n takes every n-th."""
 
-    def __init__(self, dataset, mapper: Callable, sampler, names: _DatasetNames, rank: int):
+    def __init__(
+        self, dataset, mapper: Callable, sampler, names: _DatasetNames, rank: int, world: int
+    ):
         self.dataset, self.mapper, self.sampler, self.names = dataset, mapper, sampler, names
-        self.rank = rank
+        self.rank, self.world = rank, world
         self.base_seed = 0
         self.start = 0
         self.replay: tuple[int, ...] = ()
@@ -104,9 +113,14 @@ class _SampleStream(torchdata.IterableDataset):
 
     def _map(self, position: int, index: int):
         record = self.dataset[index]
-        with seeded(derive_seed(self.base_seed, SAMPLE, self.rank, position)):
+        # detectron2's training samplers shard one stream: process r takes places r, r + W, ...
+        place = position * self.world + self.rank
+        with seeded(derive_seed(self.base_seed, SAMPLE, place)):
             try:
-                return self.mapper(record)
+                mapped = self.mapper(record)
+                if mapped is not None:
+                    mapped["sample_seed"] = derive_seed(self.base_seed, SAMPLE_MODEL, place)
+                return mapped
             except BrokenSampleError as error:
                 name, local = self.names(index)
                 return BrokenSample(
@@ -235,6 +249,7 @@ def build_train_loader(cfg: CfgNode, mapper: Callable) -> ResumableTrainLoader:
         sampler,
         _DatasetNames(names, sizes),
         comm.get_rank(),
+        world,
     )
     return ResumableTrainLoader(
         stream,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import weakref
 from collections import OrderedDict
 
@@ -26,7 +27,7 @@ from ..checkpoint import (
     WeightsError,
     load_model_weights,
 )
-from ..checkpoint.atomic_files import TrainingCheckpointer
+from ..checkpoint.atomic_files import CheckpointFileError, TrainingCheckpointer
 from ..data.dataset_mappers import build_dataset_mapper
 from ..data.loaders import base_seed_of, build_test_loader, build_train_loader
 from ..evaluation.evaluator_factory import build_evaluator
@@ -82,12 +83,32 @@ class Trainer(DefaultTrainer):
             super().resume_or_load(resume=resume)
         except (UnsafeCheckpointError, CheckpointReadError) as error:
             raise WeightsError(f"cannot load the weights to train from: {error}") from error
+        if comm.get_world_size() > 1:
+            self._check_same_start()
+
+    def _check_same_start(self) -> None:
+        """Every process must resume from the same checkpoint: the main process writes them
+        into OUTPUT_DIR and every process reads them back, so OUTPUT_DIR must be one folder
+        that all machines see. A machine that found another checkpoint (or none) would train
+        other weights, and the processes would wait for each other at the end."""
+        starts = comm.all_gather((self.start_iter, socket.gethostname()))
+        if len({start for start, _ in starts}) > 1:
+            where = ", ".join(
+                f"rank {rank} ({host}) from iteration {start}"
+                for rank, (start, host) in enumerate(starts)
+            )
+            raise CheckpointFileError(
+                f"the processes would start from different checkpoints: {where}. OUTPUT_DIR "
+                f"({self.cfg.OUTPUT_DIR}) must be the same folder on every machine (a shared "
+                "file system): the main process writes the checkpoints, every process reads them"
+            )
 
     def build_hooks(self):
         hooks = super().build_hooks()
-        hooks.insert(0, CheckpointOnInterrupt(self.checkpointer))
         # first: seeds each iteration, and its state must be current when checkpoints are saved
         hooks.insert(0, ResumableTrainingState(self._trainer.data_loader, base_seed_of(self.cfg)))
+        # last: the interrupt checkpoint holds the LR scheduler's step of its iteration
+        hooks.append(CheckpointOnInterrupt(self.checkpointer))
         return hooks
 
     @classmethod

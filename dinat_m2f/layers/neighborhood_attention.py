@@ -45,7 +45,8 @@ class NeighborhoodAttention2D(nn.Module):
         name = type(self).__name__
         if num_heads < 1 or dim % num_heads != 0:
             raise ValueError(
-                f"{name}: num_heads must be >= 1 and divide dim, got dim={dim}, num_heads={num_heads}"
+                f"{name}: num_heads must be >= 1 and divide dim, got dim={dim}, "
+                f"num_heads={num_heads}"
             )
         self.kernel_size, self.dilation = checks.kernel_and_dilation(name, kernel_size, dilation, 2)
         self.dim = dim

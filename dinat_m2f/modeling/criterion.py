@@ -1,5 +1,10 @@
 """Mask2Former's training losses: classification and point-sampled mask losses of the matched
-predictions, for the final and (deep supervision) every intermediate prediction."""
+predictions, for the final and (deep supervision) every intermediate prediction.
+
+Unlike Mask2Former, where each process's classification loss is the weighted mean over its own
+queries, every loss is normalised by the whole batch over all processes (Mask2Former does so
+for the mask losses only), and images with a seed draw their own random points: the gradients
+of a batch do not depend on how it is split over processes. With one process both agree."""
 
 from __future__ import annotations
 
@@ -55,8 +60,13 @@ class SetCriterion(nn.Module):
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
 
-    def loss_labels(self, outputs, targets, indices, num_masks) -> dict[str, torch.Tensor]:
-        """Cross-entropy over all queries; unmatched queries' target is "no object"."""
+    def loss_labels(
+        self, outputs, targets, indices, class_weight: float | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Cross-entropy over all queries; unmatched queries' target is "no object". The sum of
+        the queries' class-weighted losses divided by `class_weight`: by default the sum of
+        their weights (the weighted mean); `forward` passes the whole batch's, over all
+        processes."""
         logits = outputs["pred_logits"].float()
         batch_idx, query_idx = _prediction_index(indices)
         target_classes = torch.full(
@@ -65,13 +75,19 @@ class SetCriterion(nn.Module):
         target_classes[batch_idx, query_idx] = torch.cat(
             [t["labels"][j] for t, (_, j) in zip(targets, indices)]
         ).to(logits.device)
-        return {
-            "loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)
-        }
+        loss = F.cross_entropy(
+            logits.transpose(1, 2), target_classes, self.empty_weight, reduction="sum"
+        )
+        if class_weight is None:
+            class_weight = self.empty_weight[target_classes].sum()
+        return {"loss_ce": loss / class_weight}
 
-    def loss_masks(self, outputs, targets, indices, num_masks) -> dict[str, torch.Tensor]:
+    def loss_masks(
+        self, outputs, targets, indices, num_masks: float, generators=None
+    ) -> dict[str, torch.Tensor]:
         """Sigmoid CE and dice of matched masks, on points drawn where predictions are
-        uncertain (mostly) and uniformly."""
+        uncertain (mostly) and uniformly; each image's points from its generator of
+        `generators` (default torch's global generator)."""
         batch_idx, query_idx = _prediction_index(indices)
         pred_masks = outputs["pred_masks"][batch_idx, query_idx][:, None].float()
         target_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
@@ -80,12 +96,22 @@ class SetCriterion(nn.Module):
             zero = outputs["pred_masks"].sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero}
         with torch.no_grad():
-            points = uncertain_point_coords_with_randomness(
-                pred_masks,
-                mask_uncertainty,
-                self.num_points,
-                self.oversample_ratio,
-                self.importance_sample_ratio,
+            # image by image (the matched masks are grouped by image), so that an image's points
+            # do not depend on the other images of its batch
+            per_image = pred_masks.split([len(src) for src, _ in indices])
+            points = torch.cat(
+                [
+                    uncertain_point_coords_with_randomness(
+                        masks,
+                        mask_uncertainty,
+                        self.num_points,
+                        self.oversample_ratio,
+                        self.importance_sample_ratio,
+                        generator=None if generators is None else generators[b],
+                    )
+                    for b, masks in enumerate(per_image)
+                    if len(masks)
+                ]
             )
             point_labels = point_sample(target_masks, points, align_corners=False).squeeze(1)
         point_logits = point_sample(pred_masks, points, align_corners=False).squeeze(1)
@@ -96,40 +122,64 @@ class SetCriterion(nn.Module):
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
         """outputs: the decoder's dict (with "aux_outputs"); targets: per image {"labels",
-        "masks" (T, H, W) at the padded batch size}. Returns unweighted losses; those of
-        intermediate predictions carry a suffix _i."""
+        "masks" (T, H, W) at the padded batch size, optionally "seed"}. Returns unweighted
+        losses; those of intermediate predictions carry a suffix _i.
+
+        An image with a "seed" draws its random points (matcher and mask losses) from a
+        generator seeded with it, and the losses are normalised by the whole batch over all
+        processes (`_batch_normalisers`): a batch split over several processes then gives the
+        gradients of the same batch in one process (DDP averages the processes' gradients)."""
         final = {k: v for k, v in outputs.items() if k != "aux_outputs"}
-        device_type = final["pred_masks"].device.type
-        with torch.autocast(device_type=device_type, enabled=False):
-            num_masks = self._average_num_masks(targets, final["pred_logits"].device)
-            losses = self._losses_of(final, targets, num_masks)
-            for i, aux in enumerate(outputs.get("aux_outputs", [])):
-                aux_losses = self._losses_of(aux, targets, num_masks)
-                losses.update({f"{k}_{i}": v for k, v in aux_losses.items()})
+        predictions = [final, *outputs.get("aux_outputs", [])]
+        device = final["pred_logits"].device
+        generators = None
+        if targets and all("seed" in t for t in targets):
+            generators = [
+                torch.Generator(device=device).manual_seed(int(t["seed"])) for t in targets
+            ]
+        with torch.autocast(device_type=device.type, enabled=False):
+            indices = [self.matcher(p, targets, generators) for p in predictions]
+            num_masks, class_weights = self._batch_normalisers(
+                targets, indices, final["pred_logits"].shape[1], device
+            )
+            losses = {}
+            for i, (prediction, matched) in enumerate(zip(predictions, indices)):
+                suffix = "" if i == 0 else f"_{i - 1}"
+                for name in self.losses:
+                    if name == "labels":
+                        part = self.loss_labels(prediction, targets, matched, class_weights[i])
+                    else:
+                        part = self.loss_masks(prediction, targets, matched, num_masks, generators)
+                    losses.update({k + suffix: v for k, v in part.items()})
         return losses
 
-    def _losses_of(self, outputs, targets, num_masks) -> dict[str, torch.Tensor]:
-        indices = self.matcher(outputs, targets)
-        losses = {}
-        for name in self.losses:
-            compute = self.loss_labels if name == "labels" else self.loss_masks
-            losses.update(compute(outputs, targets, indices, num_masks))
-        return losses
-
-    @staticmethod
-    def _average_num_masks(targets, device) -> float:
-        """Targets per process, averaged over processes (at least 1): the loss normaliser."""
-        num_masks = torch.as_tensor(
-            [float(sum(len(t["labels"]) for t in targets))], dtype=torch.float32, device=device
-        )
+    def _batch_normalisers(
+        self, targets, indices, num_queries: int, device: torch.device
+    ) -> tuple[float, list[float]]:
+        """The loss normalisers of the whole batch over all processes, divided by the number of
+        processes (DDP averages the gradients, so each process's share adds up to the whole
+        batch's loss): the number of target masks (at least 1), and per prediction set the
+        sum of the class weights of all queries' targets. One all-reduce."""
+        eos = self.empty_weight[-1].double()
+        num_masks = float(sum(len(t["labels"]) for t in targets))
+        local = [torch.tensor(num_masks, dtype=torch.float64, device=device)]
+        for matched in indices:
+            weight = torch.zeros((), dtype=torch.float64, device=device)
+            for target, (src, tgt) in zip(targets, matched):
+                labels = target["labels"][tgt.to(target["labels"].device)]
+                weight = weight + self.empty_weight[labels].double().sum()
+                weight = weight + (num_queries - len(src)) * eos
+            local.append(weight)
+        totals = torch.stack(local)
         world_size = get_world_size()
         if (
             world_size > 1
             and torch.distributed.is_available()
             and torch.distributed.is_initialized()
         ):
-            torch.distributed.all_reduce(num_masks)
-        return torch.clamp(num_masks / world_size, min=1).item()
+            torch.distributed.all_reduce(totals)
+        totals = totals.tolist()
+        return max(totals[0], 1.0) / world_size, [w / world_size for w in totals[1:]]
 
     def extra_repr(self) -> str:
         return (

@@ -44,10 +44,14 @@ class HungarianMatcher(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, outputs: dict, targets: list[dict]
+        self,
+        outputs: dict,
+        targets: list[dict],
+        generators: list[torch.Generator] | None = None,
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """outputs: {"pred_logits": (N, Q, K + 1), "pred_masks": (N, Q, H, W)}; targets: per
-        image {"labels": (T,) int64, "masks": (T, H', W')}. Returns per image (query indices,
+        image {"labels": (T,) int64, "masks": (T, H', W')}; generators: per image, for its
+        random points (default torch's global generator). Returns per image (query indices,
         target indices), int64 tensors of length min(Q, T), sorted by query index."""
         num_queries = outputs["pred_logits"].shape[1]
         indices = []
@@ -57,6 +61,7 @@ class HungarianMatcher(nn.Module):
                 outputs["pred_masks"][b],
                 target["labels"],
                 target["masks"],
+                generator=None if generators is None else generators[b],
             )
             cost = cost.reshape(num_queries, -1).cpu()
             if not bool(torch.isfinite(cost).all()):  # scipy's error would not say why
@@ -73,14 +78,17 @@ class HungarianMatcher(nn.Module):
         pred_masks: torch.Tensor,
         labels: torch.Tensor,
         masks: torch.Tensor,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Costs (Q, T) of one image: pred_logits (Q, K + 1), pred_masks (Q, H, W), labels
-        (T,), masks (T, H', W')."""
+        (T,), masks (T, H', W'); the points are drawn from `generator` (default global)."""
         device_type = pred_masks.device.type
         with torch.autocast(device_type=device_type, enabled=False):
             probs = pred_logits.float().softmax(-1)
             cost_class = -probs[:, labels]
-            points = torch.rand(1, self.num_points, 2, device=pred_masks.device)
+            points = torch.rand(
+                1, self.num_points, 2, device=pred_masks.device, generator=generator
+            )
             target_points = point_sample(
                 masks[:, None].float(), points.repeat(masks.shape[0], 1, 1), align_corners=False
             ).squeeze(1)

@@ -37,11 +37,13 @@ def uncertain_point_coords_with_randomness(
     num_points: int,
     oversample_ratio: float,
     importance_sample_ratio: float,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Points where the masks are uncertain, plus uniform ones.
 
     Draws num_points * oversample_ratio uniform points, keeps the importance_sample_ratio share
-    of num_points that are most uncertain, and fills the rest uniformly at random.
+    of num_points that are most uncertain, and fills the rest uniformly at random (from
+    `generator`, default torch's global one).
     coarse_logits: (N, 1, H, W). Returns (N, num_points, 2), (x, y) in [0, 1].
     """
     if oversample_ratio < 1:
@@ -52,13 +54,17 @@ def uncertain_point_coords_with_randomness(
         )
     num_masks = coarse_logits.shape[0]
     num_sampled = int(num_points * oversample_ratio)
-    candidates = torch.rand(num_masks, num_sampled, 2, device=coarse_logits.device)
+    candidates = torch.rand(
+        num_masks, num_sampled, 2, device=coarse_logits.device, generator=generator
+    )
     uncertainties = uncertainty_func(point_sample(coarse_logits, candidates, align_corners=False))
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
     top = torch.topk(uncertainties[:, 0, :], k=num_uncertain, dim=1)[1]
     chosen = torch.gather(candidates, 1, top.unsqueeze(-1).expand(-1, -1, 2))
     if num_random > 0:
-        uniform = torch.rand(num_masks, num_random, 2, device=coarse_logits.device)
+        uniform = torch.rand(
+            num_masks, num_random, 2, device=coarse_logits.device, generator=generator
+        )
         chosen = torch.cat((chosen, uniform), dim=1)
     return chosen

@@ -91,32 +91,38 @@ def native_supports(device: torch.device, family: str = "na") -> bool:
     return device.type.upper() in NATIVE_DEVICES[_family(family)]
 
 
-# The torch library whose ops compute native calls: "dinat_m2f", or, inside
-# use_emulated_device(), "dinat_m2f_testing" (the CUDA kernels on the emulated device).
-NAMESPACES = ("dinat_m2f", "dinat_m2f_testing")
-_namespace = "dinat_m2f"
+# The torch library whose ops compute native calls: dinat_m2f, or inside use_native_library()
+# another library with the same schemas (the test extension's emulated device, which only the
+# tests load: tests/emulated_device.py).
+LIBRARY = "dinat_m2f"
+_library = LIBRARY
 
 
 def native_ops():
-    """The ops that compute native calls: torch.ops.dinat_m2f, or the emulated device's
-    torch.ops.dinat_m2f_testing inside use_emulated_device()."""
-    return getattr(torch.ops, _namespace)
+    """The ops that compute native calls: torch.ops.dinat_m2f, or inside use_native_library()
+    the library it names."""
+    return getattr(torch.ops, _library)
 
 
 @contextlib.contextmanager
-def use_emulated_device() -> Iterator[None]:
-    """Test-only: inside the block, the native ops of CPU tensors run the CUDA kernels (the
-    very source and launch code of the GPU build) on the emulated device of
-    native/common/simt_emulator.h, where every thread block is blockDim CPU threads. The
-    public functions, their checks and autograd are unchanged. Needs the extension."""
-    global _namespace
+def use_native_library(name: str) -> Iterator[None]:
+    """Inside the block, native calls run the ops of torch.ops.<name>: a library with the
+    schemas of dinat_m2f:: whose fake kernels and autograd are registered (each op family's
+    `registration.register_library(name)`). The public functions, their checks and autograd
+    are unchanged. The tests run the CUDA kernels on the emulated device this way."""
+    global _library
     if not NATIVE_AVAILABLE:
-        raise RuntimeError("use_emulated_device: the native extension dinat_m2f._C is not loaded")
-    previous, _namespace = _namespace, "dinat_m2f_testing"
+        raise RuntimeError(f"use_native_library({name!r}): dinat_m2f._C is not loaded")
+    if not hasattr(getattr(torch.ops, name), "na_qk"):
+        raise RuntimeError(
+            f"use_native_library({name!r}): no library {name} is loaded (the emulated "
+            "device's is the test extension's, which tests/emulated_device.py loads)"
+        )
+    previous, _library = _library, name
     try:
         yield
     finally:
-        _namespace = previous
+        _library = previous
 
 
 _warned: set[tuple[str, str]] = set()
@@ -147,9 +153,10 @@ def record_implementations() -> Iterator[list[str]]:
     """Test hook: inside the block, every op call appends to the yielded list the
     implementation that computed it, as "op:implementation": "na:fused", "na:unfused" and
     "na:reference" (the backend of a whole-attention call), then "na_qk:native" /
-    "na_av:native" (the extension's kernels), "...:emulated" (inside use_emulated_device) or
-    "...:pure-pytorch" (the twin); likewise "ms_deform_attn:...". Outside the block nothing is
-    recorded: one test of a module global per call, which torch.compile folds away."""
+    "na_av:native" (the extension's kernels), "...:emulated" (inside use_native_library: the
+    tests' emulated device) or "...:pure-pytorch" (the twin); likewise "ms_deform_attn:...".
+    Outside the block nothing is recorded: one test of a module global per call, which
+    torch.compile folds away."""
     global _recorded
     previous, _recorded = _recorded, []
     try:
@@ -166,5 +173,5 @@ def note_implementation(op: str, implementation: str) -> None:
 
 def native_implementation() -> str:
     """The name note_implementation gives the native kernels: "native", or "emulated" inside
-    use_emulated_device()."""
-    return "native" if _namespace == "dinat_m2f" else "emulated"
+    use_native_library() (the tests' emulated device)."""
+    return "native" if _library == LIBRARY else "emulated"

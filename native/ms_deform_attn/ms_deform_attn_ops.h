@@ -2,7 +2,7 @@
 // shared by every device: argument checks, the level layout read on the host, output
 // allocation, and the entry points that the device files register for their dispatch key
 // (ms_deform_attn_cpu.cpp: CPU, ms_deform_attn_cuda.cu: CUDA). The schemas are declared
-// once, in native/library.cpp; autograd and fake kernels are registered from Python
+// once, in native/op_schemas.h; autograd and fake kernels are registered from Python
 // (dinat_m2f/ops/ms_deform_attn/registration.py).
 //
 // ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
@@ -172,7 +172,7 @@ inline Problem check_inputs(const char* op, const at::Tensor& value,
   return p;
 }
 
-// Entry points, one per schema of native/library.cpp.
+// Entry points, one per schema of native/op_schemas.h.
 
 template <typename Kernels>
 at::Tensor forward_op(const at::Tensor& value, const at::Tensor& spatial_shapes,

@@ -1,7 +1,7 @@
 // Host side of the NA ops, shared by every device: argument checks, the 2D view of 1D
 // problems, output allocation, and the entry points that the device files register for
 // their dispatch key (na_cpu.cpp: CPU, na_cuda.cu: CUDA). The schemas are declared once, in
-// native/library.cpp.
+// native/op_schemas.h.
 //
 // Layout is heads-last: query/key/value (batch, *spatial, heads, dim), attention logits and
 // weights (batch, *spatial, heads, prod(kernel_size)), neighbor order row-major over the
@@ -125,7 +125,7 @@ inline at::Tensor empty_2d(const Problem& p, int64_t last, const at::Tensor& lik
 }
 
 // ------------------------------------------------------------------------------------------
-// Entry points, one per schema of native/library.cpp.
+// Entry points, one per schema of native/op_schemas.h.
 
 template <typename Kernels>
 at::Tensor qk(const at::Tensor& query, const at::Tensor& key, const c10::optional<at::Tensor>& rpb,

@@ -147,7 +147,9 @@ def test_rename_rule_is_mask2formers():
         "sem_seg_head.predictor.class_embed.weight": "sem_seg_head.predictor.class_embed.weight",
         "backbone.norm0.weight": "backbone.norm0.weight",
         # a version-2 key is renamed again: the version metadata is what prevents it
-        "sem_seg_head.pixel_decoder.layer_1.weight": "sem_seg_head.pixel_decoder.pixel_decoder.layer_1.weight",
+        "sem_seg_head.pixel_decoder.layer_1.weight": (
+            "sem_seg_head.pixel_decoder.pixel_decoder.layer_1.weight"
+        ),
     }
     state = {k: torch.zeros(1) for k in keys}
     assert rename_v1_pixel_decoder_keys(state, "sem_seg_head.")

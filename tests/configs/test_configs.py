@@ -1,6 +1,7 @@
 """Every YAML under configs/ merges into the project's config (`default_cfg()`: detectron2's
-defaults plus every `add_*_config`, following `_BASE_`, as train_net.py reads it) and keeps the paper's settings: dataset names and class counts, task flags, solver, inputs, and
-DiNAT dilation schedules that fit the inputs they run on. Files under a `swin/` folder are the
+defaults plus every `add_*_config`, following `_BASE_`, as train_net.py reads it) and keeps
+the paper's settings: dataset names and class counts, task flags, solver, inputs, and DiNAT
+dilation schedules that fit the inputs they run on. Files under a `swin/` folder are the
 torchvision Swin baseline (`D2TorchvisionSwin`, MODEL.TVSWIN): the same checks except the
 DiNAT-specific ones (dilations, DiNAT variants), and Mask2Former's Swin settings instead.
 

@@ -165,12 +165,12 @@ OUR_EXTRA_KEYS = {
 DINAT_L_COCO = (
     "dinat/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml"
 )
+SWIN_L_COCO = (
+    "mask2former/coco/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml"
+)
 PAPER_PARAMS = {
     "mask2former/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml": (44.0e6, 0.05e6),
-    "mask2former/coco/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml": (
-        216e6,
-        0.5e6,
-    ),
+    SWIN_L_COCO: (216e6, 0.5e6),
     DINAT_L_COCO: (220e6, 0.5e6),
 }
 DINAT_L_BACKBONE = (199.6e6, 0.05e6)

@@ -1,6 +1,8 @@
 """The resumable training loader (dinat_m2f.data.loaders): the batches after a resume from a
 saved state are those an uninterrupted loader gives, also with samples waiting in the
-aspect-ratio buckets and with broken samples skipped, whatever the number of workers."""
+aspect-ratio buckets and with broken samples skipped, whatever the number of workers; split
+over several processes, an iteration's batches hold the samples, augmentations and model seeds
+of the one process's batch."""
 
 import itertools
 import random
@@ -53,16 +55,16 @@ def registered():
         DatasetCatalog.register(NAME, _dicts)
 
 
-def _loader(workers: int, broken=frozenset()):
+def _loader(workers: int, broken=frozenset(), grouping=True, batch=3):
     cfg = get_cfg()
     add_maskformer2_config(cfg)
     cfg.DATASETS.TRAIN = (NAME,)
     cfg.DATALOADER.NUM_WORKERS = workers
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
-    cfg.DATALOADER.ASPECT_RATIO_GROUPING = True
+    cfg.DATALOADER.ASPECT_RATIO_GROUPING = grouping
     cfg.DATALOADER.SKIP_BROKEN_SAMPLES = True
     cfg.DATALOADER.MAX_BROKEN_FRACTION = 0.2
-    cfg.SOLVER.IMS_PER_BATCH = 3
+    cfg.SOLVER.IMS_PER_BATCH = batch
     cfg.SEED = 7
     return build_train_loader(cfg, _Mapper(broken))
 
@@ -98,3 +100,29 @@ def test_loading_a_state_into_a_running_loader_is_an_error():
     next(iterator)
     with pytest.raises(RuntimeError, match="already iterating"):
         loader.load_state_dict(loader.state_dict())
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_processes_share_out_the_one_process_batches(monkeypatch, world):
+    """Process r of `world` (as detectron2's comm reports it to the sampler and the loader)
+    gets its part of each of the one-process run's batches: the same samples, augmentation
+    draws and model seeds (`sample_seed`)."""
+    from detectron2.utils import comm
+
+    def batches(loader):
+        return [
+            sorted((d["index"], d["draws"], d["sample_seed"]) for d in batch)
+            for batch in itertools.islice(iter(loader), 8)
+        ]
+
+    one = batches(_loader(0, grouping=False, batch=6))
+    parts = []
+    for rank in range(world):
+        monkeypatch.setattr(comm, "get_world_size", lambda: world)
+        monkeypatch.setattr(comm, "get_rank", lambda rank=rank: rank)
+        monkeypatch.setattr(comm, "shared_random_seed", lambda: 0)  # replaced by SEED anyway
+        parts.append(batches(_loader(0, grouping=False, batch=6)))
+    monkeypatch.undo()
+    assert all(len(batch) == 6 // world for part in parts for batch in part)
+    assert [sorted(sum((part[i] for part in parts), [])) for i in range(8)] == one
+    assert len({seed for batch in one for _, _, seed in batch}) == 48  # one per place

@@ -21,7 +21,6 @@ import sys
 import time
 from typing import NamedTuple
 
-import pytest
 import torch
 
 from dinat_m2f.checkpoint.atomic_files import checkpoint_file_problem, partial_files
@@ -67,15 +66,6 @@ def pause_point(kill: Kill) -> str:
         "during an evaluation": f"evaluated image 2 at iteration {kill.iteration}",
         "during the final evaluation": f"evaluated image 2 at iteration {kill.iteration}",
     }.get(kill.kind, "none")
-
-
-@pytest.fixture(scope="module")
-def datasets_root(tmp_path_factory):
-    from dinat_m2f.data.synthetic import generate_builtin_shapes
-
-    root = str(tmp_path_factory.mktemp("datasets"))
-    generate_builtin_shapes(root, num_train=8, num_val=4, size=96, seed=0)
-    return root
 
 
 def _read(path: str) -> str:

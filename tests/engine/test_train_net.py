@@ -16,15 +16,6 @@ from .train_net_runner import env_with_datasets, run_train_net, train_net_comman
 
 
 @pytest.fixture(scope="module")
-def datasets_root(tmp_path_factory):
-    from dinat_m2f.data.synthetic import generate_builtin_shapes
-
-    root = str(tmp_path_factory.mktemp("datasets"))
-    generate_builtin_shapes(root, num_train=8, num_val=4, size=96, seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
 def trained(datasets_root, tmp_path_factory):
     output = str(tmp_path_factory.mktemp("train"))
     result = run_train_net(

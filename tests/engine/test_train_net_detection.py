@@ -48,15 +48,6 @@ CASCADE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def datasets_root(tmp_path_factory):
-    from dinat_m2f.data.synthetic import generate_builtin_shapes
-
-    root = str(tmp_path_factory.mktemp("datasets"))
-    generate_builtin_shapes(root, num_train=8, num_val=4, size=96, seed=0)
-    return root
-
-
 def run(datasets_root, output, *args, overrides=()):
     return run_train_net(
         datasets_root, output, *args, overrides=overrides, config=CONFIG, model=SMALL

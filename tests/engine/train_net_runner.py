@@ -75,3 +75,34 @@ def run_train_net(
         text=True,
         timeout=timeout,
     )
+
+
+def free_port() -> int:
+    """A TCP port that is free on the loopback now (for --dist-url)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_machine(datasets_root, output_dir, rank, port, *args, overrides=(), log=None):
+    """train_net.py as machine `rank` of two on the loopback (one process each), in the
+    background; its output goes to the file `log`."""
+    return subprocess.Popen(
+        train_net_command(
+            output_dir,
+            "--num-machines",
+            "2",
+            "--machine-rank",
+            str(rank),
+            "--dist-url",
+            f"tcp://127.0.0.1:{port}",
+            *args,
+            overrides=overrides,
+        ),
+        env=env_with_datasets(datasets_root),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

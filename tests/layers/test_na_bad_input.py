@@ -30,8 +30,8 @@ BAD_NA2D = [
     (
         "too small",
         dict(kernel_size=5, dilation=2),
-        r"query has spatial size \(9, 10\) but kernel_size \(5, 5\) with dilation \(2, 2\) needs at "
-        r"least \(10, 10\) \(axis 0: 9 < 5\*2\)",
+        r"query has spatial size \(9, 10\) but kernel_size \(5, 5\) with dilation \(2, 2\) "
+        r"needs at least \(10, 10\) \(axis 0: 9 < 5\*2\)",
     ),
     ("rpb shape", dict(rpb=t(2, 3, 3)), r"rpb must have shape .* = \(2, 5, 5\), got \(2, 3, 3\)"),
     ("rpb heads", dict(rpb=t(3, 5, 5)), r"= \(2, 5, 5\), got \(3, 5, 5\)"),
@@ -122,7 +122,8 @@ def test_1d_messages():
         (lambda ops: ops.na_qk(Q, Q, None, [3, 3], [1]), r"dilation must have 2 entries"),
         (
             lambda ops: ops.na_qk(Q, Q, None, [5, 5], [2, 2]),
-            r"spatial axis 0 of query has length 9 but kernel_size 5 with dilation 2 needs at least 10",
+            r"spatial axis 0 of query has length 9 but kernel_size 5 with dilation 2 needs at "
+            r"least 10",
         ),
         (lambda ops: ops.na_qk(Q, Q[..., :4], None, [3, 3], [1, 1]), r"must have the same shape"),
         (

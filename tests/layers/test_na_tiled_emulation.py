@@ -8,9 +8,9 @@ accumulates in 8 bytes)."""
 import pytest
 import torch
 
-from tests.conftest import requires_native
+from tests.conftest import requires_emulated_device
 
-pytestmark = requires_native
+pytestmark = requires_emulated_device
 
 testing = torch.ops.dinat_m2f_testing
 

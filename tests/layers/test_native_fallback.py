@@ -38,7 +38,8 @@ COMPUTE = textwrap.dedent(
         out = L.na2d(q, k, v, 3, dilation=2, rpb=rpb)
         out2 = L.na2d(q, k, v, 3, dilation=2, rpb=rpb)
         logits = L.na2d_qk(q, k, 3, dilation=2, rpb=rpb)
-    assert torch.allclose(logits, na_qk_reference(q, k, rpb, (3, 3), (2, 2)), rtol=1e-12, atol=1e-12)
+    expected = na_qk_reference(q, k, rpb, (3, 3), (2, 2))
+    assert torch.allclose(logits, expected, rtol=1e-12, atol=1e-12)
     ours = [str(w.message) for w in caught if "dinat_m2f" in str(w.message)]
     print("BACKENDS", L.native_backends())
     print("WARNINGS", len(ours))

@@ -174,7 +174,7 @@ def test_classification_loss_weights_no_object():
     logits = torch.randn(1, 3, 3)
     targets = [{"labels": torch.tensor([1]), "masks": torch.ones(1, 4, 4)}]
     indices = [(torch.tensor([2]), torch.tensor([0]))]
-    loss = criterion.loss_labels({"pred_logits": logits}, targets, indices, 1)["loss_ce"]
+    loss = criterion.loss_labels({"pred_logits": logits}, targets, indices)["loss_ce"]
     # weighted mean: queries 0, 1 -> "no object" (weight 0.25), query 2 -> class 1 (weight 1)
     nll = -logits[0].log_softmax(-1)
     expected = (0.25 * nll[0, 2] + 0.25 * nll[1, 2] + nll[2, 1]) / (0.25 + 0.25 + 1)

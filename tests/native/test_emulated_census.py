@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import requires_native
+from tests.conftest import requires_emulated_device
 
 NATIVE = Path(__file__).resolve().parents[2] / "native"
 PLANTED = NATIVE / "testing" / "sanitizer"  # deliberately broken copies, never in the library
@@ -61,7 +61,7 @@ def test_census_finds_the_kernels_of_native():
     assert {"qk_naive_kernel", "qk_tiled_kernel", "forward_kernel", "backward_kernel"} <= expected
 
 
-@requires_native
+@requires_emulated_device
 def test_every_global_function_runs_on_the_emulated_device():
     before = census()
     run_every_op()

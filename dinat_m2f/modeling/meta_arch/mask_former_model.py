@@ -168,8 +168,8 @@ class MaskFormer(nn.Module):
         for i, image in enumerate(images):
             if image.dim() != 3 or image.shape[0] != expected_channels:
                 raise ValueError(
-                    f"MaskFormer: batched_inputs[{i}]['image'] must be ({expected_channels}, H, W), "
-                    f"got shape {tuple(image.shape)}"
+                    f"MaskFormer: batched_inputs[{i}]['image'] must be ({expected_channels}, H, "
+                    f"W), got shape {tuple(image.shape)}"
                 )
         images = [(x - self.pixel_mean) / self.pixel_std for x in images]
         images = ImageList.from_tensors(images, self.size_divisibility)
@@ -180,6 +180,9 @@ class MaskFormer(nn.Module):
             targets = self.prepare_targets(
                 [x["instances"].to(self.device) for x in batched_inputs], images
             )
+            for target, x in zip(targets, batched_inputs):
+                if "sample_seed" in x:  # the training loader's seed of the image's random points
+                    target["seed"] = x["sample_seed"]
             losses = self.criterion(outputs, targets)
             weights = self.criterion.weight_dict
             # losses without a weight (e.g. aux losses when deep supervision is off) are dropped

@@ -80,7 +80,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             )
         if dec_layers < 1:
             raise ValueError(
-                f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 2 (one decoder layer), got {dec_layers + 1}"
+                "MODEL.MASK_FORMER.DEC_LAYERS must be >= 2 (one decoder layer), got "
+                f"{dec_layers + 1}"
             )
         self.mask_classification = mask_classification
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)

@@ -1,18 +1,18 @@
 """Fake kernels and autograd of the native ops `torch.ops.dinat_m2f.ms_deform_attn*`.
 
-The schemas are declared once in C++ (native/library.cpp) and implemented per device
+The schemas are declared once in C++ (native/op_schemas.h) and implemented per device
 (native/ms_deform_attn/). The fake kernels run the public function's checks that need no
 tensor values (checks.inputs), so torch.compile and torch.library.opcheck trace them; the
 level layout is checked by the op when it runs. The autograd formula calls the native
-backward op. Registered for the public library and for the testing library (the same ops on
-the emulated device) when the extension has the ops.
+backward op. Registered for dinat_m2f:: when the extension has the ops; `register_library`
+registers them for another library with the same schemas (the tests' emulated device).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..library import NAMESPACES, native_backends
+from ..library import LIBRARY, native_backends
 from . import checks
 
 
@@ -66,7 +66,9 @@ def _backward_fake(grad_output, value, spatial_shapes, level_start_index, locati
     )
 
 
-def _register(namespace: str) -> None:
+def register_library(namespace: str) -> None:
+    """Fake kernels and autograd of the MSDeformAttn ops of the torch library `namespace`
+    (dinat_m2f, or a library with its schemas: the tests' emulated device)."""
     torch.library.register_fake(f"{namespace}::ms_deform_attn")(_forward_fake)
     torch.library.register_fake(f"{namespace}::ms_deform_attn_backward")(_backward_fake)
     torch.library.register_autograd(
@@ -76,8 +78,6 @@ def _register(namespace: str) -> None:
     )
 
 
-# Only when this build has the ops (a build from before they were added does not); the
-# testing library has the same ops for the emulated device.
+# Only when this build has the ops (a build from before they were added does not).
 if native_backends("ms_deform_attn"):
-    for _namespace in NAMESPACES:
-        _register(_namespace)
+    register_library(LIBRARY)

@@ -76,7 +76,8 @@ def large_enough(
         if length // d < k:
             raise ValueError(
                 f"{op}: {name} has spatial size {spatial} but kernel_size {kernel} with "
-                f"dilation {dilation} needs at least {tuple(k * d for k, d in zip(kernel, dilation))}"
+                f"dilation {dilation} needs at least "
+                f"{tuple(k * d for k, d in zip(kernel, dilation))}"
                 f" (axis {axis}: {length} < {k}*{d}); pad the input, as "
                 f"NeighborhoodAttention{len(kernel)}D does"
             )

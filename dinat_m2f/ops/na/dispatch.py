@@ -1,8 +1,8 @@
 """Which implementation computes an NA op.
 
 The unfused ops (qk, av): the native kernels when the extension is built for the tensors'
-device (library.native_ops(): the emulated device's inside library.use_emulated_device()),
-else the pure-PyTorch twin (with one warning per device type).
+device (library.native_ops(): another library's inside library.use_native_library(), as the
+tests' emulated device), else the pure-PyTorch twin (with one warning per device type).
 
 Whole attention (attention()) by backend:
     "auto"       the fused Triton kernels for CUDA tensors when Triton and the problem allow

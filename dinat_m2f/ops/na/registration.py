@@ -1,10 +1,11 @@
 """Fake kernels and autograd of the native NA ops `torch.ops.dinat_m2f.na_*`.
 
-The schemas are declared once in C++ (native/library.cpp) and implemented per device
+The schemas are declared once in C++ (native/op_schemas.h) and implemented per device
 (native/na/). The fake kernels run the same argument checks as the public functions
 (checks.py), so torch.compile and torch.library.opcheck trace them with the same errors; the
-autograd formulas call the native backward ops. Registered for the public library and for the testing library (the same ops on
-the emulated device, and its tiled kernels with a given plan) when the extension is loaded.
+autograd formulas call the native backward ops. Registered for dinat_m2f:: when the extension
+is loaded; `register_library` registers them for another library with the same schemas (the
+tests' emulated device, tests/emulated_device.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 
 import torch
 
-from ..library import NAMESPACES, NATIVE_AVAILABLE
+from ..library import LIBRARY, NATIVE_AVAILABLE
 from . import checks
 
 
@@ -112,7 +113,9 @@ def _na_rpb_backward_fake(grad_attn, kernel_size, dilation):
     return grad_attn.new_empty((heads, *(2 * k - 1 for k in kernel)))
 
 
-def _register(namespace: str) -> None:
+def register_library(namespace: str) -> None:
+    """Fake kernels and autograd of the NA ops of the torch library `namespace` (dinat_m2f, or
+    a library with its schemas: the tests' emulated device)."""
     fakes = {
         "na_qk": _na_qk_fake,
         "na_av": _na_av_fake,
@@ -131,19 +134,5 @@ def _register(namespace: str) -> None:
     )
 
 
-def _register_tiled() -> None:
-    """The testing library's tiled kernels with a given tile and chunk."""
-
-    @torch.library.register_fake("dinat_m2f_testing::na_qk_tiled")
-    def _na_qk_tiled_fake(query, key, rpb, kernel_size, dilation, tile, chunk):
-        return _na_qk_fake(query, key, rpb, kernel_size, dilation)
-
-    @torch.library.register_fake("dinat_m2f_testing::na_av_tiled")
-    def _na_av_tiled_fake(attn, value, kernel_size, dilation, tile, chunk):
-        return _na_av_fake(attn, value, kernel_size, dilation)
-
-
 if NATIVE_AVAILABLE:
-    for _namespace in NAMESPACES:
-        _register(_namespace)
-    _register_tiled()
+    register_library(LIBRARY)
