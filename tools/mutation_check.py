@@ -39,16 +39,18 @@ from typing import NamedTuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-NA_TESTS = (
-    "tests/layers/test_na_ops.py",
-    "tests/layers/test_na_autograd.py",
-    "tests/layers/test_na_cuda.py",
-    "tests/layers/test_na_tiled_emulation.py",
-)
+# Every mutant runs all the kernel tests of its op, those of the mutated code first (pytest -x
+# stops at the first failure, so the order only changes how soon).
+_NA_CPU = ("tests/layers/test_na_ops.py", "tests/layers/test_na_autograd.py")
+_NA_DEVICE = ("tests/layers/test_na_cuda.py", "tests/layers/test_na_tiled_emulation.py")
+NA_TESTS = _NA_CPU + _NA_DEVICE
+NA_DEVICE_TESTS = _NA_DEVICE + _NA_CPU
+NA_TILED_TESTS = _NA_DEVICE[::-1] + _NA_CPU
 MS_TESTS = (
     "tests/layers/test_ms_deform_attn.py",
     "tests/layers/test_ms_deform_attn_cuda.py",
 )
+MS_DEVICE_TESTS = MS_TESTS[::-1]
 FUSED_TESTS = ("tests/layers/test_na_fused.py",)
 
 
@@ -111,25 +113,26 @@ MUTATIONS = [
     _m("na_device qk naive: RPB row and column swapped", "NA qk, device (naive)", DEVICE,
        "sum += Acc(rpb[head * bias_hw + (wh.bias_first + i) * bias_w + ww.bias_first + j]);",
        "sum += Acc(rpb[head * bias_hw + (wh.bias_first + j) * bias_w + ww.bias_first + i]);",
-       NA_TESTS),
+       NA_DEVICE_TESTS),
     _m("na_device av naive: weights transposed", "NA av, device (naive)", DEVICE,
-       "sum += Acc(a[i * p.w.kernel + j])", "sum += Acc(a[j * p.h.kernel + i])", NA_TESTS),
+       "sum += Acc(a[i * p.w.kernel + j])", "sum += Acc(a[j * p.h.kernel + i])",
+       NA_DEVICE_TESTS),
     _m("na_device rpb grad: last bias column dropped", "NA RPB backward, device", DEVICE,
-       "j >= 0 && j < p.w.kernel)", "j >= 0 && j < p.w.kernel - 1)", NA_TESTS),
+       "j >= 0 && j < p.w.kernel)", "j >= 0 && j < p.w.kernel - 1)", NA_DEVICE_TESTS),
     _m("na_device rpb grad: last reduction step dropped", "NA RPB backward, device", DEVICE,
-       "stride > 0; stride /= 2)", "stride > 1; stride /= 2)", NA_TESTS),
+       "stride > 0; stride /= 2)", "stride > 1; stride /= 2)", NA_DEVICE_TESTS),
     _m("na_device inverse: slot of the neighbouring key", "NA qk/av backward, device", DEVICE,
        "Acc(weights[(t * p.heads + head) * K + slot])",
-       "Acc(weights[(t * p.heads + head) * K + (slot + 1) % K])", NA_TESTS),
+       "Acc(weights[(t * p.heads + head) * K + (slot + 1) % K])", NA_DEVICE_TESTS),
     _m("na_tiled: key box one column short", "NA qk/av, device (tiled)", TILED,
        "out->box_len = last_start + a.kernel - out->box_start;",
-       "out->box_len = last_start + a.kernel - 1 - out->box_start;", NA_TESTS),
+       "out->box_len = last_start + a.kernel - 1 - out->box_start;", NA_TILED_TESTS),
     _m("na_tiled: dilation dropped from the key box rows", "NA qk/av, device (tiled)", TILED,
        "t.h.token(t.h.box_start + bh, p.h.dilation)", "t.h.token(t.h.box_start + bh, 1)",
-       NA_TESTS),
+       NA_TILED_TESTS),
     _m("na_tiled: RPB index mirrored", "NA qk, device (tiled)", TILED,
        "+ slot - (first_pos + q) + kernel - 1;", "- slot + (first_pos + q) + kernel - 1;",
-       NA_TESTS),
+       NA_TILED_TESTS),
     # --- multi-scale deformable attention --------------------------------------------------------
     _m("ms sampling: pixel centres at integers (no -0.5)", "MSDeformAttn sampling (CPU + device)",
        SAMPLING, "const Acc px = x * Acc(width) - Acc(0.5);", "const Acc px = x * Acc(width);",
@@ -142,9 +145,9 @@ MUTATIONS = [
     _m("ms_cpu backward: x and y derivatives swapped", "MSDeformAttn backward, CPU", MS_CPU,
        "gy += corners[c].d_y * dv;", "gy += corners[c].d_x * dv;", MS_TESTS),
     _m("ms_device forward: corner weight dropped", "MSDeformAttn forward, device", MS_DEVICE,
-       "sum += a * corners[c].weight * Acc(", "sum += a * Acc(", MS_TESTS),
+       "sum += a * corners[c].weight * Acc(", "sum += a * Acc(", MS_DEVICE_TESTS),
     _m("ms_device backward: x and y derivatives swapped", "MSDeformAttn backward, device",
-       MS_DEVICE, "gx += corners[c].d_x * dv;", "gx += corners[c].d_y * dv;", MS_TESTS),
+       MS_DEVICE, "gx += corners[c].d_x * dv;", "gx += corners[c].d_y * dv;", MS_DEVICE_TESTS),
     _m("ms_cpu forward: last sampling point dropped", "MSDeformAttn forward, CPU", MS_CPU,
        r"(for \(int l = 0; l < p\.levels; \+\+l\) \{\s*for \(int s = l \* p\.points; s < )"
        r"\(l \+ 1\) \* p\.points;", r"\1(l + 1) * p.points - 1;", MS_TESTS, regex=True),
@@ -157,6 +160,13 @@ MUTATIONS = [
        "        bias_w = key_w[None, :] - pos_w[:, None] + (KW - 2)\n        s +=", FUSED_TESTS),
 ]
 # fmt: on
+
+
+def run_order(mutations: list[Mutation]) -> list[Mutation]:
+    """One mutation of each file first, then the rest: a --budget run covers every kernel."""
+    seen: set[str] = set()
+    first = [m for m in mutations if not (m.path in seen or seen.add(m.path))]
+    return first + [m for m in mutations if m not in first]
 
 
 def mutate(text: str, m: Mutation) -> str:
@@ -186,7 +196,12 @@ def copy_tree(destination: str) -> None:
         shutil.copy2(source, target)
 
 
+EXTENSIONS = ("_C", "_C_testing")  # dinat_m2f/<name>.*.so: what setup.py builds
+
+
 def build(tree: str, jobs: int) -> tuple[bool, str]:
+    """CPU-only setup.py build_ext --inplace of both extensions; ninja recompiles only the
+    objects whose sources (or included headers) changed."""
     env = {**os.environ, "FORCE_CUDA": "0", "MAX_JOBS": str(jobs)}
     result = subprocess.run(
         [sys.executable, "setup.py", "build_ext", "--inplace"],
@@ -195,7 +210,42 @@ def build(tree: str, jobs: int) -> tuple[bool, str]:
         capture_output=True,
         text=True,
     )
-    return result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = result.stdout[-3000:] + result.stderr[-3000:]
+    built = {f.split(".")[0] for f in os.listdir(os.path.join(tree, "dinat_m2f"))}
+    missing = [e for e in EXTENSIONS if e not in built]
+    if result.returncode == 0 and missing:
+        return False, f"built no {missing} (the tests of those would be skipped, not failed)"
+    return result.returncode == 0, log
+
+
+def build_outputs(tree: str) -> list[str]:
+    """The build's outputs: build/ (objects, ninja's log) and the extensions in dinat_m2f/."""
+    package = os.path.join(tree, "dinat_m2f")
+    names = [f for f in os.listdir(package) if f.split(".")[0] in EXTENSIONS]
+    return [os.path.join(tree, "build")] + [os.path.join(package, f) for f in names]
+
+
+def snapshot(tree: str, store: str) -> None:
+    """Keeps the unmutated build's outputs (with their times) in `store`."""
+    for path in build_outputs(tree):
+        target = os.path.join(store, os.path.relpath(path, tree))
+        if os.path.isdir(path):
+            shutil.copytree(path, target, copy_function=shutil.copy2)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def restore(tree: str, store: str) -> None:
+    """Puts the unmutated build back: with the mutated source restored to its old text and
+    time, ninja finds every object up to date, so the next mutant recompiles only what it
+    changes (instead of also recompiling the previous mutant's files back)."""
+    for path in build_outputs(tree):
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    snapshot(store, tree)
 
 
 def run_tests(tree: str, tests: tuple[str, ...], timeout: int) -> tuple[int, str]:
@@ -205,6 +255,7 @@ def run_tests(tree: str, tests: tuple[str, ...], timeout: int) -> tuple[int, str
         "PYTHONPATH": tree,
         "DINAT_M2F_REQUIRE_NATIVE": "1",
         "TRITON_INTERPRET": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",  # a restored .py is never run from a mutant's .pyc
     }
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     try:
@@ -222,7 +273,7 @@ def run_tests(tree: str, tests: tuple[str, ...], timeout: int) -> tuple[int, str
 
 class Row(NamedTuple):
     mutation: Mutation
-    outcome: str  # "caught", "NOT CAUGHT", "error"
+    outcome: str  # "caught", "NOT CAUGHT", "error", "not run"
     detail: str
     seconds: float
 
@@ -239,8 +290,13 @@ def table(rows: list[Row], total: float) -> str:
             f"| `{detail}` | {r.seconds:.0f} s |"
         )
     caught = sum(r.outcome == "caught" for r in rows)
+    not_run = sum(r.outcome == "not run" for r in rows)
     lines.append("")
-    lines.append(f"{caught} of {len(rows)} mutants caught; {total / 60:.0f} min in all.")
+    lines.append(
+        f"{caught} of {len(rows)} mutants caught"
+        + (f" ({not_run} not run)" if not_run else "")
+        + f"; {total / 60:.0f} min in all."
+    )
     return "\n".join(lines)
 
 
@@ -252,6 +308,12 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per test run")
     parser.add_argument("--keep", default="", help="scratch folder to use and keep")
     parser.add_argument("--table", default="", help="also write the result table to this file")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=0,
+        help="start no mutant after this many minutes (the rest: 'not run', exit status 2)",
+    )
     args = parser.parse_args(argv)
 
     selected = [m for m in MUTATIONS if args.only in m.name]
@@ -280,6 +342,8 @@ def main(argv=None) -> int:
     if not ok:
         print(f"error: the unmutated tree does not build:\n{log}", file=sys.stderr)
         return 2
+    store = tempfile.mkdtemp(prefix="mutation_check_build_")
+    snapshot(tree, store)
     suites = sorted({t for m in selected for t in m.tests})
     status, detail = run_tests(tree, tuple(suites), args.timeout)
     if status != 0:
@@ -288,11 +352,15 @@ def main(argv=None) -> int:
     print(f"baseline: the kernel tests pass ({detail}); {time.time() - start:.0f} s", flush=True)
 
     rows = []
-    for m in selected:
+    for m in run_order(selected):
         began = time.time()
+        if args.budget and began - start > args.budget * 60:
+            rows.append(Row(m, "not run", f"past --budget {args.budget} min", 0.0))
+            continue
         path = os.path.join(tree, m.path)
         with open(path) as f:
             original = f.read()
+        times = os.stat(path)
         try:
             with open(path, "w") as f:
                 f.write(mutate(original, m))
@@ -308,20 +376,22 @@ def main(argv=None) -> int:
         finally:
             with open(path, "w") as f:
                 f.write(original)
+            os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+            if not m.path.endswith(".py"):
+                restore(tree, store)
         rows.append(row)
         print(f"{row.outcome:10s} {m.name}: {row.detail} ({row.seconds:.0f} s)", flush=True)
 
-    # leave the scratch tree's extension unmutated
-    build(tree, args.jobs)
     result = table(rows, time.time() - start)
     print()
     print(result)
     if args.table:
         with open(args.table, "w") as f:
             f.write(result + "\n")
+    shutil.rmtree(store, ignore_errors=True)
     if not args.keep:
         shutil.rmtree(tree, ignore_errors=True)
-    if any(r.outcome == "error" for r in rows):
+    if any(r.outcome in ("error", "not run") for r in rows):
         return 2
     return 1 if any(r.outcome == "NOT CAUGHT" for r in rows) else 0
 
