@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.data import transforms as T
 from detectron2.engine.defaults import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from dinat_m2f.checkpoint import load_model_weights
+from dinat_m2f.data.augmentations import ResizeShortestEdge
 
 __all__ = ["DemoPredictor", "predictions_to_cpu"]
 
@@ -41,7 +41,7 @@ class DemoPredictor(DefaultPredictor):
             allow_partial=allow_partial_weights,
             partial_option="--allow-partial-weights",
         )
-        self.aug = T.ResizeShortestEdge(
+        self.aug = ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
         self.input_format = cfg.INPUT.FORMAT

@@ -37,4 +37,6 @@ def ms_deform_attn_brute_force(value, spatial_shapes, level_start_index, locatio
                                 sample = sample + tent * value[b, start + j * width + i, h]
                         total = total + weights[b, q, h, level, p] * sample
                 rows.append(total)
+    if not rows:  # an empty batch or query set
+        return value.new_zeros(batch, len_q, heads * dim)
     return torch.stack(rows).reshape(batch, len_q, heads * dim)

@@ -2,13 +2,15 @@
 
 Windows are enumerated with plain Python loops straight from the semantics (a token's
 dilation group is the list range(g, L, d); its window is k consecutive members of that list,
-shifted inward at the borders), and attention is computed with dense token-by-token
-matrices, so gradients come from autograd through dense matmuls.
+shifted inward at the borders), one axis at a time; a token's neighbourhood is the product of
+its per-axis windows, row-major. Each query's logits and output are then plain dot products
+with its gathered neighbours (in chunks of queries, so that large maps stay within memory), and
+gradients come from autograd through those gathers and products.
 """
 
-import itertools
-
 import torch
+
+CHUNK = 512  # queries per gather: bounds the (chunk, K, dim) temporaries
 
 
 def axis_windows(length, kernel, dilation):
@@ -25,21 +27,23 @@ def axis_windows(length, kernel, dilation):
 
 
 def windows(spatial, kernel, dilation):
-    """(tokens, K) flat neighbor indices and (tokens, K, rank) per-axis bias indices."""
-    axes = [axis_windows(L, k, d) for L, k, d in zip(spatial, kernel, dilation)]
-    neighbors, bias = [], []
-    for coords in itertools.product(*(range(L) for L in spatial)):
-        per_axis = [axes[a][c] for a, c in enumerate(coords)]
-        token_neighbors, token_bias = [], []
-        for combo in itertools.product(*(range(k) for k in kernel)):
-            flat = 0
-            for a, j in enumerate(combo):
-                flat = flat * spatial[a] + per_axis[a][0][j]
-            token_neighbors.append(flat)
-            token_bias.append([per_axis[a][1][j] for a, j in enumerate(combo)])
-        neighbors.append(token_neighbors)
-        bias.append(token_bias)
-    return torch.tensor(neighbors), torch.tensor(bias)
+    """(tokens, K) flat neighbor indices and (tokens, K, rank) per-axis bias indices, tokens
+    and window positions both row-major."""
+    rank = len(spatial)
+    neighbors = torch.zeros((1,) * (2 * rank), dtype=torch.int64)
+    bias = []
+    for a, (length, k, d) in enumerate(zip(spatial, kernel, dilation)):
+        per_axis = axis_windows(length, k, d)
+        shape = [1] * (2 * rank)
+        shape[a], shape[rank + a] = length, k  # token axis a, window axis a
+        index = torch.tensor([n for n, _ in per_axis]).reshape(shape)
+        neighbors = neighbors * length + index
+        bias.append(torch.tensor([b for _, b in per_axis]).reshape(shape))
+    full = (*spatial, *kernel)
+    tokens, size = torch.Size(spatial).numel(), torch.Size(kernel).numel()
+    neighbors = neighbors.expand(full).reshape(tokens, size)
+    bias = torch.stack([b.expand(full).reshape(tokens, size) for b in bias], dim=-1)
+    return neighbors, bias
 
 
 def _flat(x):
@@ -49,25 +53,35 @@ def _flat(x):
 
 def qk(query, key, kernel, dilation, rpb=None):
     spatial = tuple(query.shape[1:-2])
+    size = torch.Size(kernel).numel()
+    if query.numel() == 0:
+        return query.new_zeros(*query.shape[:-1], size)
     neighbors, bias = windows(spatial, kernel, dilation)
-    dense = _flat(query) @ _flat(key).transpose(-1, -2)  # (B, heads, T, T)
-    tokens = torch.arange(neighbors.shape[0])[:, None]
-    logits = dense[:, :, tokens, neighbors]  # (B, heads, T, K)
+    q, k = _flat(query), _flat(key)  # (B, heads, T, D)
+    chunks = []
+    for start in range(0, neighbors.shape[0], CHUNK):
+        rows = neighbors[start : start + CHUNK]  # (t, K)
+        keys = k[:, :, rows]  # (B, heads, t, K, D)
+        chunks.append((q[:, :, start : start + CHUNK, None, :] * keys).sum(-1))
+    logits = torch.cat(chunks, dim=2)  # (B, heads, T, K)
     if rpb is not None:
         index = (slice(None),) + tuple(bias[..., a] for a in range(len(kernel)))
         logits = logits + rpb[index]  # rpb[:, i, j] -> (heads, T, K)
-    return logits.permute(0, 2, 1, 3).reshape(*query.shape[:-1], neighbors.shape[1])
+    return logits.permute(0, 2, 1, 3).reshape(*query.shape[:-1], size)
 
 
 def av(attn, value, kernel, dilation):
     spatial = tuple(value.shape[1:-2])
+    if value.numel() == 0 or attn.numel() == 0:
+        return value.new_zeros(value.shape)
     neighbors, _ = windows(spatial, kernel, dilation)
-    batch, heads, tokens = value.shape[0], value.shape[-2], neighbors.shape[0]
-    weights = _flat(attn)  # (B, heads, T, K)
-    dense = torch.zeros(batch, heads, tokens, tokens, dtype=attn.dtype)
-    rows = torch.arange(tokens)[:, None].expand_as(neighbors)
-    dense[:, :, rows, neighbors] = weights  # a window never holds a key twice
-    out = dense @ _flat(value)
+    weights, v = _flat(attn), _flat(value)  # (B, heads, T, K), (B, heads, T, D)
+    chunks = []
+    for start in range(0, neighbors.shape[0], CHUNK):
+        rows = neighbors[start : start + CHUNK]
+        values = v[:, :, rows]  # (B, heads, t, K, D)
+        chunks.append((weights[:, :, start : start + CHUNK, :, None] * values).sum(-2))
+    out = torch.cat(chunks, dim=2)
     return out.transpose(1, 2).reshape(value.shape)
 
 

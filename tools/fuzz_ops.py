@@ -6,10 +6,16 @@ device (the CUDA kernels on CPU threads).
 Each example draws a valid call (random ranks, shapes, dtypes, strides, kernel sizes,
 dilations, empty and huge-but-cheap sizes) and, most of the time, breaks exactly one argument
 (a wrong size, dtype, device, rank or type). The property: a valid call returns the
-pure-PyTorch reference's result (float64, on the same rounded inputs) within the dtype's
+brute-force oracle's result (float64, on the same rounded inputs) within the dtype's
 tolerance; a broken one raises ValueError or TypeError whose message names the broken
 argument. Anything else fails, and a crash kills this process: the test-suite runs it in a
 child process (tests/layers/test_fuzz_ops.py) and fails on any exit other than 0.
+
+The expected results come from the brute-force oracles of tests/ (tests/na_brute_force.py,
+tests/ms_deform_attn_brute_force.py: float64, written from the definitions), never from one of
+the package's own implementations (the "reference" backend is one of the backends fuzzed).
+Each valid call also checks which implementation computed it (record_implementations): the
+backend it asked for, "auto" on CPU tensors the C++ kernels.
 
     python tools/fuzz_ops.py --op na --examples 2000            # a long run
     python tools/fuzz_ops.py --op all --examples 200 --seed 3 --device emulated
@@ -45,9 +51,10 @@ from dinat_m2f.layers import (  # noqa: E402
     na2d_av,
     na2d_qk,
 )
-from dinat_m2f.ops.ms_deform_attn.reference import ms_deform_attn_reference  # noqa: E402
-from dinat_m2f.ops.na.reference import na_av_reference, na_qk_reference  # noqa: E402
+from dinat_m2f.ops.library import native_backends, record_implementations  # noqa: E402
+from tests import na_brute_force  # noqa: E402
 from tests.emulated_device import use_emulated_device  # noqa: E402
+from tests.ms_deform_attn_brute_force import ms_deform_attn_brute_force  # noqa: E402
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9, torch.float16: 1e-2, torch.bfloat16: 4e-2}
@@ -80,6 +87,13 @@ def _check_error(error: Exception, names: set[str], op: str) -> None:
     assert any(name in message for name in names), (
         f"{op}: the error does not name any of {sorted(names)}: {message}"
     )
+
+
+def _native(emulated: bool, family: str) -> str:
+    """What record_implementations names the kernels of a CPU-tensor call."""
+    if emulated:
+        return "emulated"
+    return "native" if "CPU" in native_backends(family) else "pure-pytorch"
 
 
 def _compare(op: str, got: torch.Tensor, expected: torch.Tensor, dtype) -> None:
@@ -244,7 +258,7 @@ def check_na(data, emulated: bool) -> None:
     op = f"na{call.rank}d" + ("_qk/av" if unfused_ops else "")
     context = use_emulated_device() if emulated else contextlib.nullcontext()
     try:
-        with context:
+        with context, record_implementations() as ran:
             if unfused_ops:
                 logits = qk(call.query, call.key, kernel, dilation=dilation, rpb=call.rpb)
                 half = logits.dtype in (torch.float16, torch.bfloat16)
@@ -271,16 +285,27 @@ def check_na(data, emulated: bool) -> None:
         STATS.count(op, f"refused {type(error).__name__}")
         return
     assert not call.broken, f"{op}: broken {sorted(call.broken)} accepted"
+    kernels = [f"na_qk:{_native(emulated, 'na')}", f"na_av:{_native(emulated, 'na')}"]
+    expected_ran = {
+        None: ["na:unfused", *kernels],  # "auto" on CPU tensors
+        "auto": ["na:unfused", *kernels],
+        "unfused": ["na:unfused", *kernels],
+        "fused": ["na:fused"],
+        "reference": ["na:reference"],
+    }[call.backend]
+    assert ran == (kernels if unfused_ops else expected_ran), (
+        f"{op} backend={call.backend!r}: ran {ran}, expected {expected_ran}"
+    )
     q, k, v, rpb = (
         None if x is None else x.double() for x in (call.query, call.key, call.value, call.rpb)
     )
     scale = 1.0 if unfused_ops else q.shape[-1] ** -0.5
-    logits = na_qk_reference(q * scale, k, rpb, kernel, dilation)
+    logits = na_brute_force.qk(q * scale, k, kernel, dilation, rpb)
     if unfused_ops:  # the logits went through the dtype before the softmax
         logits = logits.to(call.query.dtype).double()
-    expected = na_av_reference(logits.softmax(-1), v, kernel, dilation)
+    expected = na_brute_force.av(logits.softmax(-1), v, kernel, dilation)
     _compare(op, got, expected, call.query.dtype)
-    STATS.count(op, "matched the reference")
+    STATS.count(op, "matched the brute-force oracle")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +382,7 @@ def check_ms_deform_attn(data, emulated: bool) -> None:
     op = "ms_deform_attn"
     context = use_emulated_device() if emulated else contextlib.nullcontext()
     try:
-        with context:
+        with context, record_implementations() as ran:
             got = ms_deform_attn(**args)
     except Exception as error:  # noqa: BLE001 (classified below)
         if not broken:
@@ -368,11 +393,12 @@ def check_ms_deform_attn(data, emulated: bool) -> None:
         STATS.count(op, f"refused {type(error).__name__}")
         return
     assert not broken, f"{op}: broken {sorted(broken)} accepted"
-    expected = ms_deform_attn_reference(
+    assert ran == [f"ms_deform_attn:{_native(emulated, 'ms_deform_attn')}"], ran
+    expected = ms_deform_attn_brute_force(
         *(x.double() if x.is_floating_point() else x for x in args.values())
     )
     _compare(op, got, expected, dtype)
-    STATS.count(op, "matched the reference")
+    STATS.count(op, "matched the brute-force oracle")
 
 
 CHECKS = {"na": check_na, "ms_deform_attn": check_ms_deform_attn}

@@ -1,13 +1,29 @@
-"""Photometric augmentation of the SSD paper (`INPUT.COLOR_AUG_SSD`) as a detectron2
-augmentation: random brightness, contrast, saturation and hue changes of the image only."""
+"""Augmentations on top of detectron2's: the photometric augmentation of the SSD paper
+(`INPUT.COLOR_AUG_SSD`: random brightness, contrast, saturation and hue changes of the image
+only), and detectron2's flip and two resizes made safe for 1-pixel sides and extreme aspect
+ratios."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-from detectron2.data.transforms import Augmentation, NoOpTransform, Transform
+from detectron2.data import transforms as T
+from detectron2.data.transforms import (
+    Augmentation,
+    HFlipTransform,
+    NoOpTransform,
+    ResizeTransform,
+    Transform,
+    VFlipTransform,
+)
 
-__all__ = ["ColorAugSSD", "ColorAugSSDTransform"]
+__all__ = [
+    "ColorAugSSD",
+    "ColorAugSSDTransform",
+    "RandomFlip",
+    "ResizeScale",
+    "ResizeShortestEdge",
+]
 
 
 class ColorAugSSDTransform(Transform):
@@ -115,3 +131,59 @@ class ColorAugSSD(Augmentation):
         return ColorAugSSDTransform(
             self.img_format, brightness, contrast, saturation, hue, contrast_first
         )
+
+
+def _at_least_one_pixel(transform: Transform) -> Transform:
+    """A resize to a side of 0 pixels made a resize to 1 pixel; anything else unchanged."""
+    if isinstance(transform, ResizeTransform) and min(transform.new_h, transform.new_w) < 1:
+        return ResizeTransform(
+            transform.h,
+            transform.w,
+            max(1, transform.new_h),
+            max(1, transform.new_w),
+            transform.interp,
+        )
+    return transform
+
+
+class ResizeShortestEdge(T.ResizeShortestEdge):
+    """detectron2's ResizeShortestEdge (same arguments, same random draws) that never resizes a
+    side to 0 pixels: detectron2 rounds the short side of an extreme aspect ratio down to 0
+    (891 x 1 to a short side of 8 within a long side of 96 gives 96 x 0) and the resize then
+    fails; here that side gets 1 pixel."""
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        return _at_least_one_pixel(super().get_transform(image))
+
+
+class ResizeScale(T.ResizeScale):
+    """detectron2's ResizeScale (large-scale jitter; same arguments and draws) that never
+    resizes a side to 0 pixels (a 1 x 2048 image into a 64-pixel box would give 0 x 64)."""
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        return _at_least_one_pixel(super().get_transform(image))
+
+
+class _HFlipCopy(HFlipTransform):
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return super().apply_image(img).copy()
+
+
+class _VFlipCopy(VFlipTransform):
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return super().apply_image(img).copy()
+
+
+class RandomFlip(T.RandomFlip):
+    """detectron2's RandomFlip (same arguments and draws) whose flipped images and label maps
+    are copies, not views with a negative stride: numpy calls the (3, 1, 1) transpose of such
+    a view of a 1x1 image contiguous, so np.ascontiguousarray keeps it, and torch.as_tensor
+    refuses it; the mappers (ours and detectron2's DatasetMapper) stopped on such images."""
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        transform = super().get_transform(image)
+        if isinstance(transform, HFlipTransform):
+            return _HFlipCopy(transform.width)
+        if isinstance(transform, VFlipTransform):
+            return _VFlipCopy(transform.height)
+        return transform

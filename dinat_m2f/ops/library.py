@@ -152,3 +152,37 @@ def warn_fallback_once(device: torch.device, family: str = "na") -> None:
             RuntimeWarning,
             stacklevel=4,
         )
+
+
+# --- which implementation computed a call (for tests) ------------------------------------------
+
+_recorded: list[str] | None = None
+
+
+@contextlib.contextmanager
+def record_implementations() -> Iterator[list[str]]:
+    """Test hook: inside the block, every op call appends to the yielded list the
+    implementation that computed it, as "op:implementation": "na:fused", "na:unfused" and
+    "na:reference" (the backend of a whole-attention call), then "na_qk:native" /
+    "na_av:native" (the extension's kernels), "...:emulated" (inside use_native_library: the
+    tests' emulated device) or "...:pure-pytorch" (the twin); likewise "ms_deform_attn:...".
+    Outside the block nothing is recorded: one test of a module global per call, which
+    torch.compile folds away."""
+    global _recorded
+    previous, _recorded = _recorded, []
+    try:
+        yield _recorded
+    finally:
+        _recorded = previous
+
+
+def note_implementation(op: str, implementation: str) -> None:
+    """Records `op` computed by `implementation` inside record_implementations()."""
+    if _recorded is not None:
+        _recorded.append(f"{op}:{implementation}")
+
+
+def native_implementation() -> str:
+    """The name note_implementation gives the native kernels: "native", or "emulated" inside
+    use_native_library() (the tests' emulated device)."""
+    return "native" if _library == LIBRARY else "emulated"

@@ -1,11 +1,17 @@
 """`load_plain_data`, the one way the project reads checkpoint files: plain data of every
 kind and the real checkpoint layouts load; anything else is refused, naming the file and the
-global, and none of it runs."""
+global, and none of it runs. Every code payload is first shown to run under the plain loader it
+targets (pickle.load or torch.load(weights_only=False), in a child process: the marker file
+appears), so that its refusal proves something."""
 
 import collections
 import os
 import pickle
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -13,6 +19,7 @@ import torch
 
 from dinat_m2f.checkpoint import CheckpointReadError, UnsafeCheckpointError, load_plain_data
 from dinat_m2f.checkpoint.safe_load import ALLOWED_GLOBALS
+from tests.plain_loaders import assert_plain_loader_runs_it
 
 
 class CreatesMarker:
@@ -122,52 +129,141 @@ def test_torch_files_load_weights_only_with_numpy(tmp_path):
     assert load_plain_data(renamed)["iteration"] == 9
 
 
-@pytest.mark.parametrize("payload", [CreatesMarker, RunsCommand], ids=["open", "os.system"])
-@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
-def test_objects_are_refused_naming_file_and_global_and_never_run(tmp_path, payload, suffix):
+class StartsProcess:
+    """Pickled with protocol 4: a STACK_GLOBAL opcode names subprocess.Popen."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (subprocess.Popen, (["touch", self.path],))
+
+
+def _reduce_payload(payload, suffix, protocol=pickle.DEFAULT_PROTOCOL):
+    def write(path, marker):
+        content = {"model": {"w": [0.0], "x": payload(marker)}, "__author__": "x"}
+        if suffix == ".pkl":
+            write_pickle(path, content, protocol)
+        else:
+            torch.save(content, path)
+
+    return write
+
+
+def _hand_written(opcodes):
+    """A pickle program written opcode by opcode ({code} is Python that creates the marker)."""
+
+    def write(path, marker):
+        code = f"open({str(marker)!r}, 'w')"
+        path.write_bytes(opcodes.replace(b"{code}", code.encode()))
+
+    return write
+
+
+def _object_array(path, marker):
+    write_pickle(path, {"array": np.array([1, CreatesMarker(marker)], dtype=object)})
+
+
+class Payload(NamedTuple):
+    name: str
+    suffix: str
+    write: Callable[[Path, Path], None]  # (file, marker path): writes the file
+    plain_loader: str  # the loader the file targets (tests/plain_loaders.py)
+    refused: tuple[str, ...]  # the global our reader may name
+
+
+# Every payload here runs code under its plain loader (the positive control shows it).
+PAYLOADS = [
+    Payload(
+        "reduce-open",
+        ".pkl",
+        _reduce_payload(CreatesMarker, ".pkl"),
+        "pickle.load",
+        ("io.open", "builtins.open"),
+    ),
+    Payload(
+        "reduce-os.system",
+        ".pkl",
+        _reduce_payload(RunsCommand, ".pkl"),
+        "pickle.load",
+        ("posix.system", "os.system"),
+    ),
+    Payload(
+        "torch.save-open",
+        ".pth",
+        _reduce_payload(CreatesMarker, ".pth"),
+        "torch.load(weights_only=False)",
+        ("io.open", "builtins.open"),
+    ),
+    Payload(
+        "torch.save-os.system",
+        ".pth",
+        _reduce_payload(RunsCommand, ".pth"),
+        "torch.load(weights_only=False)",
+        ("posix.system", "os.system"),
+    ),
+    # protocol 2 names builtins `__builtin__`: mapped like pickle does, then checked
+    Payload(
+        "protocol-2-open",
+        ".pkl",
+        _reduce_payload(CreatesMarker, ".pkl", 2),
+        "pickle.load",
+        ("io.open", "builtins.open"),
+    ),
+    Payload(
+        "protocol-4-Popen",
+        ".pkl",
+        _reduce_payload(StartsProcess, ".pkl", 4),
+        "pickle.load",
+        ("subprocess.Popen",),
+    ),
+    # globals reached without a __reduce__: GLOBAL + REDUCE, and INST, written by hand
+    Payload(
+        "GLOBAL-exec",
+        ".pkl",
+        _hand_written(b"cbuiltins\nexec\n(V{code}\ntR."),
+        "pickle.load",
+        ("builtins.exec",),
+    ),
+    Payload(
+        "INST-exec",
+        ".pkl",
+        _hand_written(b"(V{code}\nibuiltins\nexec\n."),
+        "pickle.load",
+        ("builtins.exec",),
+    ),
+    Payload(
+        "numpy-object-array", ".pkl", _object_array, "pickle.load", ("io.open", "builtins.open")
+    ),
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: p.name)
+def test_code_payloads_run_under_plain_loaders_and_ours_refuses_them(tmp_path, payload):
     marker = tmp_path / "marker"
-    path = tmp_path / f"evil{suffix}"
-    content = {"model": {"w": torch.zeros(1), "x": payload(marker)}, "__author__": "x"}
-    if suffix == ".pkl":
-        write_pickle(path, content)
-    else:
-        torch.save(content, path)
+    path = tmp_path / f"evil{payload.suffix}"
+    payload.write(path, marker)
+    assert_plain_loader_runs_it(payload.plain_loader, path, marker)
     with pytest.raises(UnsafeCheckpointError) as info:
         load_plain_data(path)
-    refused = {
-        CreatesMarker: ("io.open", "builtins.open"),
-        RunsCommand: ("posix.system", "os.system"),
-    }
-    assert info.value.refused in refused[payload]
+    assert info.value.refused in payload.refused
     assert info.value.path == str(path)
     message = str(info.value)
     assert str(path) in message and info.value.refused in message and "plain data only" in message
     assert isinstance(info.value, pickle.UnpicklingError) and isinstance(info.value, ValueError)
+    time.sleep(0.2)  # a Popen payload would create the marker a moment later
     assert not marker.exists()
 
 
-def test_python2_module_names_are_mapped_before_the_allow_list(tmp_path):
-    """Protocol-2 pickles name builtins `__builtin__`: mapped like pickle does, then checked."""
-    path = write_pickle(tmp_path / "p2.pkl", {"b": b"", "x": CreatesMarker(tmp_path / "m")}, 2)
-    with pytest.raises(UnsafeCheckpointError, match=r"'io\.open'"):
-        load_plain_data(path)
-    assert not (tmp_path / "m").exists()
-
-
-def test_hand_written_pickles_of_other_globals_are_refused(tmp_path):
-    """Globals reached without a __reduce__ (GLOBAL + REDUCE opcodes written by hand), and
-    persistent ids, are refused too."""
-    marker = tmp_path / "marker"
-    program = b"cbuiltins\nexec\n(V" + f"open('{marker}', 'w')".encode() + b"\ntR."
-    path = tmp_path / "exec.pkl"
-    path.write_bytes(program)
-    with pytest.raises(UnsafeCheckpointError, match=r"refused to load 'builtins\.exec'"):
-        load_plain_data(path)
+def test_persistent_ids_are_refused(tmp_path):
+    """Not a code payload (plain pickle refuses a persistent id too, so there is no positive
+    control): a format our reader does not read, refused by name."""
     persistent = tmp_path / "pid.pkl"
     persistent.write_bytes(b"P0\n.")
+    with pytest.raises(pickle.UnpicklingError, match="persistent"):
+        pickle.loads(persistent.read_bytes())
     with pytest.raises(UnsafeCheckpointError, match=r"persistent id"):
         load_plain_data(persistent)
-    assert not marker.exists()
 
 
 def test_only_plain_data_builders_are_allowed():

@@ -1,7 +1,9 @@
 """Config files are read as data (dinat_m2f/engine/config_file.py): every released and
 project YAML reads exactly as detectron2's own (unsafe) reader reads it, and a file that would
 run code, through any tag, expression or _BASE_, is refused by load_cfg, train_net.py and
-demo/demo.py with the file named, while the marker file it would create never appears."""
+demo/demo.py with the file named, while the marker file it would create never appears. Each
+such file is first shown to run its code under yaml.unsafe_load (what detectron2 falls back
+to), in a child process: there the marker does appear."""
 
 import subprocess
 import sys
@@ -11,12 +13,14 @@ import pytest
 from fvcore.common.config import CfgNode as FvcoreCfgNode
 
 from dinat_m2f.engine.config_file import (
+    MAX_EXPRESSION,
     MAX_ITEMS,
     ConfigFileError,
     evaluate,
     read_config_file,
 )
 from dinat_m2f.engine.setup import load_cfg
+from tests.plain_loaders import assert_plain_loader_runs_it
 
 from .helpers import FIXTURES, REPO
 
@@ -49,12 +53,20 @@ def test_the_released_sizes_expression_and_other_data_expressions():
     )
 
 
-HOSTILE_EXPRESSIONS = [
+# Expressions that run code: under yaml.unsafe_load (what detectron2 falls back to) each one
+# creates the marker file, which the positive control checks before our reader refuses it.
+CODE_EXPRESSIONS = [
     "__import__('os').system('touch {marker}')",
     "open('{marker}', 'w')",
-    "[c for c in ().__class__.__base__.__subclasses__()]",
-    "(lambda: 0)()",
-    "exec('import os')",
+    "[open('{marker}', 'w') for x in range(1)]",
+    "[c for c in ().__class__.__base__.__subclasses__() if c.__name__ == 'catch_warnings'][0]()"
+    "._module.__builtins__['open']('{marker}', 'w')",
+    "(lambda: open('{marker}', 'w'))()",
+    "exec(\"open('{marker}', 'w')\")",
+]
+# Expressions that run no code but are not the data a config holds, or more work than a
+# config needs: refused by the evaluator's bounds (tested at their edges below).
+UNSUPPORTED_EXPRESSIONS = [
     f"[x for x in range({MAX_ITEMS + 1})]",
     "[[x for x in range(1000)] for y in range(1000)]",
     "'a' * 10",
@@ -72,18 +84,30 @@ HOSTILE_EXPRESSIONS = [
     "1e308 * 10",
     "+".join(["1"] * 600),  # longer than an expression may be
 ]
+# Python tags: each one runs code under yaml.unsafe_load (the marker appears).
 HOSTILE_TAGS = [
     '!!python/object/apply:os.system ["touch {marker}"]',
     '!!python/object/apply:subprocess.call [["touch", "{marker}"]]',
-    '!!python/object/new:subprocess.Popen [["touch", "{marker}"]]',
-    "!!python/name:os.system",
+    # (!!python/object/new:subprocess.Popen would only call Popen.__new__: nothing runs, as
+    # this test's positive control showed)
+    '!!python/object/apply:subprocess.Popen [["touch", "{marker}"]]',
+    # naming anything in a module imports it, which runs the module's code
+    "!!python/name:hostile_module.anything",
+    "!!python/module:hostile_module",
     "!!python/object/apply:eval [\"__import__('os').system('touch {marker}')\"]",
-    '!!python/object/apply:eval ["1", "2"]',
+    "!!python/object/apply:eval [\"open('{marker}', 'w')\", {{}}]",
 ]
 
 
+def eval_tag(expression: str) -> str:
+    return '!!python/object/apply:eval ["' + expression.replace('"', '\\"') + '"]'
+
+
 def hostile_yaml(tmp_path: Path, value: str) -> tuple[Path, Path]:
+    """hostile.yaml holding `value` ({marker} filled in), the marker path, and beside them
+    hostile_module.py, a module that creates the marker when imported."""
     marker = tmp_path / "marker"
+    (tmp_path / "hostile_module.py").write_text(f"open({str(marker)!r}, 'w')\n")
     path = tmp_path / "hostile.yaml"
     path.write_text(
         f"MODEL:\n  DEVICE: cpu\nINPUT:\n  MIN_SIZE_TRAIN: {value.format(marker=marker)}\n"
@@ -91,20 +115,43 @@ def hostile_yaml(tmp_path: Path, value: str) -> tuple[Path, Path]:
     return path, marker
 
 
-@pytest.mark.parametrize("expression", HOSTILE_EXPRESSIONS)
-def test_expressions_that_are_not_data_are_refused(tmp_path, expression):
-    value = '!!python/object/apply:eval ["' + expression.replace('"', '\\"') + '"]'
-    path, marker = hostile_yaml(tmp_path, value)
-    with pytest.raises(
-        ConfigFileError, match=rf"{path}, line 4: .*(nothing that runs code|longer)"
-    ):
+@pytest.mark.parametrize("expression", CODE_EXPRESSIONS)
+def test_expressions_that_run_code_run_under_unsafe_load_and_are_refused(tmp_path, expression):
+    path, marker = hostile_yaml(tmp_path, eval_tag(expression))
+    assert_plain_loader_runs_it("yaml.unsafe_load", path, marker)
+    with pytest.raises(ConfigFileError, match=rf"{path}, line 4: .*nothing that runs code"):
         load_cfg(str(path))
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("expression", UNSUPPORTED_EXPRESSIONS)
+def test_expressions_that_are_not_data_are_refused(tmp_path, expression):
+    path, marker = hostile_yaml(tmp_path, eval_tag(expression))
+    with pytest.raises(
+        ConfigFileError, match=rf"{path}, line 4: .*(nothing that runs code|longer)"
+    ):
+        load_cfg(str(path))
+
+
+def test_the_bounds_accept_their_edges_and_refuse_past_them():
+    """Each bound accepts values up to it and refuses past it, so a check that stopped working
+    (or one that refused too much) fails here."""
+    assert len(evaluate(f"[x for x in range({MAX_ITEMS // 10})]")) == MAX_ITEMS // 10
+    with pytest.raises(ConfigFileError, match="nothing that runs code"):
+        evaluate(f"[x for x in range({MAX_ITEMS + 1})]")
+    assert evaluate("9223372036854775807 * 2 + 1") == 2**64 - 1  # 64 bits
+    with pytest.raises(ConfigFileError, match="an integer over 64 bits"):
+        evaluate("9223372036854775807 * 2 + 2")
+    edge = "[" + ",".join(["1"] * 499) + ",]"
+    assert len(edge) == MAX_EXPRESSION and evaluate(edge) == [1] * 499
+    with pytest.raises(ConfigFileError, match="longer"):
+        evaluate(edge[:-1] + " ]")
+
+
 @pytest.mark.parametrize("tag", HOSTILE_TAGS)
-def test_python_tags_are_refused_also_through_a_base(tmp_path, tag):
+def test_python_tags_run_under_unsafe_load_and_are_refused_also_through_a_base(tmp_path, tag):
     path, marker = hostile_yaml(tmp_path, tag)
+    assert_plain_loader_runs_it("yaml.unsafe_load", path, marker, pythonpath=str(tmp_path))
     child = tmp_path / "child.yaml"
     child.write_text("_BASE_: hostile.yaml\nSOLVER:\n  MAX_ITER: 5\n")
     for config in (path, child):

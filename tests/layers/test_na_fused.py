@@ -20,7 +20,7 @@ import torch
 
 import tests.na_brute_force as brute
 from dinat_m2f.layers import NeighborhoodAttention2D, na1d, na2d
-from dinat_m2f.ops.library import FUSED_NA_DEVICES
+from dinat_m2f.ops.library import FUSED_NA_DEVICES, native_backends, record_implementations
 from dinat_m2f.ops.na import dispatch, fused, fused_plan
 from tests import devices
 
@@ -217,45 +217,66 @@ def test_opcheck_and_compile_fullgraph(device):
 # --- choice of backend ------------------------------------------------------------------------
 
 
-# what "auto" picks for CPU tensors: the native fused CPU kernels where the extension has them
-CPU_AUTO = "fused_cpu" if "CPU" in FUSED_NA_DEVICES else "unfused"
+def _run(q, kernel, **kwargs):
+    """na2d(q, q, q, kernel, **kwargs), the implementations that computed it, and the result
+    against the brute-force oracle."""
+    with record_implementations() as ran:
+        out = na2d(q, q, q, kernel, **kwargs)
+    expected = brute.na(*(q.double(),) * 3, (kernel, kernel), (1, 1))
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
+    return ran
 
 
-def test_auto_takes_the_cpu_kernels_for_cpu_tensors(monkeypatch):
-    """Also under the interpreter: the Triton kernels on CPU tensors are for tests, never
-    chosen by "auto"."""
+NATIVE = "native" if "CPU" in native_backends() else "pure-pytorch"
+UNFUSED = ["na:unfused", f"na_qk:{NATIVE}", f"na_av:{NATIVE}"]
+# what "auto" runs for CPU tensors: the fused C++ kernels where the extension has them
+CPU_AUTO = ["na:fused_cpu"] if "CPU" in FUSED_NA_DEVICES else UNFUSED
+
+
+def test_each_backend_runs_what_it_names(monkeypatch):
     q = torch.randn(1, 9, 9, 2, 32)
-    assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == CPU_AUTO
-    assert dispatch.resolve_backend("na2d", "reference", q, q, (3, 3)) == "reference"
+    assert _run(q, 3, backend="reference") == ["na:reference"]
+    assert _run(q, 3, backend="unfused") == UNFUSED
+    # auto on CPU tensors: the C++ kernels, never Triton (not even under the interpreter)
+    assert _run(q, 3, backend="auto") == CPU_AUTO
     monkeypatch.setenv(dispatch.BACKEND_ENV, "reference")
-    assert dispatch.resolve_backend("na2d", None, q, q, (3, 3)) == "reference"
+    assert _run(q, 3) == ["na:reference"]
+    if fused.interpreting():
+        assert _run(q, 3, backend="fused") == ["na:fused"]
 
 
+# what the fused kernels cannot compute, and how they say it
+REFUSED = [
+    (torch.randn(1, 9, 9, 2, 32, dtype=torch.float64), 3, r"dtype torch.float64"),
+    (torch.randn(1, 9, 9, 2, 8), 3, r"query head dim 8 \(the fused kernels take 16..128\)"),
+    (torch.randn(1, 45, 45, 1, 16), 15, r"kernel_size \(15, 15\)"),
+]
+
+
+@pytest.mark.parametrize("tensor,kernel,message", REFUSED)
 @pytest.mark.parametrize("device", DEVICES)
-def test_auto_takes_the_fused_kernels_only_for_cuda_tensors(device):
-    q = torch.randn(1, 9, 9, 2, 32, device=device)
-    assert dispatch.resolve_backend("na2d", "fused", q, q, (3, 3)) == "fused"
-    auto = "fused" if device == "cuda" else CPU_AUTO
-    assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == auto
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize(
-    "tensor,kernel,message",
-    [
-        (torch.randn(1, 9, 9, 2, 32, dtype=torch.float64), 3, r"dtype torch.float64"),
-        (torch.randn(1, 9, 9, 2, 8), 3, r"query head dim 8 \(the fused kernels take 16..128\)"),
-        (torch.randn(1, 45, 45, 1, 16), 15, r"kernel_size \(15, 15\)"),
-    ],
-)
-def test_fused_refuses_what_it_cannot_compute_and_auto_falls_back(tensor, kernel, message, device):
+def test_auto_takes_the_fused_kernels_when_they_can_and_falls_back_when_not(
+    monkeypatch, device, tensor, kernel, message
+):
+    """Backend "auto" on a device it gives to the fused kernels (CUDA; here also the CPU,
+    under the interpreter): a call the fused kernels can compute runs them, one they cannot
+    runs the CUDA tensors' unfused kernels or the CPU tensors' fused C++ kernels, and
+    "fused" refuses it naming the reason."""
+    if device == "cpu":
+        monkeypatch.setattr(dispatch, "AUTO_FUSED_DEVICES", ("cuda", "cpu"))
+    fits = torch.randn(1, 9, 9, 2, 32, device=device)
+    assert _run(fits, 3, backend="auto") == ["na:fused"]
     tensor = tensor.to(device)
+    if device == "cpu":
+        fallback = CPU_AUTO
+    else:
+        native = "native" if device.upper() in native_backends() else "pure-pytorch"
+        fallback = ["na:unfused", f"na_qk:{native}", f"na_av:{native}"]
+    assert _run(tensor, kernel, backend="auto") == fallback
     with pytest.raises(
         ValueError, match=r"na2d: backend='fused' cannot compute this call: " + message
     ):
         na2d(tensor, tensor, tensor, kernel, backend="fused")
-    fallback = "unfused" if device == "cuda" else CPU_AUTO
-    assert dispatch.resolve_backend("na2d", "auto", tensor, tensor, (kernel, kernel)) == fallback
 
 
 def test_bad_backend_names_the_argument_and_the_environment_variable(monkeypatch):

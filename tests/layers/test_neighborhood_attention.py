@@ -1,9 +1,11 @@
-"""NeighborhoodAttention2D: the module's computation, padding of small inputs, dropout path,
-argument errors and repr."""
+"""NeighborhoodAttention2D: the module's computation (against the brute-force oracle, any
+size from 1x1 up), padding of small inputs, dropout path, argument errors and repr."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dinat_m2f.layers import NeighborhoodAttention2D
 from tests import na_brute_force as brute
@@ -40,6 +42,28 @@ def test_module_matches_manual_computation(size, kernel, dilation):
     want = torch.autograd.grad(expected, [x, module.rpb, module.qkv.weight], grad)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
+
+
+@settings(max_examples=25, deadline=None, database=None, derandomize=True)
+@given(
+    height=st.integers(1, 24),
+    width=st.integers(1, 24),
+    kernel=st.sampled_from([3, 5, 7]),
+    dilation=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+)
+def test_any_size_is_padded_attended_and_cropped(height, width, kernel, dilation):
+    """From 1x1 up, maps smaller than kernel x dilation on one axis or both: the DiNAT rule
+    (zero-pad the bottom/right to kernel x dilation, attend, crop), against the oracle."""
+    torch.manual_seed(height * 100 + width)
+    module = NeighborhoodAttention2D(8, 2, kernel, dilation).double().eval()
+    x = torch.randn(1, height, width, 8, dtype=torch.float64, requires_grad=True)
+    out = module(x)
+    expected = manual_forward(module, x)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    torch.testing.assert_close(
+        torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(expected, x, grad)[0]
+    )
 
 
 def test_module_without_rpb_and_custom_scale():

@@ -123,3 +123,11 @@ def test_nat_builder_ignores_dinat_dilations_without_touching_cfg():
     before = [list(level) for level in cfg.MODEL.DINAT.DILATIONS]
     build_backbone(cfg)
     assert [list(level) for level in cfg.MODEL.DINAT.DILATIONS] == before
+
+
+def test_nat_builder_takes_the_default_dilations_none():
+    """MODEL.DINAT.DILATIONS None (add_dinat_config's default) is NAT's all-1 schedule too."""
+    cfg = cfg_with("MODEL.BACKBONE.NAME", "build_nat_fpn_backbone", "MODEL.DINAT.DILATIONS", "None")
+    assert cfg.MODEL.DINAT.DILATIONS is None
+    backbone = build_backbone(cfg)
+    assert all(b.attn.dilation == (1, 1) for lv in backbone.bottom_up.levels for b in lv.blocks)

@@ -33,7 +33,7 @@ from fvcore.transforms.transform import PadTransform, TransformList
 from PIL import Image
 
 from ...panoptic_ids import rgb2id
-from ..augmentations import ColorAugSSD
+from ..augmentations import ColorAugSSD, RandomFlip, ResizeScale, ResizeShortestEdge
 from ..broken_samples import BrokenSampleError, reading
 
 IMAGE_PAD_VALUE = 128
@@ -74,14 +74,14 @@ def flip_augmentation(cfg: CfgNode) -> list[T.Augmentation]:
         raise ValueError(
             f"INPUT.RANDOM_FLIP={mode!r} is not one of 'horizontal', 'vertical', 'none'"
         )
-    return [T.RandomFlip(horizontal=mode == "horizontal", vertical=mode == "vertical")]
+    return [RandomFlip(horizontal=mode == "horizontal", vertical=mode == "vertical")]
 
 
 def test_resize(cfg: CfgNode) -> list[T.Augmentation]:
     """Test-time resizing (INPUT.MIN_SIZE_TEST, MAX_SIZE_TEST; no resize when 0)."""
     if cfg.INPUT.MIN_SIZE_TEST <= 0:
         return []
-    return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+    return [ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
 
 
 def maskformer_augmentations(
@@ -94,7 +94,7 @@ def maskformer_augmentations(
     if not is_train:
         return test_resize(cfg)
     augs: list[T.Augmentation] = [
-        T.ResizeShortestEdge(
+        ResizeShortestEdge(
             cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
         )
     ]
@@ -129,7 +129,7 @@ def lsj_augmentations(cfg: CfgNode, is_train: bool) -> list[T.Augmentation]:
             "must satisfy 0 < MIN_SCALE <= MAX_SCALE"
         )
     return flip_augmentation(cfg) + [
-        T.ResizeScale(cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE, size, size),
+        ResizeScale(cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE, size, size),
         T.FixedSizeCrop(crop_size=(size, size), pad_value=IMAGE_PAD_VALUE),
     ]
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetMapper
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+
+from ..augmentations import ResizeShortestEdge
+from .common import flip_augmentation
 
 
 def build_detection_augmentation(cfg: CfgNode, is_train: bool) -> list[T.Augmentation]:
@@ -21,7 +23,16 @@ def build_detection_augmentation(cfg: CfgNode, is_train: bool) -> list[T.Augment
       crop 384..600, resize 480..800), each chosen with probability 0.5;
     - else INPUT.CROP (when enabled), as detectron2's DatasetMapper does.
     """
-    augs = utils.build_augmentation(cfg, is_train)
+    # detectron2's build_augmentation, with a resize that keeps every side >= 1 pixel
+    if is_train:
+        sizes = (
+            cfg.INPUT.MIN_SIZE_TRAIN,
+            cfg.INPUT.MAX_SIZE_TRAIN,
+            cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
+        )
+    else:
+        sizes = (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
+    augs = [ResizeShortestEdge(*sizes)] + (flip_augmentation(cfg) if is_train else [])
     if not is_train:
         return augs
     crop = cfg.INPUT.DETR_CROP
@@ -35,9 +46,7 @@ def build_detection_augmentation(cfg: CfgNode, is_train: bool) -> list[T.Augment
             raise ValueError(f"INPUT.DETR_CROP.PROB must be in [0, 1], got {crop.PROB}")
         branch = T.AugmentationList(
             [
-                T.ResizeShortestEdge(
-                    crop.MIN_SIZE, cfg.INPUT.MAX_SIZE_TRAIN, sample_style="choice"
-                ),
+                ResizeShortestEdge(crop.MIN_SIZE, cfg.INPUT.MAX_SIZE_TRAIN, sample_style="choice"),
                 T.RandomCrop(crop.TYPE, crop.SIZE),
             ]
         )

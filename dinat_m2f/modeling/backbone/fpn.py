@@ -83,7 +83,8 @@ def _build(cfg, input_shape: ShapeSpec, bottom_up_class: type, all_dilations_one
     if all_dilations_one:
         depths = list(cfg.MODEL.DINAT.DEPTHS)
         nat_dilations = [[1] * depth for depth in depths]
-        if [list(level) for level in cfg.MODEL.DINAT.DILATIONS] != nat_dilations:
+        dilations = cfg.MODEL.DINAT.DILATIONS  # None (the default) also means all 1
+        if dilations is not None and [list(level) for level in dilations] != nat_dilations:
             logger.info("NAT: MODEL.DINAT.DILATIONS is not read, every dilation is 1")
         cfg = cfg.clone()
         cfg.defrost()

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import torch
 
-from ..library import native_ops, native_supports, warn_fallback_once
+from ..library import (
+    native_implementation,
+    native_ops,
+    native_supports,
+    note_implementation,
+    warn_fallback_once,
+)
 from .reference import ms_deform_attn_reference
 
 
@@ -21,10 +27,12 @@ def forward(
     if native_supports(value.device, "ms_deform_attn"):
         # The op checks the level layout itself, so a compiled graph keeps that check without
         # a host read here.
+        note_implementation("ms_deform_attn", native_implementation())
         return native_ops().ms_deform_attn(
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights
         )
     warn_fallback_once(value.device, "ms_deform_attn")
+    note_implementation("ms_deform_attn", "pure-pytorch")
     return ms_deform_attn_reference(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )

@@ -26,8 +26,10 @@ import torch
 
 from ..library import (
     FUSED_NA_DEVICES,
+    native_implementation,
     native_ops,
     native_supports,
+    note_implementation,
     other_library_in_use,
     warn_fallback_once,
 )
@@ -37,6 +39,9 @@ from .reference import na_av_reference, na_qk_reference
 # the `backend=` values of na1d / na2d (native device kernels: library.NATIVE_DEVICES)
 BACKENDS = ("auto", "fused", "unfused", "reference")
 BACKEND_ENV = "DINAT_M2F_NA_BACKEND"
+# Tensors of these devices go to the fused kernels under "auto" (on the CPU the C++ kernels
+# beat Triton's interpreter, which only tests use)
+AUTO_FUSED_DEVICES = ("cuda",)
 
 
 def qk(
@@ -48,8 +53,10 @@ def qk(
 ) -> torch.Tensor:
     """Logits (batch, *spatial, heads, prod(kernel)): <query, neighbor key> (+ rpb)."""
     if native_supports(query.device, "na"):
+        note_implementation("na_qk", native_implementation())
         return native_ops().na_qk(query, key, rpb, list(kernel), list(dilation))
     warn_fallback_once(query.device, "na")
+    note_implementation("na_qk", "pure-pytorch")
     return na_qk_reference(query, key, rpb, kernel, dilation)
 
 
@@ -58,8 +65,10 @@ def av(
 ) -> torch.Tensor:
     """Output (batch, *spatial, heads, dim): attention-weighted sum of neighbor values."""
     if native_supports(value.device, "na"):
+        note_implementation("na_av", native_implementation())
         return native_ops().na_av(attn, value, list(kernel), list(dilation))
     warn_fallback_once(value.device, "na")
+    note_implementation("na_av", "pure-pytorch")
     return na_av_reference(attn, value, kernel, dilation)
 
 
@@ -98,7 +107,11 @@ def resolve_backend(
     if backend not in BACKENDS:
         raise ValueError(f"{op}: {source} is not one of {list(BACKENDS)}")
     if backend == "auto":
-        if query.device.type == "cuda" and fused.unsupported(query, value, kernel) is None:
+        fits = (
+            query.device.type in AUTO_FUSED_DEVICES
+            and fused.unsupported(query, value, kernel) is None
+        )
+        if fits:
             return "fused"
         return "fused_cpu" if _fused_cpu_fits(query) else "unfused"
     if backend == "fused":
@@ -121,6 +134,7 @@ def attention(
 ) -> torch.Tensor:
     """softmax(scale * q.k + rpb) . v over each query's window, by `backend` (see above)."""
     chosen = resolve_backend(op, backend, query, value, kernel)
+    note_implementation("na", chosen)
     if chosen == "fused":
         return fused.attention(query, key, value, rpb, kernel, dilation, scale)
     if chosen == "fused_cpu":
