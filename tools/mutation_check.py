@@ -46,6 +46,7 @@ _NA_DEVICE = ("tests/layers/test_na_cuda.py", "tests/layers/test_na_tiled_emulat
 NA_TESTS = _NA_CPU + _NA_DEVICE
 NA_DEVICE_TESTS = _NA_DEVICE + _NA_CPU
 NA_TILED_TESTS = _NA_DEVICE[::-1] + _NA_CPU
+NA_FUSED_CPU_TESTS = ("tests/layers/test_na_cpu_fused.py",) + _NA_CPU
 MS_TESTS = (
     "tests/layers/test_ms_deform_attn.py",
     "tests/layers/test_ms_deform_attn_cuda.py",
@@ -70,6 +71,7 @@ def _m(name, kernel, path, pattern, replacement, tests, regex=False) -> Mutation
 
 INDEX = "native/na/na_index.h"
 CPU = "native/na/na_cpu.cpp"
+FUSED_CPU = "native/na/na_cpu_fused.cpp"
 DEVICE = "native/na/na_device.cuh"
 TILED = "native/na/na_tiled.h"
 SAMPLING = "native/ms_deform_attn/ms_deform_attn_sampling.h"
@@ -109,6 +111,18 @@ MUTATIONS = [
     _m("na_cpu rpb grad: last bias row dropped", "NA RPB backward, CPU", CPU,
        "if (i < 0 || i >= p.h.kernel) continue;", "if (i < 0 || i >= p.h.kernel - 1) continue;",
        NA_TESTS),
+    _m("na_cpu_fused: dilation dropped from a group's positions", "NA fused, CPU", FUSED_CPU,
+       "int index(int p) const { return group + p * dilation; }",
+       "int index(int p) const { return group + p; }", NA_FUSED_CPU_TESTS),
+    _m("na_cpu_fused: last window starts one key late", "NA fused, CPU", FUSED_CPU,
+       "start[p] = (win.first - g) / a.dilation;",
+       "start[p] = (win.first - g) / a.dilation + (p == length - 1);", NA_FUSED_CPU_TESTS),
+    _m("na_cpu_fused forward: RPB column mirrored", "NA fused forward, CPU", FUSED_CPU,
+       "C(r[br * cols + w.bias[c] + j])", "C(r[br * cols + w.bias[c] + kw - 1 - j])",
+       NA_FUSED_CPU_TESTS),
+    _m("na_cpu_fused backward: RPB gradient column mirrored", "NA fused backward, CPU",
+       FUSED_CPU, "part[br * bias_cols + gw.bias[c] + j] +=",
+       "part[br * bias_cols + gw.bias[c] + kw - 1 - j] +=", NA_FUSED_CPU_TESTS),
     # --- device kernels (run on the emulated device) -------------------------------------------
     _m("na_device qk naive: RPB row and column swapped", "NA qk, device (naive)", DEVICE,
        "sum += Acc(rpb[head * bias_hw + (wh.bias_first + i) * bias_w + ww.bias_first + j]);",
