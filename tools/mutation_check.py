@@ -292,6 +292,18 @@ class Row(NamedTuple):
     seconds: float
 
 
+def caught_before(path: str) -> dict[str, tuple[str, float]]:
+    """Mutations a previous --table file reports caught: name -> (first failing test, s)."""
+    found = {}
+    with open(path) as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if len(cells) == 6 and cells[3] == "caught":
+                found[cells[0]] = (cells[4].strip("`").replace("\\|", "|"),
+                                   float(cells[5].split()[0]))  # fmt: skip
+    return found
+
+
 def table(rows: list[Row], total: float) -> str:
     lines = [
         "| mutation | kernel | file | outcome | first failing test | time |",
@@ -327,6 +339,11 @@ def main(argv=None) -> int:
         type=float,
         default=0,
         help="start no mutant after this many minutes (the rest: 'not run', exit status 2)",
+    )
+    parser.add_argument(
+        "--resume",
+        default="",
+        help="a previous run's --table file: the mutants it reports caught are not run again",
     )
     args = parser.parse_args(argv)
 
@@ -366,7 +383,11 @@ def main(argv=None) -> int:
     print(f"baseline: the kernel tests pass ({detail}); {time.time() - start:.0f} s", flush=True)
 
     rows = []
+    done = caught_before(args.resume) if args.resume else {}
     for m in run_order(selected):
+        if m.name in done:
+            rows.append(Row(m, "caught", *done[m.name]))
+            continue
         began = time.time()
         if args.budget and began - start > args.budget * 60:
             rows.append(Row(m, "not run", f"past --budget {args.budget} min", 0.0))
