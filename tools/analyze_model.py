@@ -20,7 +20,7 @@ from fvcore.nn import flop_count_table
 from dinat_m2f.modeling.backbone import MODEL_CONSTRUCTORS
 from dinat_m2f.modeling.flop_count import detectron2_flop_count_analysis, flop_count_analysis
 
-NA_OPS = ("na_qk", "na_av")
+NA_OPS = ("na_qk", "na_av", "na_fused")
 
 
 def build_from_config(config_file: str, opts: list[str]) -> torch.nn.Module:
@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
                 count for op, count in by_operator.items() if op.split("::")[-1] in NA_OPS
             )
         print(f"GFLOPs (multiply-adds): {results['flops'] / 1e9:.2f}")
-        print(f"  of which NA ops (na_qk + na_av): {results['na_flops'] / 1e9:.2f}")
+        print(f"  of which NA ops (na_qk + na_av, or na_fused): {results['na_flops'] / 1e9:.2f}")
         print(flop_count_table(analysis, max_depth=2))
     if "structure" in args.tasks:
         print(model)

@@ -51,7 +51,11 @@ from dinat_m2f.layers import (  # noqa: E402
     na2d_av,
     na2d_qk,
 )
-from dinat_m2f.ops.library import native_backends, record_implementations  # noqa: E402
+from dinat_m2f.ops.library import (  # noqa: E402
+    FUSED_NA_DEVICES,
+    native_backends,
+    record_implementations,
+)
 from tests import na_brute_force  # noqa: E402
 from tests.emulated_device import use_emulated_device  # noqa: E402
 from tests.ms_deform_attn_brute_force import ms_deform_attn_brute_force  # noqa: E402
@@ -286,9 +290,13 @@ def check_na(data, emulated: bool) -> None:
         return
     assert not call.broken, f"{op}: broken {sorted(call.broken)} accepted"
     kernels = [f"na_qk:{_native(emulated, 'na')}", f"na_av:{_native(emulated, 'na')}"]
+    # "auto" on CPU tensors: the fused C++ kernels where the extension has them
+    auto = (
+        ["na:fused_cpu"] if not emulated and "CPU" in FUSED_NA_DEVICES else ["na:unfused", *kernels]
+    )
     expected_ran = {
-        None: ["na:unfused", *kernels],  # "auto" on CPU tensors
-        "auto": ["na:unfused", *kernels],
+        None: auto,
+        "auto": auto,
         "unfused": ["na:unfused", *kernels],
         "fused": ["na:fused"],
         "reference": ["na:reference"],

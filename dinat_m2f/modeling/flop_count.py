@@ -20,7 +20,22 @@ def _na_av_flops(inputs, outputs) -> int:
     return math.prod(get_shape(outputs[0])) * get_shape(inputs[0])[-1]
 
 
-NA_FLOP_HANDLES = {"dinat_m2f::na_qk": _na_qk_flops, "dinat_m2f::na_av": _na_av_flops}
+def _na_fused_flops(inputs, outputs) -> int:
+    """The fused op (CPU tensors' default): qk and av in one, (B, *S, heads) queries each
+    with prod(kernel_size) neighbours, over the query's and the value's head dims."""
+    kernel = inputs[4].toIValue()
+    if kernel is None:  # traced as a prim::ListConstruct of constants
+        kernel = [item.toIValue() for item in inputs[4].node().inputs()]
+    neighbours = math.prod(kernel)
+    queries = math.prod(get_shape(outputs[0])[:-1])
+    return queries * neighbours * (get_shape(inputs[0])[-1] + get_shape(inputs[2])[-1])
+
+
+NA_FLOP_HANDLES = {
+    "dinat_m2f::na_qk": _na_qk_flops,
+    "dinat_m2f::na_av": _na_av_flops,
+    "dinat_m2f::na_fused": _na_fused_flops,
+}
 
 
 def flop_count_analysis(model: torch.nn.Module, inputs) -> FlopCountAnalysis:

@@ -12,6 +12,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 
 from dinat_m2f.data import DATASET_MAPPERS, build_dataset_mapper
+from dinat_m2f.data.augmentations import ResizeShortestEdge
 from dinat_m2f.data.dataset_mappers.detection_dataset_mapper import (
     DetectionDatasetMapper,
     build_detection_augmentation,
@@ -31,7 +32,9 @@ def coco_cfg(*opts):
 
 def test_release_augmentation_list():
     augs = build_detection_augmentation(coco_cfg(), is_train=True)
-    assert [type(a) for a in augs] == [T.RandomApply, T.ResizeShortestEdge, T.RandomFlip]
+    # the release's list; the resize is our subclass, which never rounds a side to 0 pixels
+    assert [type(a) for a in augs] == [T.RandomApply, ResizeShortestEdge, type(augs[2])]
+    assert isinstance(augs[1], T.ResizeShortestEdge) and isinstance(augs[2], T.RandomFlip)
     crop_branch = augs[0]
     assert crop_branch.prob == 0.5
     resize, crop = crop_branch.aug.augs

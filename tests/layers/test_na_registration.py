@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dinat_m2f.layers import na1d, na2d
+from dinat_m2f.ops.library import FUSED_NA_DEVICES
 from tests.conftest import requires_native
 
 pytestmark = requires_native
@@ -59,11 +60,17 @@ def test_compile_fullgraph_na2d(backend):
         torch.testing.assert_close(a, b)
 
 
-def test_compile_records_native_ops_without_graph_breaks():
+@pytest.mark.parametrize("backend", ["unfused", "auto"])
+def test_compile_records_native_ops_without_graph_breaks(backend):
     torch._dynamo.reset()
     args = [rand(1, 15, 2, 8, seed=s, grad=False) for s in range(3)]
-    explanation = torch._dynamo.explain(lambda q, k, v: na1d(q, k, v, 3, dilation=4))(*args)
+    explanation = torch._dynamo.explain(
+        lambda q, k, v: na1d(q, k, v, 3, dilation=4, backend=backend)
+    )(*args)
     assert explanation.graph_break_count == 0
     assert explanation.graph_count == 1
     graph_code = explanation.graphs[0].code
-    assert "dinat_m2f.na_qk" in graph_code and "dinat_m2f.na_av" in graph_code
+    if backend == "auto" and "CPU" in FUSED_NA_DEVICES:  # CPU tensors: the fused C++ op
+        assert "dinat_m2f.na_fused" in graph_code and "na_qk" not in graph_code
+    else:
+        assert "dinat_m2f.na_qk" in graph_code and "dinat_m2f.na_av" in graph_code

@@ -14,6 +14,7 @@ import dinat_m2f.ops.library as library
 from dinat_m2f.config import add_dinat_config
 from dinat_m2f.modeling.backbone import blocks, dinat
 from dinat_m2f.modeling.flop_count import flop_count_analysis
+from dinat_m2f.ops.na import dispatch
 from tests.conftest import DINAT_MINI_OPTS, requires_native
 
 
@@ -73,14 +74,26 @@ def test_parameters_and_flops_match_the_paper(constructor, params, gflops):
     assert abs(flops / 1e9 - gflops) / gflops < 0.03, flops
 
 
-def test_na_flops_are_counted():
-    """Without the NA handles the count would miss k*k*dim per token and head."""
+@pytest.mark.parametrize("backend", ["unfused", "auto"])
+def test_na_flops_are_counted(monkeypatch, backend):
+    """Without the NA handles the count would miss k*k*dim per token and head; the same
+    count whether qk and av run as two ops or as the fused CPU op ("auto")."""
+    monkeypatch.setenv(dispatch.BACKEND_ENV, backend)
     model = dinat.dinat_mini(num_classes=1000, out_indices=()).eval()
     analysis = flop_count_analysis(model, torch.randn(1, 3, 224, 224))
     by_op = analysis.by_operator()
     # level 0: 56*56 tokens, 2 heads, 49 neighbors, head dim 32, 3 blocks; qk and av each
     level0 = 56 * 56 * 2 * 49 * 32 * 3
-    assert by_op["na_qk"] >= level0 and by_op["na_av"] >= level0
+    if "na_fused" in by_op:
+        assert backend == "auto" and by_op["na_fused"] >= 2 * level0
+        assert "na_qk" not in by_op
+    else:
+        assert by_op["na_qk"] >= level0 and by_op["na_av"] >= level0
+    monkeypatch.setenv(dispatch.BACKEND_ENV, "unfused")
+    unfused = flop_count_analysis(model, torch.randn(1, 3, 224, 224)).by_operator()
+    assert sum(n for op, n in by_op.items() if op.startswith("na_")) == sum(
+        n for op, n in unfused.items() if op.startswith("na_")
+    )
 
 
 def test_large_variants_and_dinat_s():

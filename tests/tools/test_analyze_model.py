@@ -53,7 +53,7 @@ def test_full_detector_counts_na_ops_and_heads(capsys):
     )
     out = capsys.readouterr().out
     assert "(whole model), input 1x3x128x160" in out
-    assert "NA ops (na_qk + na_av)" in out
+    assert "NA ops (na_qk + na_av, or na_fused)" in out
     assert whole["na_flops"] > 0
     backbone = analyze_model.main(
         ["--config-file", config, "--input-size", "128", "160", "--tasks", "parameter", "flop"]
