@@ -16,7 +16,8 @@ padded to kernel x dilation as the attention module pads them, head dims 32 (eve
 variant), 64 and 128 (the fused kernels' largest); plus kernel 13, the fused kernels' largest.
 
     python -m tools.kernel_resources [--arch 80 90 100] [--part native triton] [--jobs 2]
-        [--markdown docs/kernel_resources.md] [--json out.json]
+        [--backward-dtypes float16 bfloat16 float32] [--markdown docs/kernel_resources.md]
+        [--json out.json]
 
 `make kernel-resources` writes docs/kernel_resources.md. Exits 1 when a configuration cannot
 launch on its architecture or a forward kernel spills (tests/native/test_kernel_resources.py
@@ -232,9 +233,10 @@ def native_rows(archs: list[int], nvcc: str, pool: ProcessPoolExecutor) -> list[
 # fused Triton kernels
 
 
-def triton_calls() -> dict[tuple, list[tuple]]:
-    """The fused path's launches for every problem and dtype, grouped by what decides the
-    binary (kernel, dtypes, constexpr arguments, options): group -> [(call, problem)]."""
+def triton_calls(backward_dtypes: tuple[torch.dtype, ...] = TRITON_DTYPES) -> dict[tuple, list]:
+    """The fused path's launches for every problem and dtype (the backward kernels' only in
+    `backward_dtypes`), grouped by what decides the binary (kernel, dtypes, constexpr
+    arguments, options): group -> [(call, problem)]."""
     from dinat_m2f.ops.na import fused, fused_kernels
 
     groups: dict[tuple, list] = defaultdict(list)
@@ -244,12 +246,11 @@ def triton_calls() -> dict[tuple, list[tuple]]:
             query = torch.empty(1, *p.size, p.heads, p.dim, device="meta", dtype=dtype)
             launch = fused.Problem(query, query, [p.kernel] * 2, [p.dilation] * 2)
             scale = p.dim**-0.5
-            calls = [
-                launch.forward_call(dtype, dtype, dtype, dtype, dtype, f32, scale),
-                *launch.backward_calls(
+            calls = [launch.forward_call(dtype, dtype, dtype, dtype, dtype, f32, scale)]
+            if dtype in backward_dtypes:
+                calls += launch.backward_calls(
                     dtype, dtype, dtype, dtype, dtype, f32, f32, dtype, dtype, dtype, f32, scale
-                ),
-            ]
+                )
             for call in calls:
                 kernel = getattr(fused_kernels, call.kernel)
                 constexprs = [param.name for param in kernel.params if param.is_constexpr]
@@ -281,8 +282,10 @@ def _compile_triton(job: tuple[list, int]) -> list:
     return [compile_call(call, arch) for call in calls]
 
 
-def triton_rows(archs: list[int], pool: ProcessPoolExecutor) -> list[Row]:
-    groups = triton_calls()
+def triton_rows(
+    archs: list[int], pool: ProcessPoolExecutor, backward_dtypes: tuple = TRITON_DTYPES
+) -> list[Row]:
+    groups = triton_calls(backward_dtypes)
     jobs = [([call for call, _ in members], arch) for arch in archs for members in groups.values()]
     results = pool.map(_compile_triton, jobs)
     rows = []
@@ -506,6 +509,13 @@ def main(argv=None) -> int:
         "--part", nargs="+", default=["native", "triton"], choices=["native", "triton"]
     )
     parser.add_argument("--jobs", type=int, default=1, help="compiles run in parallel")
+    parser.add_argument(
+        "--backward-dtypes",
+        nargs="+",
+        default=[_dtype_name(d) for d in TRITON_DTYPES],
+        choices=[_dtype_name(d) for d in TRITON_DTYPES],
+        help="dtypes the fused backward kernels are compiled in (the forward: all three)",
+    )
     parser.add_argument("--markdown", type=Path, help="write the report here (markdown)")
     parser.add_argument("--json", type=Path, help="write the rows here (JSON)")
     args = parser.parse_args(argv)
@@ -531,7 +541,8 @@ def main(argv=None) -> int:
             if "native" in args.part:
                 rows += native_rows(args.arch, nvcc, pool)
             if "triton" in args.part:
-                rows += triton_rows(args.arch, pool)
+                backward = tuple(getattr(torch, name) for name in args.backward_dtypes)
+                rows += triton_rows(args.arch, pool, backward)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     tools = toolchain(nvcc)

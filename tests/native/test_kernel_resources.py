@@ -34,11 +34,11 @@ def triton_ptxas() -> str | None:
     return path if path and Path(path).is_file() else None
 
 
-def report(tmp_path: Path, part: str) -> tuple[list[dict], str]:
+def report(tmp_path: Path, part: str, *options: str) -> tuple[list[dict], str]:
     out = tmp_path / f"{part}.json"
     run = subprocess.run(
         [sys.executable, "-m", "tools.kernel_resources", "--arch", "90", "--part", part,
-         "--jobs", JOBS, "--json", str(out)],
+         "--jobs", JOBS, "--json", str(out), *options],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -78,11 +78,19 @@ def test_native_kernels_launch_on_sm90_and_forward_kernels_do_not_spill(tmp_path
 
 @pytest.mark.skipif(triton_ptxas() is None, reason="no Triton with its ptxas: fused not compiled")
 def test_fused_kernels_launch_on_sm90_and_the_forward_does_not_spill(tmp_path):
-    rows, _ = report(tmp_path, "triton")
-    kernels = {"na_forward_kernel", "na_backward_query_kernel", "na_backward_key_kernel"}
+    """The forward in all three dtypes (which one needs the most registers depends on the
+    configuration: on sm_90, of the 15 forward configurations of the full report, float16 is
+    highest in 10, float32 in 3, bfloat16 in 2), the backward kernels in float32 only: they may
+    spill, and whether they launch is decided by shared memory (threads are the same in every
+    dtype; 255 registers x 256 threads always fit), and float32 needs the most shared memory
+    in every configuration on all three archs of the full report (153 (kernel, config, arch)
+    rows, docs/kernel_resources.md before commit 16d3f7f). `make kernel-resources` compiles
+    the backward in every dtype."""
+    rows, _ = report(tmp_path, "triton", "--backward-dtypes", "float32")
+    backward = {"na_backward_query_kernel", "na_backward_key_kernel"}
     assert {(r["kernel"], r["dtype"]) for r in rows} == {
-        (k, d) for k in kernels for d in ("float16", "bfloat16", "float32")
-    }
+        ("na_forward_kernel", d) for d in ("float16", "bfloat16", "float32")
+    } | {(k, "float32") for k in backward}
     forward = [r for r in rows if r["kernel"] == "na_forward_kernel"]
     assert all(r["spill_stores"] == r["spill_loads"] == 0 for r in forward)
     assert all(r["occupancy_blocks_per_sm"] > 0 for r in rows)
