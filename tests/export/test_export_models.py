@@ -4,6 +4,7 @@ inference, at two input sizes per export (dynamic height and width): the test mo
 released DiNAT-T and DiNAT-L architectures (random weights); the run-time input checks; models
 and options that cannot be exported; the deploy folder importing with numpy alone."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,11 +137,15 @@ def test_exported_program_keeps_custom_ops(tmp_path):
         ),
         # DiNAT-L, kernel 11, dilations up to 14: one graph for heights of 64 (44..87) and
         # widths of 96..160 (88..175)
-        (
+        pytest.param(
             "configs/ade20k/semantic-segmentation/dinat/"
             "maskformer2_dinat_large_in22k_bs16_160k_res640.yaml",
             (64, 96),
             [(64, 96), (64, 128)],
+            marks=pytest.mark.skipif(
+                os.environ.get("DINAT_M2F_EXPORT_LARGE") != "1",
+                reason="DiNAT-L export: ~3 min of CI; DINAT_M2F_EXPORT_LARGE=1 runs it",
+            ),
         ),
     ],
     ids=["dinat_tiny", "dinat_large"],
