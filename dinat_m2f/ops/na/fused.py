@@ -272,7 +272,9 @@ def _na_fused_backward(
     return p.from_2d(grad_q), p.from_2d(grad_k), p.from_2d(grad_v), grad_rpb
 
 
-def _setup_context(ctx, inputs, output):
+def setup_fused_context(ctx, inputs, output):
+    """Autograd context of a fused forward op (this module's and the CPU op of
+    registration.py): the inputs, the output and its log2-sum-exp, for the backward op."""
     query, key, value, rpb, kernel_size, dilation, scale = inputs
     out, lse = output
     ctx.save_for_backward(query, key, value, rpb, out, lse)
@@ -280,13 +282,18 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(lse)
 
 
-def _backward(ctx, grad_out, _grad_lse):
-    query, key, value, rpb, out, lse = ctx.saved_tensors
-    kernel_size, dilation, scale = ctx.window
-    grad_q, grad_k, grad_v, grad_rpb = torch.ops.dinat_m2f_triton.na_fused_backward(
-        grad_out.contiguous(), query, key, value, rpb, out, lse, kernel_size, dilation, scale
-    )
-    return grad_q, grad_k, grad_v, (grad_rpb if rpb is not None else None), None, None, None
+def fused_backward_of(namespace: str):
+    """The autograd backward of `namespace`::na_fused, through its na_fused_backward op."""
+
+    def backward(ctx, grad_out, _grad_lse):
+        query, key, value, rpb, out, lse = ctx.saved_tensors
+        kernel_size, dilation, scale = ctx.window
+        grad_q, grad_k, grad_v, grad_rpb = getattr(torch.ops, namespace).na_fused_backward(
+            grad_out.contiguous(), query, key, value, rpb, out, lse, kernel_size, dilation, scale
+        )
+        return grad_q, grad_k, grad_v, (grad_rpb if rpb is not None else None), None, None, None
+
+    return backward
 
 
 def _na_fused_fake(query, key, value, rpb, kernel_size, dilation, scale):
@@ -313,7 +320,7 @@ if triton_available():
     # they are opaque custom ops with fake kernels.
     _define = custom_op if interpreting() else triton_op
     _forward_op = _define(f"{NAMESPACE}::na_fused", mutates_args=())(_na_fused)
-    _forward_op.register_autograd(_backward, setup_context=_setup_context)
+    _forward_op.register_autograd(fused_backward_of(NAMESPACE), setup_context=setup_fused_context)
     _backward_op = _define(f"{NAMESPACE}::na_fused_backward", mutates_args=())(_na_fused_backward)
     if interpreting():
         _forward_op.register_fake(_na_fused_fake)

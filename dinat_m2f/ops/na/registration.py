@@ -17,6 +17,7 @@ import torch
 
 from ..library import LIBRARY, NATIVE_AVAILABLE
 from . import checks
+from .fused import fused_backward_of, setup_fused_context
 
 
 def _tokens_like(x: torch.Tensor, last: int) -> torch.Tensor:
@@ -142,29 +143,12 @@ def _na_fused_backward_fake(
     )
 
 
-def _fused_setup_context(ctx, inputs, output):
-    query, key, value, rpb, kernel_size, dilation, scale = inputs
-    out, lse = output
-    ctx.save_for_backward(query, key, value, rpb, out, lse)
-    ctx.window = (kernel_size, dilation, scale)
-    ctx.mark_non_differentiable(lse)
-
-
-def _fused_backward(ctx, grad_out, _grad_lse):
-    query, key, value, rpb, out, lse = ctx.saved_tensors
-    kernel_size, dilation, scale = ctx.window
-    grad_q, grad_k, grad_v, grad_rpb = torch.ops.dinat_m2f.na_fused_backward(
-        grad_out, query, key, value, rpb, out, lse, kernel_size, dilation, scale
-    )
-    return grad_q, grad_k, grad_v, (grad_rpb if rpb is not None else None), None, None, None
-
-
 def _register_fused() -> None:
     """The fused CPU op of dinat_m2f:: (no other library has it)."""
     torch.library.register_fake("dinat_m2f::na_fused")(_na_fused_fake)
     torch.library.register_fake("dinat_m2f::na_fused_backward")(_na_fused_backward_fake)
     torch.library.register_autograd(
-        "dinat_m2f::na_fused", _fused_backward, setup_context=_fused_setup_context
+        "dinat_m2f::na_fused", fused_backward_of("dinat_m2f"), setup_context=setup_fused_context
     )
 
 
