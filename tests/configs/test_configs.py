@@ -172,7 +172,12 @@ SWIN_BACKBONE = {
     "MODEL.TVSWIN.OUT_FEATURES": ["res2", "res3", "res4", "res5"],
     "MODEL.TVSWIN.DROP_PATH_RATE": 0.3,
 }
-SWIN_SIZES = {"tiny": ("swin_t", 7), "large": ("swin_l", 12)}
+SWIN_SIZES = {
+    "tiny": ("swin_t", 7),
+    "small": ("swin_s", 7),
+    "base": ("swin_b", 7),
+    "large": ("swin_l", 12),
+}
 
 # the CPU smoke setting on the built-in shapes
 BUILTIN = {
