@@ -515,11 +515,11 @@ DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<T>& t, int dim,
           continue;
         }
       }
-      if (n_sides == 2)
-        score_modes<Isa, T, 2>(t.mode, n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
-                               init, row.q_stride, out);
-      else
+      if (n_sides == 1)
         score_modes<Isa, T, 1>(t.mode, n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
+                               init, row.q_stride, out);
+      else if constexpr (!(Isa::kWideScores && std::is_same<T, float>::value))  // (else above)
+        score_modes<Isa, T, 2>(t.mode, n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
                                init, row.q_stride, out);
       j0 += n;
     }

@@ -6,9 +6,10 @@ The kernels take queries eight (float) or four (double) to a vector along a row,
 a time, windows starting at consecutive columns (plain loads) or not (borders, small groups:
 permuted loads), neighbours in chunks of at most 8 / 6 / 5, the head dim in vectors of
 8 / 4 with zero padding, rows in blocks of 32 (forward) and 64 (backward, recomputing the
-scores of the rows just outside a block), dilation groups of unequal lengths, and an AVX2 or a
-baseline build of the same source. Tolerances (max abs error relative to max(1, max |ref|),
-inputs rounded to the dtype first): float64 1e-12, float32 2e-5, float16 1e-2, bfloat16 4e-2.
+scores of the rows just outside a block), dilation groups of unequal lengths, and the AVX-512
+(where the CPU has it), AVX2 and baseline builds of the same source. Tolerances (max abs error
+relative to max(1, max |ref|), inputs rounded to the dtype first): float64 1e-12, float32 2e-5,
+float16 1e-2, bfloat16 4e-2.
 """
 
 import pytest
