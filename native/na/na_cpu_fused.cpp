@@ -65,16 +65,6 @@ __attribute__((target("avx2,fma"))) void transpose_row_avx2(const float* src, in
                                                             int stride) {
   cpu_tiles::transpose_row(src, col, cols, dim, scale, dst, stride);
 }
-__attribute__((target("avx512f,avx512vl,avx2,fma"))) void forward_row_avx512(const Row<float>& x,
-                                                                             const Row<float>* y,
-                                                                             int rows_shift) {
-  cpu_tiles::forward_rows<cpu_tiles::Avx512>(x, y, rows_shift);
-}
-__attribute__((target("avx512f,avx512vl,avx2,fma"))) void backward_row_avx512(const Row<float>& x,
-                                                                              const Row<float>* y,
-                                                                              int rows_shift) {
-  cpu_tiles::backward_rows<cpu_tiles::Avx512>(x, y, rows_shift);
-}
 template <typename C>
 void forward_row_baseline(const Row<C>& x, const Row<C>* y, int rows_shift) {
   cpu_tiles::forward_rows<cpu_tiles::Baseline>(x, y, rows_shift);
@@ -89,16 +79,11 @@ void transpose_row_baseline(const C* src, int64_t col, int cols, int dim, C scal
   cpu_tiles::transpose_row(src, col, cols, dim, scale, dst, stride);
 }
 
-enum class Isa { kBaseline, kAvx2, kAvx512 };
-
-// The best the CPU has; DINAT_M2F_CPU_ISA=baseline or avx2 caps it (tests run each).
-Isa cpu_isa() {
-  const char* cap = std::getenv("DINAT_M2F_CPU_ISA");
-  if (cap != nullptr && std::strcmp(cap, "baseline") == 0) return Isa::kBaseline;
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return Isa::kBaseline;
-  if (cap != nullptr && std::strcmp(cap, "avx2") == 0) return Isa::kAvx2;
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return Isa::kAvx512;
-  return Isa::kAvx2;
+// DINAT_M2F_CPU_ISA=baseline forces the baseline kernels (tests run both).
+bool use_avx2() {
+  const char* isa = std::getenv("DINAT_M2F_CPU_ISA");
+  if (isa != nullptr && std::strcmp(isa, "baseline") == 0) return false;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
 template <typename C>
@@ -108,14 +93,7 @@ RowKernels<C> row_kernels() {
 
 template <>
 RowKernels<float> row_kernels<float>() {
-  switch (cpu_isa()) {
-    case Isa::kAvx512:
-      return {&forward_row_avx512, &backward_row_avx512, &transpose_row_avx2};
-    case Isa::kAvx2:
-      return {&forward_row_avx2, &backward_row_avx2, &transpose_row_avx2};
-    case Isa::kBaseline:
-      break;
-  }
+  if (use_avx2()) return {&forward_row_avx2, &backward_row_avx2, &transpose_row_avx2};
   return {&forward_row_baseline<float>, &backward_row_baseline<float>,
           &transpose_row_baseline<float>};
 }

@@ -40,28 +40,6 @@ namespace dinat_m2f {
 namespace na {
 namespace cpu_tiles {
 
-// A vector of Bytes / sizeof(T) lanes (GCC vector extensions).
-template <typename T, int Bytes>
-struct VectorOf {
-  typedef T type __attribute__((vector_size(Bytes)));
-};
-template <typename T, int Bytes>
-using Vector = typename VectorOf<T, Bytes>::type;
-
-// Two 8-float vectors as one 16-float vector, and back.
-DINAT_M2F_INLINE Vector<float, 64> join(Vector<float, 32> a, Vector<float, 32> b) {
-  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-}
-DINAT_M2F_INLINE Vector<float, 32> low_half(Vector<float, 64> a) {
-  return __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7);
-}
-DINAT_M2F_INLINE Vector<float, 32> high_half(Vector<float, 64> a) {
-  return __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
-}
-
-// How a tile's windows start (Tile).
-enum { kContiguous, kPermuted, kUniform };
-
 // 32-byte vectors (GCC vector extensions): 8 floats or 4 doubles per register.
 template <typename T>
 struct Simd;
@@ -100,8 +78,6 @@ DINAT_M2F_INLINE V splat(T x) {
 // intrinsic would need the AVX target on every function it is inlined through; this is only
 // ever inlined into the AVX2 entry points.
 struct Avx2 {
-  static constexpr bool kWideScores = false;
-  static constexpr int kHeadBytes = 32;  // vector width of the weighted sums (head dim lanes)
   // Keeps the compiler from folding a load into each of the FMAs that use it (memory operands),
   // which would load the same vector once per FMA.
   template <typename V>
@@ -120,25 +96,7 @@ struct Avx2 {
   }
 };
 
-// AVX-512: the same score kernels (8 query lanes), but the weighted sums take 16 lanes of the
-// head dim per register, which halves their instructions where sgemm runs at 512 bits.
-struct Avx512 : Avx2 {
-  static constexpr bool kWideScores = true;  // 16-lane scores for two query rows at once
-  static constexpr int kHeadBytes = 64;
-  template <typename V>
-  static DINAT_M2F_INLINE void in_register(V& v) {
-    asm("" : "+v"(v));
-  }
-  static DINAT_M2F_INLINE Vector<float, 64> broadcast64(const float* p) {
-    Vector<float, 64> v;
-    asm("vbroadcastss %1, %0" : "=v"(v) : "m"(*p));
-    return v;
-  }
-};
-
 struct Baseline {
-  static constexpr bool kWideScores = false;
-  static constexpr int kHeadBytes = 32;
   template <typename V>
   static DINAT_M2F_INLINE void in_register(V&) {}  // a 32-byte vector is two SSE registers
   template <typename T>
@@ -288,8 +246,9 @@ DINAT_M2F_INLINE void transpose_row(const T* src, int64_t col, int cols, int dim
 // One chunk of JB neighbor columns of one key row, for R (1 or 2) query rows that share it:
 // acc[r][j] = init[r][j] + sum_d a[r][d] * b[d][j]. `a[r]` points at the tile's first column
 // of a dim-major query-side row; `b` at column ws[w0] + j0 of a dim-major key-side row. Two
-// query rows load each key vector once for both. kMode: how the tile's windows start (Tile).
-template <typename Isa, typename T, int R, int JB, int kMode>
+// query rows load each key vector once for both. kContiguous: the tile's windows start at
+// consecutive columns (no permutation).
+template <typename Isa, typename T, int R, int JB, bool kContiguous>
 DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, int b_stride,
                                   int dim, const typename Simd<T>::Index& shift,
                                   const T* const* init, int init_stride, T* const* out) {
@@ -307,12 +266,8 @@ DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, i
     const T* bd = b + d * b_stride;
 #pragma GCC unroll 8
     for (int j = 0; j < JB; ++j) {
-      V y;
-      if (kMode == kUniform)
-        y = Isa::broadcast(bd + j);
-      else
-        y = load<V>(bd + j);
-      if (kMode == kPermuted) y = __builtin_shuffle(y, shift);
+      V y = load<V>(bd + j);
+      if (!kContiguous) y = __builtin_shuffle(y, shift);
       if (R > 1) Isa::in_register(y);  // one load for both rows
 #pragma GCC unroll 2
       for (int r = 0; r < R; ++r) acc[r][j] += x[r] * y;
@@ -326,79 +281,19 @@ DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, i
 
 // The most neighbor columns per chunk: R * JB accumulators, R query vectors, the key vector
 // and the permutation must fit in 16 registers.
-constexpr int max_chunk(int rows, int mode) {
-  return rows == 1 ? 8 : (mode != kPermuted ? 6 : 5);
+constexpr int max_chunk(int rows, bool contiguous) {
+  return rows == 1 ? 8 : (contiguous ? 6 : 5);
 }
 
-// Both query rows of a pair in one 16-lane register (x in lanes 0-7, y in 8-15), for the key
-// rows they share: one FMA does what takes two at 8 lanes, and the key vector is loaded
-// (and permuted) once for both. Otherwise as score_chunk with R = 2.
-template <typename Isa, int JB, int kMode>
-DINAT_M2F_INLINE void score_chunk_wide(const float* const* a, int a_stride, const float* b,
-                                       int b_stride, int dim, const Vector<int32_t, 64>& shift,
-                                       const float* const* init, int init_stride,
-                                       float* const* out) {
-  using V = Simd<float>::Vec;
-  using W = Vector<float, 64>;
-  W acc[JB];
-#pragma GCC unroll 8
-  for (int j = 0; j < JB; ++j)
-    acc[j] = init[0] ? join(load<V>(init[0] + j * init_stride), load<V>(init[1] + j * init_stride))
-                     : W{};
-  for (int d = 0; d < dim; ++d) {
-    const W x = join(load<V>(a[0] + d * a_stride), load<V>(a[1] + d * a_stride));
-    const float* bd = b + d * b_stride;
-#pragma GCC unroll 8
-    for (int j = 0; j < JB; ++j) {
-      W y;
-      if (kMode == kUniform) {
-        y = Isa::broadcast64(bd + j);
-      } else {
-        const V k = load<V>(bd + j);
-        y = join(k, k);
-        if (kMode == kPermuted) y = __builtin_shuffle(y, shift);
-      }
-      acc[j] += x * y;
-    }
-  }
-#pragma GCC unroll 8
-  for (int j = 0; j < JB; ++j) {
-    store(out[0] + j * 8, low_half(acc[j]));
-    store(out[1] + j * 8, high_half(acc[j]));
-  }
-}
-
-template <typename Isa, int kMode>
-DINAT_M2F_INLINE void score_chunk_wide_n(int n, const float* const* a, int a_stride, const float* b,
-                                         int b_stride, int dim, const Vector<int32_t, 64>& shift,
-                                         const float* const* init, int init_stride,
-                                         float* const* out) {
-#define DINAT_M2F_SCORE_CASE(N)                                                                    \
-  case N:                                                                                          \
-    score_chunk_wide<Isa, N, kMode>(a, a_stride, b, b_stride, dim, shift, init, init_stride, out); \
-    break;
-  switch (n) {
-    DINAT_M2F_SCORE_CASE(1)
-    DINAT_M2F_SCORE_CASE(2)
-    DINAT_M2F_SCORE_CASE(3)
-    DINAT_M2F_SCORE_CASE(4)
-    DINAT_M2F_SCORE_CASE(5)
-    DINAT_M2F_SCORE_CASE(6)
-    DINAT_M2F_SCORE_CASE(7)
-    DINAT_M2F_SCORE_CASE(8)
-  }
-#undef DINAT_M2F_SCORE_CASE
-}
-
-template <typename Isa, typename T, int R, int kMode>
+template <typename Isa, typename T, int R, bool kContiguous>
 DINAT_M2F_INLINE void score_chunk_n(int n, const T* const* a, int a_stride, const T* b,
                                     int b_stride, int dim, const typename Simd<T>::Index& shift,
                                     const T* const* init, int init_stride, T* const* out) {
-#define DINAT_M2F_SCORE_CASE(N)                                                                 \
-  case N:                                                                                       \
-    if constexpr (N <= max_chunk(R, kMode))                                                     \
-      score_chunk<Isa, T, R, N, kMode>(a, a_stride, b, b_stride, dim, shift, init, init_stride, \
-                                       out);                                                    \
+#define DINAT_M2F_SCORE_CASE(N)                                                          \
+  case N:                                                                                \
+    if constexpr (N <= max_chunk(R, kContiguous))                                        \
+      score_chunk<Isa, T, R, N, kContiguous>(a, a_stride, b, b_stride, dim, shift, init, \
+                                             init_stride, out);                          \
     break;
   switch (n) {
     DINAT_M2F_SCORE_CASE(1)
@@ -413,16 +308,14 @@ DINAT_M2F_INLINE void score_chunk_n(int n, const T* const* a, int a_stride, cons
 #undef DINAT_M2F_SCORE_CASE
 }
 
-// Where a tile of queries looks: its first window start, and how its windows start: at
-// consecutive columns (kContiguous: plain loads), all at the first's for the lanes in the row
-// (kUniform, as when the window covers a small group: broadcasts), else `shift` holds each
-// lane's offset from the first (kPermuted).
+// Where a tile of queries looks: its first window start, and whether the windows start at
+// consecutive columns (else `shift` holds each lane's offset from the first).
 template <typename T>
 struct Tile {
   int w0;     // first query column
   int lanes;  // queries of the tile inside the row
   int base;   // ws[w0]
-  int mode;
+  bool contiguous;
   typename Simd<T>::Index shift;
 };
 
@@ -433,29 +326,12 @@ DINAT_M2F_INLINE Tile<T> tile_at(const Row<T>& row, int w0) {
   t.w0 = w0;
   t.lanes = row.cols - w0 < L ? row.cols - w0 : L;
   t.base = row.ws[w0];
-  bool contiguous = true, uniform = true;
+  t.contiguous = true;
   for (int l = 0; l < L; ++l) {
     t.shift[l] = row.ws[w0 + l] - t.base;
-    contiguous &= t.shift[l] == l;
-    uniform &= l >= t.lanes || t.shift[l] == 0;  // lanes past the row's end are not read
+    t.contiguous &= t.shift[l] == l;
   }
-  t.mode = contiguous ? kContiguous : (uniform && t.lanes > 1 ? kUniform : kPermuted);
   return t;
-}
-
-template <typename Isa, typename T, int R>
-DINAT_M2F_INLINE void score_modes(int mode, int n, const T* const* a, int a_stride, const T* b,
-                                  int b_stride, int dim, const typename Simd<T>::Index& shift,
-                                  const T* const* init, int init_stride, T* const* out) {
-  if (mode == kContiguous)
-    score_chunk_n<Isa, T, R, kContiguous>(n, a, a_stride, b, b_stride, dim, shift, init,
-                                          init_stride, out);
-  else if (mode == kUniform)
-    score_chunk_n<Isa, T, R, kUniform>(n, a, a_stride, b, b_stride, dim, shift, init, init_stride,
-                                       out);
-  else
-    score_chunk_n<Isa, T, R, kPermuted>(n, a, a_stride, b, b_stride, dim, shift, init, init_stride,
-                                        out);
 }
 
 // What one query row contributes to a score computation: its dim-major query-side row, its kh
@@ -485,7 +361,7 @@ DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<T>& t, int dim,
     if (y && u >= rows_shift && u - rows_shift < kh)
       sides[n_sides] = y, index[n_sides++] = u - rows_shift;
     const T* key = sides[0]->b[index[0]] + t.base;
-    const int most = Isa::kWideScores && n_sides == 2 ? 8 : max_chunk(n_sides, t.mode);
+    const int most = max_chunk(n_sides, t.contiguous);
     const int chunks = (kw + most - 1) / most;
     for (int c = 0, j0 = 0; c < chunks; ++c) {
       const int n = (kw - j0 + (chunks - c) - 1) / (chunks - c);
@@ -498,29 +374,21 @@ DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<T>& t, int dim,
         init[r] = side.bias ? side.bias + (index[r] * kw + j0) * row.q_stride + t.w0 : nullptr;
         out[r] = side.out + (index[r] * (kw + 2) + 1 + j0) * L;
       }
-      if constexpr (Isa::kWideScores && std::is_same<T, float>::value) {
-        if (n_sides == 2) {
-          Vector<int32_t, 64> wide;
-          for (int l = 0; l < L; ++l) wide[l] = t.shift[l], wide[l + L] = t.shift[l] + L;
-          if (t.mode == kContiguous)
-            score_chunk_wide_n<Isa, kContiguous>(n, a, row.q_stride, key + j0, row.k_stride, dim,
-                                                 wide, init, row.q_stride, out);
-          else if (t.mode == kUniform)
-            score_chunk_wide_n<Isa, kUniform>(n, a, row.q_stride, key + j0, row.k_stride, dim, wide,
-                                              init, row.q_stride, out);
-          else
-            score_chunk_wide_n<Isa, kPermuted>(n, a, row.q_stride, key + j0, row.k_stride, dim,
-                                               wide, init, row.q_stride, out);
-          j0 += n;
-          continue;
-        }
+      if (n_sides == 2) {
+        if (t.contiguous)
+          score_chunk_n<Isa, T, 2, true>(n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
+                                         init, row.q_stride, out);
+        else
+          score_chunk_n<Isa, T, 2, false>(n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
+                                          init, row.q_stride, out);
+      } else {
+        if (t.contiguous)
+          score_chunk_n<Isa, T, 1, true>(n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
+                                         init, row.q_stride, out);
+        else
+          score_chunk_n<Isa, T, 1, false>(n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
+                                          init, row.q_stride, out);
       }
-      if (n_sides == 1)
-        score_modes<Isa, T, 1>(t.mode, n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
-                               init, row.q_stride, out);
-      else if constexpr (!(Isa::kWideScores && std::is_same<T, float>::value))  // (else above)
-        score_modes<Isa, T, 2>(t.mode, n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
-                               init, row.q_stride, out);
       j0 += n;
     }
   }
@@ -546,22 +414,13 @@ DINAT_M2F_INLINE PairWeights<T> pair_weights(const Row<T>& row, const T* buffer,
   return {a, a + 1 - s * L, (row.kw + 2) * L, row.kw + s};
 }
 
-// *p in every lane of a V: the ISA's broadcast (a 64-byte V only comes with Avx512).
-template <typename Isa, typename V, typename T>
-DINAT_M2F_INLINE V broadcast_as(const T* p) {
-  if constexpr (sizeof(V) == 64)
-    return Isa::broadcast64(p);
-  else
-    return Isa::broadcast(p);
-}
-
 // out_a = scale_a * sum_{i,c} w.a[i][c] * x_i[ws_a + c], out_b likewise (kPair), over NV
-// vectors V of the head dim from `offset`.
-template <typename Isa, typename T, typename V, int NV, bool kPair>
+// vectors of the head dim from `offset`.
+template <typename Isa, typename T, int NV, bool kPair>
 DINAT_M2F_INLINE void pair_sum(const PairWeights<T>& w, const TokenRows<T>& x, int kh, int ws_a,
                                int offset, T scale_a, T scale_b, T* out_a, T* out_b) {
-  constexpr int L = Simd<T>::kLanes;  // of the weights
-  constexpr int H = sizeof(V) / sizeof(T);
+  using V = typename Simd<T>::Vec;
+  constexpr int L = Simd<T>::kLanes;
   V acc_a[NV], acc_b[NV];
 #pragma GCC unroll 4
   for (int n = 0; n < NV; ++n) acc_a[n] = acc_b[n] = V{};
@@ -570,11 +429,11 @@ DINAT_M2F_INLINE void pair_sum(const PairWeights<T>& w, const TokenRows<T>& x, i
     const T* wa = w.a + i * w.row_stride;
     const T* wb = w.b + i * w.row_stride;
     for (int c = 0; c < w.cols; ++c) {
-      const V pa = broadcast_as<Isa, V>(wa + c * L);
-      const V pb = kPair ? broadcast_as<Isa, V>(wb + c * L) : V{};
+      const V pa = Isa::broadcast(wa + c * L);
+      const V pb = kPair ? Isa::broadcast(wb + c * L) : V{};
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) {
-        V v = load<V>(xi + c * x.col + n * H);
+        V v = load<V>(xi + c * x.col + n * L);
         if (kPair) Isa::in_register(v);  // one load for both queries
         acc_a[n] += pa * v;
         if (kPair) acc_b[n] += pb * v;
@@ -583,23 +442,23 @@ DINAT_M2F_INLINE void pair_sum(const PairWeights<T>& w, const TokenRows<T>& x, i
   }
 #pragma GCC unroll 4
   for (int n = 0; n < NV; ++n) {
-    store(out_a + offset + n * H, acc_a[n] * scale_a);
-    if (kPair) store(out_b + offset + n * H, acc_b[n] * scale_b);
+    store(out_a + offset + n * L, acc_a[n] * scale_a);
+    if (kPair) store(out_b + offset + n * L, acc_b[n] * scale_b);
   }
 }
 
-// acc_i[ws_a + c] += w.a[i][c] * g_a + w.b[i][c] * g_b over NV vectors V from `offset`, for the
+// acc_i[ws_a + c] += w.a[i][c] * g_a + w.b[i][c] * g_b over NV vectors from `offset`, for the
 // key rows whose accumulator is given (the transpose of pair_sum).
-template <typename Isa, typename T, typename V, int NV, bool kPair>
+template <typename Isa, typename T, int NV, bool kPair>
 DINAT_M2F_INLINE void pair_scatter(const PairWeights<T>& w, const T* g_a, const T* g_b,
                                    T* const* acc, int64_t acc_col, int kh, int ws_a, int offset) {
+  using V = typename Simd<T>::Vec;
   constexpr int L = Simd<T>::kLanes;
-  constexpr int H = sizeof(V) / sizeof(T);
   V ga[NV], gb[NV];
 #pragma GCC unroll 4
   for (int n = 0; n < NV; ++n) {
-    ga[n] = load<V>(g_a + offset + n * H);
-    gb[n] = kPair ? load<V>(g_b + offset + n * H) : V{};
+    ga[n] = load<V>(g_a + offset + n * L);
+    gb[n] = kPair ? load<V>(g_b + offset + n * L) : V{};
   }
   for (int i = 0; i < kh; ++i) {
     if (acc[i] == nullptr) continue;
@@ -607,48 +466,36 @@ DINAT_M2F_INLINE void pair_scatter(const PairWeights<T>& w, const T* g_a, const 
     const T* wa = w.a + i * w.row_stride;
     const T* wb = w.b + i * w.row_stride;
     for (int c = 0; c < w.cols; ++c) {
-      const V pa = broadcast_as<Isa, V>(wa + c * L);
-      const V pb = kPair ? broadcast_as<Isa, V>(wb + c * L) : V{};
+      const V pa = Isa::broadcast(wa + c * L);
+      const V pb = kPair ? Isa::broadcast(wb + c * L) : V{};
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) {
-        V y = load<V>(yi + c * acc_col + n * H);
+        V y = load<V>(yi + c * acc_col + n * L);
         y += pa * ga[n];
         if (kPair) y += pb * gb[n];
-        store(yi + c * acc_col + n * H, y);
+        store(yi + c * acc_col + n * L, y);
       }
     }
   }
 }
 
-template <typename V>
-struct VecTag {
-  using type = V;
-};
-
-// Runs `body(NV, offset, VecTag<V>)` over the padded head dim `dim` (a multiple of kLanes) in
-// chunks of at most 4 vectors V of the ISA's head width, and a 32-byte vector for the rest.
-template <typename Isa, typename T, typename Body>
+// Runs `body(NV, offset)` over the padded head dim `dim` in chunks of at most 4 vectors.
+template <typename T, typename Body>
 DINAT_M2F_INLINE void for_dim_chunks(int dim, Body&& body) {
-  using V = Vector<T, Isa::kHeadBytes>;
-  using Small = typename Simd<T>::Vec;
-  constexpr int H = sizeof(V) / sizeof(T), L = Simd<T>::kLanes;
-  const int vectors = dim / H;
+  constexpr int L = Simd<T>::kLanes;
+  const int vectors = dim / L;
   int n = 0;
-  for (; n + 4 <= vectors; n += 4) body(std::integral_constant<int, 4>(), n * H, VecTag<V>());
+  for (; n + 4 <= vectors; n += 4) body(std::integral_constant<int, 4>(), n * L);
   switch (vectors - n) {
     case 3:
-      body(std::integral_constant<int, 3>(), n * H, VecTag<V>());
+      body(std::integral_constant<int, 3>(), n * L);
       break;
     case 2:
-      body(std::integral_constant<int, 2>(), n * H, VecTag<V>());
+      body(std::integral_constant<int, 2>(), n * L);
       break;
     case 1:
-      body(std::integral_constant<int, 1>(), n * H, VecTag<V>());
+      body(std::integral_constant<int, 1>(), n * L);
       break;
-  }
-  if constexpr (H > L) {
-    for (int offset = vectors * H; offset < dim; offset += L)
-      body(std::integral_constant<int, 1>(), offset, VecTag<Small>());
   }
 }
 
@@ -696,10 +543,10 @@ DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<T>& t) {
     const int a = w0 + l;
     const PairWeights<T> w = pair_weights(row, row.scores, l, s);
     T* out_a = row.out + a * row.out_col;
-    for_dim_chunks<Isa, T>(row.v_dim, [&](auto nv, int offset, auto vec) DINAT_M2F_INLINE_LAMBDA {
-      pair_sum<Isa, T, typename decltype(vec)::type, decltype(nv)::value, kPair>(
-          w, row.v, row.kh, row.ws[a], offset, inv[l], kPair ? inv[l + 1] : T(0), out_a,
-          out_a + row.out_col);
+    for_dim_chunks<T>(row.v_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+      pair_sum<Isa, T, decltype(nv)::value, kPair>(w, row.v, row.kh, row.ws[a], offset, inv[l],
+                                                   kPair ? inv[l + 1] : T(0), out_a,
+                                                   out_a + row.out_col);
     });
   });
 }
@@ -751,20 +598,20 @@ DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<T>& t) {
     const PairWeights<T> ds = pair_weights(row, row.grads, l, s);
     if (row.grad_q) {
       T* out_a = row.grad_q + a * row.grad_q_col;
-      for_dim_chunks<Isa, T>(row.k_dim, [&](auto nv, int offset, auto vec) DINAT_M2F_INLINE_LAMBDA {
-        pair_sum<Isa, T, typename decltype(vec)::type, decltype(nv)::value, kPair>(
-            ds, row.k, row.kh, row.ws[a], offset, T(1), T(1), out_a, out_a + row.grad_q_col);
+      for_dim_chunks<T>(row.k_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+        pair_sum<Isa, T, decltype(nv)::value, kPair>(ds, row.k, row.kh, row.ws[a], offset, T(1),
+                                                     T(1), out_a, out_a + row.grad_q_col);
       });
     }
     const T* g_a = row.g.ptr[0] + a * row.g.col;
-    for_dim_chunks<Isa, T>(row.v_dim, [&](auto nv, int offset, auto vec) DINAT_M2F_INLINE_LAMBDA {
-      pair_scatter<Isa, T, typename decltype(vec)::type, decltype(nv)::value, kPair>(
-          p, g_a, g_a + row.g.col, row.grad_v, row.grad_v_col, row.kh, row.ws[a], offset);
+    for_dim_chunks<T>(row.v_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+      pair_scatter<Isa, T, decltype(nv)::value, kPair>(p, g_a, g_a + row.g.col, row.grad_v,
+                                                       row.grad_v_col, row.kh, row.ws[a], offset);
     });
     const T* q_a = row.q.ptr[0] + a * row.q.col;
-    for_dim_chunks<Isa, T>(row.k_dim, [&](auto nv, int offset, auto vec) DINAT_M2F_INLINE_LAMBDA {
-      pair_scatter<Isa, T, typename decltype(vec)::type, decltype(nv)::value, kPair>(
-          ds, q_a, q_a + row.q.col, row.grad_k, row.grad_k_col, row.kh, row.ws[a], offset);
+    for_dim_chunks<T>(row.k_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+      pair_scatter<Isa, T, decltype(nv)::value, kPair>(ds, q_a, q_a + row.q.col, row.grad_k,
+                                                       row.grad_k_col, row.kh, row.ws[a], offset);
     });
   });
 }
