@@ -1,5 +1,7 @@
 """Optimizer parameter groups, full-model gradient clipping and the poly schedule."""
 
+import copy
+
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -82,6 +84,72 @@ def test_full_model_clipping_bounds_the_global_norm():
     assert total.item() == pytest.approx(0.01, rel=1e-4)
     scale = steps[0].norm() / grads[0].norm()
     torch.testing.assert_close(steps[1], grads[1] * scale)  # same factor for every parameter
+
+
+def _random_grads(model, seed):
+    generator = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.randn(p.shape, generator=generator)
+
+
+def test_adamw_runs_fused_with_the_loops_update():
+    """On CPU parameters the optimizer is torch's fused AdamW: the same update, in the recipe's
+    groups, as the per-parameter loop it replaces (three steps, with clipping)."""
+    model = Toy()
+    cfg = _cfg(OPTIMIZER="ADAMW")
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.5
+    optimizer = build_optimizer(cfg, model)
+    assert optimizer.defaults["fused"] is True
+    # the reference: torch's per-parameter loop on a copy, in the same groups, clipped by hand
+    reference = copy.deepcopy(model)
+    twin = dict(zip(model.parameters(), reference.parameters()))
+    groups = [
+        {**g, "params": [twin[p] for p in g["params"]], "fused": False, "foreach": False}
+        for g in optimizer.param_groups
+    ]
+    loop = torch.optim.AdamW(groups)
+    params = [p for p in model.parameters() if p.requires_grad]
+    ref_params = [twin[p] for p in params]
+    for step in range(3):
+        _random_grads(model, step)
+        _random_grads(reference, step)
+        optimizer.step()
+        torch.nn.utils.clip_grad_norm_(ref_params, 0.5, 2.0)
+        loop.step()
+    for p, p_ref in zip(params, ref_params):
+        torch.testing.assert_close(p, p_ref, rtol=1e-5, atol=1e-7)
+
+
+def test_clipping_under_grad_scaler_sees_unscaled_gradients():
+    """AMP: a fused optimizer would take the scaled gradients and unscale them in its kernel,
+    after our clipping; with clipping the scaler must unscale first, so the step equals the
+    unscaled one (the clipped norm), not 1/scale of it."""
+    model = nn.Linear(10, 10)
+    cfg = _cfg(OPTIMIZER="SGD", MOMENTUM=0.0, WEIGHT_DECAY=0.0, BASE_LR=1.0)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
+    optimizer = build_optimizer(cfg, model)
+    assert optimizer.defaults["fused"] is True
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    before = [p.detach().clone() for p in model.parameters()]
+    scaler.scale((model(torch.ones(3, 10)) * 100).sum()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    total = torch.sqrt(
+        sum(((b - p.detach()) ** 2).sum() for b, p in zip(before, model.parameters()))
+    )
+    assert total.item() == pytest.approx(0.01, rel=1e-4)
+
+
+def test_parameters_on_other_devices_keep_the_loop():
+    """Fused kernels only where we run them (CPU, CUDA): a meta-device model gets the loop."""
+    model = nn.Linear(4, 4, device="meta")
+    optimizer = build_optimizer(_cfg(OPTIMIZER="ADAMW"), model)
+    assert not optimizer.defaults["fused"]
 
 
 def test_unknown_optimizer_is_named():
