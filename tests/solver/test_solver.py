@@ -45,6 +45,20 @@ def _cfg(**solver):
     return cfg
 
 
+def _full_model_clipping(cfg, max_norm):
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = max_norm
+    return cfg
+
+
+def _clipped_sgd_cfg():
+    """Plain SGD with lr 1, clipped to a global norm of 0.01: the update is the clipped gradient."""
+    return _full_model_clipping(
+        _cfg(OPTIMIZER="SGD", MOMENTUM=0.0, WEIGHT_DECAY=0.0, BASE_LR=1.0), 0.01
+    )
+
+
 def _settings(optimizer, model):
     """parameter name -> (lr, weight_decay)."""
     by_param = {}
@@ -69,11 +83,7 @@ def test_param_groups_follow_the_recipe():
 
 def test_full_model_clipping_bounds_the_global_norm():
     model = nn.Linear(10, 10)
-    cfg = _cfg(OPTIMIZER="SGD", MOMENTUM=0.0, WEIGHT_DECAY=0.0, BASE_LR=1.0)
-    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
-    optimizer = build_optimizer(cfg, model)
+    optimizer = build_optimizer(_clipped_sgd_cfg(), model)
     before = [p.detach().clone() for p in model.parameters()]
     (model(torch.ones(3, 10)) * 100).sum().backward()
     grads = [p.grad.clone() for p in model.parameters()]
@@ -97,10 +107,7 @@ def test_adamw_runs_fused_with_the_loops_update():
     """On CPU parameters the optimizer is torch's fused AdamW: the same update, in the recipe's
     groups, as the per-parameter loop it replaces (three steps, with clipping)."""
     model = Toy()
-    cfg = _cfg(OPTIMIZER="ADAMW")
-    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.5
+    cfg = _full_model_clipping(_cfg(OPTIMIZER="ADAMW"), 0.5)
     optimizer = build_optimizer(cfg, model)
     assert optimizer.defaults["fused"] is True
     # the reference: torch's per-parameter loop on a copy, in the same groups, clipped by hand
@@ -128,11 +135,7 @@ def test_clipping_under_grad_scaler_sees_unscaled_gradients():
     after our clipping; with clipping the scaler must unscale first, so the step equals the
     unscaled one (the clipped norm), not 1/scale of it."""
     model = nn.Linear(10, 10)
-    cfg = _cfg(OPTIMIZER="SGD", MOMENTUM=0.0, WEIGHT_DECAY=0.0, BASE_LR=1.0)
-    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
-    optimizer = build_optimizer(cfg, model)
+    optimizer = build_optimizer(_clipped_sgd_cfg(), model)
     assert optimizer.defaults["fused"] is True
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     before = [p.detach().clone() for p in model.parameters()]
