@@ -1,0 +1,144 @@
+"""Training-step speed of a train_net config on the CPU with and without this project's CPU
+speed-ups, interleaved in one process (default: `make demo`'s built-in config).
+
+Variants, each with its own optimizer over the one model, fed by the config's train loader:
+
+    as filed         NA backend "unfused" (qk, softmax, av), the per-parameter optimizer loop
+    fused NA         NA backend "auto" (the fused CPU NA kernels), the per-parameter loop
+    fused NA + step  "auto" and the fused optimizer step: what train_net.py runs
+
+Each round runs every variant in turn, one untimed iteration and then --block timed ones, so
+that all of them see the same machine state (these shared machines change speed from minute
+to minute); the table gives the median seconds per iteration and the speed-up over "as
+filed". The config's own data sampling varies the image sizes, so use enough rounds.
+
+    python -m dinat_m2f.benchmarks.training                       # 4 rounds of 5 iterations
+    python -m dinat_m2f.benchmarks.training --rounds 2 --block 3 --config-file CONFIG K V ...
+
+Datasets are found under $DETECTRON2_DATASETS (default ./datasets), as for train_net.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from dinat_m2f.benchmarks.timing import (
+    device_description,
+    load_average,
+    markdown_header,
+    markdown_row,
+)
+
+DEMO_CONFIG = "configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml"
+BACKEND_ENV = "DINAT_M2F_NA_BACKEND"
+AS_FILED = "as filed"
+# name -> (NA backend, fused optimizer step)
+VARIANTS = {
+    AS_FILED: ("unfused", False),
+    "fused NA": ("auto", False),
+    "fused NA + step": ("auto", True),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", default=DEMO_CONFIG)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--block", type=int, default=5, help="timed iterations per variant and round"
+    )
+    parser.add_argument("--warmup", type=int, default=6, help="untimed iterations at the start")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
+    args = parser.parse_args(argv)
+    for name in ("rounds", "block"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be at least 0, got {args.warmup}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    if len(args.opts) % 2:
+        parser.error(f"config options come in KEY VALUE pairs, got {args.opts}")
+    return args
+
+
+def _optimizers(cfg, model) -> dict[bool, torch.optim.Optimizer]:
+    """fused step -> the config's optimizer over `model`, with and without fused kernels."""
+    from dinat_m2f.solver import optimizer as optimizer_module
+
+    fused = optimizer_module.build_optimizer(cfg, model)
+    kept = optimizer_module.FUSED_DEVICES
+    optimizer_module.FUSED_DEVICES = ()
+    try:
+        loop = optimizer_module.build_optimizer(cfg, model)
+    finally:
+        optimizer_module.FUSED_DEVICES = kept
+    return {True: fused, False: loop}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import dinat_m2f.data  # noqa: F401  (registers the datasets)
+    import dinat_m2f.modeling  # noqa: F401  (registers the models)
+    from dinat_m2f.engine import Trainer
+    from dinat_m2f.engine.setup import load_cfg
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cfg = load_cfg(args.config_file, ["MODEL.DEVICE", "cpu", *args.opts])
+    cfg.freeze()
+    torch.manual_seed(max(cfg.SEED, 0))
+    model = Trainer.build_model(cfg)
+    model.train()
+    optimizers = _optimizers(cfg, model)
+    data = iter(Trainer.build_train_loader(cfg))
+    saved_backend = os.environ.get(BACKEND_ENV)
+
+    def step(optimizer) -> None:
+        losses = model(next(data))
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    times = {name: [] for name in VARIANTS}
+    start_load = load_average()
+    try:
+        for _ in range(args.warmup):
+            step(optimizers[True])
+        for _ in range(args.rounds):
+            for name, (backend, fused) in VARIANTS.items():
+                os.environ[BACKEND_ENV] = backend
+                step(optimizers[fused])
+                for _ in range(args.block):
+                    t0 = time.perf_counter()
+                    step(optimizers[fused])
+                    times[name].append(time.perf_counter() - t0)
+    finally:
+        if saved_backend is None:
+            os.environ.pop(BACKEND_ENV, None)
+        else:
+            os.environ[BACKEND_ENV] = saved_backend
+    print(f"# Training step: {device_description(torch.device('cpu'))}")
+    print(
+        f"# torch {torch.__version__}, {args.config_file}, {cfg.SOLVER.IMS_PER_BATCH} images per "
+        f"step; {args.rounds} rounds of {args.block} timed iterations per variant, interleaved; "
+        f"load average at start: {start_load}"
+    )
+    print(markdown_header(["variant", "NA backend", "optimizer step", "median s/it", "speed-up"]))
+    base = statistics.median(times[AS_FILED])
+    for name, (backend, fused) in VARIANTS.items():
+        median = statistics.median(times[name])
+        step_kind = "fused" if fused else "per-parameter loop"
+        print(markdown_row([name, backend, step_kind, f"{median:.3f}", f"{base / median:.2f}x"]))
+    print(f"# load average at end: {load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

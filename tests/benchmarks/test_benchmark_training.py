@@ -1,0 +1,80 @@
+"""dinat_m2f.benchmarks.training on a tiny built-in dataset, in a subprocess (the dataset root
+is read at import): one row per variant in order, the as-filed row at 1.00x, the device named,
+the NA backend variable left as it was; bad arguments named."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dinat_m2f.benchmarks import training
+
+from .table_output import cpu_name_with_one_thread, table_rows
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = [
+    "SOLVER.IMS_PER_BATCH", "2",
+    "DATALOADER.NUM_WORKERS", "0",
+    "INPUT.MIN_SIZE_TRAIN", "(64,)",
+    "INPUT.MAX_SIZE_TRAIN", "96",
+    "MODEL.MASK_FORMER.DEC_LAYERS", "2",
+    "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "64",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def datasets_root(tmp_path_factory):
+    from dinat_m2f.data.synthetic import generate_builtin_shapes
+
+    root = str(tmp_path_factory.mktemp("shapes"))
+    generate_builtin_shapes(root, num_train=6, num_val=2, size=96, seed=0)
+    return root
+
+
+def test_table_has_every_variant_against_the_as_filed_one(datasets_root):
+    env = dict(os.environ, DETECTRON2_DATASETS=datasets_root, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["DINAT_M2F_NA_BACKEND"] = "reference"  # the benchmark sets its own and restores it
+    code = (
+        "import os, sys; from dinat_m2f.benchmarks import training; "
+        "rc = training.main(sys.argv[1:]); "
+        "assert os.environ['DINAT_M2F_NA_BACKEND'] == 'reference', 'backend not restored'; "
+        "sys.exit(rc)"
+    )
+    args = ["--rounds", "1", "--block", "1", "--warmup", "1", "--threads", "1", *TINY]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert f"# Training step: {cpu_name_with_one_thread()}" in out
+    rows = table_rows(out)
+    assert rows[0] == ["variant", "NA backend", "optimizer step", "median s/it", "speed-up"]
+    assert [r[:3] for r in rows[1:]] == [
+        [name, backend, "fused" if fused else "per-parameter loop"]
+        for name, (backend, fused) in training.VARIANTS.items()
+    ]
+    assert rows[1][4] == "1.00x"
+    base = float(rows[1][3])
+    for row in rows[1:]:
+        median = float(row[3])
+        assert median > 0
+        assert row[4] == f"{base / median:.2f}x"
+
+
+@pytest.mark.parametrize(
+    "argv,named",
+    [
+        (["--rounds", "0"], "--rounds must be at least 1, got 0"),
+        (["--block", "-2"], "--block must be at least 1, got -2"),
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+        (["SOLVER.IMS_PER_BATCH"], "KEY VALUE pairs"),
+    ],
+)
+def test_bad_arguments_are_named(argv, named, capsys):
+    with pytest.raises(SystemExit) as stop:
+        training.parse_args(argv)
+    assert stop.value.code == 2
+    assert named in capsys.readouterr().err
