@@ -21,7 +21,6 @@ Datasets are found under $DETECTRON2_DATASETS (default ./datasets), as for train
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
@@ -35,7 +34,6 @@ from dinat_m2f.benchmarks.timing import (
 )
 
 DEMO_CONFIG = "configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml"
-BACKEND_ENV = "DINAT_M2F_NA_BACKEND"
 AS_FILED = "as filed"
 # name -> (NA backend, fused optimizer step)
 VARIANTS = {
@@ -68,26 +66,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _optimizers(cfg, model) -> dict[bool, torch.optim.Optimizer]:
-    """fused step -> the config's optimizer over `model`, with and without fused kernels."""
-    from dinat_m2f.solver import optimizer as optimizer_module
-
-    fused = optimizer_module.build_optimizer(cfg, model)
-    kept = optimizer_module.FUSED_DEVICES
-    optimizer_module.FUSED_DEVICES = ()
-    try:
-        loop = optimizer_module.build_optimizer(cfg, model)
-    finally:
-        optimizer_module.FUSED_DEVICES = kept
-    return {True: fused, False: loop}
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     import dinat_m2f.data  # noqa: F401  (registers the datasets)
     import dinat_m2f.modeling  # noqa: F401  (registers the models)
     from dinat_m2f.engine import Trainer
     from dinat_m2f.engine.setup import load_cfg
+    from dinat_m2f.ops.na.dispatch import backend_env
+    from dinat_m2f.solver import build_optimizer
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -96,9 +82,8 @@ def main(argv=None) -> int:
     torch.manual_seed(max(cfg.SEED, 0))
     model = Trainer.build_model(cfg)
     model.train()
-    optimizers = _optimizers(cfg, model)
+    optimizers = {fused: build_optimizer(cfg, model, fused=fused) for fused in (True, False)}
     data = iter(Trainer.build_train_loader(cfg))
-    saved_backend = os.environ.get(BACKEND_ENV)
 
     def step(optimizer) -> None:
         losses = model(next(data))
@@ -108,22 +93,16 @@ def main(argv=None) -> int:
 
     times = {name: [] for name in VARIANTS}
     start_load = load_average()
-    try:
-        for _ in range(args.warmup):
-            step(optimizers[True])
-        for _ in range(args.rounds):
-            for name, (backend, fused) in VARIANTS.items():
-                os.environ[BACKEND_ENV] = backend
+    for _ in range(args.warmup):
+        step(optimizers[True])
+    for _ in range(args.rounds):
+        for name, (backend, fused) in VARIANTS.items():
+            with backend_env(backend):
                 step(optimizers[fused])
                 for _ in range(args.block):
                     t0 = time.perf_counter()
                     step(optimizers[fused])
                     times[name].append(time.perf_counter() - t0)
-    finally:
-        if saved_backend is None:
-            os.environ.pop(BACKEND_ENV, None)
-        else:
-            os.environ[BACKEND_ENV] = saved_backend
     print(f"# Training step: {device_description(torch.device('cpu'))}")
     print(
         f"# torch {torch.__version__}, {args.config_file}, {cfg.SOLVER.IMS_PER_BATCH} images per "

@@ -9,7 +9,6 @@ is stored in the file and checked at run time (deploy/runtime.py) with a message
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ import torch
 from detectron2.data import MetadataCatalog
 from torch import nn
 
-from ..ops.na.dispatch import BACKEND_ENV, default_backend
+from ..ops.na.dispatch import BACKEND_ENV, backend_env, default_backend
 from .deploy.runtime import METADATA_KEY
 from .onnx_ops import OPSET, translations
 from .rcnn import RCNNGraph
@@ -78,27 +77,14 @@ def sample_inputs(graph: nn.Module, sample: torch.Tensor) -> tuple[torch.Tensor,
     return (sample,)
 
 
-@contextlib.contextmanager
-def _unfused_na():
-    """NA traced as the unfused native ops (na_qk, softmax, na_av), the ones with ONNX forms:
-    "auto" would pick the fused CPU kernel (dinat_m2f::na_fused), which has none."""
-    before = os.environ.get(BACKEND_ENV)
-    os.environ[BACKEND_ENV] = "unfused"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[BACKEND_ENV]
-        else:
-            os.environ[BACKEND_ENV] = before
-
-
 def trace(graph: nn.Module, sample: torch.Tensor, sizes: SizeRange) -> torch.export.ExportedProgram:
     """torch.export of `graph` over the image sizes `sizes` (the sample's must be one)."""
     graph.eval()
     inputs = sample_inputs(graph, sample)
     dynamic = (sizes.dims(),) + (None,) * (len(inputs) - 1)
-    with torch.no_grad(), _unfused_na():
+    # NA traced as the unfused native ops (na_qk, softmax, na_av), the ones with ONNX forms:
+    # "auto" would pick the fused CPU kernel (dinat_m2f::na_fused), which has none.
+    with torch.no_grad(), backend_env("unfused"):
         return torch.export.export(graph, inputs, dynamic_shapes=dynamic)
 
 

@@ -88,9 +88,11 @@ def _fusable(groups: list[dict]) -> bool:
     )
 
 
-def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg, model: nn.Module, fused: bool | None = None) -> torch.optim.Optimizer:
     """SOLVER.OPTIMIZER with SOLVER.{BASE_LR, WEIGHT_DECAY*, BACKBONE_MULTIPLIER, MOMENTUM,
-    CLIP_GRADIENTS}; CLIP_GRADIENTS.CLIP_TYPE "full_model" clips the global gradient norm."""
+    CLIP_GRADIENTS}; CLIP_GRADIENTS.CLIP_TYPE "full_model" clips the global gradient norm.
+    `fused`: torch's fused step (None: where every parameter is on FUSED_DEVICES; False: the
+    per-parameter loop, e.g. to measure what the fused step buys)."""
     s = cfg.SOLVER
     name = s.OPTIMIZER.upper()
     if name not in SUPPORTED_OPTIMIZERS:
@@ -114,7 +116,8 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         )
     elif clip.ENABLED:  # "value" / "norm": detectron2's per-parameter clipping
         optimizer_class = maybe_add_gradient_clipping(cfg, optimizer_class)
-    fused = _fusable(groups)
+    if fused is None:
+        fused = _fusable(groups)
     if name == "ADAMW":
         optimizer = optimizer_class(groups, s.BASE_LR, fused=fused)
     else:

@@ -108,6 +108,7 @@ def test_adamw_runs_fused_with_the_loops_update():
     groups, as the per-parameter loop it replaces (three steps, with clipping)."""
     model = Toy()
     cfg = _full_model_clipping(_cfg(OPTIMIZER="ADAMW"), 0.5)
+    assert build_optimizer(cfg, Toy(), fused=False).defaults["fused"] is False  # when asked
     optimizer = build_optimizer(cfg, model)
     assert optimizer.defaults["fused"] is True
     # the reference: torch's per-parameter loop on a copy, in the same groups, clipped by hand

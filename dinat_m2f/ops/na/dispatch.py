@@ -20,6 +20,7 @@ Arguments are assumed checked (checks.py) and normalised to per-axis tuples.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -81,6 +82,20 @@ def _softmax(logits: torch.Tensor) -> torch.Tensor:
 def default_backend() -> str:
     """DINAT_M2F_NA_BACKEND, or "auto"."""
     return os.environ.get(BACKEND_ENV, "auto") or "auto"
+
+
+@contextlib.contextmanager
+def backend_env(backend: str):
+    """DINAT_M2F_NA_BACKEND set to `backend` inside the block, as it was (or unset) after."""
+    before = os.environ.get(BACKEND_ENV)
+    os.environ[BACKEND_ENV] = backend
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[BACKEND_ENV]
+        else:
+            os.environ[BACKEND_ENV] = before
 
 
 def _fused_cpu_fits(query: torch.Tensor) -> bool:
