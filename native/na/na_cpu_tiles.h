@@ -514,6 +514,44 @@ DINAT_M2F_INLINE void for_pairs(const Row<T>& row, const Tile<T>& t, Pair&& pair
 // ---------------------------------------------------------------------------------------------
 // The row kernels.
 
+// Softmax numerators of a tile buffer (kh rows of kw + 2 columns, the outer two zero and
+// left out), in place: scores[i][1 + j] becomes exp2(score - m); m is the per-lane maximum and
+// sum the per-lane sum of the numerators. Four independent chains each for the maximum and
+// the sum: one chain would wait a full add latency per score.
+template <typename V, typename T>
+DINAT_M2F_INLINE void softmax_exp2(T* scores, const int kh, const int kw, V& m, V& sum) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  V mx[4], acc[4];
+  for (int a = 0; a < 4; ++a) mx[a] = load<V>(scores + L), acc[a] = V{};
+  for (int i = 0; i < kh; ++i) {
+    const T* s = scores + (i * (kw + 2) + 1) * L;
+    int j = 0;
+    for (; j + 4 <= kw; j += 4)
+#pragma GCC unroll 4
+      for (int a = 0; a < 4; ++a) mx[a] = vmax(mx[a], load<V>(s + (j + a) * L));
+    for (; j < kw; ++j) mx[0] = vmax(mx[0], load<V>(s + j * L));
+  }
+  m = vmax(vmax(mx[0], mx[1]), vmax(mx[2], mx[3]));
+  for (int i = 0; i < kh; ++i) {
+    T* s = scores + (i * (kw + 2) + 1) * L;
+    int j = 0;
+    for (; j + 4 <= kw; j += 4) {
+#pragma GCC unroll 4
+      for (int a = 0; a < 4; ++a) {
+        const V p = exp2(load<V>(s + (j + a) * L) - m);
+        store(s + (j + a) * L, p);
+        acc[a] += p;
+      }
+    }
+    for (; j < kw; ++j) {
+      const V p = exp2(load<V>(s + j * L) - m);
+      store(s + j * L, p);
+      acc[0] += p;
+    }
+  }
+  sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
 // The rest of a forward tile once its scores are in row.scores: softmax, weighted sum of values.
 template <typename Isa, typename T>
 DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<T>& t) {
@@ -521,18 +559,8 @@ DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<T>& t) {
   constexpr int L = Simd<T>::kLanes;
   const int w0 = t.w0;
   // softmax over the tile's k*k scores per lane (the zero columns take no part)
-  V m = load<V>(row.scores + L);
-  for (int i = 0; i < row.kh; ++i)
-    for (int j = 1; j <= row.kw; ++j) m = vmax(m, load<V>(row.scores + (i * (row.kw + 2) + j) * L));
-  V sum = V{};
-  for (int i = 0; i < row.kh; ++i) {
-    for (int j = 1; j <= row.kw; ++j) {
-      T* s = row.scores + (i * (row.kw + 2) + j) * L;
-      const V p = exp2(load<V>(s) - m);
-      store(s, p);
-      sum += p;
-    }
-  }
+  V m, sum;
+  softmax_exp2(row.scores, row.kh, row.kw, m, sum);
   T inv[L];
   for (int l = 0; l < t.lanes; ++l) {
     inv[l] = T(1) / sum[l];
