@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import multiprocessing
 import os
 import signal
@@ -133,10 +134,17 @@ def run_main(main: Callable, args: argparse.Namespace) -> int:
 
 
 def _worker(main: Callable, args: argparse.Namespace) -> None:
-    """The function of every spawned process: its status becomes the process's exit status."""
+    """The function of every spawned process: its status becomes the process's exit status.
+    A failed process leaves through os._exit once its logs are flushed: the interpreter's
+    teardown would destroy the process group's C++ threads, which may still be tied to peers
+    that failed too, and that sometimes aborts the process (SIGABRT, "terminate called without
+    an active exception") instead of letting it exit with its status."""
     status = run_main(main, args)
     if status:
-        sys.exit(status)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 @contextmanager
