@@ -1,11 +1,15 @@
 """Training-step speed of a train_net config on the CPU with and without this project's CPU
 speed-ups, interleaved in one process (default: `make demo`'s built-in config).
 
-Variants, each with its own optimizer over the one model, fed by the config's train loader:
+Variants, each with its own optimizer over the one model, fed by the config's train loader
+(with torch's DataLoader defaults, or with this project's sample transfer from the workers,
+data/loaders.py: samples_in_flight, share_by_filename):
 
-    as filed         NA backend "unfused" (qk, softmax, av), the per-parameter optimizer loop
-    fused NA         NA backend "auto" (the fused CPU NA kernels), the per-parameter loop
-    fused NA + step  "auto" and the fused optimizer step: what train_net.py runs
+    as filed                  NA backend "unfused" (qk, softmax, av), the per-parameter
+                              optimizer loop, torch's loader defaults
+    fused NA                  NA backend "auto" (the fused CPU NA kernels), the loop
+    fused NA + step           "auto" and the fused optimizer step
+    fused NA + step + loader  and the tuned loader: what train_net.py runs
 
 Each round runs every variant in turn, one untimed iteration and then --block timed ones, so
 that all of them see the same machine state (these shared machines change speed from minute
@@ -35,11 +39,12 @@ from dinat_m2f.benchmarks.timing import (
 
 DEMO_CONFIG = "configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml"
 AS_FILED = "as filed"
-# name -> (NA backend, fused optimizer step)
+# name -> (NA backend, fused optimizer step, tuned loader transfer)
 VARIANTS = {
-    AS_FILED: ("unfused", False),
-    "fused NA": ("auto", False),
-    "fused NA + step": ("auto", True),
+    AS_FILED: ("unfused", False, False),
+    "fused NA": ("auto", False, False),
+    "fused NA + step": ("auto", True, False),
+    "fused NA + step + loader": ("auto", True, True),
 }
 
 
@@ -70,6 +75,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import dinat_m2f.data  # noqa: F401  (registers the datasets)
     import dinat_m2f.modeling  # noqa: F401  (registers the models)
+    from dinat_m2f.data.dataset_mappers import build_dataset_mapper
+    from dinat_m2f.data.loaders import build_train_loader
     from dinat_m2f.engine import Trainer
     from dinat_m2f.engine.setup import load_cfg
     from dinat_m2f.ops.na.dispatch import backend_env
@@ -83,10 +90,11 @@ def main(argv=None) -> int:
     model = Trainer.build_model(cfg)
     model.train()
     optimizers = {fused: build_optimizer(cfg, model, fused=fused) for fused in (True, False)}
-    data = iter(Trainer.build_train_loader(cfg))
+    mapper = build_dataset_mapper(cfg, is_train=True)
+    loaders = {t: iter(build_train_loader(cfg, mapper, tuned_transfer=t)) for t in (True, False)}
 
-    def step(optimizer) -> None:
-        losses = model(next(data))
+    def step(optimizer, tuned: bool) -> None:
+        losses = model(next(loaders[tuned]))
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()
@@ -94,14 +102,15 @@ def main(argv=None) -> int:
     times = {name: [] for name in VARIANTS}
     start_load = load_average()
     for _ in range(args.warmup):
-        step(optimizers[True])
+        for tuned in loaders:
+            step(optimizers[True], tuned)
     for _ in range(args.rounds):
-        for name, (backend, fused) in VARIANTS.items():
+        for name, (backend, fused, tuned) in VARIANTS.items():
             with backend_env(backend):
-                step(optimizers[fused])
+                step(optimizers[fused], tuned)
                 for _ in range(args.block):
                     t0 = time.perf_counter()
-                    step(optimizers[fused])
+                    step(optimizers[fused], tuned)
                     times[name].append(time.perf_counter() - t0)
     print(f"# Training step: {device_description(torch.device('cpu'))}")
     print(
@@ -109,14 +118,23 @@ def main(argv=None) -> int:
         f"step; {args.rounds} rounds of {args.block} timed iterations per variant, interleaved; "
         f"load average at start: {start_load}"
     )
-    print(markdown_header(["variant", "NA backend", "optimizer step", "median s/it", "speed-up"]))
+    print(
+        markdown_header(
+            ["variant", "NA backend", "optimizer step", "loader", "median s/it", "speed-up"]
+        )
+    )
     # speed-ups from the medians as printed, so that every row checks out from the table alone
     medians = {name: round(statistics.median(times[name]), 3) for name in VARIANTS}
     base = medians[AS_FILED]
-    for name, (backend, fused) in VARIANTS.items():
+    for name, (backend, fused, tuned) in VARIANTS.items():
         median = medians[name]
         step_kind = "fused" if fused else "per-parameter loop"
-        print(markdown_row([name, backend, step_kind, f"{median:.3f}", f"{base / median:.2f}x"]))
+        loader = "tuned" if tuned else "torch defaults"
+        print(
+            markdown_row(
+                [name, backend, step_kind, loader, f"{median:.3f}", f"{base / median:.2f}x"]
+            )
+        )
     print(f"# load average at end: {load_average()}")
     return 0
 

@@ -128,6 +128,23 @@ class _SampleStream(torchdata.IterableDataset):
                 )
 
 
+def samples_in_flight(batch_size: int, num_workers: int) -> int | None:
+    """DataLoader's prefetch_factor for a stream of single samples: each worker keeps enough
+    samples under way that two whole batches are ready between them. torch's default (2 per
+    worker) leaves a batch of 4 on one worker waiting for two samples at every step."""
+    if num_workers == 0:
+        return None  # no workers: the main process maps each sample when it is asked for
+    return max(2, -(-2 * batch_size // num_workers))
+
+
+def share_by_filename(_worker_id: int) -> None:
+    """Workers hand their tensors over as named shared-memory files: with torch's default
+    (file descriptors) the main process fetches each tensor's descriptor from a thread of the
+    worker, a round trip per tensor that waits for that thread to get a CPU. Set in the worker
+    only; the main process keeps its own strategy."""
+    torch.multiprocessing.set_sharing_strategy("file_system")
+
+
 class ResumableTrainLoader:
     """Iterable of training batches (lists of mapped dicts) whose position in the data stream
     is saved and restored (`state_dict`, `load_state_dict`); see the module docstring."""
@@ -140,8 +157,11 @@ class ResumableTrainLoader:
         num_workers: int,
         counter: BrokenSampleCounter,
         base_seed: int,
+        tuned_transfer: bool = True,
     ) -> None:
         self._stream = stream
+        # samples_in_flight and share_by_filename; False: torch's defaults (benchmarks)
+        self.tuned_transfer = bool(tuned_transfer)
         self.batch_size = int(batch_size)
         self.aspect_ratio_grouping = bool(aspect_ratio_grouping)
         self.num_workers = int(num_workers)
@@ -192,6 +212,10 @@ class ResumableTrainLoader:
             self._stream,
             batch_size=None,
             num_workers=self.num_workers,
+            prefetch_factor=samples_in_flight(self.batch_size, self.num_workers)
+            if self.tuned_transfer
+            else None,
+            worker_init_fn=share_by_filename if self.tuned_transfer else None,
             collate_fn=_identity,
             generator=torch.Generator().manual_seed(0),  # leaves the global generator alone
         )
@@ -213,10 +237,14 @@ class ResumableTrainLoader:
                 yield batch
 
 
-def build_train_loader(cfg: CfgNode, mapper: Callable) -> ResumableTrainLoader:
+def build_train_loader(
+    cfg: CfgNode, mapper: Callable, tuned_transfer: bool = True
+) -> ResumableTrainLoader:
     """The training loader of `cfg` (DATASETS.TRAIN, SOLVER.IMS_PER_BATCH split over the
     processes, DATALOADER.{NUM_WORKERS, ASPECT_RATIO_GROUPING, SAMPLER_TRAIN, FILTER_EMPTY_
-    ANNOTATIONS, SKIP_BROKEN_SAMPLES, MAX_BROKEN_FRACTION}, SEED) with `mapper`."""
+    ANNOTATIONS, SKIP_BROKEN_SAMPLES, MAX_BROKEN_FRACTION}, SEED) with `mapper`.
+    `tuned_transfer=False` moves samples from the workers with torch's defaults instead
+    (`samples_in_flight`, `share_by_filename`): for measuring what they buy."""
     names, dicts = list(cfg.DATASETS.TRAIN), []
     sizes = []
     for name in names:  # one by one, to name the dataset of a broken sample
@@ -258,6 +286,7 @@ def build_train_loader(cfg: CfgNode, mapper: Callable) -> ResumableTrainLoader:
         cfg.DATALOADER.NUM_WORKERS,
         counter,
         base_seed_of(cfg),
+        tuned_transfer,
     )
 
 

@@ -5,7 +5,9 @@ over several processes, an iteration's batches hold the samples, augmentations a
 of the one process's batch."""
 
 import itertools
+import os
 import random
+import time
 
 import numpy as np
 import pytest
@@ -55,7 +57,7 @@ def registered():
         DatasetCatalog.register(NAME, _dicts)
 
 
-def _loader(workers: int, broken=frozenset(), grouping=True, batch=3):
+def _loader(workers: int, broken=frozenset(), grouping=True, batch=3, mapper=None, tuned=True):
     cfg = get_cfg()
     add_maskformer2_config(cfg)
     cfg.DATASETS.TRAIN = (NAME,)
@@ -66,7 +68,7 @@ def _loader(workers: int, broken=frozenset(), grouping=True, batch=3):
     cfg.DATALOADER.MAX_BROKEN_FRACTION = 0.2
     cfg.SOLVER.IMS_PER_BATCH = batch
     cfg.SEED = 7
-    return build_train_loader(cfg, _Mapper(broken))
+    return build_train_loader(cfg, mapper or _Mapper(broken), tuned_transfer=tuned)
 
 
 def _take(iterator, n):
@@ -126,3 +128,82 @@ def test_processes_share_out_the_one_process_batches(monkeypatch, world):
     assert all(len(batch) == 6 // world for part in parts for batch in part)
     assert [sorted(sum((part[i] for part in parts), [])) for i in range(8)] == one
     assert len({seed for batch in one for _, _, seed in batch}) == 48  # one per place
+
+
+class _CountingMapper(_Mapper):
+    """Also appends each mapped index to a file (the worker's work, seen from the test) and
+    returns a tensor, as real mappers do."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = str(log)
+
+    def __call__(self, d):
+        with open(self.log, "a") as f:
+            f.write(f"{d['index']}\n")
+        return {**super().__call__(d), "image": torch.full((64,), float(d["index"]))}
+
+
+def _mapped(log) -> int:
+    return len(log.read_text().split()) if log.exists() else 0
+
+
+def _settled(log, timeout=20.0) -> int:
+    """The number of samples mapped once the workers have stopped for 0.5 s."""
+    deadline, last, since = time.monotonic() + timeout, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = _mapped(log)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > 0.5:
+            break
+        time.sleep(0.05)
+    return last
+
+
+def _worker_loader(log, batch: int, workers: int = 1, tuned: bool = True):
+    return _loader(workers, grouping=False, batch=batch, mapper=_CountingMapper(log), tuned=tuned)
+
+
+@pytest.mark.parametrize("batch,workers", [(4, 1), (3, 2)])
+def test_workers_keep_two_batches_ready(tmp_path, batch, workers):
+    """While the model works on a batch, the workers have the next two mapped (torch's
+    default of 2 samples per worker would leave a batch of 4 waiting on one worker)."""
+    log = tmp_path / "mapped.txt"
+    iterator = iter(_worker_loader(log, batch, workers))
+    first = next(iterator)
+    assert len(first) == batch
+    ready = _settled(log) - batch
+    assert ready >= 2 * batch, f"{ready} samples mapped ahead, want at least {2 * batch}"
+
+
+def test_untuned_transfer_is_torchs_default(tmp_path):
+    """tuned_transfer=False (the training benchmark's baseline) keeps torch's 2 samples per
+    worker under way."""
+    log = tmp_path / "mapped.txt"
+    iterator = iter(_worker_loader(log, batch=4, workers=1, tuned=False))
+    next(iterator)
+    assert _settled(log) - 4 == 2
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm (Linux)")
+def test_workers_hand_tensors_over_as_named_shared_memory_files(tmp_path):
+    """Tensors from the workers arrive as named files in /dev/shm (torch's "file_system"
+    sharing), not as descriptors fetched from each worker one round trip at a time; the
+    main process keeps its own strategy."""
+    strategy = torch.multiprocessing.get_sharing_strategy()
+    before = {f for f in os.listdir("/dev/shm") if f.startswith("torch_")}
+    iterator = iter(_worker_loader(tmp_path / "mapped.txt", batch=2))
+    batch = next(iterator)
+    named = {f for f in os.listdir("/dev/shm") if f.startswith("torch_")} - before
+    assert [d["image"][0].item() for d in batch] == [float(d["index"]) for d in batch]
+    assert all(d["image"].is_shared() for d in batch)
+    assert named, "no named shared-memory file holds the batch's tensors"
+    assert torch.multiprocessing.get_sharing_strategy() == strategy
+
+
+def test_samples_in_flight_needs_no_workers_to_be_none():
+    from dinat_m2f.data.loaders import samples_in_flight
+
+    assert samples_in_flight(4, 0) is None  # DataLoader refuses a prefetch_factor then
+    assert samples_in_flight(1, 8) == 2  # never below torch's default
