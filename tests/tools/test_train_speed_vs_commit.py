@@ -1,0 +1,38 @@
+"""tools/train_speed_vs_commit.py: reads the speed detectron2's train_net prints, names bad
+arguments. (A full run builds an old commit and trains it: docs/benchmarks.md.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from tools import train_speed_vs_commit as tool
+
+# the two lines detectron2's hooks print at the end of training (format of detectron2 0.7.2)
+LOG = (
+    "[12/03 12:14:36 d2.engine.hooks]: Overall training speed: 98 iterations in 0:02:08 "
+    "(1.3141 s / it)\n"
+    "[12/03 12:14:36 d2.engine.hooks]: Total training time: 0:02:10 (0:00:01 on hooks)\n"
+)
+
+
+def test_speed_is_read_from_the_overall_training_speed_line():
+    assert tool.seconds_per_iteration("noise\n" + LOG) == 1.3141
+
+
+def test_a_log_without_the_speed_line_is_an_error():
+    with pytest.raises(ValueError, match="Overall training speed"):
+        tool.seconds_per_iteration("Total training time: 0:00:04\n")
+
+
+@pytest.mark.parametrize(
+    "argv,named",
+    [
+        (["c5d36be", "--rounds", "0"], "--rounds must be at least 1, got 0"),
+        (["c5d36be", "--iters", "5"], "--iters must be at least 10, got 5"),
+    ],
+)
+def test_bad_arguments_are_named(argv, named, capsys):
+    with pytest.raises(SystemExit) as stop:
+        tool.parse_args(argv)
+    assert stop.value.code == 2
+    assert named in capsys.readouterr().err
