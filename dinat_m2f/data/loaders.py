@@ -131,7 +131,8 @@ class _SampleStream(torchdata.IterableDataset):
 def samples_in_flight(batch_size: int, num_workers: int) -> int | None:
     """DataLoader's prefetch_factor for a stream of single samples: each worker keeps enough
     samples under way that two whole batches are ready between them. torch's default (2 per
-    worker) leaves a batch of 4 on one worker waiting for two samples at every step."""
+    worker) leaves a batch of 4 on one worker waiting for two samples at every step; a batched
+    DataLoader would hold 2 batches per worker, more than this."""
     if num_workers == 0:
         return None  # no workers: the main process maps each sample when it is asked for
     return max(2, -(-2 * batch_size // num_workers))
