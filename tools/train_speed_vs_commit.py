@@ -56,16 +56,29 @@ def _run(cmd, cwd, env=None) -> str:
     return result.stdout + result.stderr
 
 
-def prepare(commit: str, worktree: str) -> str:
-    """The old checkout, built, with its dataset; returns its full commit id."""
-    full = _run(["git", "rev-parse", "--verify", f"{commit}^{{commit}}"], REPO).strip()
+def resolve(commit: str) -> str:
+    """The full id of `commit`."""
+    return _run(["git", "rev-parse", "--verify", f"{commit}^{{commit}}"], REPO).strip()
+
+
+def checkout(full: str, worktree: str) -> None:
+    """`worktree` at commit `full`: added if absent; an existing one must be at that commit
+    (a checkout of something else would be measured in its place)."""
     if not os.path.isdir(worktree):
         _run(["git", "worktree", "add", "--detach", worktree, full], REPO)
+        return
+    there = _run(["git", "rev-parse", "HEAD"], worktree).strip()
+    if there != full:
+        raise SystemExit(f"--worktree {worktree} is at {there}, not at the commit {full}")
+
+
+def prepare(full: str, worktree: str) -> None:
+    """The old checkout, built, with its dataset."""
+    checkout(full, worktree)
     env = dict(os.environ, FORCE_CUDA="0")
     _run([sys.executable, "setup.py", "build_ext", "--inplace"], worktree, env)
     root = os.path.join(worktree, "datasets")
     _run([sys.executable, "-m", "dinat_m2f.data.generate_builtin", "--root", root], worktree)
-    return full
 
 
 def train(checkout: str, iters: int, out: str) -> float:
@@ -81,8 +94,9 @@ def train(checkout: str, iters: int, out: str) -> float:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    worktree = args.worktree or os.path.join(tempfile.gettempdir(), f"dinat_m2f_{args.commit}")
-    full = prepare(args.commit, worktree)
+    full = resolve(args.commit)
+    worktree = args.worktree or os.path.join(tempfile.gettempdir(), f"dinat_m2f_{full[:12]}")
+    prepare(full, worktree)
     head = _run(["git", "rev-parse", "HEAD"], REPO).strip()
     _run([sys.executable, "-m", "dinat_m2f.data.generate_builtin", "--root", "datasets"], REPO)
     print(f"# make demo's training, {args.iters} iterations per run: {full[:7]} vs {head[:7]}")

@@ -17,7 +17,7 @@ from detectron2.data import DatasetCatalog
 
 from dinat_m2f.config import add_maskformer2_config
 from dinat_m2f.data.broken_samples import BrokenSampleError
-from dinat_m2f.data.loaders import build_train_loader
+from dinat_m2f.data.loaders import build_train_loader, samples_in_flight
 
 NAME = "resumable_loader_test_dicts"
 SIZE = 13
@@ -203,7 +203,5 @@ def test_workers_hand_tensors_over_as_named_shared_memory_files(tmp_path):
 
 
 def test_samples_in_flight_needs_no_workers_to_be_none():
-    from dinat_m2f.data.loaders import samples_in_flight
-
     assert samples_in_flight(4, 0) is None  # DataLoader refuses a prefetch_factor then
     assert samples_in_flight(1, 8) == 2  # never below torch's default

@@ -1,7 +1,10 @@
 """tools/train_speed_vs_commit.py: reads the speed detectron2's train_net prints, names bad
-arguments. (A full run builds an old commit and trains it: docs/benchmarks.md.)"""
+arguments, refuses a worktree at another commit. (A full run builds an old commit and trains
+it: docs/benchmarks.md.)"""
 
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 
@@ -36,3 +39,17 @@ def test_bad_arguments_are_named(argv, named, capsys):
         tool.parse_args(argv)
     assert stop.value.code == 2
     assert named in capsys.readouterr().err
+
+
+def test_a_worktree_at_another_commit_is_refused(tmp_path):
+    """An existing --worktree is reused only when it is at the commit asked for (needs no
+    history beyond HEAD: CI's clone may be shallow)."""
+    worktree = str(tmp_path / "old")
+    head, other = tool.resolve("HEAD"), "0" * 40
+    tool.checkout(head, worktree)
+    try:
+        tool.checkout(head, worktree)  # at that commit: reused
+        with pytest.raises(SystemExit, match=f"is at {head}, not at the commit {other}"):
+            tool.checkout(other, worktree)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", worktree], cwd=tool.REPO)
