@@ -11,8 +11,9 @@
 //    of lane l is key column ws[w0 + l] + j. Inside the map the tile's windows start at
 //    consecutive columns, so each (d, j) is one unaligned load at ws[w0] + j; at the borders,
 //    where windows shift inward, the same load is permuted by ws[w0 + l] - ws[w0] (always in
-//    0 .. kLanes-1, since window starts grow by at most one per column). No neighbor is
-//    computed that the query does not use, and no border case is special.
+//    0 .. kLanes-1, since window starts grow by at most one per column), or, where every
+//    window of the tile starts at one column, broadcast. No neighbor is computed that the
+//    query does not use, and no border case is special.
 //  * weighted sums (p.v; ds.k, and the p.do / ds.q scatters of the backward) put the head dim in
 //    the lanes and take two neighbouring queries a, a+1 together: their windows start at most
 //    one column apart, so they share kw (+1) key columns, each loaded once for both.
@@ -243,12 +244,17 @@ DINAT_M2F_INLINE void transpose_row(const T* src, int64_t col, int cols, int dim
 // ---------------------------------------------------------------------------------------------
 // Scores: lanes over queries.
 
+// How the windows of a tile's queries start, which decides how a key vector reaches the lanes:
+// at consecutive columns (the interior: one unaligned load), all at one column (a group no
+// wider than the kernel, where every query sees the whole row: one broadcast per neighbor,
+// much cheaper than a permute on AMD's cores), or otherwise (the borders: load and permute).
+enum Keys { kConsecutive, kSameStart, kShifted };
+
 // One chunk of JB neighbor columns of one key row, for R (1 or 2) query rows that share it:
 // acc[r][j] = init[r][j] + sum_d a[r][d] * b[d][j]. `a[r]` points at the tile's first column
 // of a dim-major query-side row; `b` at column ws[w0] + j0 of a dim-major key-side row. Two
-// query rows load each key vector once for both. kContiguous: the tile's windows start at
-// consecutive columns (no permutation).
-template <typename Isa, typename T, int R, int JB, bool kContiguous>
+// query rows load each key vector once for both. kKeys: how the tile's windows start (Keys).
+template <typename Isa, typename T, int R, int JB, int kKeys>
 DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, int b_stride,
                                   int dim, const typename Simd<T>::Index& shift,
                                   const T* const* init, int init_stride, T* const* out) {
@@ -266,8 +272,13 @@ DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, i
     const T* bd = b + d * b_stride;
 #pragma GCC unroll 8
     for (int j = 0; j < JB; ++j) {
-      V y = load<V>(bd + j);
-      if (!kContiguous) y = __builtin_shuffle(y, shift);
+      V y;
+      if (kKeys == kSameStart)
+        y = Isa::broadcast(bd + j);
+      else if (kKeys == kShifted)
+        y = __builtin_shuffle(load<V>(bd + j), shift);
+      else
+        y = load<V>(bd + j);
       if (R > 1) Isa::in_register(y);  // one load for both rows
 #pragma GCC unroll 2
       for (int r = 0; r < R; ++r) acc[r][j] += x[r] * y;
@@ -281,19 +292,19 @@ DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, i
 
 // The most neighbor columns per chunk: R * JB accumulators, R query vectors, the key vector
 // and the permutation must fit in 16 registers.
-constexpr int max_chunk(int rows, bool contiguous) {
-  return rows == 1 ? 8 : (contiguous ? 6 : 5);
+constexpr int max_chunk(int rows, int keys) {
+  return rows == 1 ? 8 : (keys == kShifted ? 5 : 6);
 }
 
-template <typename Isa, typename T, int R, bool kContiguous>
+template <typename Isa, typename T, int R, int kKeys>
 DINAT_M2F_INLINE void score_chunk_n(int n, const T* const* a, int a_stride, const T* b,
                                     int b_stride, int dim, const typename Simd<T>::Index& shift,
                                     const T* const* init, int init_stride, T* const* out) {
-#define DINAT_M2F_SCORE_CASE(N)                                                          \
-  case N:                                                                                \
-    if constexpr (N <= max_chunk(R, kContiguous))                                        \
-      score_chunk<Isa, T, R, N, kContiguous>(a, a_stride, b, b_stride, dim, shift, init, \
-                                             init_stride, out);                          \
+#define DINAT_M2F_SCORE_CASE(N)                                                                 \
+  case N:                                                                                       \
+    if constexpr (N <= max_chunk(R, kKeys))                                                     \
+      score_chunk<Isa, T, R, N, kKeys>(a, a_stride, b, b_stride, dim, shift, init, init_stride, \
+                                       out);                                                    \
     break;
   switch (n) {
     DINAT_M2F_SCORE_CASE(1)
@@ -308,14 +319,14 @@ DINAT_M2F_INLINE void score_chunk_n(int n, const T* const* a, int a_stride, cons
 #undef DINAT_M2F_SCORE_CASE
 }
 
-// Where a tile of queries looks: its first window start, and whether the windows start at
-// consecutive columns (else `shift` holds each lane's offset from the first).
+// Where a tile of queries looks: its first window start, how the others start (Keys), and
+// each lane's offset from the first in `shift`.
 template <typename T>
 struct Tile {
   int w0;     // first query column
   int lanes;  // queries of the tile inside the row
   int base;   // ws[w0]
-  bool contiguous;
+  int keys;   // Keys
   typename Simd<T>::Index shift;
 };
 
@@ -326,11 +337,13 @@ DINAT_M2F_INLINE Tile<T> tile_at(const Row<T>& row, int w0) {
   t.w0 = w0;
   t.lanes = row.cols - w0 < L ? row.cols - w0 : L;
   t.base = row.ws[w0];
-  t.contiguous = true;
+  bool consecutive = true, same = true;
   for (int l = 0; l < L; ++l) {
     t.shift[l] = row.ws[w0 + l] - t.base;
-    t.contiguous &= t.shift[l] == l;
+    consecutive &= t.shift[l] == l;
+    same &= t.shift[l] == 0 || l >= t.lanes;  // lanes past the row's end are never used
   }
+  t.keys = consecutive ? kConsecutive : same ? kSameStart : kShifted;
   return t;
 }
 
@@ -361,7 +374,7 @@ DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<T>& t, int dim,
     if (y && u >= rows_shift && u - rows_shift < kh)
       sides[n_sides] = y, index[n_sides++] = u - rows_shift;
     const T* key = sides[0]->b[index[0]] + t.base;
-    const int most = max_chunk(n_sides, t.contiguous);
+    const int most = max_chunk(n_sides, t.keys);
     const int chunks = (kw + most - 1) / most;
     for (int c = 0, j0 = 0; c < chunks; ++c) {
       const int n = (kw - j0 + (chunks - c) - 1) / (chunks - c);
@@ -374,21 +387,23 @@ DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<T>& t, int dim,
         init[r] = side.bias ? side.bias + (index[r] * kw + j0) * row.q_stride + t.w0 : nullptr;
         out[r] = side.out + (index[r] * (kw + 2) + 1 + j0) * L;
       }
-      if (n_sides == 2) {
-        if (t.contiguous)
-          score_chunk_n<Isa, T, 2, true>(n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
-                                         init, row.q_stride, out);
+      // score_chunk_n's template arguments from the run-time pair (rows, keys)
+      auto chunk = [&](auto rows, auto keys) DINAT_M2F_INLINE_LAMBDA {
+        score_chunk_n<Isa, T, decltype(rows)::value, decltype(keys)::value>(
+            n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift, init, row.q_stride, out);
+      };
+      auto with_keys = [&](auto rows) DINAT_M2F_INLINE_LAMBDA {
+        if (t.keys == kConsecutive)
+          chunk(rows, std::integral_constant<int, kConsecutive>());
+        else if (t.keys == kSameStart)
+          chunk(rows, std::integral_constant<int, kSameStart>());
         else
-          score_chunk_n<Isa, T, 2, false>(n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
-                                          init, row.q_stride, out);
-      } else {
-        if (t.contiguous)
-          score_chunk_n<Isa, T, 1, true>(n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
-                                         init, row.q_stride, out);
-        else
-          score_chunk_n<Isa, T, 1, false>(n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift,
-                                          init, row.q_stride, out);
-      }
+          chunk(rows, std::integral_constant<int, kShifted>());
+      };
+      if (n_sides == 2)
+        with_keys(std::integral_constant<int, 2>());
+      else
+        with_keys(std::integral_constant<int, 1>());
       j0 += n;
     }
   }

@@ -32,7 +32,7 @@ CASES = [
     ((9, 9), (3, 3), (1, 1), 2, 16, 16, True),  # one full tile and one lane; odd row count
     ((8, 16), (5, 5), (1, 1), 1, 8, 8, True),  # rows of whole tiles
     ((17, 23), (7, 7), (2, 3), 2, 32, 32, True),  # groups of unequal lengths (17 = 9 + 8)
-    ((7, 7), (7, 7), (1, 1), 3, 32, 32, True),  # one window for the whole map: all permuted
+    ((7, 7), (7, 7), (1, 1), 3, 32, 32, True),  # one window for the whole map: every tile broadcast
     ((13, 26), (13, 13), (1, 1), 1, 32, 32, True),  # kernel 13: chunks of 5, 4, 4 / 7, 6
     ((12, 23), (11, 5), (1, 2), 2, 20, 24, True),  # head dims not multiples of 8, dim_v != dim
     ((10, 30), (3, 9), (3, 2), 1, 5, 5, False),  # head dim 5, no RPB
