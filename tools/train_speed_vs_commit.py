@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     full = resolve(args.commit)
     worktree = args.worktree or os.path.join(tempfile.gettempdir(), f"dinat_m2f_{full[:12]}")
     prepare(full, worktree)
-    head = _run(["git", "rev-parse", "HEAD"], REPO).strip()
+    head = resolve("HEAD")
     _run([sys.executable, "-m", "dinat_m2f.data.generate_builtin", "--root", "datasets"], REPO)
     print(f"# make demo's training, {args.iters} iterations per run: {full[:7]} vs {head[:7]}")
     print("| round | old s/it | new s/it | old / new |")
