@@ -10,6 +10,10 @@ data/loaders.py: samples_in_flight, share_by_filename):
     fused NA                  NA backend "auto" (the fused CPU NA kernels), the loop
     fused NA + step           "auto" and the fused optimizer step
     fused NA + step + loader  and the tuned loader: what train_net.py runs
+    NA skipped (bound)        as train_net.py, but each NA layer's attention replaced by its
+                              value (out = v, no NA work forward or backward): not a model,
+                              the time the step would take if NA cost nothing, so its speed-up
+                              bounds what any NA kernel can buy
 
 Each round runs every variant in turn, one untimed iteration and then --block timed ones, so
 that all of them see the same machine state (these shared machines change speed from minute
@@ -25,6 +29,7 @@ Datasets are found under $DETECTRON2_DATASETS (default ./datasets), as for train
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -39,13 +44,33 @@ from dinat_m2f.benchmarks.timing import (
 
 DEMO_CONFIG = "configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml"
 AS_FILED = "as filed"
+SKIPPED = "skipped"  # not a backend: the attention replaced by its value (na_skipped)
 # name -> (NA backend, fused optimizer step, tuned loader transfer)
 VARIANTS = {
     AS_FILED: ("unfused", False, False),
     "fused NA": ("auto", False, False),
     "fused NA + step": ("auto", True, False),
     "fused NA + step + loader": ("auto", True, True),
+    "NA skipped (bound)": (SKIPPED, True, True),
 }
+
+
+@contextlib.contextmanager
+def na_skipped():
+    """Inside the block every NA call of the layers returns its value (a fresh contiguous copy,
+    as the real op returns a fresh output): the model's NA work removed, all else unchanged."""
+    from dinat_m2f.layers import na
+
+    real = na._attention_op
+
+    def value_only(op, query, key, value, rpb, kernel, dilation, scale, backend):
+        return value.contiguous()
+
+    na._attention_op = value_only
+    try:
+        yield
+    finally:
+        na._attention_op = real
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -106,7 +131,7 @@ def main(argv=None) -> int:
             step(optimizers[True], tuned)
     for _ in range(args.rounds):
         for name, (backend, fused, tuned) in VARIANTS.items():
-            with backend_env(backend):
+            with na_skipped() if backend == SKIPPED else backend_env(backend):
                 step(optimizers[fused], tuned)
                 for _ in range(args.block):
                     t0 = time.perf_counter()
@@ -135,6 +160,10 @@ def main(argv=None) -> int:
                 [name, backend, step_kind, loader, f"{median:.3f}", f"{base / median:.2f}x"]
             )
         )
+    print(
+        "# NA skipped (bound): the step with every NA call replaced by its value; its speed-up "
+        "is the most that faster NA kernels alone could give"
+    )
     print(f"# load average at end: {load_average()}")
     return 0
 

@@ -85,3 +85,21 @@ def test_bad_arguments_are_named(argv, named, capsys):
         training.parse_args(argv)
     assert stop.value.code == 2
     assert named in capsys.readouterr().err
+
+
+def test_na_skipped_replaces_the_attention_by_its_value_and_restores_it():
+    import torch
+
+    from dinat_m2f.layers.na import na2d
+
+    gen = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(1, 9, 9, 2, 8, generator=gen) for _ in range(3))
+    real = na2d(query, key, value, 3, dilation=2)
+    assert not torch.allclose(real, value)
+    with training.na_skipped():
+        skipped = na2d(query, key, value, 3, dilation=2)
+    assert torch.equal(skipped, value)
+    with pytest.raises(RuntimeError, match="inside"):
+        with training.na_skipped():
+            raise RuntimeError("inside")
+    assert torch.equal(na2d(query, key, value, 3, dilation=2), real)
