@@ -132,7 +132,8 @@ struct GroupAxis {
 // order (batch slowest). Heads vary fastest because a thread runs consecutive tasks: the
 // heads of a token lie side by side, so the next task reads the memory pages (and lines
 // next to the lines) the last one read. Where a dilated group's tokens lie a page apart, this
-// made forward+backward 5-13% faster than groups varying fastest (docs/benchmarks.md, step 9).
+// made forward+backward 5-13% faster than with heads second slowest (docs/benchmarks.md,
+// step 9).
 struct Tasks {
   const Problem& p;
   int blocks;
