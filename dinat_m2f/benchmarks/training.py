@@ -57,20 +57,37 @@ VARIANTS = {
 
 @contextlib.contextmanager
 def na_skipped():
-    """Inside the block every NA call of the layers returns its value (a fresh contiguous copy,
-    as the real op returns a fresh output): the model's NA work removed, all else unchanged."""
+    """Inside the block every na1d / na2d call returns its value (a fresh contiguous copy, as
+    the real op returns a fresh output): the model's NA work removed, all else unchanged."""
     from dinat_m2f.layers import na
 
     real = na._attention_op
 
     def value_only(op, query, key, value, rpb, kernel, dilation, scale, backend):
-        return value.contiguous()
+        return value.clone(memory_format=torch.contiguous_format)
 
     na._attention_op = value_only
     try:
         yield
     finally:
         na._attention_op = real
+
+
+def check_skippable(model: torch.nn.Module) -> None:
+    """na_skipped() skips na2d only: NA layers with attention dropout, which take the separate
+    qk / av ops in training, would still do their NA work and void the bound."""
+    from dinat_m2f.layers.neighborhood_attention import NeighborhoodAttention2D
+
+    dropped = [
+        f"{name} (p={module.attn_drop.p})"
+        for name, module in model.named_modules()
+        if isinstance(module, NeighborhoodAttention2D) and module.attn_drop.p > 0
+    ]
+    if dropped:
+        raise ValueError(
+            "NA skipped (bound) needs NA layers without attention dropout (set "
+            f"MODEL.DINAT.ATTN_DROP_RATE 0), got dropout in: {', '.join(dropped)}"
+        )
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -114,6 +131,7 @@ def main(argv=None) -> int:
     torch.manual_seed(max(cfg.SEED, 0))
     model = Trainer.build_model(cfg)
     model.train()
+    check_skippable(model)
     optimizers = {fused: build_optimizer(cfg, model, fused=fused) for fused in (True, False)}
     mapper = build_dataset_mapper(cfg, is_train=True)
     loaders = {t: iter(build_train_loader(cfg, mapper, tuned_transfer=t)) for t in (True, False)}

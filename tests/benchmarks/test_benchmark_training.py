@@ -103,3 +103,16 @@ def test_na_skipped_replaces_the_attention_by_its_value_and_restores_it():
         with training.na_skipped():
             raise RuntimeError("inside")
     assert torch.equal(na2d(query, key, value, 3, dilation=2), real)
+
+
+def test_attention_dropout_is_refused_by_name_since_it_is_not_skipped():
+    from torch import nn
+
+    from dinat_m2f.layers.neighborhood_attention import NeighborhoodAttention2D
+
+    def layer(p):
+        return NeighborhoodAttention2D(16, 2, 3, attn_drop=p)
+
+    training.check_skippable(nn.Sequential(layer(0.0), layer(0.0)))
+    with pytest.raises(ValueError, match=r"ATTN_DROP_RATE 0\), got dropout in: 1 \(p=0.1\)$"):
+        training.check_skippable(nn.Sequential(layer(0.0), layer(0.1)))
