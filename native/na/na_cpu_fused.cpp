@@ -130,10 +130,10 @@ struct GroupAxis {
 
 // The tasks of a problem: (batch, group h, group w, block of query rows, head), in this
 // order (batch slowest). Heads vary fastest because a thread runs consecutive tasks: the
-// heads of a token lie side by side, so the next task reads the memory pages (and lines
-// next to the lines) the last one read. Where a dilated group's tokens lie a page apart, this
-// made forward+backward 5-13% faster than with heads second slowest (docs/benchmarks.md,
-// step 9).
+// heads of a token lie side by side, so the next task reads the same pages, and the cache
+// lines beside those, that the last one read. Where a dilated group's tokens lie a page
+// apart, this made forward+backward 9-13% faster than with heads second slowest
+// (docs/benchmarks.md, step 9).
 struct Tasks {
   const Problem& p;
   int blocks;
@@ -662,8 +662,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> na_fused_backward_cpu
         for (int head = 0; head < p.heads; ++head) {
           std::fill(sum.begin(), sum.end(), C(0));
           for (int64_t b = 0; b < p.batch; ++b)
-            for (int64_t t = 0; t < per_head; ++t) {
-              const C* x = part + tasks.index(b, head, t) * size;
+            for (int64_t rest = 0; rest < per_head; ++rest) {
+              const C* x = part + tasks.index(b, head, rest) * size;
               for (int i = 0; i < size; ++i) sum[i] += x[i];
             }
           for (int i = 0; i < size; ++i) dst[head * size + i] = scalar_t(sum[i]);
