@@ -3,13 +3,18 @@
 For every NA / DiNA layer shape of DiNAT, NAT and DiNAT_s (SHAPE_SETS: kernels 7, 11 and 13,
 every dilation of the schedules in /work/shared/docs/dinat-facts.md and configs/, head dim 32,
 batch 1, float32), with and without RPB, at each thread count: the time of `na2d`'s forward
-and forward+backward, turned into a rate of useful work,
+and forward+backward (the backward of a gradient made once, the inputs' .grad cleared after
+each call as zero_grad() clears them between steps: as in training, neither making that
+gradient nor adding to old gradients is NA's work), turned into a rate of useful work,
 
     forward FLOPs          = 2 * 2 * batch * heads * tokens * k^2 * head_dim  (q.k and p.v)
     forward+backward FLOPs = 3 x that                      (the backward counted as 2 x forward)
 
 and the rate of fp32 `torch.mm` on square matrices of the same total FLOPs (n = (FLOPs/2)^(1/3)),
-measured right before each shape so that both see the same machine state. The table prints
+measured right before each shape so that both see the same machine state. Each rate is the
+median of --repeats samples, each repeating the call until it lasts --min-sample-ms (50): the
+small shapes' calls take well under a millisecond, where one call alone measures the thread
+pool's wake-up and the scheduler's noise along with the kernel. The table prints
 both rates and their ratio per shape, and the geometric means. The kernels' layer shapes are
 those the module runs: a map smaller than kernel * dilation is padded to it, as
 NeighborhoodAttention2D does.
@@ -128,18 +133,25 @@ QUICK = (
 # measurement
 
 
-def _median(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    median, _ = median_iqr(time_runs(fn, CPU, warmup, repeats))
+@dataclass(frozen=True)
+class Timing:
+    warmup: int
+    repeats: int
+    min_seconds: float  # per sample: calls under a millisecond are repeated within one
+
+
+def _median(fn: Callable[[], object], timing: Timing) -> float:
+    median, _ = median_iqr(time_runs(fn, CPU, timing.warmup, timing.repeats, timing.min_seconds))
     return median
 
 
-def sgemm_rate(flops: float, warmup: int, repeats: int) -> float:
+def sgemm_rate(flops: float, timing: Timing) -> float:
     """GFLOP/s of torch.mm (fp32) on square matrices with `flops` total work."""
     n = max(8, round((flops / 2) ** (1 / 3)))
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     out = torch.empty(n, n)
-    seconds = _median(lambda: torch.mm(a, b, out=out), warmup, repeats)
+    seconds = _median(lambda: torch.mm(a, b, out=out), timing)
     return 2 * n**3 / seconds / 1e9
 
 
@@ -161,7 +173,7 @@ class Rates:
         return self.fwdbwd / self.fwdbwd_sgemm
 
 
-def na_rates(shape: Shape, rpb: bool, backend: str, warmup: int, repeats: int) -> Rates:
+def na_rates(shape: Shape, rpb: bool, backend: str, timing: Timing) -> Rates:
     g = torch.Generator().manual_seed(0)
     dims = (1, shape.side, shape.side, shape.heads, HEAD_DIM)
     q, k, v = (torch.randn(dims, generator=g) for _ in range(3))
@@ -175,15 +187,22 @@ def na_rates(shape: Shape, rpb: bool, backend: str, warmup: int, repeats: int) -
         with torch.no_grad():
             na2d(q, k, v, shape.kernel, rpb=bias, **window)
 
+    # what a training step hands NA: an upstream gradient made elsewhere, and leaves whose
+    # .grad the optimizer cleared (set to None), so nothing is accumulated into old gradients
+    grad = torch.ones(dims)
+    grad_leaves = [*leaves, bias_leaf] if rpb else leaves
+
     def forward_backward():
         out = na2d(*leaves, shape.kernel, rpb=bias_leaf, **window)
-        out.backward(torch.ones_like(out))
+        out.backward(grad)
+        for leaf in grad_leaves:
+            leaf.grad = None
 
     flops = shape.forward_flops()
-    fwd_sgemm = sgemm_rate(flops, warmup, repeats)
-    fwd = flops / _median(forward, warmup, repeats) / 1e9
-    fwdbwd_sgemm = sgemm_rate(3 * flops, warmup, repeats)
-    fwdbwd = 3 * flops / _median(forward_backward, warmup, repeats) / 1e9
+    fwd_sgemm = sgemm_rate(flops, timing)
+    fwd = flops / _median(forward, timing) / 1e9
+    fwdbwd_sgemm = sgemm_rate(3 * flops, timing)
+    fwdbwd = 3 * flops / _median(forward_backward, timing) / 1e9
     return Rates(fwd, fwd_sgemm, fwdbwd, fwdbwd_sgemm)
 
 
@@ -264,11 +283,19 @@ def parse_args(argv=None):
     parser.add_argument("--inputs", type=int, nargs="+", default=None, help="only these sizes")
     parser.add_argument("--rpb", choices=["both", "yes", "no"], default="both")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed samples per rate")
+    parser.add_argument(
+        "--min-sample-ms",
+        type=float,
+        default=50.0,
+        help="each sample repeats the call until it lasts about this long (0: one call)",
+    )
     parser.add_argument("--quick", action="store_true", help=f"the {len(QUICK)} QUICK shapes")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats}, {args.warmup}")
+    if not args.min_sample_ms >= 0:
+        parser.error(f"--min-sample-ms must be >= 0, got {args.min_sample_ms}")
     if args.threads is not None and any(t < 1 for t in args.threads):
         parser.error(f"--threads must be >= 1, got {args.threads}")
     return args
@@ -282,20 +309,22 @@ def main(argv=None) -> dict[int, list[Rates]]:
         [ShapeUse(s, ["quick"]) for s in QUICK] if args.quick else layer_shapes(inputs=args.inputs)
     )
     flags = {"both": (True, False), "yes": (True,), "no": (False,)}[args.rpb]
+    timing = Timing(args.warmup, args.repeats, args.min_sample_ms / 1000)
     results = {}
     for count in threads:
         torch.set_num_threads(count)
         print(f"# NA on the CPU against sgemm: {device_description(CPU)}; backend {args.backend}")
         print(
             f"# torch {torch.__version__}, float32, batch 1, head dim {HEAD_DIM}; median of "
-            f"{args.repeats} after {args.warmup} warm-up; sgemm on square matrices of the same "
+            f"{args.repeats} samples of >= {args.min_sample_ms:g} ms after {args.warmup} "
+            "warm-up; sgemm on square matrices of the same "
             f"FLOPs, measured just before each row; load average at start: {load_average()}"
         )
         print(markdown_header(HEADER), flush=True)
         rates = []
         for use in uses:
             for rpb in flags:
-                rates.append(na_rates(use.shape, rpb, args.backend, args.warmup, args.repeats))
+                rates.append(na_rates(use.shape, rpb, args.backend, timing))
                 print(format_row(use, rpb, rates[-1]), flush=True)
         for line in summary(rates, (0.30, 0.25)):
             print(line)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import math
 import os
 import platform
 import statistics
@@ -69,18 +70,33 @@ class RssSampler:
 
 
 def time_runs(
-    fn: Callable[[], object], device: torch.device, warmup: int, repeats: int
+    fn: Callable[[], object],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    min_seconds: float = 0.0,
 ) -> list[float]:
-    """Seconds of each of `repeats` calls of fn, after `warmup` calls, synchronised."""
+    """Seconds per call of fn in each of `repeats` samples, after `warmup` calls, synchronised.
+    With `min_seconds`, one more timed call sets how many calls a sample makes so that it
+    lasts about that long: a call of a millisecond or less, timed alone, measures the timer,
+    the thread pool's wake-up and the scheduler as much as the call."""
     for _ in range(warmup):
         fn()
     synchronize(device)
-    times = []
-    for _ in range(repeats):
+    calls = 1
+    if min_seconds > 0:
         start = time.perf_counter()
         fn()
         synchronize(device)
-        times.append(time.perf_counter() - start)
+        once = time.perf_counter() - start
+        calls = max(1, math.ceil(min_seconds / max(once, 1e-9)))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start) / calls)
     return times
 
 
