@@ -14,7 +14,10 @@ and the rate of fp32 `torch.mm` on square matrices of the same total FLOPs (n = 
 measured right before each shape so that both see the same machine state. Each rate is the
 median of --repeats samples, each repeating the call until it lasts --min-sample-ms (50): the
 small shapes' calls take well under a millisecond, where one call alone measures the thread
-pool's wake-up and the scheduler's noise along with the kernel. The table prints
+pool's wake-up and the scheduler's noise along with the kernel. By default (--heap steady) freed
+memory stays with the process, so each call's outputs reuse the last call's memory, as in a
+long training run; with glibc's trimming, whether they land on fresh pages the OS must fault
+in follows the order and sizes of every allocation, not the kernel. The table prints
 both rates and their ratio per shape, and the geometric means. The kernels' layer shapes are
 those the module runs: a map smaller than kernel * dilation is padded to it, as
 NeighborhoodAttention2D does.
@@ -36,6 +39,7 @@ import torch
 
 from dinat_m2f.benchmarks.timing import (
     device_description,
+    keep_freed_memory,
     load_average,
     markdown_header,
     markdown_row,
@@ -290,6 +294,13 @@ def parse_args(argv=None):
         default=50.0,
         help="each sample repeats the call until it lasts about this long (0: one call)",
     )
+    parser.add_argument(
+        "--heap",
+        choices=["steady", "default"],
+        default="steady",
+        help="steady: freed memory stays with the process, so outputs reuse it (timing."
+        "keep_freed_memory); default: glibc's own trimming, page faults and all",
+    )
     parser.add_argument("--quick", action="store_true", help=f"the {len(QUICK)} QUICK shapes")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
@@ -310,6 +321,9 @@ def main(argv=None) -> dict[int, list[Rates]]:
     )
     flags = {"both": (True, False), "yes": (True,), "no": (False,)}[args.rpb]
     timing = Timing(args.warmup, args.repeats, args.min_sample_ms / 1000)
+    heap = "default"
+    if args.heap == "steady":
+        heap = "steady (freed memory kept)" if keep_freed_memory() else "default (no glibc)"
     results = {}
     for count in threads:
         torch.set_num_threads(count)
@@ -317,7 +331,7 @@ def main(argv=None) -> dict[int, list[Rates]]:
         print(
             f"# torch {torch.__version__}, float32, batch 1, head dim {HEAD_DIM}; median of "
             f"{args.repeats} samples of >= {args.min_sample_ms:g} ms after {args.warmup} "
-            "warm-up; sgemm on square matrices of the same "
+            f"warm-up; heap {heap}; sgemm on square matrices of the same "
             f"FLOPs, measured just before each row; load average at start: {load_average()}"
         )
         print(markdown_header(HEADER), flush=True)

@@ -100,6 +100,23 @@ def time_runs(
     return times
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for the process (mallopt: no trimming, and blocks
+    up to 32 MiB from the heap instead of fresh mappings), so that the outputs of a timed call
+    reuse what the last call freed, as under a caching allocator or in a long training run.
+    Otherwise whether an output lands on pages the OS must fault in and zero follows malloc's
+    trimming heuristics, which change with the sizes and order of every allocation of the call
+    (measured: dropping one temporary from the 128 x 128, kernel 7 NA backward added 1,500
+    page faults per call, 10% of its time). False where there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    kept = libc.mallopt(m_trim_threshold, 2**30) == 1
+    return libc.mallopt(m_mmap_threshold, 2**25) == 1 and kept
+
+
 def median_iqr(times: list[float]) -> tuple[float, float]:
     """(median, inter-quartile range) in seconds; IQR 0 for a single run."""
     if len(times) < 2:

@@ -1,6 +1,11 @@
 """timing.time_runs on a fake clock: a call shorter than min_seconds is repeated within each
 sample, the sample's time is divided by its calls, and without min_seconds each sample is one
-call."""
+call. timing.keep_freed_memory: after it, freeing and allocating again faults in no new pages
+(counted by the OS), where blocks mapped afresh fault them in on every round."""
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -41,3 +46,42 @@ def test_short_calls_are_repeated_within_a_sample(monkeypatch, cost, min_seconds
     sizing = 1 if min_seconds > 0 else 0  # the timed call that sets the sample's length
     assert clock.calls == 2 + sizing + 3 * calls_per_sample
     assert times == pytest.approx([cost] * 3)
+
+
+# Three 8 MiB tensors made and freed per round. The control maps each one afresh (glibc's
+# default for the first blocks of that size, fixed here: its later choices depend on what the
+# process allocated before), which faults in every page every round.
+ROUNDS = """
+import ctypes, resource, sys, torch
+from dinat_m2f.benchmarks import timing
+if sys.argv[1] == "kept":
+    assert timing.keep_freed_memory()
+else:
+    assert ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024) == 1  # M_MMAP_THRESHOLD
+def round_():
+    xs = [torch.empty(2**21).fill_(1.0) for _ in range(3)]
+    del xs
+for _ in range(3):
+    round_()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    round_()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_kept_memory_is_reused_without_new_page_faults():
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def faults(mode):
+        result = subprocess.run(
+            [sys.executable, "-c", ROUNDS, mode], env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        return int(result.stdout.split()[-1])
+
+    pages = 10 * 3 * 2**23 // os.sysconf("SC_PAGE_SIZE")  # every tensor's pages, every round
+    assert faults("mapped") > pages // 2  # the fault this guards against, shown happening
+    assert faults("kept") < pages // 100
