@@ -226,6 +226,21 @@ struct Source {
         for (int d = 0; d < dim; ++d) out[d] = C(src[d * sd]);
     }
   }
+  // sum_d x(b, h, w, head, d) * y(b, h, w, head, d), y shaped like x.
+  C dot(int64_t b, int h, int w, int head, const Source& y) const {
+    using V = typename Simd<C>::Vec;
+    const S *xs = at(b, h, w, head), *ys = y.at(b, h, w, head);
+    V acc = {};  // L partial sums: no chain of dim dependent adds
+    int d = 0;
+    if (float_rows() && y.float_rows())
+      for (; d + L <= dim; d += L)
+        acc += cpu_tiles::load<V>(reinterpret_cast<const C*>(xs) + d) *
+               cpu_tiles::load<V>(reinterpret_cast<const C*>(ys) + d);
+    C sum = 0;
+    for (int l = 0; l < L; ++l) sum += acc[l];
+    for (; d < dim; ++d) sum += C(xs[d * sd]) * C(ys[d * y.sd]);
+    return sum;
+  }
   // dst[d * stride + c] = scale * x(b, h, column c, head, d).
   void dim_major(int64_t b, int h, const GroupAxis& w, int head, C scale, C* dst, int stride,
                  const RowKernels<C>& kernels) const {
@@ -400,6 +415,25 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
 
 // ---------------------------------------------------------------------------------------------
 // Backward.
+
+// delta[b][h][w][head] = rowsum(grad_out * out), the softmax backward's correction: one pass in
+// memory order, reading both tensors once (torch's mul and sum wrote and read back a product
+// as large as out: 8% of a 7 x 7, 16-head forward+backward at 2 threads).
+template <typename S, typename C>
+void row_dots(const at::Tensor& grad_out, const at::Tensor& out, const Problem& p, C* delta) {
+  const Source<S, C> g(grad_out), o(out);
+  const int64_t rows = p.batch * p.h.length, per_row = int64_t(p.w.length) * p.heads;
+  auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / p.h.length;
+      const int h = int(r % p.h.length);
+      C* dst = delta + r * per_row;
+      for (int w = 0; w < p.w.length; ++w)
+        for (int head = 0; head < p.heads; ++head) *dst++ = g.dot(b, h, w, head, o);
+    }
+  };
+  at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, per_row)), run);
+}
 
 template <typename S, typename C>
 void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
@@ -638,15 +672,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> na_fused_backward_cpu
   if (p.tokens() > 0 && p.heads > 0) {
     const std::vector<int64_t> rows = {p.batch, p.h.length, p.w.length, p.heads};
     at::Tensor lse2 = lse.contiguous().view(rows);
-    // rowsum(grad_out * out) per query, the softmax backward's correction
-    at::Tensor delta = (grad_out.to(lse.scalar_type()) * out.to(lse.scalar_type()))
-                           .sum(-1)
-                           .contiguous()
-                           .view(rows);
+    at::Tensor delta = at::empty(rows, lse.options());
     at::Tensor gq = view_2d(grad_query, c.rank), gk = view_2d(grad_key, c.rank),
                gv = view_2d(grad_value, c.rank);
     DINAT_M2F_DISPATCH_FLOATING_TYPES(query.scalar_type(), "na_fused_backward_cpu", [&] {
       using C = at::opmath_type<scalar_t>;
+      row_dots<scalar_t, C>(view_2d(grad_out, c.rank), view_2d(out, c.rank), p,
+                            delta.mutable_data_ptr<C>());
       const Tasks tasks{p, blocks_for(p, kBackwardBlockRows)};
       at::Tensor parts;
       if (c.rpb.defined()) parts = at::empty({tasks.count(), bias_rows * bias_cols}, lse.options());
