@@ -191,10 +191,11 @@ struct Slots {
   C* slot(int s) { return data.data() + size_t(s) * size; }
 };
 
-// A (batch, height, width, heads, dim) tensor, read one group row at a time, by its strides
-// (any layout, broadcast included). Rows are copied into compact buffers even when they could
-// be read in place: a dilated group's or a many-headed map's tokens lie far apart, and the
-// kernels' loads are much faster on a compact row (caches, TLB) than the copy costs.
+// A (batch, height, width, heads, dim) tensor, read by its strides (any layout, broadcast
+// included). The kernels read it one group row at a time, copied into compact buffers even
+// when they could be read in place: a dilated group's or a many-headed map's tokens lie far
+// apart, and their loads are much faster on a compact row (caches, TLB) than the copy costs.
+// dot() reads in place, once per token.
 template <typename S, typename C>
 struct Source {
   static constexpr int L = Simd<C>::kLanes;
@@ -422,17 +423,14 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
 template <typename S, typename C>
 void row_dots(const at::Tensor& grad_out, const at::Tensor& out, const Problem& p, C* delta) {
   const Source<S, C> g(grad_out), o(out);
-  const int64_t rows = p.batch * p.h.length, per_row = int64_t(p.w.length) * p.heads;
   auto run = [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t b = r / p.h.length;
-      const int h = int(r % p.h.length);
-      C* dst = delta + r * per_row;
-      for (int w = 0; w < p.w.length; ++w)
-        for (int head = 0; head < p.heads; ++head) *dst++ = g.dot(b, h, w, head, o);
+    for (int64_t t = begin; t < end; ++t) {
+      const TokenCoords pos = coords_of(t, p);
+      for (int head = 0; head < p.heads; ++head)
+        delta[t * p.heads + head] = g.dot(pos.batch, pos.h, pos.w, head, o);
     }
   };
-  at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, per_row)), run);
+  at::parallel_for(0, p.tokens(), std::max<int64_t>(1, 4096 / p.heads), run);
 }
 
 template <typename S, typename C>

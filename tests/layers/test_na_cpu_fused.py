@@ -183,6 +183,32 @@ def test_non_contiguous_inputs_and_broadcast_grad_out():
             assert_close_relative(got, expected, TOLERANCE[dtype])
 
 
+def test_backward_reads_grad_out_and_out_by_their_strides():
+    """The backward op called directly (autograd hands it both contiguous): a broadcast grad_out
+    and an out whose head dim is strided give what float64 gives; head dim 12 is a vector and a
+    tail of the softmax correction's row dots."""
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 9, 10, 2, 12, generator=g, dtype=torch.float64) for _ in range(3))
+    grad = torch.randn(1, 1, 1, 2, 12, generator=g, dtype=torch.float64)
+    window = ([3, 3], [2, 1], 0.3)
+
+    def gradients(dtype, strided):
+        x = [t.to(dtype) for t in (q, k, v)]
+        out, lse = torch.ops.dinat_m2f.na_fused(*x, None, *window)
+        grad_out = grad.to(dtype).expand(out.shape)  # stride 0
+        if strided:
+            out = out.transpose(-1, -2).contiguous().transpose(-1, -2)  # head-dim stride 2
+            assert out.stride(-1) == 2
+        else:
+            grad_out = grad_out.contiguous()
+        return torch.ops.dinat_m2f.na_fused_backward(grad_out, *x, None, out, lse, *window)[:3]
+
+    expected = gradients(torch.float64, strided=False)
+    for strided in (False, True):
+        for got, want in zip(gradients(torch.float32, strided), expected):
+            torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
 def test_gradcheck():
     case = ((9, 11), (3, 5), (2, 2), 2, 8, 4, True)
     q, k, v, rpb = (x.requires_grad_() for x in make_inputs(case, batch=1))
