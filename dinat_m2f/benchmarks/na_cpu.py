@@ -12,12 +12,13 @@ gradient nor adding to old gradients is NA's work), turned into a rate of useful
 
 and the rate of fp32 `torch.mm` on square matrices of the same total FLOPs (n = (FLOPs/2)^(1/3)),
 measured right before each shape so that both see the same machine state. Each rate is the
-median of --repeats samples, each repeating the call until it lasts --min-sample-ms (50): the
-small shapes' calls take well under a millisecond, where one call alone measures the thread
-pool's wake-up and the scheduler's noise along with the kernel. By default (--heap steady) freed
-memory stays with the process, so each call's outputs reuse the last call's memory, as in a
-long training run; with glibc's trimming, whether they land on fresh pages the OS must fault
-in follows the order and sizes of every allocation, not the kernel. The table prints
+median of --repeats samples, each repeating the call as often as one timed call says makes
+about --min-sample-ms (50): the small shapes' calls take well under a millisecond, where one
+call alone measures the thread pool's wake-up and the scheduler's noise along with the kernel.
+By default (--heap steady) freed memory stays with the process (up to 32 MiB blocks), so each
+call's outputs reuse the last call's memory and page faults are no part of the rate; with
+glibc's own trimming, whether outputs land on fresh pages the OS must fault in follows the
+order and sizes of every allocation, not the kernel. The table prints
 both rates and their ratio per shape, and the geometric means. The kernels' layer shapes are
 those the module runs: a map smaller than kernel * dilation is padded to it, as
 NeighborhoodAttention2D does.
@@ -292,7 +293,7 @@ def parse_args(argv=None):
         "--min-sample-ms",
         type=float,
         default=50.0,
-        help="each sample repeats the call until it lasts about this long (0: one call)",
+        help="each sample repeats the call to last about this long (0: one call)",
     )
     parser.add_argument(
         "--heap",
@@ -305,8 +306,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats}, {args.warmup}")
-    if not args.min_sample_ms >= 0:
-        parser.error(f"--min-sample-ms must be >= 0, got {args.min_sample_ms}")
+    if not (math.isfinite(args.min_sample_ms) and args.min_sample_ms >= 0):
+        parser.error(f"--min-sample-ms must be finite and >= 0, got {args.min_sample_ms}")
     if args.threads is not None and any(t < 1 for t in args.threads):
         parser.error(f"--threads must be >= 1, got {args.threads}")
     return args
@@ -323,15 +324,20 @@ def main(argv=None) -> dict[int, list[Rates]]:
     timing = Timing(args.warmup, args.repeats, args.min_sample_ms / 1000)
     heap = "default"
     if args.heap == "steady":
-        heap = "steady (freed memory kept)" if keep_freed_memory() else "default (no glibc)"
+        heap = "steady (freed memory kept)" if keep_freed_memory() else "default (no mallopt)"
+    samples = (
+        f"{args.repeats} samples of about {args.min_sample_ms:g} ms"
+        if args.min_sample_ms > 0
+        else f"{args.repeats} single calls"
+    )
     results = {}
     for count in threads:
         torch.set_num_threads(count)
         print(f"# NA on the CPU against sgemm: {device_description(CPU)}; backend {args.backend}")
         print(
             f"# torch {torch.__version__}, float32, batch 1, head dim {HEAD_DIM}; median of "
-            f"{args.repeats} samples of >= {args.min_sample_ms:g} ms after {args.warmup} "
-            f"warm-up; heap {heap}; sgemm on square matrices of the same "
+            f"{samples} after {args.warmup} warm-up; heap {heap}; sgemm on square matrices of "
+            "the same "
             f"FLOPs, measured just before each row; load average at start: {load_average()}"
         )
         print(markdown_header(HEADER), flush=True)

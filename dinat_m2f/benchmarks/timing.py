@@ -44,10 +44,9 @@ class RssSampler:
             return int(f.read().split()[1]) * self.page
 
     def __enter__(self):
-        try:  # give freed memory back so the baseline is honest
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:
-            pass
+        c = libc()
+        if c is not None:  # give freed memory back so the baseline is honest
+            c.malloc_trim(0)
         self.base = self.peak = self._rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -100,22 +99,33 @@ def time_runs(
     return times
 
 
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory for the process (mallopt: no trimming, and blocks
-    up to 32 MiB from the heap instead of fresh mappings), so that the outputs of a timed call
-    reuse what the last call freed, as under a caching allocator or in a long training run.
-    Otherwise whether an output lands on pages the OS must fault in and zero follows malloc's
-    trimming heuristics, which change with the sizes and order of every allocation of the call
-    (measured: dropping one temporary from the 128 x 128, kernel 7 NA backward added 1,500
-    page faults per call and made it 5% slower, where it was 3% faster with the heap steady).
-    False where there is no glibc."""
+# mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def libc() -> ctypes.CDLL | None:
+    """glibc, or None where there is none."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
+        return ctypes.CDLL("libc.so.6")
     except OSError:
+        return None
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for the process (mallopt: trim only above 1 GiB
+    free, and take blocks up to 32 MiB from the heap instead of fresh mappings), so that the
+    outputs of a timed call reuse what the last call freed: the assumption that page faults are
+    no part of an op's time, as under a caching allocator (CPU torch has none). Otherwise
+    whether an output lands on pages the OS must fault in and zero follows malloc's heuristics,
+    which change with the sizes and order of every allocation of the call (measured: dropping
+    one temporary from the 128 x 128, kernel 7 NA backward added 1,500 page faults per call and
+    made it 5% slower, where it was 3% faster with the heap steady). Tensors above 32 MiB are
+    still mapped afresh. False where glibc is missing or refuses a setting."""
+    c = libc()
+    if c is None:
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    kept = libc.mallopt(m_trim_threshold, 2**30) == 1
-    return libc.mallopt(m_mmap_threshold, 2**25) == 1 and kept
+    trim = c.mallopt(M_TRIM_THRESHOLD, 2**30) == 1
+    return c.mallopt(M_MMAP_THRESHOLD, 2**25) == 1 and trim
 
 
 def median_iqr(times: list[float]) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """dinat_m2f.benchmarks.na_cpu: the layer shapes of a schedule (padded as the module pads,
 each named where it occurs), a short run's table (one row per shape, FLOPs from the formula,
-ratios that are the printed rates' quotients, summary lines from the rows) and bad arguments
-named."""
+ratios that are the printed rates' quotients, summary lines from the rows, no gradient left
+from one timed call to the next) and bad arguments named."""
 
 import math
 
@@ -52,12 +52,26 @@ def test_table_rows_are_the_measured_rates_and_their_ratios(capsys, monkeypatch)
         samples.append(min_seconds)
         return timing.time_runs(fn, device, warmup, repeats, min_seconds)
 
+    calls = []  # whether the inputs came with gradients left from an earlier call
+
+    def na2d(*args, **kwargs):
+        leaves = [x for x in (*args[:3], kwargs.get("rpb")) if x is not None and x.requires_grad]
+        calls.append(any(x.grad is not None for x in leaves))
+        return na_cpu_na2d(*args, **kwargs)
+
+    na_cpu_na2d = na_cpu.na2d
     monkeypatch.setattr(na_cpu, "time_runs", time_runs)
-    argv = ["--quick", "--threads", "1", "--rpb", "no", "--warmup", "0", "--repeats", "1"]
+    monkeypatch.setattr(na_cpu, "na2d", na2d)
+    # the header's claim only: mallopt would change this whole pytest process's heap
+    monkeypatch.setattr(na_cpu, "keep_freed_memory", lambda: calls.append("heap") or True)
+    argv = ["--quick", "--threads", "1", "--rpb", "yes", "--warmup", "0", "--repeats", "1"]
     results = na_cpu.main([*argv, "--min-sample-ms", "2"])
     out = capsys.readouterr().out
     assert samples == [0.002] * 4 * len(na_cpu.QUICK)
-    assert "median of 1 samples of >= 2 ms after 0 warm-up; heap steady (freed memory kept);" in out
+    assert calls[0] == "heap" and len(calls) > 2 * len(na_cpu.QUICK)
+    assert not any(calls[1:]), "a timed call added to old gradients"
+    header = "median of 1 samples of about 2 ms after 0 warm-up; heap steady (freed memory kept);"
+    assert header in out
     rows = table_rows(out)
     assert tuple(rows[0]) == na_cpu.HEADER
     rows = rows[1:]
@@ -65,7 +79,7 @@ def test_table_rows_are_the_measured_rates_and_their_ratios(capsys, monkeypatch)
     assert len(rows) == len(rates) == len(na_cpu.QUICK)
     for row, shape, r in zip(rows, na_cpu.QUICK, rates):
         side, heads, k, d = shape.side, shape.heads, shape.kernel, shape.dilation
-        assert row[:5] == [str(side), str(heads), str(k), str(d), "no"]
+        assert row[:5] == [str(side), str(heads), str(k), str(d), "yes"]
         # q.k and p.v: 2 FLOPs per multiply-add, k^2 neighbours, head dim 32
         assert row[5] == f"{2 * 2 * heads * side * side * k * k * 32 / 1e9:.3f}"
         assert row[6:8] == [f"{r.fwd_sgemm:.1f}", f"{r.fwd:.1f}"]
@@ -84,8 +98,9 @@ def test_table_rows_are_the_measured_rates_and_their_ratios(capsys, monkeypatch)
 @pytest.mark.parametrize(
     "argv,named",
     [
-        (["--min-sample-ms", "-1"], "--min-sample-ms must be >= 0, got -1.0"),
-        (["--min-sample-ms", "nan"], "--min-sample-ms must be >= 0, got nan"),
+        (["--min-sample-ms", "-1"], "--min-sample-ms must be finite and >= 0, got -1.0"),
+        (["--min-sample-ms", "nan"], "--min-sample-ms must be finite and >= 0, got nan"),
+        (["--min-sample-ms", "inf"], "--min-sample-ms must be finite and >= 0, got inf"),
         (["--repeats", "0"], "--repeats must be >= 1"),
         (["--threads", "0"], "--threads must be >= 1, got [0]"),
     ],
