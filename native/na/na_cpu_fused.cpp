@@ -26,6 +26,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../common/cpu_simd.h"
 #include "na_ops.h"
 // Vectors pass only between always_inline functions: GCC's note that their ABI differs
 // without AVX does not apply.
@@ -229,17 +230,11 @@ struct Source {
   }
   // sum_d x(b, h, w, head, d) * y(b, h, w, head, d), y shaped like x.
   C dot(int64_t b, int h, int w, int head, const Source& y) const {
-    using V = typename Simd<C>::Vec;
     const S *xs = at(b, h, w, head), *ys = y.at(b, h, w, head);
-    V acc = {};  // L partial sums: no chain of dim dependent adds
-    int d = 0;
     if (float_rows() && y.float_rows())
-      for (; d + L <= dim; d += L)
-        acc += cpu_tiles::load<V>(reinterpret_cast<const C*>(xs) + d) *
-               cpu_tiles::load<V>(reinterpret_cast<const C*>(ys) + d);
+      return cpu::dot(reinterpret_cast<const C*>(xs), reinterpret_cast<const C*>(ys), dim);
     C sum = 0;
-    for (int l = 0; l < L; ++l) sum += acc[l];
-    for (; d < dim; ++d) sum += C(xs[d * sd]) * C(ys[d * y.sd]);
+    for (int d = 0; d < dim; ++d) sum += C(xs[d * sd]) * C(ys[d * y.sd]);
     return sum;
   }
   // dst[d * stride + c] = scale * x(b, h, column c, head, d).
