@@ -66,12 +66,13 @@ def rss_bytes() -> int:
 def release_free_heap() -> bool:
     """Returns the C heap's free pages to the system (glibc's malloc_trim), so that RSS counts
     memory in use rather than what the allocator keeps for reuse; False where unavailable."""
-    try:
-        import ctypes
+    from dinat_m2f.benchmarks.timing import libc
 
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0)) or True
-    except (OSError, AttributeError):
+    c = libc()
+    if c is None or not hasattr(c, "malloc_trim"):
         return False
+    c.malloc_trim(0)
+    return True
 
 
 def synthetic_images(count: int, sizes=SIZES, seed: int = 0) -> Iterator[np.ndarray]:
