@@ -273,8 +273,8 @@ def _na_fused_backward(
 
 
 def setup_fused_context(ctx, inputs, output):
-    """Autograd context of a fused forward op (this module's and the CPU op of
-    registration.py): the inputs, the output and its log2-sum-exp, for the backward op."""
+    """Autograd context of this module's fused forward op: the inputs, the output and its
+    log2-sum-exp, for the backward op."""
     query, key, value, rpb, kernel_size, dilation, scale = inputs
     out, lse = output
     ctx.save_for_backward(query, key, value, rpb, out, lse)
