@@ -122,6 +122,11 @@ def layer_shapes(schedules=SCHEDULES, inputs: Iterable[int] | None = None) -> li
     return sorted(found.values(), key=lambda u: -u.shape.forward_flops())
 
 
+def input_sizes(schedules=SCHEDULES) -> list[int]:
+    """The input sizes the schedules measure (--inputs picks among them)."""
+    return sorted({size for _, sizes, *_ in schedules for size in sizes})
+
+
 QUICK = (
     Shape(56, 2, 7, 1),
     Shape(56, 2, 7, 8),
@@ -285,7 +290,9 @@ def parse_args(argv=None):
         choices=["auto", "unfused"],
         help="na2d's backend: auto (the fused CPU kernels) or unfused (qk, softmax, av)",
     )
-    parser.add_argument("--inputs", type=int, nargs="+", default=None, help="only these sizes")
+    parser.add_argument(
+        "--inputs", type=int, nargs="+", default=None, help="only these input sizes"
+    )
     parser.add_argument("--rpb", choices=["both", "yes", "no"], default="both")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="timed samples per rate")
@@ -308,6 +315,12 @@ def parse_args(argv=None):
         parser.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats}, {args.warmup}")
     if not (math.isfinite(args.min_sample_ms) and args.min_sample_ms >= 0):
         parser.error(f"--min-sample-ms must be finite and >= 0, got {args.min_sample_ms}")
+    sizes = input_sizes()
+    if args.inputs is not None and not set(args.inputs) <= set(sizes):
+        parser.error(
+            f"--inputs must be input sizes of the schedules ({', '.join(map(str, sizes))}), "
+            f"got {args.inputs}"
+        )
     if args.threads is not None and any(t < 1 for t in args.threads):
         parser.error(f"--threads must be >= 1, got {args.threads}")
     return args

@@ -103,6 +103,10 @@ def test_table_rows_are_the_measured_rates_and_their_ratios(capsys, monkeypatch)
         (["--min-sample-ms", "inf"], "--min-sample-ms must be finite and >= 0, got inf"),
         (["--repeats", "0"], "--repeats must be >= 1"),
         (["--threads", "0"], "--threads must be >= 1, got [0]"),
+        (
+            ["--inputs", "7", "512"],
+            "--inputs must be input sizes of the schedules (224, 512, 640, 1024), got [7, 512]",
+        ),
     ],
 )
 def test_bad_arguments_are_named(argv, named, capsys):
