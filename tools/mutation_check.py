@@ -72,6 +72,7 @@ def _m(name, kernel, path, pattern, replacement, tests, regex=False) -> Mutation
 INDEX = "native/na/na_index.h"
 CPU = "native/na/na_cpu.cpp"
 FUSED_CPU = "native/na/na_cpu_fused.cpp"
+FUSED_CPU_AUTOGRAD = "native/na/na_cpu_fused_autograd.cpp"
 DEVICE = "native/na/na_device.cuh"
 TILED = "native/na/na_tiled.h"
 SAMPLING = "native/ms_deform_attn/ms_deform_attn_sampling.h"
@@ -123,6 +124,9 @@ MUTATIONS = [
     _m("na_cpu_fused backward: RPB gradient column mirrored", "NA fused backward, CPU",
        FUSED_CPU, "part[br * bias_cols + gw.bias[c] + j] +=",
        "part[br * bias_cols + gw.bias[c] + kw - 1 - j] +=", NA_FUSED_CPU_TESTS),
+    _m("na_cpu_fused autograd: key and value gradients swapped", "NA fused autograd, CPU",
+       FUSED_CPU_AUTOGRAD, "return {grad_query, grad_key, grad_value,",
+       "return {grad_query, grad_value, grad_key,", NA_FUSED_CPU_TESTS),
     # --- device kernels (run on the emulated device) -------------------------------------------
     _m("na_device qk naive: RPB row and column swapped", "NA qk, device (naive)", DEVICE,
        "sum += Acc(rpb[head * bias_hw + (wh.bias_first + i) * bias_w + ww.bias_first + j]);",
