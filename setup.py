@@ -68,7 +68,9 @@ def extensions():
     testing_sources = sorted(glob.glob("native/testing/*.cpp"))
     sources = sorted(glob.glob("native/*.cpp") + glob.glob("native/*/*.cpp"))
     sources = [s for s in sources if s not in testing_sources]
-    cxx = ["-O3", "-fopenmp"]  # -fopenmp: at::parallel_for is inline and needs it
+    # -fopenmp: at::parallel_for is inline and needs it. -std=c++20: the emulated device
+    # waits on std::atomic (C++20); torch 2.11 (the GPU machine's) builds C++17 otherwise
+    cxx = ["-O3", "-fopenmp", "-std=c++20"]
     kwargs = dict(
         include_dirs=[os.path.join(ROOT, "native")],
         extra_link_args=["-fopenmp"],
