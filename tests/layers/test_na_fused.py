@@ -193,6 +193,37 @@ def test_empty_batch(device):
     assert na2d(q, q, q, 3, backend="fused").shape == q.shape
 
 
+def test_launch_is_planned_from_symbolic_sizes():
+    """On a GPU the op is a triton_op, whose body torch.compile and opcheck's dynamic test
+    trace with symbolic sizes (first seen failing on an H200: "unhashable type: non-nested
+    SymInt" from the cached tile plan). The interpreter's op is opaque, so this builds the
+    launch from symbolic fake tensors directly: the plan and arguments of the concrete
+    problem, with batch and heads left symbolic."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import (
+        DimDynamic,
+        ShapeEnv,
+        StatelessSymbolicContext,
+    )
+
+    real = torch.empty(2, 9, 11, 3, 32)
+    dynamic = StatelessSymbolicContext(dynamic_sizes=[DimDynamic.DYNAMIC] * real.dim())
+    with FakeTensorMode(shape_env=ShapeEnv()) as mode:
+        q = mode.from_tensor(real, symbolic_context=dynamic)
+        assert all(isinstance(n, torch.SymInt) for n in q.shape)
+        traced = fused.Problem(q, q, [3, 5], [2, 1])
+        out, lse = traced.tokens_like(q, 32), traced.tokens_like(q, None, torch.float32)
+        call = traced.forward_call(q, q, q, None, out, lse, 0.5)
+    concrete = fused.Problem(real, real, [3, 5], [2, 1])
+    expected = concrete.forward_call(*(real,) * 3, None, real, real[..., 0], 0.5)
+    assert traced.plan == concrete.plan
+    assert isinstance(traced.batch, torch.SymInt) and isinstance(traced.heads, torch.SymInt)
+    assert {k: v for k, v in call.kwargs.items() if k != "HEADS"} == {
+        k: v for k, v in expected.kwargs.items() if k != "HEADS"
+    }
+    assert [int(n) for n in call.grid] == list(expected.grid)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck_and_compile_fullgraph(device):
     case = CASES[0]

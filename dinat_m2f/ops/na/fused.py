@@ -99,7 +99,10 @@ class Problem:
     def __init__(self, query, value, kernel_size, dilation):
         rank = len(kernel_size)
         self.rank = rank
-        spatial = query.shape[1 : 1 + rank]
+        # On a GPU, torch.compile and opcheck trace this op's body with symbolic sizes. The
+        # tile plan (cached, so hashed) and the block sizes follow the map and the head dims:
+        # those are specialised here; batch and heads stay symbolic (grid and allocations).
+        spatial = [int(n) for n in query.shape[1 : 1 + rank]]
         if rank == 1:
             self.h = fused_plan.Axis(1, 1, 1)
             self.w = fused_plan.Axis(spatial[0], kernel_size[0], dilation[0])
@@ -107,7 +110,7 @@ class Problem:
             self.h = fused_plan.Axis(spatial[0], kernel_size[0], dilation[0])
             self.w = fused_plan.Axis(spatial[1], kernel_size[1], dilation[1])
         self.batch, self.heads = query.shape[0], query.shape[-2]
-        self.dim, self.dim_v = query.shape[-1], value.shape[-1]
+        self.dim, self.dim_v = int(query.shape[-1]), int(value.shape[-1])
         self.wide = max(self.dim, self.dim_v) > 64
         self.plan = fused_plan.plan_tiles(self.h, self.w)
 
