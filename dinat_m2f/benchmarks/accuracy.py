@@ -87,6 +87,24 @@ def na_inputs(spatial, kernel, heads, dim, batch=2):
     return [q, k, v, rpb]
 
 
+def off_pixel_edges(
+    locations: torch.Tensor, spatial_shapes: torch.Tensor, margin: float = 1e-4
+) -> torch.Tensor:
+    """`locations` (..., levels, points, 2), normalised (x, y), moved `margin` pixels away from
+    the lines where a sampling coordinate (x * W - 0.5, y * H - 0.5) is an integer. There the
+    bilinear sample's gradient with respect to its location jumps to the next cell's, and a
+    coordinate within rounding of such a line lands on either side depending on the dtype:
+    an H200 run saw one of 1.15M sampling coordinates at 37.99999905 pixels, 38.0 in float32,
+    whose location gradient differs by 1.2 from float64's, in the CPU kernel as in the GPU's.
+    Away from the lines the comparison measures the kernels' arithmetic."""
+    size = spatial_shapes.flip(1).to(locations).view(-1, 1, 2)  # (W, H) per level
+    coord = locations * size - 0.5
+    nearest = coord.round()
+    push = torch.where(coord < nearest, -margin, margin)
+    coord = torch.where((coord - nearest).abs() < margin, nearest + push, coord)
+    return (coord + 0.5) / size
+
+
 def ms_deform_attn_inputs(levels, heads, dim, points, queries, batch=1):
     g = torch.Generator().manual_seed(0)
     shapes = torch.tensor(levels, dtype=torch.int64)
@@ -94,7 +112,9 @@ def ms_deform_attn_inputs(levels, heads, dim, points, queries, batch=1):
     starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
     value = torch.randn(batch, int(sizes.sum()), heads, dim, generator=g, dtype=torch.float64)
     loc = (batch, queries, heads, len(levels), points, 2)
-    locations = torch.rand(loc, generator=g, dtype=torch.float64) * 1.2 - 0.1
+    locations = off_pixel_edges(
+        torch.rand(loc, generator=g, dtype=torch.float64) * 1.2 - 0.1, shapes
+    )
     weights = torch.rand(loc[:-1], generator=g, dtype=torch.float64)
     return [value, shapes, starts, locations, weights]
 
