@@ -17,42 +17,54 @@
 #
 # Steps, in order, with their limits on an H100/H200 (each step runs under `timeout`):
 #   env        20 s  the carried wheels; the machine: GPU, torch, triton, nvcc
-#   build     150 s  dinat_m2f._C for this GPU's architecture only (asked of torch at run time),
+#   build     240 s  dinat_m2f._C for this GPU's architecture only (asked of torch at run time),
 #                    and the tests' dinat_m2f._C_testing
 #   tests      90 s  the cuda-marked tests of tests/layers, tests/benchmarks and tests/demo: the
 #                    `.cu` kernels (NA backend "unfused", MSDeformAttn) and the fused Triton
 #                    kernels on CUDA tensors, float32/float16/bfloat16 against float64
 #   accuracy   40 s  the error table of the `.cu` and fused NA kernels and MSDeformAttn, every
 #                    dtype, against CPU float64
-#   bench_na  100 s  NA forward and forward+backward in float16 on DiNAT-L's shapes (1024 px
-#                    with kernel 11, 224 px with kernel 7; per level dilation 1 and the largest):
-#                    fused, `.cu` unfused, dense SDPA over the whole map
+#   bench_na  150 s  NA forward and forward+backward in float16 on DiNAT-L's shapes (1024 and
+#                    640 px with kernel 11, 224 px with kernel 7) and DiNAT-T's at 224 px; per
+#                    level dilation 1 and the largest: fused, `.cu` unfused, dense SDPA over the
+#                    whole map, the pure-PyTorch path
 #   model      90 s  Mask2Former with DiNAT-L vs Swin-L at 1024x1024, AMP float16: inference and
 #                    one training step, time and peak memory
+#   profile    60 s  Nsight Compute (ncu) on the fused kernels at DiNAT-L's largest shape
+#                    (1024 px, level 1, kernel 11, dilation 1): speed of light, occupancy,
+#                    launch, warp stalls, memory, one table (tools/ncu_table.py)
 #   bench_flex rest  flex_attention with a block mask on the 1024 px shapes (one compile per
 #                    shape): whatever the steps before left of the budget
 #
-# How it is sized: every step's limit is cut to what remains of a 460 s budget, so the run ends
-# within 460 s + 5 s (the grace before a timed-out step is killed) + the reports (under a
-# second each): under 8 minutes whatever happens. The limits are about twice estimates made
-# here without a GPU (2-core CPU machine, 2026-12-02), where compiling dominates:
+# How it is sized: every step's limit is cut to what remains of a 500 s budget, so the run ends
+# within 500 s + 5 s (the grace before a timed-out step is killed) + the reports (under a
+# second each): under 8.5 minutes whatever happens, which with a machine's start (1-2 min)
+# leaves a few of a lease's 15 device minutes. Through the device tool (600 s a command) keep
+# --time-scale at most 1.15. The limits are about twice estimates made here without a GPU
+# (2-core CPU machine, 2026-12-02), where compiling dominates:
 #   build     two extensions, one after the other, each the slowest of its sources built in
 #             parallel: dinat_m2f._C (here, on one core shared with other jobs,
 #             ms_deform_attn_cpu.cpp took 155 s and na_cuda.cu 86 s for sm_90 alone; about 60 s
 #             on an idle core), then the tests' dinat_m2f._C_testing (emulated_device.cpp:
-#             59-114 s here, about 40 s idle);
+#             59-114 s here, about 40 s idle); its limit is the most generous, since a build
+#             cut short leaves nothing to test and the steps after it take what it leaves;
 #   tests     ~60 fused (shape, dtype) problems, each compiling 3 Triton kernels: 5-6 s per
 #             problem (forward 1 s, dQ 1.7 s, dK/dV 2.8 s, compiled for sm_90 ahead of time
 #             here) over 12 pytest-xdist workers, about 30 s, plus start-up and the `.cu` runs;
 #   accuracy  its NA shapes are among the tests' (tests/layers/test_na_cuda.py), so its fused
 #             kernels come from Triton's cache: about 15 s;
-#   bench_na  14 shapes: 14 fused problems compiled one after another (~70 s) and 42 rows of 28
-#             timed calls each, milliseconds apiece;
+#   bench_na  14 shapes took 32 s on the H200 with three impls; now 28 shapes (the 640 px ones
+#             add at most 7 fused problems to compile, ~5 s each; DiNAT-T's 224 px shapes reuse
+#             DiNAT-L's) and the PyTorch path: about 80 s;
 #   model     2 x (~15 s to build a 200M-parameter model + ~10 s of timed runs); 7 of DiNAT-L's
 #             9 fused problems are bench_na's, from the cache;
+#   profile   ncu's start, the shape's 3 fused kernels from Triton's cache, ~40 replays of 5
+#             launches of 1-3 ms: about 30 s (not measurable here: no ncu);
 #   flex      inductor compiles the forward and backward of each of the 7 shapes (not
 #             measurable here: flex_attention has no CPU backward); what is left, typically
 #             200 s, after the steps above.
+# Measured on an H200 (2026-12-04, with --time-scale 1.15, before the profile step): env 15 s,
+# build 132 s, tests 79 s, accuracy 17 s, bench_na 32 s, model 36 s, flex 66 s; 377 s in all.
 # A step that runs out of time keeps the rows it printed; `--steps` reruns the rest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -72,7 +84,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-ALL_STEPS="env build tests accuracy bench_na model bench_flex"
+ALL_STEPS="env build tests accuracy bench_na model profile bench_flex"
 for s in ${STEPS//,/ }; do
   if [[ " $ALL_STEPS " != *" $s "* ]]; then
     echo "gpu_check.sh: --steps: no step $s (steps: $ALL_STEPS)" >&2
@@ -97,7 +109,7 @@ trap 'rm -rf "$LOGS"' EXIT  # the logs live on in OUT_DIR/logs.tar.gz
 DINAT_L=configs/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_in22k_bs16_100ep.yaml
 SWIN_L=configs/coco/panoptic-segmentation/swin/maskformer2_tvswin_large_bs16_100ep.yaml
 if [ "$MODE" = gpu ]; then
-  BUDGET=460
+  BUDGET=500
   export TRITON_INTERPRET=0
 else
   # the CPU stands in for the GPU: the fused kernels run in Triton's interpreter, the `.cu`
@@ -111,7 +123,8 @@ export DINAT_L SWIN_L
 gpu() { [ "$MODE" = gpu ]; }
 
 step_env() {
-  if [ -f .device/install_wheels.sh ] && [ -d .whl ]; then
+  # the carried wheels are for the GPU machine's Python (3.12), never for the dry run's
+  if gpu && [ -f .device/install_wheels.sh ] && [ -d .whl ]; then
     bash .device/install_wheels.sh || return 1
   fi
   "$PY" tools/gpu_check_report.py machine "$LOGS" "$MODE"
@@ -156,16 +169,18 @@ step_accuracy() {
   fi
 }
 
-# na_table IMPLS INPUT:KERNEL...: the NA benchmark's table per input size and kernel
+# na_table IMPLS VARIANT:INPUT:KERNEL...: the NA benchmark's table per model variant, input
+# size and kernel
 na_table() {
-  local impls="$1" pair rc=0
-  local args=(--device cuda --dtype float16 --variants large --warmup 3 --repeats 10)
-  gpu || args=(--device cpu --dtype float32 --variants tiny --levels 1 --warmup 0 --repeats 1)
+  local impls="$1" spec size rc=0
+  local args=(--device cuda --dtype float16 --warmup 3 --repeats 10)
+  gpu || args=(--device cpu --dtype float32 --levels 1 --warmup 0 --repeats 1)
   shift
-  for pair in "$@"; do
+  for spec in "$@"; do
+    size="${spec#*:}"
     # shellcheck disable=SC2086  # IMPLS is words
-    "$PY" -m dinat_m2f.benchmarks.na "${args[@]}" --impls $impls --inputs "${pair%:*}" \
-      --kernels "${pair#*:}" || rc=1
+    "$PY" -m dinat_m2f.benchmarks.na "${args[@]}" --impls $impls --variants "${spec%%:*}" \
+      --inputs "${size%:*}" --kernels "${size#*:}" || rc=1
   done
   # on the GPU a row that failed (its note says so) fails the step; the dry run has no flex
   # backward (the CPU lacks one), so there the rows need only be printed
@@ -177,16 +192,46 @@ na_table() {
 }
 
 step_bench_na() {
+  # DiNAT-L at 1024 and 640 px (kernel 11) and 224 px (kernel 7), DiNAT-T at 224 px; "torch"
+  # is the pure-PyTorch path (skipped where its gather would pass --max-gather-gb)
   if gpu; then
-    na_table "fused native sdpa" 1024:11 224:7
+    na_table "fused native sdpa torch" large:1024:11 large:640:11 large:224:7 tiny:224:7
   else
-    na_table "fused native sdpa" 64:7
+    na_table "fused native sdpa torch" tiny:64:7
   fi
+}
+
+step_profile() {
+  local bench=(-m dinat_m2f.benchmarks.na --impls fused --levels 1 --warmup 0 --repeats 1)
+  if ! gpu; then
+    # no profiler on the CPU: the profiled command line alone, at a tiny size (the benchmark
+    # skips fused timings on the CPU, so this checks the arguments, not a measurement)
+    "$PY" "${bench[@]}" --device cpu --dtype float32 --variants tiny --inputs 64 --kernels 7
+    return
+  fi
+  local ncu
+  ncu="$(command -v ncu ||
+    ls /opt/nvidia/nsight-compute/*/ncu 2> /dev/null | sort -V | tail -n 1)"
+  [ -n "$ncu" ] || { echo "no ncu on PATH or in /opt/nvidia/nsight-compute"; return 1; }
+  # the first 5 launches of the fused kernels, all on the first shape (dilation 1): the forward
+  # timed and for peak memory, then forward, dQ and dK/dV of the first forward+backward
+  # (dinat_m2f/benchmarks/timing.py); the program's own table goes aside
+  if ! "$ncu" --clock-control none --target-processes all -k 'regex:^na_' --launch-count 5 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section WarpStateStats --section MemoryWorkloadAnalysis --csv --page details \
+    --print-units base \
+    --log-file "$LOGS/ncu.csv" "$PY" "${bench[@]}" --device cuda --dtype float16 \
+    --variants large --inputs 1024 --kernels 11 > "$LOGS/profiled_run.txt"; then
+    tail -n 30 "$LOGS/ncu.csv"
+    return 1
+  fi
+  # ncu may exit 0 with no metrics (counters refused): then its log's end says why
+  "$PY" tools/ncu_table.py "$LOGS/ncu.csv" || { tail -n 30 "$LOGS/ncu.csv"; return 1; }
 }
 
 step_bench_flex() {
   # the dry run: one 8x8 map, since each shape costs inductor a C++ compile on the CPU
-  if gpu; then na_table flex 1024:11; else na_table flex 32:7; fi
+  if gpu; then na_table flex large:1024:11; else na_table flex tiny:32:7; fi
 }
 
 step_model() {
@@ -210,7 +255,7 @@ step_model() {
   return $rc
 }
 export -f gpu step_env step_build step_tests step_accuracy na_table step_bench_na \
-  step_bench_flex step_model
+  step_bench_flex step_model step_profile
 
 # --- running them -----------------------------------------------------------------------------
 START=$SECONDS
@@ -251,12 +296,13 @@ run() {
 
 echo "GPU check ($MODE) into $OUT_DIR"
 run env 20 60 "wheels, then the machine: GPU, torch, triton, nvcc"
-run build 150 600 "dinat_m2f._C for this GPU's architecture only, and _C_testing"
+run build 240 600 "dinat_m2f._C for this GPU's architecture only, and _C_testing"
 export DINAT_M2F_REQUIRE_NATIVE=1  # from here on, a missing extension is an error
 run tests 90 300 "cuda-marked tests: .cu (unfused) and fused kernels on CUDA tensors, fp32/16/bf16"
 run accuracy 40 300 "error of the .cu and fused NA kernels and MSDeformAttn vs CPU float64"
-run bench_na 100 300 "NA fwd and fwd+bwd on DiNAT-L's shapes: fused, .cu unfused, dense SDPA"
+run bench_na 150 300 "NA fwd and fwd+bwd, DiNAT-L and -T shapes: fused, .cu, SDPA, PyTorch"
 run model 90 300 "Mask2Former DiNAT-L vs Swin-L, 1024x1024 AMP fp16: inference, train step"
+run profile 60 300 "Nsight Compute on the fused kernels, 1024 px level 1 (k 11, d 1)"
 run bench_flex 30 300 "flex_attention with a block mask on the 1024 px shapes (the time left)"
 write_report
 echo

@@ -100,6 +100,8 @@ def machine() -> dict:
         python=platform.python_version(),
         cpus=os.cpu_count(),
         host=platform.node(),
+        # the sandbox (gVisor reports 4.4.0), which decides whether ncu can read counters
+        kernel=platform.release(),
         date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     )
     try:
@@ -148,7 +150,8 @@ def describe(info: dict) -> str:
     return (
         f"{where}; torch {info.get('torch')} (CUDA {info.get('torch_cuda')}), triton "
         f"{info.get('triton')}, {info.get('nvcc') or 'no nvcc'}; Python {info.get('python')}, "
-        f"{info.get('cpus')} CPUs; git {info.get('git')}; {info.get('date')}"
+        f"{info.get('cpus')} CPUs, Linux {info.get('kernel')}; git {info.get('git')}; "
+        f"{info.get('date')}"
     )
 
 

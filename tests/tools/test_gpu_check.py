@@ -18,11 +18,13 @@ from tests import devices
 from tests.conftest import requires_native
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = ["env", "build", "tests", "accuracy", "bench_na", "model", "bench_flex"]
+STEPS = ["env", "build", "tests", "accuracy", "bench_na", "model", "profile", "bench_flex"]
 
 
-def gpu_check(out: Path, *args: str, python: str = sys.executable, timeout: int = 1200):
-    env = {**os.environ, "PYTHON": python}
+def gpu_check(
+    out: Path, *args: str, python: str = sys.executable, timeout: int = 1200, path: str = ""
+):
+    env = {**os.environ, "PYTHON": python, "PATH": path + os.environ["PATH"]}
     env.pop("OUT", None)  # the device tool's folder would take the reports
     return subprocess.run(
         ["bash", "tools/gpu_check.sh", *args, str(out)],
@@ -40,6 +42,29 @@ def read_report(out: Path) -> tuple[dict, str]:
 
 def rows(step: dict, marker: str) -> list[str]:
     return [line for line in step["results"] if line.startswith("|") and marker in line]
+
+
+def ncu_sample(folder: Path) -> Path:
+    """A log of `ncu --csv --page details --log-file`: its messages, then a row per (launch,
+    metric); the forward profiled twice (the second launch's values are the ones to keep)."""
+    head = '"ID","Process ID","Process Name","Kernel Name","Block Size","Section Name",'
+    head += '"Metric Name","Metric Unit","Metric Value"'
+    metrics = [
+        (0, "na_forward_kernel", "GPU Speed Of Light Throughput", "Duration", "us", "9.99"),
+        (0, "na_forward_kernel", "Occupancy", "Achieved Occupancy", "%", "9.9"),
+        (1, "na_forward_kernel", "GPU Speed Of Light Throughput", "Duration", "us", "1.42"),
+        (1, "na_forward_kernel", "Occupancy", "Achieved Occupancy", "%", "31.5"),
+        (2, "na_backward_key_kernel", "GPU Speed Of Light Throughput", "Duration", "us", "2.10"),
+    ]
+    lines = ["==PROF== Connected to process 7 (/usr/bin/python3)", head]
+    lines += [
+        f'"{i}","7","python3","{k}","(128, 1, 1)","{sec}","{name}","{unit}","{value}"'
+        for i, k, sec, name, unit, value in metrics
+    ]
+    lines.append("==PROF== Disconnected from process 7")
+    path = folder / "ncu.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @requires_native
@@ -64,8 +89,9 @@ def test_dry_run_runs_every_step_and_reports_each_ok(tmp_path):
     for backend in ("unfused", "fused"):  # named, never "auto"; the fused in the interpreter
         (row,) = rows(accuracy, f"| {backend} | 2D tiled k3 | float32 |")
         assert all(float(e) < 1e-4 for e in row.strip("| ").split(" | ")[4:]), row
-    assert rows(steps["bench_na"], "| native |") and rows(steps["bench_na"], "| sdpa |")
+    assert all(rows(steps["bench_na"], f"| {impl} |") for impl in ("native", "sdpa", "torch"))
     assert rows(steps["bench_flex"], "| flex |")
+    assert rows(steps["profile"], "| fused |")  # the profiled command line, no profiler
     assert rows(steps["model"], "DiNAT-C32 k11 (d <= 2)") and rows(steps["model"], "Swin swin_t")
     with tarfile.open(out / "logs.tar.gz") as logs:
         names = {Path(n).name for n in logs.getnames()}
@@ -113,8 +139,9 @@ def test_a_failed_and_a_timed_out_step_do_not_stop_the_steps_after_them(tmp_path
 
 def test_gpu_mode_asks_for_this_gpus_architecture_and_the_documented_runs(tmp_path):
     """The GPU run's command lines, without a GPU: a fake python records every call and answers
-    compute capability 9.0; the build must target 9.0 alone, every step must ask for the GPU
-    and the documented sizes, and a benchmark row that failed must fail its step."""
+    compute capability 9.0, a fake ncu records its call and writes two kernels' metrics; the
+    build must target 9.0 alone, every step must ask for the GPU and the documented sizes, and
+    a benchmark row that failed must fail its step."""
     calls = tmp_path / "calls.txt"
     fake = tmp_path / "python"
     fake.write_text(
@@ -122,13 +149,27 @@ def test_gpu_mode_asks_for_this_gpus_architecture_and_the_documented_runs(tmp_pa
         f'echo "$TORCH_CUDA_ARCH_LIST|$FORCE_CUDA|$TRITON_INTERPRET|$*" >> {calls}\n'
         'case "$*" in\n'
         "  *get_device_capability*) echo 9.0 ;;\n"
-        f'  *"gpu_check_report.py write"*) exec {sys.executable} "$@" ;;\n'
+        f'  *"gpu_check_report.py write"* | *ncu_table.py*) exec {sys.executable} "$@" ;;\n'
         '  *"--impls fused"*) echo "| 1024 | large | 1 | fused | - | forward failed: E |" ;;\n'
         "esac\n"
     )
     fake.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    ncu = bin_dir / "ncu"
+    ncu.write_text(
+        "#!/bin/sh\n"
+        f'echo "ncu|$*" >> {calls}\n'
+        'while [ "$1" != --log-file ]; do shift; done\n'
+        f'cp {ncu_sample(tmp_path)} "$2"\n'
+    )
+    ncu.chmod(0o755)
+    # wheels fetched into this checkout for a GPU run are cp312: their installer's python3
+    # only records its call here
+    (bin_dir / "python3").write_text(f'#!/bin/sh\necho "python3|$*" >> {calls}\n')
+    (bin_dir / "python3").chmod(0o755)
     out = tmp_path / "out"
-    result = gpu_check(out, python=str(fake), timeout=120)
+    result = gpu_check(out, python=str(fake), timeout=120, path=f"{bin_dir}:")
     assert result.returncode == 1, result.stdout + result.stderr
     report, _ = read_report(out)
     steps = {s["name"]: s for s in report["steps"]}
@@ -136,11 +177,12 @@ def test_gpu_mode_asks_for_this_gpus_architecture_and_the_documented_runs(tmp_pa
     assert [n for n, s in steps.items() if s["status"] != "ok"] == ["bench_na"]
     assert "a row failed: see its note" in steps["bench_na"]["tail"]
     limits = {n: s["limit_s"] for n, s in steps.items()}
-    assert list(limits.values())[:-1] == [20, 150, 90, 40, 100, 90]
-    # flex takes what is left of the 460 s budget (the reports took a moment too)
+    assert list(limits.values())[:-1] == [20, 240, 90, 40, 150, 90, 60]
+    # flex takes what is left of the 500 s budget (the reports took a moment too)
     spent = sum(s["seconds"] for s in report["steps"][:-1])
-    assert 460 - spent - 5 <= limits["bench_flex"] <= 460 - spent
-    lines = calls.read_text().splitlines()
+    assert 500 - spent - 5 <= limits["bench_flex"] <= 500 - spent
+    every_call = calls.read_text().splitlines()
+    lines = [line for line in every_call if not line.startswith(("ncu|", "python3|"))]
     assert all(line.split("|")[2] == "0" for line in lines)  # never Triton's interpreter
     (build,) = [line for line in lines if "setup.py" in line]
     assert build.startswith("9.0|1|0|setup.py build_ext --inplace")
@@ -155,11 +197,14 @@ def test_gpu_mode_asks_for_this_gpus_architecture_and_the_documented_runs(tmp_pa
         "-m dinat_m2f.benchmarks.accuracy --device cuda"
     ]
     na = runs("dinat_m2f.benchmarks.na")
-    common = "--device cuda --dtype float16 --variants large --warmup 3 --repeats 10 --impls"
+    common = "-m dinat_m2f.benchmarks.na --device cuda --dtype float16 --warmup 3 --repeats 10"
+    impls = "--impls fused native sdpa torch"
     assert na == [
-        f"-m dinat_m2f.benchmarks.na {common} fused native sdpa --inputs 1024 --kernels 11",
-        f"-m dinat_m2f.benchmarks.na {common} fused native sdpa --inputs 224 --kernels 7",
-        f"-m dinat_m2f.benchmarks.na {common} flex --inputs 1024 --kernels 11",
+        f"{common} {impls} --variants large --inputs 1024 --kernels 11",
+        f"{common} {impls} --variants large --inputs 640 --kernels 11",
+        f"{common} {impls} --variants large --inputs 224 --kernels 7",
+        f"{common} {impls} --variants tiny --inputs 224 --kernels 7",
+        f"{common} --impls flex --variants large --inputs 1024 --kernels 11",
     ]
     model = runs("dinat_m2f.benchmarks.model")
     assert [m.split()[3] for m in model] == [
@@ -172,6 +217,16 @@ def test_gpu_mode_asks_for_this_gpus_architecture_and_the_documented_runs(tmp_pa
             "SOLVER.AMP.ENABLED True SOLVER.AMP.PRECISION float16"
         )
         assert os.path.isfile(ROOT / m.split()[3])
+    (profiled,) = [line for line in every_call if line.startswith("ncu|")]
+    assert " -k regex:^na_ --launch-count 5 " in profiled and "--clock-control none" in profiled
+    assert " --csv --page details --print-units base " in profiled
+    assert profiled.endswith(
+        "-m dinat_m2f.benchmarks.na --impls fused --levels 1 --warmup 0 --repeats 1 "
+        "--device cuda --dtype float16 --variants large --inputs 1024 --kernels 11"
+    )
+    table = rows(steps["profile"], "| ")
+    assert table[0] == "| section | metric | unit | na_forward_kernel | na_backward_key_kernel |"
+    assert "| GPU Speed Of Light Throughput | Duration | us | 1.42 | 2.10 |" in table
 
 
 @pytest.mark.parametrize(
