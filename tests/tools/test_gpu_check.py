@@ -16,6 +16,7 @@ import pytest
 
 from tests import devices
 from tests.conftest import requires_native
+from tests.tools.ncu_sample import ncu_sample
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = ["env", "build", "tests", "accuracy", "bench_na", "model", "profile", "bench_flex"]
@@ -42,29 +43,6 @@ def read_report(out: Path) -> tuple[dict, str]:
 
 def rows(step: dict, marker: str) -> list[str]:
     return [line for line in step["results"] if line.startswith("|") and marker in line]
-
-
-def ncu_sample(folder: Path) -> Path:
-    """A log of `ncu --csv --page details --log-file`: its messages, then a row per (launch,
-    metric); the forward profiled twice (the second launch's values are the ones to keep)."""
-    head = '"ID","Process ID","Process Name","Kernel Name","Block Size","Section Name",'
-    head += '"Metric Name","Metric Unit","Metric Value"'
-    metrics = [
-        (0, "na_forward_kernel", "GPU Speed Of Light Throughput", "Duration", "us", "9.99"),
-        (0, "na_forward_kernel", "Occupancy", "Achieved Occupancy", "%", "9.9"),
-        (1, "na_forward_kernel", "GPU Speed Of Light Throughput", "Duration", "us", "1.42"),
-        (1, "na_forward_kernel", "Occupancy", "Achieved Occupancy", "%", "31.5"),
-        (2, "na_backward_key_kernel", "GPU Speed Of Light Throughput", "Duration", "us", "2.10"),
-    ]
-    lines = ["==PROF== Connected to process 7 (/usr/bin/python3)", head]
-    lines += [
-        f'"{i}","7","python3","{k}","(128, 1, 1)","{sec}","{name}","{unit}","{value}"'
-        for i, k, sec, name, unit, value in metrics
-    ]
-    lines.append("==PROF== Disconnected from process 7")
-    path = folder / "ncu.csv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @requires_native

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tools.test_gpu_check import ncu_sample
+from tests.tools.ncu_sample import ncu_sample
 
 ROOT = Path(__file__).resolve().parents[2]
 
