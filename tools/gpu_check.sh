@@ -58,8 +58,9 @@
 #             DiNAT-L's) and the PyTorch path: about 80 s;
 #   model     2 x (~15 s to build a 200M-parameter model + ~10 s of timed runs); 7 of DiNAT-L's
 #             9 fused problems are bench_na's, from the cache;
-#   profile   ncu's start, the shape's 3 fused kernels from Triton's cache, ~40 replays of 5
-#             launches of 1-3 ms: about 30 s (not measurable here: no ncu);
+#   profile   ncu's start, the shape's 3 fused kernels (from Triton's cache after bench_na,
+#             else compiled here), ~40 replays of 5 launches of 1-3 ms: about 30 s (not
+#             measurable here: no ncu; 15 s on the H200, compiling included);
 #   flex      inductor compiles the forward and backward of each of the 7 shapes (not
 #             measurable here: flex_attention has no CPU backward); what is left, typically
 #             200 s, after the steps above.
@@ -124,7 +125,9 @@ gpu() { [ "$MODE" = gpu ]; }
 
 step_env() {
   # the carried wheels are for the GPU machine's Python (3.12), never for the dry run's
-  if gpu && [ -f .device/install_wheels.sh ] && [ -d .whl ]; then
+  # (GPU_CHECK_SKIP_WHEELS=1: the tests' rehearsal of GPU mode, which must not install them)
+  if gpu && [ -z "${GPU_CHECK_SKIP_WHEELS:-}" ] && [ -f .device/install_wheels.sh ] &&
+    [ -d .whl ]; then
     bash .device/install_wheels.sh || return 1
   fi
   "$PY" tools/gpu_check_report.py machine "$LOGS" "$MODE"
@@ -222,11 +225,13 @@ step_profile() {
     --print-units base \
     --log-file "$LOGS/ncu.csv" "$PY" "${bench[@]}" --device cuda --dtype float16 \
     --variants large --inputs 1024 --kernels 11 > "$LOGS/profiled_run.txt"; then
-    tail -n 30 "$LOGS/ncu.csv"
+    tail -n 30 "$LOGS/ncu.csv" "$LOGS/profiled_run.txt"
     return 1
   fi
-  # ncu may exit 0 with no metrics (counters refused): then its log's end says why
-  "$PY" tools/ncu_table.py "$LOGS/ncu.csv" || { tail -n 30 "$LOGS/ncu.csv"; return 1; }
+  # ncu may exit 0 with no metrics (counters refused, or the profiled forward failed, which
+  # the benchmark notes in its row and exits 0): then the two logs' ends say why
+  "$PY" tools/ncu_table.py "$LOGS/ncu.csv" ||
+    { tail -n 30 "$LOGS/ncu.csv" "$LOGS/profiled_run.txt"; return 1; }
 }
 
 step_bench_flex() {

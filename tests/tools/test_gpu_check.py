@@ -27,6 +27,9 @@ def gpu_check(
 ):
     env = {**os.environ, "PYTHON": python, "PATH": path + os.environ["PATH"]}
     env.pop("OUT", None)  # the device tool's folder would take the reports
+    # wheels fetched into this checkout for a GPU run are for the GPU machine: never installed
+    # by a rehearsal of GPU mode
+    env["GPU_CHECK_SKIP_WHEELS"] = "1"
     return subprocess.run(
         ["bash", "tools/gpu_check.sh", *args, str(out)],
         cwd=ROOT,
@@ -142,10 +145,6 @@ def test_gpu_mode_asks_for_this_gpus_architecture_and_the_documented_runs(tmp_pa
         f'cp {ncu_sample(tmp_path)} "$2"\n'
     )
     ncu.chmod(0o755)
-    # wheels fetched into this checkout for a GPU run are cp312: their installer's python3
-    # only records its call here
-    (bin_dir / "python3").write_text(f'#!/bin/sh\necho "python3|$*" >> {calls}\n')
-    (bin_dir / "python3").chmod(0o755)
     out = tmp_path / "out"
     result = gpu_check(out, python=str(fake), timeout=120, path=f"{bin_dir}:")
     assert result.returncode == 1, result.stdout + result.stderr
@@ -160,7 +159,7 @@ def test_gpu_mode_asks_for_this_gpus_architecture_and_the_documented_runs(tmp_pa
     spent = sum(s["seconds"] for s in report["steps"][:-1])
     assert 500 - spent - 5 <= limits["bench_flex"] <= 500 - spent
     every_call = calls.read_text().splitlines()
-    lines = [line for line in every_call if not line.startswith(("ncu|", "python3|"))]
+    lines = [line for line in every_call if not line.startswith("ncu|")]
     assert all(line.split("|")[2] == "0" for line in lines)  # never Triton's interpreter
     (build,) = [line for line in lines if "setup.py" in line]
     assert build.startswith("9.0|1|0|setup.py build_ext --inplace")
@@ -205,6 +204,38 @@ def test_gpu_mode_asks_for_this_gpus_architecture_and_the_documented_runs(tmp_pa
     table = rows(steps["profile"], "| ")
     assert table[0] == "| section | metric | unit | na_forward_kernel | na_backward_key_kernel |"
     assert "| GPU Speed Of Light Throughput | Duration | us | 1.42 | 2.10 |" in table
+
+
+def test_a_profile_without_metrics_fails_and_its_log_says_why(tmp_path):
+    """When the profiled forward fails, the benchmark notes it in its row and exits 0, and ncu
+    exits 0 with no metric rows: the profile step must fail and its log show that row."""
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        f'  *gpu_check_report.py* | *ncu_table.py*) exec {sys.executable} "$@" ;;\n'
+        '  *"--impls fused"*) echo "| 1024 | large | 1 | fused | - | forward failed: OOM |" ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    ncu = bin_dir / "ncu"  # connects, profiles nothing, runs the program
+    ncu.write_text(
+        "#!/bin/sh\n"
+        'while [ "$1" != --log-file ]; do shift; done\n'
+        'printf "==PROF== Connected to process 7\\n==PROF== Disconnected\\n" > "$2"\n'
+        "shift 2\n"
+        'exec "$@"\n'
+    )
+    ncu.chmod(0o755)
+    out = tmp_path / "out"
+    result = gpu_check(out, "--steps", "profile", python=str(fake), timeout=60, path=f"{bin_dir}:")
+    assert result.returncode == 1, result.stdout + result.stderr
+    report, _ = read_report(out)
+    (step,) = report["steps"]
+    assert step["name"] == "profile" and step["status"] == "failed", step
+    assert any("forward failed: OOM" in line for line in step["tail"]), step["tail"]
 
 
 @pytest.mark.parametrize(
