@@ -15,6 +15,7 @@ import torch
 from dinat_m2f.benchmarks.accuracy import off_pixel_edges
 from dinat_m2f.layers import MSDeformAttn, ms_deform_attn
 from tests import devices
+from tests.conftest import requires_native
 from tests.layers.test_ms_deform_attn import CASES, LARGE, case_id, make_inputs
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 2e-2, torch.float64: 1e-10}
@@ -59,6 +60,7 @@ def test_cuda_matches_cpu(backend, case, dtype):
         assert err <= TOLERANCE[dtype], f"{name}: relative max error {err:.2e}"
 
 
+@requires_native  # the CPU kernel's float32 arithmetic, not the grid_sample fallback's
 def test_off_pixel_edges_is_why_float32_location_gradients_match():
     """Mask2Former's case on the CPU kernel, float32 against float64: as generated, one
     sample's location gradient lands in the next cell (the error the H200 showed for CUDA);
