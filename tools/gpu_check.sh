@@ -218,20 +218,20 @@ step_profile() {
   [ -n "$ncu" ] || { echo "no ncu on PATH or in /opt/nvidia/nsight-compute"; return 1; }
   # the first 5 launches of the fused kernels, all on the first shape (dilation 1): the forward
   # timed and for peak memory, then forward, dQ and dK/dV of the first forward+backward
-  # (dinat_m2f/benchmarks/timing.py); the program's own table goes aside
+  # (dinat_m2f/benchmarks/timing.py); the program's own table goes aside. ncu may exit 0 with
+  # no metrics (counters refused, or the profiled forward failed, which the benchmark notes in
+  # its row and exits 0), so making the table is part of the check; on failure the logs' ends
+  # say why
   if ! "$ncu" --clock-control none --target-processes all -k 'regex:^na_' --launch-count 5 \
     --section SpeedOfLight --section Occupancy --section LaunchStats \
     --section WarpStateStats --section MemoryWorkloadAnalysis --csv --page details \
     --print-units base \
     --log-file "$LOGS/ncu.csv" "$PY" "${bench[@]}" --device cuda --dtype float16 \
-    --variants large --inputs 1024 --kernels 11 > "$LOGS/profiled_run.txt"; then
+    --variants large --inputs 1024 --kernels 11 > "$LOGS/profiled_run.txt" ||
+    ! "$PY" tools/ncu_table.py "$LOGS/ncu.csv"; then
     tail -n 30 "$LOGS/ncu.csv" "$LOGS/profiled_run.txt"
     return 1
   fi
-  # ncu may exit 0 with no metrics (counters refused, or the profiled forward failed, which
-  # the benchmark notes in its row and exits 0): then the two logs' ends say why
-  "$PY" tools/ncu_table.py "$LOGS/ncu.csv" ||
-    { tail -n 30 "$LOGS/ncu.csv" "$LOGS/profiled_run.txt"; return 1; }
 }
 
 step_bench_flex() {
