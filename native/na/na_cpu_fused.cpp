@@ -8,7 +8,8 @@
 // at::parallel_for. A task walks its query rows in order; the key rows of the current
 // window are packed (float, group-contiguous, dim-major and/or token-major) into a ring of kh
 // slots as they enter the window, so every key row is packed once per task. The register
-// kernels of na_cpu_tiles.h then do one query row at a time. Windows, bias indices and
+// kernels of na_cpu_tiles.h then do one query row at a time (two where they can), and, in a
+// dilated problem, prefetch the next rows' inputs as they go. Windows, bias indices and
 // dilation groups come from na_index.h, like every other NA kernel's.
 //
 // In the backward a task owns the query rows and the key rows of its block: it also visits
@@ -23,6 +24,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <tuple>
 #include <vector>
 
@@ -228,6 +230,15 @@ struct Source {
         for (int d = 0; d < dim; ++d) out[d] = C(src[d * sd]);
     }
   }
+  // Appends the cache lines of the group row (b, h, ., head) to `lines`.
+  void lines_of(int64_t b, int h, const GroupAxis& w, int head,
+                std::vector<const char*>& lines) const {
+    const int64_t bytes = float_rows() ? int64_t(sizeof(S)) * dim : 1;
+    for (int c = 0; c < w.length; ++c) {
+      const char* src = reinterpret_cast<const char*>(at(b, h, w.index(c), head));
+      for (int64_t o = 0; o < bytes; o += 64) lines.push_back(src + o);
+    }
+  }
   // sum_d x(b, h, w, head, d) * y(b, h, w, head, d), y shaped like x.
   C dot(int64_t b, int h, int w, int head, const Source& y) const {
     const S *xs = at(b, h, w, head), *ys = y.at(b, h, w, head);
@@ -302,6 +313,34 @@ void fill_bias(const S* rpb, int head, const Problem& p, const GroupAxis& w, int
         table[(size_t(br) * kw + j) * q_stride + c] = C(r[br * cols + w.bias[c] + j]) * C(kLog2e);
 }
 
+// Whether the tasks prefetch their next rows: a dilated group's tokens lie kilobytes apart,
+// where the core's own prefetchers do not follow (packing them took a quarter to two fifths
+// of a kernel-7 forward: docs/benchmarks.md, step 14); an undilated row is one stream, and
+// prefetching it too measured no faster.
+bool prefetch_rows(const Problem& p) {
+  return p.h.dilation > 1 || p.w.dilation > 1;
+}
+
+// Appends to `lines` the cache lines of query rows `next` and `next` + 1 (those before `stop`)
+// of every query-side source, and of the key rows that enter their windows (not yet in the
+// ring: `tags`) of every key-side source.
+template <typename S, typename C>
+void next_pair_lines(const Tasks::Task& task, const GroupAxis& gh, const GroupAxis& gw, int next,
+                     int stop, const std::vector<int>& tags,
+                     std::initializer_list<const Source<S, C>*> query_side,
+                     std::initializer_list<const Source<S, C>*> key_side,
+                     std::vector<const char*>& lines) {
+  const int slots = int(tags.size()), kh = slots - 1;
+  for (int hq = next; hq < std::min(next + 2, stop); ++hq) {
+    for (const Source<S, C>* x : query_side)
+      x->lines_of(task.batch, gh.index(hq), gw, task.head, lines);
+    const int r = gh.start[hq] + kh - 1;  // windows move down by at most one row per row
+    if (tags[r % slots] == r) continue;
+    for (const Source<S, C>* x : key_side)
+      x->lines_of(task.batch, gh.index(r), gw, task.head, lines);
+  }
+}
+
 // Sizes of one problem's row buffers.
 template <typename C>
 struct Layout {
@@ -348,6 +387,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
   const RowKernels<C> kernels = row_kernels<C>();
   const Tasks tasks{p, blocks_for(p, kForwardBlockRows)};
   const int kh = p.h.kernel, kw = p.w.kernel, slots = kh + 1;
+  const bool prefetch = prefetch_rows(p);
 
   at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
     Slots<C> kt, vp, qt, orow, scores;
@@ -359,6 +399,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
     std::vector<C> table;
     std::vector<const C*> kt_rows(2 * kh), v_rows(2 * kh);
     std::vector<int> tags(slots);
+    std::vector<const char*> ahead;
 
     for (int64_t t = begin; t < end; ++t) {
       const Tasks::Task task = tasks(t);
@@ -400,6 +441,11 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
           row.out = o.row(task.batch, h, gw, task.head, orow.slot(x));
           row.lse = lse_data + token_of(task.batch, h, gw.index(0), p) * p.heads + task.head;
         }
+        ahead.clear();
+        if (prefetch)
+          next_pair_lines(task, gh, gw, hq + 2, block.second, tags, {&q}, {&k, &v}, ahead);
+        rows[0].ahead = ahead.data();
+        rows[0].ahead_count = int(ahead.size());
         const int rows_shift = n == 2 ? gh.start[hq + 1] - gh.start[hq] : 0;
         kernels.forward(rows[0], n == 2 ? &rows[1] : nullptr, rows_shift);
         for (int x = 0; x < n; ++x)
@@ -445,6 +491,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
   const int kh = p.h.kernel, kw = p.w.kernel, slots = kh + 1;
   const int bias_rows = 2 * kh - 1, bias_cols = 2 * kw - 1;
   C* parts = grad_rpb_parts.defined() ? grad_rpb_parts.mutable_data_ptr<C>() : nullptr;
+  const bool prefetch = prefetch_rows(p);
 
   at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
     Slots<C> kt, vt, kp, gk, gv, qt, gt, qp, gp, dq_row, lrow, drow, scores, grads;
@@ -466,6 +513,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
     std::vector<const C*> kt_rows(2 * kh), vt_rows(2 * kh), k_rows(2 * kh), q_rows(2), g_rows(2);
     std::vector<C*> gk_rows(2 * kh), gv_rows(2 * kh);
     std::vector<int> tags(slots);
+    std::vector<const char*> ahead;
 
     for (int64_t t = begin; t < end; ++t) {
       const Tasks::Task task = tasks(t);
@@ -559,6 +607,10 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
           row.grad_bias = bias && own_query ? table_grad.data() + bias_at : nullptr;
           row.grad_q = own_query ? dq.row(task.batch, h, gw, task.head, dq_row.slot(x)) : nullptr;
         }
+        ahead.clear();
+        if (prefetch) next_pair_lines(task, gh, gw, hq + 2, q_hi, tags, {&q, &g}, {&k, &v}, ahead);
+        rows[0].ahead = ahead.data();
+        rows[0].ahead_count = int(ahead.size());
         const int rows_shift = n == 2 ? gh.start[hq + 1] - gh.start[hq] : 0;
         kernels.backward(rows[0], n == 2 ? &rows[1] : nullptr, rows_shift);
         for (int x = 0; x < n; ++x)

@@ -180,6 +180,10 @@ struct Row {
   T* lse;  // log2-sum-exp per query: column c at lse + c * lse_col
   int64_t lse_col;
 
+  // cache lines to prefetch while this row computes (the next rows' inputs), or none
+  const char* const* ahead;
+  int ahead_count;
+
   // backward
   T scale;             // of the logits
   const T* lse_in;     // as written by the forward (q_stride, padded with zeros)
@@ -239,6 +243,24 @@ DINAT_M2F_INLINE void transpose_row(const T* src, int64_t col, int cols, int dim
   }
   for (int d = d0; d < dim; ++d)
     for (int c = 0; c < cols; ++c) dst[d * dst_stride + c] = src[c * col + d] * scale;
+}
+
+// Issues a row's prefetches a few at a time between its score chunks: issued at once they
+// would fill the core's miss buffers and stall the kernel as the loads themselves did.
+struct Ahead {
+  const char* const* lines;
+  int count, next, per_step;
+  DINAT_M2F_INLINE void step() {
+    for (int n = 0; n < per_step && next < count; ++n) __builtin_prefetch(lines[next++]);
+  }
+};
+
+// A row pair's prefetches spread over its tiles' key rows (the steps of tile_scores).
+template <typename T>
+DINAT_M2F_INLINE Ahead ahead_of(const Row<T>& x, int rows_shift) {
+  constexpr int L = Simd<T>::kLanes;
+  const int steps = (x.cols + L - 1) / L * (x.kh + rows_shift);
+  return {x.ahead, x.ahead_count, 0, (x.ahead_count + steps - 1) / steps};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -362,11 +384,13 @@ struct ScoreSide {
 // (0 or 1) key rows lower: the key rows they share are read once for both.
 template <typename Isa, typename T>
 DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<T>& t, int dim,
-                                  const ScoreSide<T>& x, const ScoreSide<T>* y, int rows_shift) {
+                                  const ScoreSide<T>& x, const ScoreSide<T>* y, int rows_shift,
+                                  Ahead* ahead = nullptr) {
   constexpr int L = Simd<T>::kLanes;
   const int kh = row.kh, kw = row.kw;
   const int rows = y ? kh + rows_shift : kh;
   for (int u = 0; u < rows; ++u) {
+    if (ahead) ahead->step();
     // the sides that use key row u: x as its row u, y as its row u - rows_shift
     const ScoreSide<T>* sides[2] = {&x, &x};  // u < kh or u >= rows_shift: at least one side
     int index[2] = {0, 0}, n_sides = 0;
@@ -602,9 +626,10 @@ DINAT_M2F_INLINE void forward_rows(const Row<T>& x, const Row<T>* y, int rows_sh
   constexpr int L = Simd<T>::kLanes;
   const ScoreSide<T> sx{x.qt, x.kt, x.bias, x.scores};
   const ScoreSide<T> sy = y ? ScoreSide<T>{y->qt, y->kt, y->bias, y->scores} : sx;
+  Ahead ahead = ahead_of(x, rows_shift);
   for (int w0 = 0; w0 < x.cols; w0 += L) {
     const Tile<T> t = tile_at(x, w0);
-    tile_scores<Isa>(x, t, x.dim, sx, y ? &sy : nullptr, rows_shift);
+    tile_scores<Isa>(x, t, x.dim, sx, y ? &sy : nullptr, rows_shift, &ahead);
     forward_tile<Isa>(x, t);
     if (y) forward_tile<Isa>(*y, t);
   }
@@ -666,9 +691,10 @@ DINAT_M2F_INLINE void backward_rows(const Row<T>& x, const Row<T>* y, int rows_s
   const ScoreSide<T> sx{x.qt, x.kt, x.bias, x.scores}, gx{x.gt, x.vt, nullptr, x.grads};
   const ScoreSide<T> sy = y ? ScoreSide<T>{y->qt, y->kt, y->bias, y->scores} : sx;
   const ScoreSide<T> gy = y ? ScoreSide<T>{y->gt, y->vt, nullptr, y->grads} : gx;
+  Ahead ahead = ahead_of(x, rows_shift);
   for (int w0 = 0; w0 < x.cols; w0 += L) {
     const Tile<T> t = tile_at(x, w0);
-    tile_scores<Isa>(x, t, x.dim, sx, y ? &sy : nullptr, rows_shift);
+    tile_scores<Isa>(x, t, x.dim, sx, y ? &sy : nullptr, rows_shift, &ahead);
     tile_scores<Isa>(x, t, x.dim_v, gx, y ? &gy : nullptr, rows_shift);
     backward_tile<Isa>(x, t);
     if (y) backward_tile<Isa>(*y, t);
