@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -82,11 +83,16 @@ void transpose_row_baseline(const C* src, int64_t col, int cols, int dim, C scal
   cpu_tiles::transpose_row(src, col, cols, dim, scale, dst, stride);
 }
 
-// DINAT_M2F_CPU_ISA=baseline forces the baseline kernels (tests run both).
+// AVX2 + FMA where the machine has them, else the baseline build. DINAT_M2F_CPU_ISA=baseline
+// forces the baseline kernels (tests run both); =avx2 asks for the default.
 bool use_avx2() {
-  const char* isa = std::getenv("DINAT_M2F_CPU_ISA");
-  if (isa != nullptr && std::strcmp(isa, "baseline") == 0) return false;
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const char* asked = std::getenv("DINAT_M2F_CPU_ISA");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (asked == nullptr || *asked == '\0') return avx2;
+  const std::string name(asked);
+  TORCH_CHECK(name == "baseline" || name == "avx2",
+              "DINAT_M2F_CPU_ISA must be baseline or avx2 (or unset), got '", name, "'");
+  return avx2 && name == "avx2";
 }
 
 template <typename C>

@@ -135,6 +135,18 @@ def test_baseline_isa_matches_brute_force(case, monkeypatch):
     assert_close_relative(got, oracle(case, rounded), TOLERANCE[torch.float32])
 
 
+def test_an_unknown_isa_is_refused_by_name(monkeypatch):
+    """A misspelt DINAT_M2F_CPU_ISA must not quietly run another build than the one asked for."""
+    case = CASES[0]
+    monkeypatch.setenv("DINAT_M2F_CPU_ISA", "avx-2")
+    with pytest.raises(RuntimeError, match="DINAT_M2F_CPU_ISA must be baseline or avx2.*'avx-2'"):
+        outputs_and_grads(fused_cpu(case), make_inputs(case), torch.float32)
+    monkeypatch.setenv("DINAT_M2F_CPU_ISA", "avx2")  # the default, by name
+    rounded = [None if x is None else x.float().double() for x in make_inputs(case)]
+    got = outputs_and_grads(fused_cpu(case), rounded, torch.float32)
+    assert_close_relative(got, oracle(case, rounded), TOLERANCE[torch.float32])
+
+
 # Maps tall enough to be split into row blocks (forward 32, backward 64 rows per group), so
 # that a block's backward needs the query rows above and below it.
 BLOCK_CASES = [
