@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -188,16 +189,22 @@ int blocks_for(const Problem& p, int rows) {
 // longer.
 constexpr int kForwardBlockRows = 32, kBackwardBlockRows = 64;
 
-// Row buffers: `slots` rows of `size` values each, zero-initialised (paddings stay zero).
+// Row buffers (and RPB tables, one slot): `slots` rows of at least `n` values each,
+// zero-initialised (paddings stay zero), each starting on a cache line: malloc aligns to 16
+// bytes only, and a vector load that straddles two lines costs two.
 template <typename C>
 struct Slots {
+  static constexpr int kLine = 64 / sizeof(C);
   std::vector<C> data;
+  C* base = nullptr;
   int size = 0;
   void init(int slots, int n) {
-    size = n;
-    data.assign(size_t(slots) * n, C(0));
+    size = round_up(n, kLine);
+    data.assign(size_t(slots) * size + kLine, C(0));
+    const auto misaligned = reinterpret_cast<uintptr_t>(data.data()) % 64;
+    base = data.data() + (misaligned ? (64 - misaligned) / sizeof(C) : 0);
   }
-  C* slot(int s) { return data.data() + size_t(s) * size; }
+  C* slot(int s) { return base + size_t(s) * size; }
 };
 
 // A (batch, height, width, heads, dim) tensor, read by its strides (any layout, broadcast
@@ -309,14 +316,15 @@ struct Sink {
 // The task's RPB table [bias row][j][col] = log2 e * rpb[head][bias row][bias col of j].
 template <typename S, typename C>
 void fill_bias(const S* rpb, int head, const Problem& p, const GroupAxis& w, int q_stride,
-               std::vector<C>& table) {
+               Slots<C>& table) {
   const int rows = 2 * p.h.kernel - 1, cols = 2 * p.w.kernel - 1, kw = p.w.kernel;
-  table.assign(size_t(rows) * kw * q_stride, C(0));
+  table.init(1, rows * kw * q_stride);
+  C* t = table.slot(0);
   const S* r = rpb + int64_t(head) * rows * cols;
   for (int br = 0; br < rows; ++br)
     for (int j = 0; j < kw; ++j)
       for (int c = 0; c < w.length; ++c)
-        table[(size_t(br) * kw + j) * q_stride + c] = C(r[br * cols + w.bias[c] + j]) * C(kLog2e);
+        t[(size_t(br) * kw + j) * q_stride + c] = C(r[br * cols + w.bias[c] + j]) * C(kLog2e);
 }
 
 // Whether the tasks prefetch their next rows: a dilated group's tokens lie kilobytes apart,
@@ -402,7 +410,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
     qt.init(2, q.dim * lay.q_stride);
     orow.init(2, o.in_place ? 0 : lay.max_cols * o.padded);
     scores.init(2, lay.tile);
-    std::vector<C> table;
+    Slots<C> table;
     std::vector<const C*> kt_rows(2 * kh), v_rows(2 * kh);
     std::vector<int> tags(slots);
     std::vector<const char*> ahead;
@@ -443,7 +451,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
           }
           q.dim_major(task.batch, h, gw, task.head, C(scale * kLog2e), qt.slot(x), lay.q_stride,
                       kernels);
-          row.bias = bias ? table.data() + size_t(gh.bias[hq + x]) * kw * lay.q_stride : nullptr;
+          row.bias = bias ? table.slot(0) + size_t(gh.bias[hq + x]) * kw * lay.q_stride : nullptr;
           row.out = o.row(task.batch, h, gw, task.head, orow.slot(x));
           row.lse = lse_data + token_of(task.batch, h, gw.index(0), p) * p.heads + task.head;
         }
@@ -515,7 +523,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
     drow.init(2, lay.q_stride);
     scores.init(2, lay.tile);
     grads.init(2, lay.tile);
-    std::vector<C> table, table_grad;
+    Slots<C> table, table_grad;
     std::vector<const C*> kt_rows(2 * kh), vt_rows(2 * kh), k_rows(2 * kh), q_rows(2), g_rows(2);
     std::vector<C*> gk_rows(2 * kh), gv_rows(2 * kh);
     std::vector<int> tags(slots);
@@ -526,7 +534,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
       const GroupAxis gh(p.h, task.gh, 0), gw(p.w, task.gw, lay.q_stride);
       if (bias) {
         fill_bias(bias, task.head, p, gw, lay.q_stride, table);
-        table_grad.assign(table.size(), C(0));
+        table_grad.init(1, table.size);
       }
       std::fill(tags.begin(), tags.end(), -1);
       const std::pair<int, int> block = tasks.rows_of(task.block, gh.length);
@@ -609,8 +617,8 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
             drow.slot(x)[c] = delta_data[first_token + c * lse_col];
           }
           const size_t bias_at = size_t(gh.bias[hq + x]) * kw * lay.q_stride;
-          row.bias = bias ? table.data() + bias_at : nullptr;
-          row.grad_bias = bias && own_query ? table_grad.data() + bias_at : nullptr;
+          row.bias = bias ? table.slot(0) + bias_at : nullptr;
+          row.grad_bias = bias && own_query ? table_grad.slot(0) + bias_at : nullptr;
           row.grad_q = own_query ? dq.row(task.batch, h, gw, task.head, dq_row.slot(x)) : nullptr;
         }
         ahead.clear();
@@ -632,7 +640,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
           for (int j = 0; j < kw; ++j)
             for (int c = 0; c < gw.length; ++c)
               part[br * bias_cols + gw.bias[c] + j] +=
-                  table_grad[(size_t(br) * kw + j) * lay.q_stride + c];
+                  table_grad.slot(0)[(size_t(br) * kw + j) * lay.q_stride + c];
       }
     }
   });
