@@ -15,7 +15,9 @@ class NeighborhoodAttention2D(nn.Module):
 
     Input and output are channels-last (B, H, W, dim). Inputs smaller than
     kernel_size * dilation on an axis are zero-padded at the bottom/right before the qkv
-    projection and the output is cropped back, so any input size works.
+    projection and the output is cropped back, so any input size works. Only the real tokens
+    are projected: a zero token's projection is the qkv bias, exactly, so the padding gets
+    that (the official model projects the padded input; the results are the same).
 
     Args:
         dim: channels of the input and output.
@@ -79,9 +81,10 @@ class NeighborhoodAttention2D(nn.Module):
         # minimum, where max() would leave Max() expressions later shape checks cannot decide
         padded_h = height if height >= min_h else min_h
         padded_w = width if width >= min_w else min_w
+        qkv = self.qkv(x)
         if padded_h != height or padded_w != width:
-            x = F.pad(x, (0, 0, 0, padded_w - width, 0, padded_h - height))
-        qkv = self.qkv(x).reshape(batch, padded_h, padded_w, 3, self.num_heads, self.head_dim)
+            qkv = self._pad_projection(qkv, padded_h - height, padded_w - width)
+        qkv = qkv.reshape(batch, padded_h, padded_w, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.unbind(3)
         # under autocast the projections return fp16/bf16 while the bias stays fp32
         rpb = None if self.rpb is None else self.rpb.to(query.dtype)
@@ -103,6 +106,19 @@ class NeighborhoodAttention2D(nn.Module):
             )
         out = out.reshape(batch, padded_h, padded_w, self.dim)[:, :height, :width]
         return self.proj_drop(self.proj(out))
+
+    def _pad_projection(self, qkv: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+        """The qkv projection of the input zero-padded by pad_h rows and pad_w columns, from
+        the projection of the input alone: the padding projects to the bias (0 * w sums to 0),
+        at a fraction of the cost where the padding is most of the map (a 5x5 map padded to
+        7x7 projected twice its tokens)."""
+        pad = (0, 0, 0, pad_w, 0, pad_h)
+        padded = F.pad(qkv, pad)
+        if self.qkv.bias is None:
+            return padded
+        inside = F.pad(torch.ones_like(qkv[..., :1]), pad)  # 1 on real tokens, 0 on the padding
+        # under autocast the projection is fp16/bf16, which is what the bias becomes inside it
+        return torch.where(inside > 0, padded, self.qkv.bias.to(qkv.dtype))
 
     def extra_repr(self) -> str:
         return (

@@ -38,8 +38,9 @@ def test_module_matches_manual_computation(size, kernel, dilation):
     expected = manual_forward(module, x)
     torch.testing.assert_close(out, expected)
     grad = torch.randn_like(out)
-    got = torch.autograd.grad(out, [x, module.rpb, module.qkv.weight], grad)
-    want = torch.autograd.grad(expected, [x, module.rpb, module.qkv.weight], grad)
+    params = [x, module.rpb, module.qkv.weight, module.qkv.bias]
+    got = torch.autograd.grad(out, params, grad)
+    want = torch.autograd.grad(expected, params, grad)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
 
@@ -64,6 +65,22 @@ def test_any_size_is_padded_attended_and_cropped(height, width, kernel, dilation
     torch.testing.assert_close(
         torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(expected, x, grad)[0]
     )
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_only_real_tokens_are_projected(qkv_bias):
+    """A 5x5 map under a 7x7 kernel is padded to 7x7, but the qkv projection sees the 25 real
+    tokens only; the 24 padded ones get what a zero token projects to (the bias, or zero)."""
+    torch.manual_seed(0)
+    module = NeighborhoodAttention2D(16, 2, 7, qkv_bias=qkv_bias).double().eval()
+    if qkv_bias:
+        torch.nn.init.normal_(module.qkv.bias)  # nn.Linear's small init would hide a wrong fill
+    seen = []
+    module.qkv.register_forward_hook(lambda mod, args, out: seen.append(tuple(args[0].shape)))
+    x = torch.randn(2, 5, 5, 16, dtype=torch.float64)
+    out = module(x)
+    assert seen == [(2, 5, 5, 16)]
+    torch.testing.assert_close(out, manual_forward(module, x))
 
 
 def test_module_without_rpb_and_custom_scale():
