@@ -14,10 +14,11 @@ class NeighborhoodAttention2D(nn.Module):
     """Multi-head 2D neighborhood attention with relative positional bias.
 
     Input and output are channels-last (B, H, W, dim). Inputs smaller than
-    kernel_size * dilation on an axis are zero-padded at the bottom/right before the qkv
-    projection and the output is cropped back, so any input size works. Only the real tokens
-    are projected: a zero token's projection is the qkv bias, exactly, so the padding gets
-    that (the official model projects the padded input; the results are the same).
+    kernel_size * dilation on an axis are attended as if zero-padded at the bottom/right
+    before the qkv projection, and the output is cropped back, so any input size works. Only
+    the real tokens are projected: a zero token's projection is the qkv bias, exactly, so the
+    padding gets that (the official model projects the padded input; the results are the
+    same).
 
     Args:
         dim: channels of the input and output.
