@@ -35,8 +35,8 @@
 // Vectors pass only between always_inline functions: GCC's note that their ABI differs
 // without AVX does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
-// The register kernels are compiled twice below (AVX2 + FMA, and the baseline ISA); include
-// every other header before them so that nothing else is compiled for AVX2.
+// The register kernels are compiled three times below (AVX-512, AVX2 + FMA, and the baseline
+// ISA); include every other header before them so that nothing else is compiled for AVX2.
 #include "na_cpu_tiles.h"
 
 namespace dinat_m2f {
@@ -51,6 +51,7 @@ using cpu_tiles::Simd;
 
 template <typename C>
 struct RowKernels {
+  int lanes;  // queries per tile; the host pads its rows to a multiple
   // one query row, or two consecutive ones (see cpu_tiles::forward_rows)
   void (*forward)(const Row<C>& x, const Row<C>* y, int rows_shift);
   void (*backward)(const Row<C>& x, const Row<C>* y, int rows_shift);
@@ -70,6 +71,16 @@ __attribute__((target("avx2,fma"))) void transpose_row_avx2(const float* src, in
                                                             int stride) {
   cpu_tiles::transpose_row(src, col, cols, dim, scale, dst, stride);
 }
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void forward_row_avx512(const Row<float>& x,
+                                                                             const Row<float>* y,
+                                                                             int rows_shift) {
+  cpu_tiles::forward_rows<cpu_tiles::Avx512>(x, y, rows_shift);
+}
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void backward_row_avx512(const Row<float>& x,
+                                                                              const Row<float>* y,
+                                                                              int rows_shift) {
+  cpu_tiles::backward_rows<cpu_tiles::Avx512>(x, y, rows_shift);
+}
 template <typename C>
 void forward_row_baseline(const Row<C>& x, const Row<C>* y, int rows_shift) {
   cpu_tiles::forward_rows<cpu_tiles::Baseline>(x, y, rows_shift);
@@ -84,27 +95,52 @@ void transpose_row_baseline(const C* src, int64_t col, int cols, int dim, C scal
   cpu_tiles::transpose_row(src, col, cols, dim, scale, dst, stride);
 }
 
-// AVX2 + FMA where the machine has them, else the baseline build. DINAT_M2F_CPU_ISA=baseline
-// forces the baseline kernels (tests run both); =avx2 asks for the default.
-bool use_avx2() {
-  const char* asked = std::getenv("DINAT_M2F_CPU_ISA");
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+struct IsaChoice {
+  Isa isa;
+  bool asked;  // named by DINAT_M2F_CPU_ISA
+};
+
+// The build for this machine: AVX-512 on Intel cores that have it (measured faster there;
+// AMD's Zen 4 runs 512-bit vectors as two halves and was not measured), else AVX2 + FMA, else
+// the baseline. DINAT_M2F_CPU_ISA=baseline, avx2 or avx512 asks for one (tests run each; a
+// build the machine cannot run falls back to the best below it that it can).
+IsaChoice cpu_isa() {
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (asked == nullptr || *asked == '\0') return avx2;
+  const bool avx512 =
+      avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  const char* asked = std::getenv("DINAT_M2F_CPU_ISA");
+  if (asked == nullptr || *asked == '\0') {
+    const bool intel = __builtin_cpu_is("intel");
+    return {avx512 && intel ? Isa::kAvx512 : avx2 ? Isa::kAvx2 : Isa::kBaseline, false};
+  }
   const std::string name(asked);
-  TORCH_CHECK(name == "baseline" || name == "avx2",
-              "DINAT_M2F_CPU_ISA must be baseline or avx2 (or unset), got '", name, "'");
-  return avx2 && name == "avx2";
+  TORCH_CHECK(name == "baseline" || name == "avx2" || name == "avx512",
+              "DINAT_M2F_CPU_ISA must be baseline, avx2 or avx512 (or unset), got '", name, "'");
+  const Isa want = name == "avx512" ? Isa::kAvx512 : name == "avx2" ? Isa::kAvx2 : Isa::kBaseline;
+  const Isa best = avx512 ? Isa::kAvx512 : avx2 ? Isa::kAvx2 : Isa::kBaseline;
+  return {std::min(want, best), true};
 }
 
+// The AVX-512 kernels tile 16 queries of a row; rows of at most 8 (a dilated group's often
+// are) fit one AVX2 tile, where the wider one was 0.88-0.99x as fast (docs/benchmarks.md,
+// step 16), so the AVX2 kernels take them unless AVX-512 is asked for by name.
+constexpr int kAvx512Cols = 9;
+
 template <typename C>
-RowKernels<C> row_kernels() {
-  return {&forward_row_baseline<C>, &backward_row_baseline<C>, &transpose_row_baseline<C>};
+RowKernels<C> row_kernels(const Problem&) {
+  return {Simd<C>::kLanes, &forward_row_baseline<C>, &backward_row_baseline<C>,
+          &transpose_row_baseline<C>};
 }
 
 template <>
-RowKernels<float> row_kernels<float>() {
-  if (use_avx2()) return {&forward_row_avx2, &backward_row_avx2, &transpose_row_avx2};
-  return {&forward_row_baseline<float>, &backward_row_baseline<float>,
+RowKernels<float> row_kernels<float>(const Problem& p) {
+  const IsaChoice choice = cpu_isa();
+  if (choice.isa == Isa::kAvx512 && (choice.asked || group_length(p.w, 0) >= kAvx512Cols))
+    return {16, &forward_row_avx512, &backward_row_avx512, &transpose_row_avx2};
+  if (choice.isa >= Isa::kAvx2)
+    return {8, &forward_row_avx2, &backward_row_avx2, &transpose_row_avx2};
+  return {8, &forward_row_baseline<float>, &backward_row_baseline<float>,
           &transpose_row_baseline<float>};
 }
 
@@ -214,12 +250,11 @@ struct Slots {
 // dot() reads in place, once per token.
 template <typename S, typename C>
 struct Source {
-  static constexpr int L = Simd<C>::kLanes;
   const S* data;
   int64_t sb, sh, sw, shead, sd;
   int dim, padded;  // head dim, and rounded up to the vector width
 
-  Source(const at::Tensor& x)
+  Source(const at::Tensor& x, int lanes)
       : data(x.const_data_ptr<S>()),
         sb(x.stride(0)),
         sh(x.stride(1)),
@@ -227,7 +262,7 @@ struct Source {
         shead(x.stride(3)),
         sd(x.stride(4)),
         dim(int(x.size(4))),
-        padded(round_up(int(x.size(4)), L)) {}
+        padded(round_up(int(x.size(4)), lanes)) {}
   const S* at(int64_t b, int h, int w, int head) const {
     return data + b * sb + h * sh + w * sw + head * shead;
   }
@@ -280,19 +315,18 @@ struct Source {
 // in place when it is float with whole vectors per head, else through a row buffer.
 template <typename S, typename C>
 struct Sink {
-  static constexpr int L = Simd<C>::kLanes;
   S* data;
   int heads, dim, padded;
   const Problem& p;
   bool in_place;
 
-  Sink(at::Tensor& x, const Problem& problem, bool allow_in_place)
+  Sink(at::Tensor& x, const Problem& problem, bool allow_in_place, int lanes)
       : data(x.mutable_data_ptr<S>()),
         heads(int(x.size(3))),
         dim(int(x.size(4))),
-        padded(round_up(int(x.size(4)), L)),
+        padded(round_up(int(x.size(4)), lanes)),
         p(problem) {
-    in_place = allow_in_place && std::is_same<S, C>::value && dim % L == 0;
+    in_place = allow_in_place && std::is_same<S, C>::value && dim % lanes == 0;
   }
   S* at(int64_t b, int h, int w, int head) const {
     return data + (token_of(b, h, w, p) * heads + head) * dim;
@@ -356,12 +390,10 @@ void next_pair_lines(const Tasks::Task& task, const GroupAxis& gh, const GroupAx
 }
 
 // Sizes of one problem's row buffers.
-template <typename C>
 struct Layout {
-  static constexpr int L = Simd<C>::kLanes;
   int q_stride, k_stride, max_cols, tile;
 
-  explicit Layout(const Problem& p) {
+  Layout(const Problem& p, int L) {
     max_cols = group_length(p.w, 0);  // group 0 is the longest
     q_stride = round_up(max_cols, L);
     k_stride = q_stride + L;
@@ -371,7 +403,7 @@ struct Layout {
 
 // The fields of Row common to the forward and the backward.
 template <typename C>
-Row<C> row_of(const Problem& p, const Layout<C>& lay, const GroupAxis& gw, int dim_v) {
+Row<C> row_of(const Problem& p, const Layout& lay, const GroupAxis& gw, int dim_v) {
   Row<C> row{};
   row.cols = gw.length;
   row.kh = p.h.kernel;
@@ -393,12 +425,12 @@ template <typename S, typename C>
 void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
              const at::Tensor& rpb, double scale, at::Tensor& out, at::Tensor& lse,
              const Problem& p) {
-  const Source<S, C> q(query), k(key), v(value);
-  const Sink<S, C> o(out, p, true);
+  const RowKernels<C> kernels = row_kernels<C>(p);
+  const Source<S, C> q(query, kernels.lanes), k(key, kernels.lanes), v(value, kernels.lanes);
+  const Sink<S, C> o(out, p, true, kernels.lanes);
   const S* bias = data_or_null<S>(rpb);
   C* lse_data = lse.mutable_data_ptr<C>();
-  const Layout<C> lay(p);
-  const RowKernels<C> kernels = row_kernels<C>();
+  const Layout lay(p, kernels.lanes);
   const Tasks tasks{p, blocks_for(p, kForwardBlockRows)};
   const int kh = p.h.kernel, kw = p.w.kernel, slots = kh + 1;
   const bool prefetch = prefetch_rows(p);
@@ -425,7 +457,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
       Row<C> rows[2];
       for (int x = 0; x < 2; ++x) {
         Row<C>& row = rows[x];
-        row = row_of(p, lay, gw, v.dim);
+        row = row_of<C>(p, lay, gw, v.dim);
         row.v_dim = v.padded;
         row.qt = qt.slot(x);
         row.kt = kt_rows.data() + x * kh;
@@ -477,7 +509,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
 // as large as out: 8% of a 7 x 7, 16-head forward+backward at 2 threads).
 template <typename S, typename C>
 void row_dots(const at::Tensor& grad_out, const at::Tensor& out, const Problem& p, C* delta) {
-  const Source<S, C> g(grad_out), o(out);
+  const Source<S, C> g(grad_out, 1), o(out, 1);
   auto run = [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const TokenCoords pos = coords_of(t, p);
@@ -494,14 +526,16 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
               const at::Tensor& delta, double scale, at::Tensor& grad_query, at::Tensor& grad_key,
               at::Tensor& grad_value, at::Tensor& grad_rpb_parts, const Problem& p,
               const Tasks& tasks) {
-  const Source<S, C> q(query), k(key), v(value), g(grad_out);
+  const RowKernels<C> kernels = row_kernels<C>(p);
+  const int lanes = kernels.lanes;
+  const Source<S, C> q(query, lanes), k(key, lanes), v(value, lanes), g(grad_out, lanes);
   // key gradients accumulate in compact slots (see Source), the query's are written once
-  const Sink<S, C> dq(grad_query, p, true), dk(grad_key, p, false), dv(grad_value, p, false);
+  const Sink<S, C> dq(grad_query, p, true, lanes), dk(grad_key, p, false, lanes),
+      dv(grad_value, p, false, lanes);
   const S* bias = data_or_null<S>(rpb);
   const C* lse_data = lse.const_data_ptr<C>();
   const C* delta_data = delta.const_data_ptr<C>();
-  const Layout<C> lay(p);
-  const RowKernels<C> kernels = row_kernels<C>();
+  const Layout lay(p, lanes);
   const int kh = p.h.kernel, kw = p.w.kernel, slots = kh + 1;
   const int bias_rows = 2 * kh - 1, bias_cols = 2 * kw - 1;
   C* parts = grad_rpb_parts.defined() ? grad_rpb_parts.mutable_data_ptr<C>() : nullptr;
@@ -556,7 +590,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
       Row<C> rows[2];
       for (int x = 0; x < 2; ++x) {
         Row<C>& row = rows[x];
-        row = row_of(p, lay, gw, v.dim);
+        row = row_of<C>(p, lay, gw, v.dim);
         row.k_dim = q.padded;
         row.v_dim = v.padded;
         row.scale = C(scale);

@@ -1,6 +1,6 @@
 // The register-level kernels of fused NA on the CPU: one query row of one (batch, head,
 // dilation group) sub-map at a time, in group coordinates, on packed float (or double) rows.
-// Host side (packing, tasks, windows from na_index.h): na_cpu_fused.h.
+// Host side (packing, tasks, windows from na_index.h): na_cpu_fused.cpp.
 //
 // A row's queries are processed in tiles of kLanes consecutive columns. Each query sees the
 // key rows of its row's window (the same kh rows for the whole row) and, on each of them, the
@@ -22,10 +22,11 @@
 // extra columns zero), so the weighted sums read a query's weight of key column c as
 // buffer[i][c - (ws[q] - ws[a]) + 1][lane] without any test.
 //
-// Every function here is always_inline: the entry points (na_cpu_fused.cpp) are compiled once
-// for AVX2 + FMA and once for the baseline ISA, and whatever they inline takes their ISA. The
-// code is GCC vector extensions, but for a broadcast from memory, which they compile to element
-// inserts: that one comes from the `Isa` parameter (Avx2 or Baseline).
+// Every function here is always_inline: the entry points (na_cpu_fused.cpp) are compiled for
+// AVX-512 (16-float vectors), AVX2 + FMA and the baseline ISA (8 floats or 4 doubles), and
+// whatever they inline takes their ISA. The code is GCC vector extensions, but for a broadcast
+// from memory, which they compile to element inserts: that one comes from the `Isa` parameter
+// (Avx512, Avx2 or Baseline), which also sets the vector width.
 #pragma once
 
 #include <cmath>
@@ -41,21 +42,27 @@ namespace dinat_m2f {
 namespace na {
 namespace cpu_tiles {
 
-// 32-byte vectors (GCC vector extensions): 8 floats or 4 doubles per register.
+// Vectors of `Bytes` bytes (GCC vector extensions): 32 (8 floats or 4 doubles per register)
+// for the AVX2 and baseline builds, 64 (16 floats) for the AVX-512 one.
 template <typename T>
-struct Simd;
+struct LaneIndex;
 template <>
-struct Simd<float> {
-  typedef float Vec __attribute__((vector_size(32)));
-  typedef int32_t Index __attribute__((vector_size(32)));
-  static constexpr int kLanes = 8;
+struct LaneIndex<float> {
+  typedef int32_t type;
 };
 template <>
-struct Simd<double> {
-  typedef double Vec __attribute__((vector_size(32)));
-  typedef int64_t Index __attribute__((vector_size(32)));
-  static constexpr int kLanes = 4;
+struct LaneIndex<double> {
+  typedef int64_t type;
 };
+template <typename T, int Bytes = 32>
+struct Simd {
+  typedef T Vec __attribute__((vector_size(Bytes)));
+  typedef typename LaneIndex<T>::type Index __attribute__((vector_size(Bytes)));
+  static constexpr int kLanes = Bytes / int(sizeof(T));
+};
+// The vectors an instruction set's kernels use.
+template <typename Isa, typename T>
+using SimdOf = Simd<T, Isa::kBytes>;
 
 template <typename V, typename T>
 DINAT_M2F_INLINE V load(const T* p) {
@@ -79,6 +86,8 @@ DINAT_M2F_INLINE V splat(T x) {
 // intrinsic would need the AVX target on every function it is inlined through; this is only
 // ever inlined into the AVX2 entry points.
 struct Avx2 {
+  static constexpr int kBytes = 32;
+  static constexpr int kRegisters = 16;
   // Keeps the compiler from folding a load into each of the FMAs that use it (memory operands),
   // which would load the same vector once per FMA.
   template <typename V>
@@ -97,7 +106,25 @@ struct Avx2 {
   }
 };
 
+// 16 floats per vector and 32 registers (zmm0-31), floats only; inlined only into the
+// AVX-512 entry points.
+struct Avx512 {
+  static constexpr int kBytes = 64;
+  static constexpr int kRegisters = 32;
+  template <typename V>
+  static DINAT_M2F_INLINE void in_register(V& v) {
+    asm("" : "+v"(v));
+  }
+  static DINAT_M2F_INLINE Simd<float, 64>::Vec broadcast(const float* p) {
+    Simd<float, 64>::Vec v;
+    asm("vbroadcastss %1, %0" : "=v"(v) : "m"(*p));
+    return v;
+  }
+};
+
 struct Baseline {
+  static constexpr int kBytes = 32;
+  static constexpr int kRegisters = 16;
   template <typename V>
   static DINAT_M2F_INLINE void in_register(V&) {}  // a 32-byte vector is two SSE registers
   template <typename T>
@@ -114,33 +141,35 @@ DINAT_M2F_INLINE V vmax(const V& a, const V& b) {
   return a < b ? b : a;
 }
 
-// 2^x per lane for x <= 0 (scores minus their maximum): 2^round(x) times a degree-6
+// 2^x per lane for x <= 0 (scores minus their maximum). Floats: 2^round(x) times a degree-6
 // polynomial for 2^f, f in [-0.5, 0.5] (relative error 1e-7); x below -126 gives 2^-126.
-DINAT_M2F_INLINE Simd<float>::Vec exp2(Simd<float>::Vec x) {
-  using V = Simd<float>::Vec;
-  using I = Simd<float>::Index;
-  x = vmax(x, splat<V>(-126.0f));
-  const V magic = splat<V>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const V r = (x + magic) - magic;
-  const V f = x - r;
-  V p = splat<V>(0x1.41d318p-13f);
-  p = p * f + 0x1.5f455ep-10f;
-  p = p * f + 0x1.3b2dbcp-7f;
-  p = p * f + 0x1.c6aed4p-5f;
-  p = p * f + 0x1.ebfbdap-3f;
-  p = p * f + 0x1.62e430p-1f;
-  p = p * f + 1.0f;
-  const I bits = (__builtin_convertvector(r, I) + 127) << 23;
-  V scale;
-  std::memcpy(&scale, &bits, sizeof(V));
-  return p * scale;
-}
-
 // Doubles (gradcheck, accuracy tests) take the library's exp2 lane by lane.
-DINAT_M2F_INLINE Simd<double>::Vec exp2(Simd<double>::Vec x) {
-  Simd<double>::Vec y;
-  for (int l = 0; l < Simd<double>::kLanes; ++l) y[l] = std::exp2(x[l]);
-  return y;
+template <typename V>
+DINAT_M2F_INLINE V exp2(V x) {
+  using T = typename std::remove_reference<decltype(x[0])>::type;
+  constexpr int kBytes = int(sizeof(V));
+  if constexpr (std::is_same<T, double>::value) {
+    V y;
+    for (int l = 0; l < Simd<T, kBytes>::kLanes; ++l) y[l] = std::exp2(x[l]);
+    return y;
+  } else {
+    using I = typename Simd<float, kBytes>::Index;
+    x = vmax(x, splat<V>(-126.0f));
+    const V magic = splat<V>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+    const V r = (x + magic) - magic;
+    const V f = x - r;
+    V p = splat<V>(0x1.41d318p-13f);
+    p = p * f + 0x1.5f455ep-10f;
+    p = p * f + 0x1.3b2dbcp-7f;
+    p = p * f + 0x1.c6aed4p-5f;
+    p = p * f + 0x1.ebfbdap-3f;
+    p = p * f + 0x1.62e430p-1f;
+    p = p * f + 1.0f;
+    const I bits = (__builtin_convertvector(r, I) + 127) << 23;
+    V scale;
+    std::memcpy(&scale, &bits, sizeof(V));
+    return p * scale;
+  }
 }
 
 // Token-major rows (one per key row of the window, or one per query row): column c of row i
@@ -256,9 +285,9 @@ struct Ahead {
 };
 
 // A row pair's prefetches spread over its tiles' key rows (the steps of tile_scores).
-template <typename T>
+template <typename Isa, typename T>
 DINAT_M2F_INLINE Ahead ahead_of(const Row<T>& x, int rows_shift) {
-  constexpr int L = Simd<T>::kLanes;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
   const int steps = (x.cols + L - 1) / L * (x.kh + rows_shift);
   return {x.ahead, x.ahead_count, 0, (x.ahead_count + steps - 1) / steps};
 }
@@ -278,10 +307,10 @@ enum Keys { kConsecutive, kSameStart, kShifted };
 // query rows load each key vector once for both. kKeys: how the tile's windows start (Keys).
 template <typename Isa, typename T, int R, int JB, int kKeys>
 DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, int b_stride,
-                                  int dim, const typename Simd<T>::Index& shift,
+                                  int dim, const typename SimdOf<Isa, T>::Index& shift,
                                   const T* const* init, int init_stride, T* const* out) {
-  using V = typename Simd<T>::Vec;
-  constexpr int L = Simd<T>::kLanes;
+  using V = typename SimdOf<Isa, T>::Vec;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
   V acc[R][JB];
 #pragma GCC unroll 2
   for (int r = 0; r < R; ++r)
@@ -313,18 +342,19 @@ DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, i
 }
 
 // The most neighbor columns per chunk: R * JB accumulators, R query vectors, the key vector
-// and the permutation must fit in 16 registers.
-constexpr int max_chunk(int rows, int keys) {
-  return rows == 1 ? 8 : (keys == kShifted ? 5 : 6);
+// and the permutation must fit in the ISA's registers (and the cases of score_chunk_n).
+constexpr int max_chunk(int registers, int rows, int keys) {
+  return registers >= 32 || rows == 1 ? 8 : (keys == kShifted ? 5 : 6);
 }
 
 template <typename Isa, typename T, int R, int kKeys>
 DINAT_M2F_INLINE void score_chunk_n(int n, const T* const* a, int a_stride, const T* b,
-                                    int b_stride, int dim, const typename Simd<T>::Index& shift,
+                                    int b_stride, int dim,
+                                    const typename SimdOf<Isa, T>::Index& shift,
                                     const T* const* init, int init_stride, T* const* out) {
 #define DINAT_M2F_SCORE_CASE(N)                                                                 \
   case N:                                                                                       \
-    if constexpr (N <= max_chunk(R, kKeys))                                                     \
+    if constexpr (N <= max_chunk(Isa::kRegisters, R, kKeys))                                    \
       score_chunk<Isa, T, R, N, kKeys>(a, a_stride, b, b_stride, dim, shift, init, init_stride, \
                                        out);                                                    \
     break;
@@ -343,19 +373,19 @@ DINAT_M2F_INLINE void score_chunk_n(int n, const T* const* a, int a_stride, cons
 
 // Where a tile of queries looks: its first window start, how the others start (Keys), and
 // each lane's offset from the first in `shift`.
-template <typename T>
+template <typename Isa, typename T>
 struct Tile {
   int w0;     // first query column
   int lanes;  // queries of the tile inside the row
   int base;   // ws[w0]
   int keys;   // Keys
-  typename Simd<T>::Index shift;
+  typename SimdOf<Isa, T>::Index shift;
 };
 
-template <typename T>
-DINAT_M2F_INLINE Tile<T> tile_at(const Row<T>& row, int w0) {
-  constexpr int L = Simd<T>::kLanes;
-  Tile<T> t;
+template <typename Isa, typename T>
+DINAT_M2F_INLINE Tile<Isa, T> tile_at(const Row<T>& row, int w0) {
+  constexpr int L = SimdOf<Isa, T>::kLanes;
+  Tile<Isa, T> t;
   t.w0 = w0;
   t.lanes = row.cols - w0 < L ? row.cols - w0 : L;
   t.base = row.ws[w0];
@@ -383,10 +413,10 @@ struct ScoreSide {
 // query row x and, if `y` is given, in the next query row y, whose window starts `rows_shift`
 // (0 or 1) key rows lower: the key rows they share are read once for both.
 template <typename Isa, typename T>
-DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<T>& t, int dim,
+DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<Isa, T>& t, int dim,
                                   const ScoreSide<T>& x, const ScoreSide<T>* y, int rows_shift,
                                   Ahead* ahead = nullptr) {
-  constexpr int L = Simd<T>::kLanes;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
   const int kh = row.kh, kw = row.kw;
   const int rows = y ? kh + rows_shift : kh;
   for (int u = 0; u < rows; ++u) {
@@ -398,7 +428,7 @@ DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<T>& t, int dim,
     if (y && u >= rows_shift && u - rows_shift < kh)
       sides[n_sides] = y, index[n_sides++] = u - rows_shift;
     const T* key = sides[0]->b[index[0]] + t.base;
-    const int most = max_chunk(n_sides, t.keys);
+    const int most = max_chunk(Isa::kRegisters, n_sides, t.keys);
     const int chunks = (kw + most - 1) / most;
     for (int c = 0, j0 = 0; c < chunks; ++c) {
       const int n = (kw - j0 + (chunks - c) - 1) / (chunks - c);
@@ -446,9 +476,9 @@ struct PairWeights {
   int cols;
 };
 
-template <typename T>
+template <typename Isa, typename T>
 DINAT_M2F_INLINE PairWeights<T> pair_weights(const Row<T>& row, const T* buffer, int lane, int s) {
-  constexpr int L = Simd<T>::kLanes;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
   const T* a = buffer + L + lane;  // column c of lane `lane` at (1 + c) * L
   return {a, a + 1 - s * L, (row.kw + 2) * L, row.kw + s};
 }
@@ -458,8 +488,8 @@ DINAT_M2F_INLINE PairWeights<T> pair_weights(const Row<T>& row, const T* buffer,
 template <typename Isa, typename T, int NV, bool kPair>
 DINAT_M2F_INLINE void pair_sum(const PairWeights<T>& w, const TokenRows<T>& x, int kh, int ws_a,
                                int offset, T scale_a, T scale_b, T* out_a, T* out_b) {
-  using V = typename Simd<T>::Vec;
-  constexpr int L = Simd<T>::kLanes;
+  using V = typename SimdOf<Isa, T>::Vec;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
   V acc_a[NV], acc_b[NV];
 #pragma GCC unroll 4
   for (int n = 0; n < NV; ++n) acc_a[n] = acc_b[n] = V{};
@@ -491,8 +521,8 @@ DINAT_M2F_INLINE void pair_sum(const PairWeights<T>& w, const TokenRows<T>& x, i
 template <typename Isa, typename T, int NV, bool kPair>
 DINAT_M2F_INLINE void pair_scatter(const PairWeights<T>& w, const T* g_a, const T* g_b,
                                    T* const* acc, int64_t acc_col, int kh, int ws_a, int offset) {
-  using V = typename Simd<T>::Vec;
-  constexpr int L = Simd<T>::kLanes;
+  using V = typename SimdOf<Isa, T>::Vec;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
   V ga[NV], gb[NV];
 #pragma GCC unroll 4
   for (int n = 0; n < NV; ++n) {
@@ -519,9 +549,9 @@ DINAT_M2F_INLINE void pair_scatter(const PairWeights<T>& w, const T* g_a, const 
 }
 
 // Runs `body(NV, offset)` over the padded head dim `dim` in chunks of at most 4 vectors.
-template <typename T, typename Body>
+template <typename Isa, typename T, typename Body>
 DINAT_M2F_INLINE void for_dim_chunks(int dim, Body&& body) {
-  constexpr int L = Simd<T>::kLanes;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
   const int vectors = dim / L;
   int n = 0;
   for (; n + 4 <= vectors; n += 4) body(std::integral_constant<int, 4>(), n * L);
@@ -539,8 +569,8 @@ DINAT_M2F_INLINE void for_dim_chunks(int dim, Body&& body) {
 }
 
 // Calls pair(lane, s, is_pair) for the tile's queries two by two.
-template <typename T, typename Pair>
-DINAT_M2F_INLINE void for_pairs(const Row<T>& row, const Tile<T>& t, Pair&& pair) {
+template <typename Isa, typename T, typename Pair>
+DINAT_M2F_INLINE void for_pairs(const Row<T>& row, const Tile<Isa, T>& t, Pair&& pair) {
   for (int l = 0; l < t.lanes; l += 2) {
     const int a = t.w0 + l;
     if (l + 1 < t.lanes)
@@ -593,9 +623,9 @@ DINAT_M2F_INLINE void softmax_exp2(T* scores, const int kh, const int kw, V& m, 
 
 // The rest of a forward tile once its scores are in row.scores: softmax, weighted sum of values.
 template <typename Isa, typename T>
-DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<T>& t) {
-  using V = typename Simd<T>::Vec;
-  constexpr int L = Simd<T>::kLanes;
+DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
+  using V = typename SimdOf<Isa, T>::Vec;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
   const int w0 = t.w0;
   // softmax over the tile's k*k scores per lane (the zero columns take no part)
   V m, sum;
@@ -605,12 +635,12 @@ DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<T>& t) {
     inv[l] = T(1) / sum[l];
     row.lse[(w0 + l) * row.lse_col] = m[l] + std::log2(sum[l]);
   }
-  for_pairs(row, t, [&](int l, int s, auto is_pair) DINAT_M2F_INLINE_LAMBDA {
+  for_pairs<Isa>(row, t, [&](int l, int s, auto is_pair) DINAT_M2F_INLINE_LAMBDA {
     constexpr bool kPair = decltype(is_pair)::value;
     const int a = w0 + l;
-    const PairWeights<T> w = pair_weights(row, row.scores, l, s);
+    const PairWeights<T> w = pair_weights<Isa>(row, row.scores, l, s);
     T* out_a = row.out + a * row.out_col;
-    for_dim_chunks<T>(row.v_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+    for_dim_chunks<Isa, T>(row.v_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
       pair_sum<Isa, T, decltype(nv)::value, kPair>(w, row.v, row.kh, row.ws[a], offset, inv[l],
                                                    kPair ? inv[l + 1] : T(0), out_a,
                                                    out_a + row.out_col);
@@ -623,12 +653,12 @@ DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<T>& t) {
 // lower (their scores share the key rows they have in common).
 template <typename Isa, typename T>
 DINAT_M2F_INLINE void forward_rows(const Row<T>& x, const Row<T>* y, int rows_shift) {
-  constexpr int L = Simd<T>::kLanes;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
   const ScoreSide<T> sx{x.qt, x.kt, x.bias, x.scores};
   const ScoreSide<T> sy = y ? ScoreSide<T>{y->qt, y->kt, y->bias, y->scores} : sx;
-  Ahead ahead = ahead_of(x, rows_shift);
+  Ahead ahead = ahead_of<Isa>(x, rows_shift);
   for (int w0 = 0; w0 < x.cols; w0 += L) {
-    const Tile<T> t = tile_at(x, w0);
+    const Tile<Isa, T> t = tile_at<Isa>(x, w0);
     tile_scores<Isa>(x, t, x.dim, sx, y ? &sy : nullptr, rows_shift, &ahead);
     forward_tile<Isa>(x, t);
     if (y) forward_tile<Isa>(*y, t);
@@ -639,9 +669,9 @@ DINAT_M2F_INLINE void forward_rows(const Row<T>& x, const Row<T>* y, int rows_sh
 // the score gradients, grad_q (if wanted), and the row's contributions to grad_k, grad_v and
 // grad_bias.
 template <typename Isa, typename T>
-DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<T>& t) {
-  using V = typename Simd<T>::Vec;
-  constexpr int L = Simd<T>::kLanes;
+DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
+  using V = typename SimdOf<Isa, T>::Vec;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
   const int w0 = t.w0;
   // p = exp2(s - lse), ds = p * (dp - delta)
   const V lse = load<V>(row.lse_in + w0);
@@ -659,25 +689,25 @@ DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<T>& t) {
       }
     }
   }
-  for_pairs(row, t, [&](int l, int s, auto is_pair) DINAT_M2F_INLINE_LAMBDA {
+  for_pairs<Isa>(row, t, [&](int l, int s, auto is_pair) DINAT_M2F_INLINE_LAMBDA {
     constexpr bool kPair = decltype(is_pair)::value;
     const int a = w0 + l;
-    const PairWeights<T> p = pair_weights(row, row.scores, l, s);
-    const PairWeights<T> ds = pair_weights(row, row.grads, l, s);
+    const PairWeights<T> p = pair_weights<Isa>(row, row.scores, l, s);
+    const PairWeights<T> ds = pair_weights<Isa>(row, row.grads, l, s);
     if (row.grad_q) {
       T* out_a = row.grad_q + a * row.grad_q_col;
-      for_dim_chunks<T>(row.k_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+      for_dim_chunks<Isa, T>(row.k_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
         pair_sum<Isa, T, decltype(nv)::value, kPair>(ds, row.k, row.kh, row.ws[a], offset, T(1),
                                                      T(1), out_a, out_a + row.grad_q_col);
       });
     }
     const T* g_a = row.g.ptr[0] + a * row.g.col;
-    for_dim_chunks<T>(row.v_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+    for_dim_chunks<Isa, T>(row.v_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
       pair_scatter<Isa, T, decltype(nv)::value, kPair>(p, g_a, g_a + row.g.col, row.grad_v,
                                                        row.grad_v_col, row.kh, row.ws[a], offset);
     });
     const T* q_a = row.q.ptr[0] + a * row.q.col;
-    for_dim_chunks<T>(row.k_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+    for_dim_chunks<Isa, T>(row.k_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
       pair_scatter<Isa, T, decltype(nv)::value, kPair>(ds, q_a, q_a + row.q.col, row.grad_k,
                                                        row.grad_k_col, row.kh, row.ws[a], offset);
     });
@@ -687,13 +717,13 @@ DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<T>& t) {
 // Gradients of query row x and, if given, the next query row y (as in forward_rows).
 template <typename Isa, typename T>
 DINAT_M2F_INLINE void backward_rows(const Row<T>& x, const Row<T>* y, int rows_shift) {
-  constexpr int L = Simd<T>::kLanes;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
   const ScoreSide<T> sx{x.qt, x.kt, x.bias, x.scores}, gx{x.gt, x.vt, nullptr, x.grads};
   const ScoreSide<T> sy = y ? ScoreSide<T>{y->qt, y->kt, y->bias, y->scores} : sx;
   const ScoreSide<T> gy = y ? ScoreSide<T>{y->gt, y->vt, nullptr, y->grads} : gx;
-  Ahead ahead = ahead_of(x, rows_shift);
+  Ahead ahead = ahead_of<Isa>(x, rows_shift);
   for (int w0 = 0; w0 < x.cols; w0 += L) {
-    const Tile<T> t = tile_at(x, w0);
+    const Tile<Isa, T> t = tile_at<Isa>(x, w0);
     tile_scores<Isa>(x, t, x.dim, sx, y ? &sy : nullptr, rows_shift, &ahead);
     tile_scores<Isa>(x, t, x.dim_v, gx, y ? &gy : nullptr, rows_shift);
     backward_tile<Isa>(x, t);

@@ -2,13 +2,14 @@
 and na_cpu_tiles.h; what `na2d` / `na1d` run on CPU tensors by default) against the
 brute-force oracle: output and every gradient on the cases their code splits on.
 
-The kernels take queries eight (float) or four (double) to a vector along a row, two rows at
-a time, windows starting at consecutive columns (plain loads) or not (borders, small groups:
-permuted loads), neighbours in chunks of at most 8 / 6 / 5, the head dim in vectors of
-8 / 4 with zero padding, rows in blocks of 32 (forward) and 64 (backward, recomputing the
-scores of the rows just outside a block), dilation groups of unequal lengths, and an AVX2 or a
-baseline build of the same source. Tolerances (max abs error relative to max(1, max |ref|),
-inputs rounded to the dtype first): float64 1e-12, float32 2e-5, float16 1e-2, bfloat16 4e-2.
+The kernels take queries sixteen (AVX-512), eight (float) or four (double) to a vector along a
+row, two rows at a time, windows starting at consecutive columns (plain loads) or not
+(borders, small groups: permuted loads), neighbours in chunks of at most 8 / 6 / 5, the head
+dim in vectors of 16 / 8 / 4 with zero padding, rows in blocks of 32 (forward) and 64
+(backward, recomputing the scores of the rows just outside a block), dilation groups of
+unequal lengths, and an AVX-512, AVX2 or baseline build of the same source. Tolerances (max
+abs error relative to max(1, max |ref|), inputs rounded to the dtype first): float64 1e-12,
+float32 2e-5, float16 1e-2, bfloat16 4e-2.
 """
 
 import pytest
@@ -139,7 +140,8 @@ def test_an_unknown_isa_is_refused_by_name(monkeypatch):
     """A misspelt DINAT_M2F_CPU_ISA must not quietly run another build than the one asked for."""
     case = CASES[0]
     monkeypatch.setenv("DINAT_M2F_CPU_ISA", "avx-2")
-    with pytest.raises(RuntimeError, match="DINAT_M2F_CPU_ISA must be baseline or avx2.*'avx-2'"):
+    refused = "DINAT_M2F_CPU_ISA must be baseline, avx2 or avx512.*'avx-2'"
+    with pytest.raises(RuntimeError, match=refused):
         outputs_and_grads(fused_cpu(case), make_inputs(case), torch.float32)
     monkeypatch.setenv("DINAT_M2F_CPU_ISA", "avx2")  # the default, by name
     rounded = [None if x is None else x.float().double() for x in make_inputs(case)]
@@ -161,6 +163,20 @@ def test_row_blocks_match_brute_force(case):
     inputs = make_inputs(case, batch=1)
     got = outputs_and_grads(fused_cpu(case), inputs, torch.float64)
     assert_close_relative(got, oracle(case, inputs), TOLERANCE[torch.float64])
+
+
+HAS_AVX512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
+@pytest.mark.skipif(not HAS_AVX512, reason="this CPU has no AVX-512")
+@pytest.mark.parametrize("case", CASES + BLOCK_CASES[:1], ids=case_id)
+def test_avx512_isa_matches_brute_force(case, monkeypatch):
+    """The 16-query tiles of the AVX-512 build on every case, short rows included (by default
+    they take only rows longer than 8 queries, and only on Intel cores)."""
+    monkeypatch.setenv("DINAT_M2F_CPU_ISA", "avx512")
+    rounded = [None if x is None else x.float().double() for x in make_inputs(case, batch=1)]
+    got = outputs_and_grads(fused_cpu(case), rounded, torch.float32)
+    assert_close_relative(got, oracle(case, rounded), TOLERANCE[torch.float32])
 
 
 def test_results_do_not_depend_on_the_thread_count():
