@@ -169,7 +169,7 @@ HAS_AVX512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
 @pytest.mark.skipif(not HAS_AVX512, reason="this CPU has no AVX-512")
-@pytest.mark.parametrize("case", CASES + BLOCK_CASES[:1], ids=case_id)
+@pytest.mark.parametrize("case", CASES + BLOCK_CASES, ids=case_id)
 def test_avx512_isa_matches_brute_force(case, monkeypatch):
     """The 16-query tiles of the AVX-512 build on every case, short rows included (by default
     they take only rows longer than 8 queries, and only on Intel cores)."""
