@@ -109,16 +109,14 @@ IsaChoice cpu_isa() {
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   const bool avx512 =
       avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  const Isa best = avx512 ? Isa::kAvx512 : avx2 ? Isa::kAvx2 : Isa::kBaseline;
   const char* asked = std::getenv("DINAT_M2F_CPU_ISA");
-  if (asked == nullptr || *asked == '\0') {
-    const bool intel = __builtin_cpu_is("intel");
-    return {avx512 && intel ? Isa::kAvx512 : avx2 ? Isa::kAvx2 : Isa::kBaseline, false};
-  }
+  if (asked == nullptr || *asked == '\0')
+    return {__builtin_cpu_is("intel") ? best : std::min(best, Isa::kAvx2), false};
   const std::string name(asked);
   TORCH_CHECK(name == "baseline" || name == "avx2" || name == "avx512",
               "DINAT_M2F_CPU_ISA must be baseline, avx2 or avx512 (or unset), got '", name, "'");
   const Isa want = name == "avx512" ? Isa::kAvx512 : name == "avx2" ? Isa::kAvx2 : Isa::kBaseline;
-  const Isa best = avx512 ? Isa::kAvx512 : avx2 ? Isa::kAvx2 : Isa::kBaseline;
   return {std::min(want, best), true};
 }
 
@@ -136,6 +134,8 @@ RowKernels<C> row_kernels(const Problem&) {
 template <>
 RowKernels<float> row_kernels<float>(const Problem& p) {
   const IsaChoice choice = cpu_isa();
+  // the transpose stays 8 wide: it fills whole 8-column blocks, and the lanes of a 16-lane
+  // tile past the row's end are never read back
   if (choice.isa == Isa::kAvx512 && (choice.asked || group_length(p.w, 0) >= kAvx512Cols))
     return {16, &forward_row_avx512, &backward_row_avx512, &transpose_row_avx2};
   if (choice.isa >= Isa::kAvx2)
@@ -509,7 +509,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
 // as large as out: 8% of a 7 x 7, 16-head forward+backward at 2 threads).
 template <typename S, typename C>
 void row_dots(const at::Tensor& grad_out, const at::Tensor& out, const Problem& p, C* delta) {
-  const Source<S, C> g(grad_out, 1), o(out, 1);
+  const Source<S, C> g(grad_out, 1), o(out, 1);  // dot() reads in place: no padding
   auto run = [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const TokenCoords pos = coords_of(t, p);
