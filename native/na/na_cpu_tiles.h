@@ -470,8 +470,8 @@ DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<Isa, T>& t, int 
 // s = ws[a + 1] - ws[a] (0 or 1) and column c is key column ws[a] + c.
 template <typename T>
 struct PairWeights {
-  const T* a;  // a[i * row_stride + c * L]
-  const T* b;
+  const T* a;    // a[i * row_stride + c * L]
+  int b_offset;  // query a + 1's weight of the same column: a[... + b_offset]
   int row_stride;
   int cols;
 };
@@ -480,10 +480,10 @@ template <typename Isa, typename T>
 DINAT_M2F_INLINE PairWeights<T> pair_weights(const Row<T>& row, const T* buffer, int lane, int s) {
   constexpr int L = SimdOf<Isa, T>::kLanes;
   const T* a = buffer + L + lane;  // column c of lane `lane` at (1 + c) * L
-  return {a, a + 1 - s * L, (row.kw + 2) * L, row.kw + s};
+  return {a, 1 - s * L, (row.kw + 2) * L, row.kw + s};
 }
 
-// out_a = scale_a * sum_{i,c} w.a[i][c] * x_i[ws_a + c], out_b likewise (kPair), over NV
+// out_a = scale_a * sum_{i,c} wa[i][c] * x_i[ws_a + c], out_b likewise (kPair), over NV
 // vectors of the head dim from `offset`.
 template <typename Isa, typename T, int NV, bool kPair>
 DINAT_M2F_INLINE void pair_sum(const PairWeights<T>& w, const TokenRows<T>& x, int kh, int ws_a,
@@ -494,15 +494,15 @@ DINAT_M2F_INLINE void pair_sum(const PairWeights<T>& w, const TokenRows<T>& x, i
 #pragma GCC unroll 4
   for (int n = 0; n < NV; ++n) acc_a[n] = acc_b[n] = V{};
   for (int i = 0; i < kh; ++i) {
-    const T* xi = x.ptr[i] + ws_a * x.col + offset;
+    // pointers stepped per column (see pair_scatter)
     const T* wa = w.a + i * w.row_stride;
-    const T* wb = w.b + i * w.row_stride;
-    for (int c = 0; c < w.cols; ++c) {
-      const V pa = Isa::broadcast(wa + c * L);
-      const V pb = kPair ? Isa::broadcast(wb + c * L) : V{};
+    const T* const end = wa + w.cols * L;
+    for (const T* xc = x.ptr[i] + ws_a * x.col + offset; wa != end; wa += L, xc += x.col) {
+      const V pa = Isa::broadcast(wa);
+      const V pb = kPair ? Isa::broadcast(wa + w.b_offset) : V{};
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) {
-        V v = load<V>(xi + c * x.col + n * L);
+        V v = load<V>(xc + n * L);
         if (kPair) Isa::in_register(v);  // one load for both queries
         acc_a[n] += pa * v;
         if (kPair) acc_b[n] += pb * v;
@@ -516,8 +516,8 @@ DINAT_M2F_INLINE void pair_sum(const PairWeights<T>& w, const TokenRows<T>& x, i
   }
 }
 
-// acc_i[ws_a + c] += w.a[i][c] * g_a + w.b[i][c] * g_b over NV vectors from `offset`, for the
-// key rows whose accumulator is given (the transpose of pair_sum).
+// acc_i[ws_a + c] += wa[i][c] * g_a + wb[i][c] * g_b (wa, wb: w's weights of a, a + 1) over NV
+// vectors from `offset`, for the key rows whose accumulator is given (the transpose of pair_sum).
 template <typename Isa, typename T, int NV, bool kPair>
 DINAT_M2F_INLINE void pair_scatter(const PairWeights<T>& w, const T* g_a, const T* g_b,
                                    T* const* acc, int64_t acc_col, int kh, int ws_a, int offset) {
@@ -531,18 +531,20 @@ DINAT_M2F_INLINE void pair_scatter(const PairWeights<T>& w, const T* g_a, const 
   }
   for (int i = 0; i < kh; ++i) {
     if (acc[i] == nullptr) continue;
-    T* yi = acc[i] + ws_a * acc_col + offset;
+    // Pointers stepped per column: indexed (wa + c * L, yi + c * acc_col), each column cost a
+    // sign extension, a shift and address adds: 0-4% of a forward + backward
+    // (docs/benchmarks.md, step 17).
     const T* wa = w.a + i * w.row_stride;
-    const T* wb = w.b + i * w.row_stride;
-    for (int c = 0; c < w.cols; ++c) {
-      const V pa = Isa::broadcast(wa + c * L);
-      const V pb = kPair ? Isa::broadcast(wb + c * L) : V{};
+    const T* const end = wa + w.cols * L;
+    for (T* yc = acc[i] + ws_a * acc_col + offset; wa != end; wa += L, yc += acc_col) {
+      const V pa = Isa::broadcast(wa);
+      const V pb = kPair ? Isa::broadcast(wa + w.b_offset) : V{};
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) {
-        V y = load<V>(yi + c * acc_col + n * L);
+        V y = load<V>(yc + n * L);
         y += pa * ga[n];
         if (kPair) y += pb * gb[n];
-        store(yi + c * acc_col + n * L, y);
+        store(yc + n * L, y);
       }
     }
   }
