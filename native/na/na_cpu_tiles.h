@@ -16,7 +16,9 @@
 //    query does not use, and no border case is special.
 //  * weighted sums (p.v; ds.k, and the p.do / ds.q scatters of the backward) put the head dim in
 //    the lanes and take two neighbouring queries a, a+1 together: their windows start at most
-//    one column apart, so they share kw (+1) key columns, each loaded once for both.
+//    one column apart, so they share kw (+1) key columns, each loaded once for both. The
+//    AVX-512 build gathers the key-side gradients per key column instead (column_gather): a
+//    query vector loaded once for the whole window, the key rows' sums in its 32 registers.
 //
 // Scores of a tile live in a small buffer (kh rows of kw + 2 columns of kLanes values, the two
 // extra columns zero), so the weighted sums read a query's weight of key column c as
@@ -550,6 +552,105 @@ DINAT_M2F_INLINE void pair_scatter(const PairWeights<T>& w, const T* g_a, const 
   }
 }
 
+// The tile's contributions to the key rows' gradients, one key column at a time (pair_scatter's
+// sums in another order): acc_i[col] += sum_q w_q[i][col - ws[q]] * x_q over the tile's
+// queries q whose windows hold col, for NV vectors of the head dim from `offset`. `weights` is
+// a tile buffer (p or ds), `x` the query-side rows (grad_out or query). Each query vector is
+// loaded once for all K key rows, whose sums stay in registers, and each key column's
+// accumulators are read and written once per tile instead of once per query pair that sees
+// them: 1.2-1.3x on a kernel-11 or -13 backward (docs/benchmarks.md, step 17).
+template <typename Isa, typename T, int K, int NV>
+DINAT_M2F_INLINE void column_gather(const Row<T>& row, const Tile<Isa, T>& t, const T* weights,
+                                    const TokenRows<T>& x, T* const* acc, int64_t acc_col,
+                                    int offset) {
+  using V = typename SimdOf<Isa, T>::Vec;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
+  const int kw = row.kw, stride = (kw + 2) * L;
+  const int* ws = row.ws;
+  const int q_end = t.w0 + t.lanes, col_end = ws[q_end - 1] + kw;
+  int qa = t.w0, qb = t.w0;  // the queries [qa, qb) see column col
+  for (int col = ws[t.w0]; col < col_end; ++col) {
+    while (qb < q_end && ws[qb] <= col) ++qb;
+    while (ws[qa] + kw <= col) ++qa;
+    V sum[K][NV];
+#pragma GCC unroll 13
+    for (int i = 0; i < K; ++i)
+#pragma GCC unroll 2
+      for (int n = 0; n < NV; ++n) sum[i][n] = V{};
+    const T* xq = x.ptr[0] + int64_t(qa) * x.col + offset;
+    const T* w = weights + (1 + col - ws[qa]) * L + (qa - t.w0);  // q's weight of col, row 0
+    for (int q = qa; q < qb; ++q, xq += x.col) {
+      V xv[NV];
+#pragma GCC unroll 2
+      for (int n = 0; n < NV; ++n) xv[n] = load<V>(xq + n * L);
+#pragma GCC unroll 13
+      for (int i = 0; i < K; ++i) {
+        const V p = Isa::broadcast(w + i * stride);
+#pragma GCC unroll 2
+        for (int n = 0; n < NV; ++n) sum[i][n] += p * xv[n];
+      }
+      // the next query: one lane on, its window ws[q + 1] - ws[q] columns later
+      if (q + 1 < qb) w += 1 - (ws[q + 1] - ws[q]) * L;
+    }
+#pragma GCC unroll 13
+    for (int i = 0; i < K; ++i) {
+      if (acc[i] == nullptr) continue;
+      T* y = acc[i] + int64_t(col) * acc_col + offset;
+#pragma GCC unroll 2
+      for (int n = 0; n < NV; ++n) store(y + n * L, load<V>(y + n * L) + sum[i][n]);
+    }
+  }
+}
+
+// Whether column_gather takes a tile's key-side gradients: K * 2 sums, two query vectors and a
+// weight need 32 registers for K <= 13 (the AVX-512 build; the others scatter per query pair).
+template <typename Isa>
+constexpr bool gathers(int kh) {
+  return Isa::kRegisters >= 32 && kh <= 13 && kh % 2 == 1;
+}
+
+// column_gather over the padded head dim `dim`, two vectors at a time, for a window of kh
+// key rows (gathers<Isa>(kh)).
+template <typename Isa, typename T>
+DINAT_M2F_INLINE void gather_columns(const Row<T>& row, const Tile<Isa, T>& t, const T* weights,
+                                     const TokenRows<T>& x, T* const* acc, int64_t acc_col,
+                                     int dim) {
+  if constexpr (Isa::kRegisters >= 32) {
+    constexpr int L = SimdOf<Isa, T>::kLanes;
+    auto run = [&](auto k) DINAT_M2F_INLINE_LAMBDA {
+      constexpr int K = decltype(k)::value;
+      const int vectors = dim / L;
+      int n = 0;
+      for (; n + 2 <= vectors; n += 2)
+        column_gather<Isa, T, K, 2>(row, t, weights, x, acc, acc_col, n * L);
+      if (n < vectors) column_gather<Isa, T, K, 1>(row, t, weights, x, acc, acc_col, n * L);
+    };
+    switch (row.kh) {
+      case 1:  // a 1-d problem
+        run(std::integral_constant<int, 1>());
+        break;
+      case 3:
+        run(std::integral_constant<int, 3>());
+        break;
+      case 5:
+        run(std::integral_constant<int, 5>());
+        break;
+      case 7:
+        run(std::integral_constant<int, 7>());
+        break;
+      case 9:
+        run(std::integral_constant<int, 9>());
+        break;
+      case 11:
+        run(std::integral_constant<int, 11>());
+        break;
+      case 13:
+        run(std::integral_constant<int, 13>());
+        break;
+    }
+  }
+}
+
 // Runs `body(NV, offset)` over the padded head dim `dim` in chunks of at most 4 vectors.
 template <typename Isa, typename T, typename Body>
 DINAT_M2F_INLINE void for_dim_chunks(int dim, Body&& body) {
@@ -691,6 +792,8 @@ DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
       }
     }
   }
+  // the key-side gradients per key column where the registers allow, else per query pair
+  const bool gathered = gathers<Isa>(row.kh);
   for_pairs<Isa>(row, t, [&](int l, int s, auto is_pair) DINAT_M2F_INLINE_LAMBDA {
     constexpr bool kPair = decltype(is_pair)::value;
     const int a = w0 + l;
@@ -703,6 +806,7 @@ DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
                                                      T(1), out_a, out_a + row.grad_q_col);
       });
     }
+    if (gathered) return;
     const T* g_a = row.g.ptr[0] + a * row.g.col;
     for_dim_chunks<Isa, T>(row.v_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
       pair_scatter<Isa, T, decltype(nv)::value, kPair>(p, g_a, g_a + row.g.col, row.grad_v,
@@ -714,6 +818,10 @@ DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
                                                        row.grad_k_col, row.kh, row.ws[a], offset);
     });
   });
+  if (gathered) {
+    gather_columns<Isa>(row, t, row.scores, row.g, row.grad_v, row.grad_v_col, row.v_dim);
+    gather_columns<Isa>(row, t, row.grads, row.q, row.grad_k, row.grad_k_col, row.k_dim);
+  }
 }
 
 // Gradients of query row x and, if given, the next query row y (as in forward_rows).

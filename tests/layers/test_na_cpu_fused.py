@@ -39,6 +39,7 @@ CASES = [
     ((10, 30), (3, 9), (3, 2), 1, 5, 5, False),  # head dim 5, no RPB
     ((30, 31), (11, 11), (2, 2), 1, 33, 8, True),  # head dim 33: 4 + 1 vectors
     ((40,), (7,), (3,), 2, 32, 32, True),  # 1D
+    ((21, 19), (9, 7), (2, 1), 1, 32, 16, True),  # a window 9 rows tall, dim_v one vector
 ]
 
 
