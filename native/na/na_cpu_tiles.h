@@ -553,18 +553,23 @@ DINAT_M2F_INLINE void pair_scatter(const PairWeights<T>& w, const T* g_a, const 
 }
 
 // The tile's contributions to the key rows' gradients, one key column at a time (pair_scatter's
-// sums in another order): acc_i[col] += sum_q w_q[i][col - ws[q]] * x_q over the tile's
-// queries q whose windows hold col, for NV vectors of the head dim from `offset`. `weights` is
-// a tile buffer (p or ds), `x` the query-side rows (grad_out or query). Each query vector is
-// loaded once for all K key rows, whose sums stay in registers, and each key column's
-// accumulators are read and written once per tile instead of once per query pair that sees
-// them: 1.2-1.3x on a kernel-11 or -13 backward (docs/benchmarks.md, step 17).
-template <typename Isa, typename T, int K, int NV>
-DINAT_M2F_INLINE void column_gather(const Row<T>& row, const Tile<Isa, T>& t, const T* weights,
-                                    const TokenRows<T>& x, T* const* acc, int64_t acc_col,
-                                    int offset) {
+// sums in another order), for R query rows (1, or 2 consecutive ones whose windows start S key
+// rows apart): acc_u[col] += sum over the rows r and the tile's queries q whose windows hold
+// col of w_rq[u - r * S][col - ws[q]] * x_rq, for NV vectors of the head dim from `offset`.
+// weights[r] is row r's tile buffer (p or ds), vectors[r] its query-side row (grad_out or
+// query, column q at vectors[r] + q * vec_col), acc the K + S key rows' accumulators (null:
+// not this task's). Each query vector is loaded once for all K key rows, whose sums stay in
+// registers, and each key column's accumulators are read and written once per tile and row
+// pair instead of once per query pair that sees them: 1.2-1.3x on a kernel-11 or -13
+// backward, 1.03-1.07x at kernel 7 with both rows of a pair in one pass (docs/benchmarks.md,
+// step 17).
+template <typename Isa, typename T, int K, int NV, int R, int S>
+DINAT_M2F_INLINE void column_gather(const Row<T>& row, const Tile<Isa, T>& t,
+                                    const T* const* weights, const T* const* vectors,
+                                    int64_t vec_col, T* const* acc, int64_t acc_col, int offset) {
   using V = typename SimdOf<Isa, T>::Vec;
   constexpr int L = SimdOf<Isa, T>::kLanes;
+  constexpr int U = K + S;
   const int kw = row.kw, stride = (kw + 2) * L;
   const int* ws = row.ws;
   const int q_end = t.w0 + t.lanes, col_end = ws[q_end - 1] + kw;
@@ -572,60 +577,105 @@ DINAT_M2F_INLINE void column_gather(const Row<T>& row, const Tile<Isa, T>& t, co
   for (int col = ws[t.w0]; col < col_end; ++col) {
     while (qb < q_end && ws[qb] <= col) ++qb;
     while (ws[qa] + kw <= col) ++qa;
-    V sum[K][NV];
+    V sum[U][NV];
+#pragma GCC unroll 14
+    for (int u = 0; u < U; ++u)
+#pragma GCC unroll 2
+      for (int n = 0; n < NV; ++n) sum[u][n] = V{};
+    const T* xq[R];
+    const T* w[R];  // query q's weight of column col on its window's first key row
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+      xq[r] = vectors[r] + int64_t(qa) * vec_col + offset;
+      w[r] = weights[r] + (1 + col - ws[qa]) * L + (qa - t.w0);
+    }
+    for (int q = qa; q < qb; ++q) {
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        V xv[NV];
+#pragma GCC unroll 2
+        for (int n = 0; n < NV; ++n) xv[n] = load<V>(xq[r] + n * L);
 #pragma GCC unroll 13
-    for (int i = 0; i < K; ++i)
+        for (int i = 0; i < K; ++i) {
+          const V p = Isa::broadcast(w[r] + i * stride);
 #pragma GCC unroll 2
-      for (int n = 0; n < NV; ++n) sum[i][n] = V{};
-    const T* xq = x.ptr[0] + int64_t(qa) * x.col + offset;
-    const T* w = weights + (1 + col - ws[qa]) * L + (qa - t.w0);  // q's weight of col, row 0
-    for (int q = qa; q < qb; ++q, xq += x.col) {
-      V xv[NV];
-#pragma GCC unroll 2
-      for (int n = 0; n < NV; ++n) xv[n] = load<V>(xq + n * L);
-#pragma GCC unroll 13
-      for (int i = 0; i < K; ++i) {
-        const V p = Isa::broadcast(w + i * stride);
-#pragma GCC unroll 2
-        for (int n = 0; n < NV; ++n) sum[i][n] += p * xv[n];
+          for (int n = 0; n < NV; ++n) sum[i + r * S][n] += p * xv[n];
+        }
       }
       // the next query: one lane on, its window ws[q + 1] - ws[q] columns later
-      if (q + 1 < qb) w += 1 - (ws[q + 1] - ws[q]) * L;
-    }
-#pragma GCC unroll 13
-    for (int i = 0; i < K; ++i) {
-      if (acc[i] == nullptr) continue;
-      T* y = acc[i] + int64_t(col) * acc_col + offset;
+      if (q + 1 < qb) {
+        const int step = 1 - (ws[q + 1] - ws[q]) * L;
 #pragma GCC unroll 2
-      for (int n = 0; n < NV; ++n) store(y + n * L, load<V>(y + n * L) + sum[i][n]);
+        for (int r = 0; r < R; ++r) w[r] += step, xq[r] += vec_col;
+      }
+    }
+#pragma GCC unroll 14
+    for (int u = 0; u < U; ++u) {
+      if (acc[u] == nullptr) continue;
+      T* y = acc[u] + int64_t(col) * acc_col + offset;
+#pragma GCC unroll 2
+      for (int n = 0; n < NV; ++n) store(y + n * L, load<V>(y + n * L) + sum[u][n]);
     }
   }
 }
 
-// Whether column_gather takes a tile's key-side gradients: K * 2 sums, two query vectors and a
+// Whether column_gather takes the key-side gradients: K * 2 sums, two query vectors and a
 // weight need 32 registers for K <= 13 (the AVX-512 build; the others scatter per query pair).
 template <typename Isa>
 constexpr bool gathers(int kh) {
   return Isa::kRegisters >= 32 && kh <= 13 && kh % 2 == 1;
 }
 
-// column_gather over the padded head dim `dim`, two vectors at a time, for a window of kh
-// key rows (gathers<Isa>(kh)).
+// One product of gather_key_grads for the R rows `rows` (windows S key rows apart): grad_v
+// from p and grad_out or, kKey, grad_k from ds and query, over the padded head dim two vectors
+// at a time.
+template <typename Isa, typename T, int K, int R, int S, bool kKey>
+DINAT_M2F_INLINE void gather_product(const Row<T>* const* rows, const Tile<Isa, T>& t) {
+  constexpr int L = SimdOf<Isa, T>::kLanes;
+  const Row<T>& x = *rows[0];
+  const T* weights[R];
+  const T* vectors[R];
+  for (int r = 0; r < R; ++r) {
+    weights[r] = kKey ? rows[r]->grads : rows[r]->scores;
+    vectors[r] = (kKey ? rows[r]->q : rows[r]->g).ptr[0];
+  }
+  T* acc[K + S];  // the first row's K key rows, then the second's last
+  for (int u = 0; u < K; ++u) acc[u] = (kKey ? x.grad_k : x.grad_v)[u];
+  if (S) acc[K] = (kKey ? rows[R - 1]->grad_k : rows[R - 1]->grad_v)[K - 1];
+  const int64_t vec_col = (kKey ? x.q : x.g).col, acc_col = kKey ? x.grad_k_col : x.grad_v_col;
+  const int vectors_n = (kKey ? x.k_dim : x.v_dim) / L;
+  int n = 0;
+  for (; n + 2 <= vectors_n; n += 2)
+    column_gather<Isa, T, K, 2, R, S>(x, t, weights, vectors, vec_col, acc, acc_col, n * L);
+  if (n < vectors_n)
+    column_gather<Isa, T, K, 1, R, S>(x, t, weights, vectors, vec_col, acc, acc_col, n * L);
+}
+
+// The key-side gradients of query row x and, if given, the next row y (whose window starts
+// rows_shift key rows lower) for tile t, once backward_tile has left p and ds in both rows'
+// tile buffers: both rows in one pass where their K + 1 rows of sums fit the registers
+// (K <= 11), else one row at a time. For windows with gathers<Isa>(kh).
 template <typename Isa, typename T>
-DINAT_M2F_INLINE void gather_columns(const Row<T>& row, const Tile<Isa, T>& t, const T* weights,
-                                     const TokenRows<T>& x, T* const* acc, int64_t acc_col,
-                                     int dim) {
+DINAT_M2F_INLINE void gather_key_grads(const Row<T>& x, const Row<T>* y, int rows_shift,
+                                       const Tile<Isa, T>& t) {
   if constexpr (Isa::kRegisters >= 32) {
-    constexpr int L = SimdOf<Isa, T>::kLanes;
     auto run = [&](auto k) DINAT_M2F_INLINE_LAMBDA {
       constexpr int K = decltype(k)::value;
-      const int vectors = dim / L;
-      int n = 0;
-      for (; n + 2 <= vectors; n += 2)
-        column_gather<Isa, T, K, 2>(row, t, weights, x, acc, acc_col, n * L);
-      if (n < vectors) column_gather<Isa, T, K, 1>(row, t, weights, x, acc, acc_col, n * L);
+      const Row<T>* pair[2] = {&x, y};
+      if (y && K <= 11 && rows_shift) {
+        gather_product<Isa, T, K, 2, 1, false>(pair, t);
+        gather_product<Isa, T, K, 2, 1, true>(pair, t);
+      } else if (y && K <= 11) {
+        gather_product<Isa, T, K, 2, 0, false>(pair, t);
+        gather_product<Isa, T, K, 2, 0, true>(pair, t);
+      } else {
+        for (int r = 0; r < (y ? 2 : 1); ++r) {
+          gather_product<Isa, T, K, 1, 0, false>(pair + r, t);
+          gather_product<Isa, T, K, 1, 0, true>(pair + r, t);
+        }
+      }
     };
-    switch (row.kh) {
+    switch (x.kh) {
       case 1:  // a 1-d problem
         run(std::integral_constant<int, 1>());
         break;
@@ -792,7 +842,8 @@ DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
       }
     }
   }
-  // the key-side gradients per key column where the registers allow, else per query pair
+  // the key-side gradients: per key column where the registers allow (gather_key_grads, called
+  // by backward_rows for both rows), else here per query pair
   const bool gathered = gathers<Isa>(row.kh);
   for_pairs<Isa>(row, t, [&](int l, int s, auto is_pair) DINAT_M2F_INLINE_LAMBDA {
     constexpr bool kPair = decltype(is_pair)::value;
@@ -818,10 +869,6 @@ DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
                                                        row.grad_k_col, row.kh, row.ws[a], offset);
     });
   });
-  if (gathered) {
-    gather_columns<Isa>(row, t, row.scores, row.g, row.grad_v, row.grad_v_col, row.v_dim);
-    gather_columns<Isa>(row, t, row.grads, row.q, row.grad_k, row.grad_k_col, row.k_dim);
-  }
 }
 
 // Gradients of query row x and, if given, the next query row y (as in forward_rows).
@@ -838,6 +885,7 @@ DINAT_M2F_INLINE void backward_rows(const Row<T>& x, const Row<T>* y, int rows_s
     tile_scores<Isa>(x, t, x.dim_v, gx, y ? &gy : nullptr, rows_shift);
     backward_tile<Isa>(x, t);
     if (y) backward_tile<Isa>(*y, t);
+    if (gathers<Isa>(x.kh)) gather_key_grads<Isa>(x, y, rows_shift, t);
   }
 }
 
