@@ -552,6 +552,40 @@ DINAT_M2F_INLINE void pair_scatter(const PairWeights<T>& w, const T* g_a, const 
   }
 }
 
+// Runs `body(NV, offset)` over the padded head dim `dim` in chunks of at most kMost (1 to 4)
+// vectors.
+template <typename Isa, typename T, int kMost = 4, typename Body>
+DINAT_M2F_INLINE void for_dim_chunks(int dim, Body&& body) {
+  static_assert(kMost >= 1 && kMost <= 4, "chunks of 1 to 4 vectors");
+  constexpr int L = SimdOf<Isa, T>::kLanes;
+  const int vectors = dim / L;
+  int n = 0;
+  for (; n + kMost <= vectors; n += kMost) body(std::integral_constant<int, kMost>(), n * L);
+  switch (vectors - n) {  // fewer than kMost left
+    case 3:
+      if constexpr (kMost > 3) body(std::integral_constant<int, 3>(), n * L);
+      break;
+    case 2:
+      if constexpr (kMost > 2) body(std::integral_constant<int, 2>(), n * L);
+      break;
+    case 1:
+      if constexpr (kMost > 1) body(std::integral_constant<int, 1>(), n * L);
+      break;
+  }
+}
+
+// Calls pair(lane, s, is_pair) for the tile's queries two by two.
+template <typename Isa, typename T, typename Pair>
+DINAT_M2F_INLINE void for_pairs(const Row<T>& row, const Tile<Isa, T>& t, Pair&& pair) {
+  for (int l = 0; l < t.lanes; l += 2) {
+    const int a = t.w0 + l;
+    if (l + 1 < t.lanes)
+      pair(l, row.ws[a + 1] - row.ws[a], std::true_type());
+    else
+      pair(l, 0, std::false_type());
+  }
+}
+
 // The tile's contributions to the key rows' gradients, one key column at a time (pair_scatter's
 // sums in another order), for R query rows (1, or 2 consecutive ones whose windows start S key
 // rows apart): acc_u[col] += sum over the rows r and the tile's queries q whose windows hold
@@ -631,7 +665,6 @@ constexpr bool gathers(int kh) {
 // at a time.
 template <typename Isa, typename T, int K, int R, int S, bool kKey>
 DINAT_M2F_INLINE void gather_product(const Row<T>* const* rows, const Tile<Isa, T>& t) {
-  constexpr int L = SimdOf<Isa, T>::kLanes;
   const Row<T>& x = *rows[0];
   const T* weights[R];
   const T* vectors[R];
@@ -641,14 +674,13 @@ DINAT_M2F_INLINE void gather_product(const Row<T>* const* rows, const Tile<Isa, 
   }
   T* acc[K + S];  // the first row's K key rows, then the second's last
   for (int u = 0; u < K; ++u) acc[u] = (kKey ? x.grad_k : x.grad_v)[u];
-  if (S) acc[K] = (kKey ? rows[R - 1]->grad_k : rows[R - 1]->grad_v)[K - 1];
+  if constexpr (S == 1) acc[K] = (kKey ? rows[R - 1]->grad_k : rows[R - 1]->grad_v)[K - 1];
   const int64_t vec_col = (kKey ? x.q : x.g).col, acc_col = kKey ? x.grad_k_col : x.grad_v_col;
-  const int vectors_n = (kKey ? x.k_dim : x.v_dim) / L;
-  int n = 0;
-  for (; n + 2 <= vectors_n; n += 2)
-    column_gather<Isa, T, K, 2, R, S>(x, t, weights, vectors, vec_col, acc, acc_col, n * L);
-  if (n < vectors_n)
-    column_gather<Isa, T, K, 1, R, S>(x, t, weights, vectors, vec_col, acc, acc_col, n * L);
+  const int dim = kKey ? x.k_dim : x.v_dim;
+  for_dim_chunks<Isa, T, 2>(dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
+    column_gather<Isa, T, K, decltype(nv)::value, R, S>(x, t, weights, vectors, vec_col, acc,
+                                                        acc_col, offset);
+  });
 }
 
 // The key-side gradients of query row x and, if given, the next row y (whose window starts
@@ -661,11 +693,13 @@ DINAT_M2F_INLINE void gather_key_grads(const Row<T>& x, const Row<T>* y, int row
   if constexpr (Isa::kRegisters >= 32) {
     auto run = [&](auto k) DINAT_M2F_INLINE_LAMBDA {
       constexpr int K = decltype(k)::value;
+      // K + 1 key rows of two-vector sums, both rows' query vectors and a weight
+      constexpr bool kBothRows = 2 * (K + 1) + 2 * 2 + 1 <= Isa::kRegisters;
       const Row<T>* pair[2] = {&x, y};
-      if (y && K <= 11 && rows_shift) {
+      if (kBothRows && y && rows_shift) {
         gather_product<Isa, T, K, 2, 1, false>(pair, t);
         gather_product<Isa, T, K, 2, 1, true>(pair, t);
-      } else if (y && K <= 11) {
+      } else if (kBothRows && y) {
         gather_product<Isa, T, K, 2, 0, false>(pair, t);
         gather_product<Isa, T, K, 2, 0, true>(pair, t);
       } else {
@@ -698,38 +732,6 @@ DINAT_M2F_INLINE void gather_key_grads(const Row<T>& x, const Row<T>* y, int row
         run(std::integral_constant<int, 13>());
         break;
     }
-  }
-}
-
-// Runs `body(NV, offset)` over the padded head dim `dim` in chunks of at most 4 vectors.
-template <typename Isa, typename T, typename Body>
-DINAT_M2F_INLINE void for_dim_chunks(int dim, Body&& body) {
-  constexpr int L = SimdOf<Isa, T>::kLanes;
-  const int vectors = dim / L;
-  int n = 0;
-  for (; n + 4 <= vectors; n += 4) body(std::integral_constant<int, 4>(), n * L);
-  switch (vectors - n) {
-    case 3:
-      body(std::integral_constant<int, 3>(), n * L);
-      break;
-    case 2:
-      body(std::integral_constant<int, 2>(), n * L);
-      break;
-    case 1:
-      body(std::integral_constant<int, 1>(), n * L);
-      break;
-  }
-}
-
-// Calls pair(lane, s, is_pair) for the tile's queries two by two.
-template <typename Isa, typename T, typename Pair>
-DINAT_M2F_INLINE void for_pairs(const Row<T>& row, const Tile<Isa, T>& t, Pair&& pair) {
-  for (int l = 0; l < t.lanes; l += 2) {
-    const int a = t.w0 + l;
-    if (l + 1 < t.lanes)
-      pair(l, row.ws[a + 1] - row.ws[a], std::true_type());
-    else
-      pair(l, 0, std::false_type());
   }
 }
 
