@@ -361,12 +361,16 @@ void fill_bias(const S* rpb, int head, const Problem& p, const GroupAxis& w, int
         t[(size_t(br) * kw + j) * q_stride + c] = C(r[br * cols + w.bias[c] + j]) * C(kLog2e);
 }
 
-// Whether the tasks prefetch their next rows: a dilated group's tokens lie kilobytes apart,
+// Whether the tasks prefetch their next rows. A dilated group's tokens lie kilobytes apart,
 // where the core's own prefetchers do not follow (packing them took a quarter to two fifths
-// of a kernel-7 forward: docs/benchmarks.md, step 14); an undilated row is one stream, and
-// prefetching it too measured no faster.
-bool prefetch_rows(const Problem& p) {
-  return p.h.dilation > 1 || p.w.dilation > 1;
+// of a kernel-7 forward: docs/benchmarks.md, step 14). An undilated row is one stream: the
+// forward prefetches it only where each input is larger than kPrefetchBytes, so that its rows
+// come from beyond the core's L2 (1.02-1.12x there, 0.95-0.98x on maps that the caches hold;
+// step 18), and the backward, which measured 0.95-1.06x on the large maps, not at all.
+constexpr int64_t kPrefetchBytes = int64_t(4) << 20;
+bool prefetch_rows(const Problem& p, const at::Tensor& input, bool forward) {
+  if (p.h.dilation > 1 || p.w.dilation > 1) return true;
+  return forward && input.numel() * int64_t(input.element_size()) > kPrefetchBytes;
 }
 
 // Appends to `lines` the cache lines of query rows `next` and `next` + 1 (those before `stop`)
@@ -433,7 +437,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
   const Layout lay(p, kernels.lanes);
   const Tasks tasks{p, blocks_for(p, kForwardBlockRows)};
   const int kh = p.h.kernel, kw = p.w.kernel, slots = kh + 1;
-  const bool prefetch = prefetch_rows(p);
+  const bool prefetch = prefetch_rows(p, query, true);
 
   at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
     Slots<C> kt, vp, qt, orow, scores;
@@ -539,7 +543,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
   const int kh = p.h.kernel, kw = p.w.kernel, slots = kh + 1;
   const int bias_rows = 2 * kh - 1, bias_cols = 2 * kw - 1;
   C* parts = grad_rpb_parts.defined() ? grad_rpb_parts.mutable_data_ptr<C>() : nullptr;
-  const bool prefetch = prefetch_rows(p);
+  const bool prefetch = prefetch_rows(p, query, false);
 
   at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
     Slots<C> kt, vt, kp, gk, gv, qt, gt, qp, gp, dq_row, lrow, drow, scores, grads;
