@@ -9,8 +9,9 @@
 // window are packed (float, group-contiguous, dim-major and/or token-major) into a ring of kh
 // slots as they enter the window, so every key row is packed once per task. The register
 // kernels of na_cpu_tiles.h then do one query row at a time (two where they can), and, in a
-// dilated problem, prefetch the next rows' inputs as they go. Windows, bias indices and
-// dilation groups come from na_index.h, like every other NA kernel's.
+// dilated problem or a large one's forward (prefetch_rows), prefetch the next rows' inputs as
+// they go. Windows, bias indices and dilation groups come from na_index.h, like every other NA
+// kernel's.
 //
 // In the backward a task owns the query rows and the key rows of its block: it also visits
 // the query rows just outside the block whose windows reach into it (recomputing their scores)
