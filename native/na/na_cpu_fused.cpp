@@ -31,6 +31,8 @@
 #include <tuple>
 #include <vector>
 
+#include <immintrin.h>
+
 #include "../common/cpu_simd.h"
 #include "na_ops.h"
 // Vectors pass only between always_inline functions: GCC's note that their ABI differs
@@ -226,6 +228,14 @@ int blocks_for(const Problem& p, int rows) {
 // longer.
 constexpr int kForwardBlockRows = 32, kBackwardBlockRows = 64;
 
+// Outputs larger than this are written with non-temporal stores (out and grad_query in place
+// by the row kernels, grad_key and grad_value by Sink::flush). The op writes each of their
+// lines once, whole, and a plain store would first read the line from memory, a miss per line
+// that costs the most where a row's tokens lie far apart (many heads, dilation): 1.02-1.35x
+// on the backward, up to 1.16x on the forward (docs/benchmarks.md, step 18). Smaller outputs
+// stay in the caches for the op that reads them next.
+constexpr int64_t kStreamBytes = int64_t(1) << 20;
+
 // Row buffers (and RPB tables, one slot): `slots` rows of at least `n` values each,
 // zero-initialised (paddings stay zero), each starting on a cache line: malloc aligns to 16
 // bytes only, and a vector load that straddles two lines costs two.
@@ -320,6 +330,7 @@ struct Sink {
   int heads, dim, padded;
   const Problem& p;
   bool in_place;
+  bool stream;  // write with non-temporal stores (see kStreamBytes)
 
   Sink(at::Tensor& x, const Problem& problem, bool allow_in_place, int lanes)
       : data(x.mutable_data_ptr<S>()),
@@ -328,6 +339,9 @@ struct Sink {
         padded(round_up(int(x.size(4)), lanes)),
         p(problem) {
     in_place = allow_in_place && std::is_same<S, C>::value && dim % lanes == 0;
+    // in place, the row kernels' vector stores need every row aligned to a vector
+    const bool aligned = reinterpret_cast<uintptr_t>(data) % (sizeof(C) * lanes) == 0;
+    stream = x.numel() * int64_t(sizeof(S)) > kStreamBytes && (!in_place || aligned);
   }
   S* at(int64_t b, int h, int w, int head) const {
     return data + (token_of(b, h, w, p) * heads + head) * dim;
@@ -343,6 +357,14 @@ struct Sink {
     if (in_place) return;
     for (int c = 0; c < w.length; ++c) {
       S* dst = at(b, h, w.index(c), head);
+      if constexpr (std::is_same<S, float>::value && std::is_same<C, float>::value) {
+        if (stream && dim % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+          const float* src = buffer + int64_t(c) * padded;
+          for (int d = 0; d < dim; d += 4)
+            _mm_stream_ps(dst + d, _mm_mul_ps(_mm_loadu_ps(src + d), _mm_set1_ps(scale)));
+          continue;
+        }
+      }
       for (int d = 0; d < dim; ++d) dst[d] = S(buffer[int64_t(c) * padded + d] * scale);
     }
   }
@@ -469,6 +491,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
         row.v = {v_rows.data() + x * kh, v.padded};
         row.scores = scores.slot(x);
         row.out_col = o.col(gw);
+        row.stream = o.in_place && o.stream;
         row.lse_col = int64_t(p.heads) * p.w.dilation;
       }
       for (int hq = block.first; hq < block.second; hq += 2) {
@@ -503,6 +526,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
           o.flush(task.batch, gh.index(hq + x), gw, task.head, orow.slot(x), C(1));
       }
     }
+    _mm_sfence();  // the non-temporal stores are weakly ordered: done before the threads join
   });
 }
 
@@ -611,6 +635,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
         row.g = {g_rows.data() + x, g.padded};
         row.grads = grads.slot(x);
         row.grad_q_col = dq.col(gw);
+        row.stream = dq.in_place && dq.stream;
         row.grad_k = gk_rows.data() + x * kh;
         row.grad_k_col = dk.padded;
         row.grad_v = gv_rows.data() + x * kh;
@@ -682,6 +707,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
                   table_grad.slot(0)[(size_t(br) * kw + j) * lay.q_stride + c];
       }
     }
+    _mm_sfence();  // as in the forward
   });
 }
 

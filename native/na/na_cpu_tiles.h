@@ -106,6 +106,10 @@ struct Avx2 {
     asm("vbroadcastsd %1, %0" : "=x"(v) : "m"(*p));
     return v;
   }
+  // a non-temporal store (p aligned to the vector)
+  static DINAT_M2F_INLINE void stream(float* p, const Simd<float>::Vec& v) {
+    asm("vmovntps %1, %0" : "=m"(*reinterpret_cast<Simd<float>::Vec*>(p)) : "x"(v));
+  }
 };
 
 // 16 floats per vector and 32 registers (zmm0-31), floats only; inlined only into the
@@ -122,6 +126,9 @@ struct Avx512 {
     asm("vbroadcastss %1, %0" : "=v"(v) : "m"(*p));
     return v;
   }
+  static DINAT_M2F_INLINE void stream(float* p, const Simd<float, 64>::Vec& v) {
+    asm("vmovntps %1, %0" : "=m"(*reinterpret_cast<Simd<float, 64>::Vec*>(p)) : "v"(v));
+  }
 };
 
 struct Baseline {
@@ -135,7 +142,20 @@ struct Baseline {
     v[0] = *p;
     return __builtin_shuffle(v, typename Simd<T>::Index{});
   }
+  template <typename T>
+  static DINAT_M2F_INLINE void stream(T* p, const typename Simd<T>::Vec& v) {
+    store(p, v);  // the fallback build keeps plain stores
+  }
 };
+
+// store() for out / grad_q rows; non-temporal where the row says so (see Row::stream).
+template <typename Isa, typename V, typename T>
+DINAT_M2F_INLINE void store_out(T* p, const V& v, bool stream) {
+  if (stream)
+    Isa::stream(p, v);
+  else
+    store(p, v);
+}
 
 // max(a, b) per lane; a NaN in `a` stays (so NaN inputs give NaN outputs).
 template <typename V>
@@ -210,6 +230,10 @@ struct Row {
   int64_t out_col;
   T* lse;  // log2-sum-exp per query: column c at lse + c * lse_col
   int64_t lse_col;
+
+  // out (forward) or grad_q (backward) written with non-temporal stores, which do not read the
+  // lines first; the rows must then be aligned to the vector size
+  bool stream;
 
   // cache lines to prefetch while this row computes (the next rows' inputs), or none
   const char* const* ahead;
@@ -489,7 +513,7 @@ DINAT_M2F_INLINE PairWeights<T> pair_weights(const Row<T>& row, const T* buffer,
 // vectors of the head dim from `offset`.
 template <typename Isa, typename T, int NV, bool kPair>
 DINAT_M2F_INLINE void pair_sum(const PairWeights<T>& w, const TokenRows<T>& x, int kh, int ws_a,
-                               int offset, T scale_a, T scale_b, T* out_a, T* out_b) {
+                               int offset, T scale_a, T scale_b, T* out_a, T* out_b, bool stream) {
   using V = typename SimdOf<Isa, T>::Vec;
   constexpr int L = SimdOf<Isa, T>::kLanes;
   V acc_a[NV], acc_b[NV];
@@ -513,8 +537,8 @@ DINAT_M2F_INLINE void pair_sum(const PairWeights<T>& w, const TokenRows<T>& x, i
   }
 #pragma GCC unroll 4
   for (int n = 0; n < NV; ++n) {
-    store(out_a + offset + n * L, acc_a[n] * scale_a);
-    if (kPair) store(out_b + offset + n * L, acc_b[n] * scale_b);
+    store_out<Isa>(out_a + offset + n * L, acc_a[n] * scale_a, stream);
+    if (kPair) store_out<Isa>(out_b + offset + n * L, acc_b[n] * scale_b, stream);
   }
 }
 
@@ -798,7 +822,7 @@ DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
     for_dim_chunks<Isa, T>(row.v_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
       pair_sum<Isa, T, decltype(nv)::value, kPair>(w, row.v, row.kh, row.ws[a], offset, inv[l],
                                                    kPair ? inv[l + 1] : T(0), out_a,
-                                                   out_a + row.out_col);
+                                                   out_a + row.out_col, row.stream);
     });
   });
 }
@@ -856,7 +880,8 @@ DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
       T* out_a = row.grad_q + a * row.grad_q_col;
       for_dim_chunks<Isa, T>(row.k_dim, [&](auto nv, int offset) DINAT_M2F_INLINE_LAMBDA {
         pair_sum<Isa, T, decltype(nv)::value, kPair>(ds, row.k, row.kh, row.ws[a], offset, T(1),
-                                                     T(1), out_a, out_a + row.grad_q_col);
+                                                     T(1), out_a, out_a + row.grad_q_col,
+                                                     row.stream);
       });
     }
     if (gathered) return;

@@ -7,7 +7,8 @@ row, two rows at a time, windows starting at consecutive columns (plain loads) o
 (borders, small groups: permuted loads), neighbours in chunks of at most 8 / 6 / 5, the head
 dim in vectors of 16 / 8 / 4 with zero padding, rows in blocks of 32 (forward) and 64
 (backward, recomputing the scores of the rows just outside a block), dilation groups of
-unequal lengths, and an AVX-512, AVX2 or baseline build of the same source. Tolerances (max
+unequal lengths, outputs over 1 MiB written with non-temporal stores, and an AVX-512, AVX2 or
+baseline build of the same source. Tolerances (max
 abs error relative to max(1, max |ref|), inputs rounded to the dtype first): float64 1e-12,
 float32 2e-5, float16 1e-2, bfloat16 4e-2.
 """
@@ -176,6 +177,25 @@ def test_avx512_isa_matches_brute_force(case, monkeypatch):
     they take only rows longer than 8 queries, and only on Intel cores)."""
     monkeypatch.setenv("DINAT_M2F_CPU_ISA", "avx512")
     rounded = [None if x is None else x.float().double() for x in make_inputs(case, batch=1)]
+    got = outputs_and_grads(fused_cpu(case), rounded, torch.float32)
+    assert_close_relative(got, oracle(case, rounded), TOLERANCE[torch.float32])
+
+
+# Outputs larger than 1 MiB are written with non-temporal stores (kStreamBytes in
+# na_cpu_fused.cpp): out and grad_query in place by the row kernels' vector stores, grad_key
+# and grad_value by the flushes of their row buffers. float32, batch 1: 1.1-1.2 MB each.
+STREAM_CASES = [
+    ((48, 48), (7, 7), (1, 1), 4, 32, 32, True),
+    ((44, 48), (5, 7), (2, 3), 4, 32, 32, False),  # dilated: a row's tokens pages apart
+]
+
+
+@pytest.mark.parametrize("isa", ["", "avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("case", STREAM_CASES, ids=case_id)
+def test_streamed_outputs_match_brute_force(case, isa, monkeypatch):
+    monkeypatch.setenv("DINAT_M2F_CPU_ISA", isa)
+    rounded = [None if x is None else x.float().double() for x in make_inputs(case, batch=1)]
+    assert rounded[0].numel() * 4 > 2**20  # float32 tensors over kStreamBytes
     got = outputs_and_grads(fused_cpu(case), rounded, torch.float32)
     assert_close_relative(got, oracle(case, rounded), TOLERANCE[torch.float32])
 
