@@ -341,7 +341,7 @@ struct Sink {
     in_place = allow_in_place && std::is_same<S, C>::value && dim % lanes == 0;
     // in place, the row kernels' vector stores need every row aligned to a vector
     const bool aligned = reinterpret_cast<uintptr_t>(data) % (sizeof(C) * lanes) == 0;
-    stream = x.numel() * int64_t(sizeof(S)) > kStreamBytes && (!in_place || aligned);
+    stream = int64_t(x.nbytes()) > kStreamBytes && (!in_place || aligned);
   }
   S* at(int64_t b, int h, int w, int head) const {
     return data + (token_of(b, h, w, p) * heads + head) * dim;
@@ -393,7 +393,7 @@ void fill_bias(const S* rpb, int head, const Problem& p, const GroupAxis& w, int
 constexpr int64_t kPrefetchBytes = int64_t(4) << 20;
 bool prefetch_rows(const Problem& p, const at::Tensor& input, bool forward) {
   if (p.h.dilation > 1 || p.w.dilation > 1) return true;
-  return forward && input.numel() * int64_t(input.element_size()) > kPrefetchBytes;
+  return forward && int64_t(input.nbytes()) > kPrefetchBytes;
 }
 
 // Appends to `lines` the cache lines of query rows `next` and `next` + 1 (those before `stop`)

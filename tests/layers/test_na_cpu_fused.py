@@ -8,9 +8,8 @@ row, two rows at a time, windows starting at consecutive columns (plain loads) o
 dim in vectors of 16 / 8 / 4 with zero padding, rows in blocks of 32 (forward) and 64
 (backward, recomputing the scores of the rows just outside a block), dilation groups of
 unequal lengths, outputs over 1 MiB written with non-temporal stores, and an AVX-512, AVX2 or
-baseline build of the same source. Tolerances (max
-abs error relative to max(1, max |ref|), inputs rounded to the dtype first): float64 1e-12,
-float32 2e-5, float16 1e-2, bfloat16 4e-2.
+baseline build of the same source. Tolerances (max abs error relative to max(1, max |ref|),
+inputs rounded to the dtype first): float64 1e-12, float32 2e-5, float16 1e-2, bfloat16 4e-2.
 """
 
 import pytest
