@@ -6,12 +6,12 @@
 //
 // Work is split into tasks (batch, dilation group, block of rows, head), run in parallel with
 // at::parallel_for. A task walks its query rows in order; the key rows of the current
-// window are packed (float, group-contiguous, dim-major and/or token-major) into a ring of kh
+// window are packed (float, group-contiguous, dim-major and/or token-major) into a ring of
 // slots as they enter the window, so every key row is packed once per task. The register
-// kernels of na_cpu_tiles.h then do one query row at a time (two where they can), and, in a
-// dilated problem or a large one's forward (prefetch_rows), prefetch the next rows' inputs as
-// they go. Windows, bias indices and dilation groups come from na_index.h, like every other NA
-// kernel's.
+// kernels of na_cpu_tiles.h then do a few consecutive query rows at a time (up to four in the
+// AVX-512 forward, two elsewhere), which share their key loads, and, in a dilated problem or
+// a large one's forward (prefetch_rows), prefetch the next rows' inputs as they go. Windows, bias
+// indices and dilation groups come from na_index.h, like every other NA kernel's.
 //
 // In the backward a task owns the query rows and the key rows of its block: it also visits
 // the query rows just outside the block whose windows reach into it (recomputing their scores)
@@ -55,42 +55,42 @@ using cpu_tiles::Simd;
 template <typename C>
 struct RowKernels {
   int lanes;  // queries per tile; the host pads its rows to a multiple
-  // one query row, or two consecutive ones (see cpu_tiles::forward_rows)
-  void (*forward)(const Row<C>& x, const Row<C>* y, int rows_shift);
-  void (*backward)(const Row<C>& x, const Row<C>* y, int rows_shift);
+  int rows;   // the most consecutive query rows of one call (cpu_tiles::max_rows)
+  // n <= rows consecutive query rows (see cpu_tiles::forward_rows and backward_rows)
+  void (*forward)(const Row<C>* rows, int n, const int* offset);
+  void (*backward)(const Row<C>* rows, int n, const int* offset);
   void (*transpose)(const C* src, int64_t col, int cols, int dim, C scale, C* dst, int stride);
 };
 
-__attribute__((target("avx2,fma"))) void forward_row_avx2(const Row<float>& x, const Row<float>* y,
-                                                          int rows_shift) {
-  cpu_tiles::forward_rows<cpu_tiles::Avx2>(x, y, rows_shift);
+__attribute__((target("avx2,fma"))) void forward_row_avx2(const Row<float>* rows, int n,
+                                                          const int* offset) {
+  cpu_tiles::forward_rows<cpu_tiles::Avx2>(rows, n, offset);
 }
-__attribute__((target("avx2,fma"))) void backward_row_avx2(const Row<float>& x, const Row<float>* y,
-                                                           int rows_shift) {
-  cpu_tiles::backward_rows<cpu_tiles::Avx2>(x, y, rows_shift);
+__attribute__((target("avx2,fma"))) void backward_row_avx2(const Row<float>* rows, int n,
+                                                           const int* offset) {
+  cpu_tiles::backward_rows<cpu_tiles::Avx2>(rows, n, offset);
 }
 __attribute__((target("avx2,fma"))) void transpose_row_avx2(const float* src, int64_t col, int cols,
                                                             int dim, float scale, float* dst,
                                                             int stride) {
   cpu_tiles::transpose_row(src, col, cols, dim, scale, dst, stride);
 }
-__attribute__((target("avx512f,avx512vl,avx2,fma"))) void forward_row_avx512(const Row<float>& x,
-                                                                             const Row<float>* y,
-                                                                             int rows_shift) {
-  cpu_tiles::forward_rows<cpu_tiles::Avx512>(x, y, rows_shift);
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void forward_row_avx512(const Row<float>* rows,
+                                                                             int n,
+                                                                             const int* offset) {
+  cpu_tiles::forward_rows<cpu_tiles::Avx512>(rows, n, offset);
 }
-__attribute__((target("avx512f,avx512vl,avx2,fma"))) void backward_row_avx512(const Row<float>& x,
-                                                                              const Row<float>* y,
-                                                                              int rows_shift) {
-  cpu_tiles::backward_rows<cpu_tiles::Avx512>(x, y, rows_shift);
-}
-template <typename C>
-void forward_row_baseline(const Row<C>& x, const Row<C>* y, int rows_shift) {
-  cpu_tiles::forward_rows<cpu_tiles::Baseline>(x, y, rows_shift);
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void backward_row_avx512(
+    const Row<float>* rows, int n, const int* offset) {
+  cpu_tiles::backward_rows<cpu_tiles::Avx512>(rows, n, offset);
 }
 template <typename C>
-void backward_row_baseline(const Row<C>& x, const Row<C>* y, int rows_shift) {
-  cpu_tiles::backward_rows<cpu_tiles::Baseline>(x, y, rows_shift);
+void forward_row_baseline(const Row<C>* rows, int n, const int* offset) {
+  cpu_tiles::forward_rows<cpu_tiles::Baseline>(rows, n, offset);
+}
+template <typename C>
+void backward_row_baseline(const Row<C>* rows, int n, const int* offset) {
+  cpu_tiles::backward_rows<cpu_tiles::Baseline>(rows, n, offset);
 }
 template <typename C>
 void transpose_row_baseline(const C* src, int64_t col, int cols, int dim, C scale, C* dst,
@@ -130,8 +130,8 @@ constexpr int kAvx512Cols = 9;
 
 template <typename C>
 RowKernels<C> row_kernels(const Problem&) {
-  return {Simd<C>::kLanes, &forward_row_baseline<C>, &backward_row_baseline<C>,
-          &transpose_row_baseline<C>};
+  return {Simd<C>::kLanes, cpu_tiles::max_rows<cpu_tiles::Baseline>(), &forward_row_baseline<C>,
+          &backward_row_baseline<C>, &transpose_row_baseline<C>};
 }
 
 template <>
@@ -140,11 +140,13 @@ RowKernels<float> row_kernels<float>(const Problem& p) {
   // the transpose stays 8 wide: it fills whole 8-column blocks, and the lanes of a 16-lane
   // tile past the row's end are never read back
   if (choice.isa == Isa::kAvx512 && (choice.asked || group_length(p.w, 0) >= kAvx512Cols))
-    return {16, &forward_row_avx512, &backward_row_avx512, &transpose_row_avx2};
+    return {16, cpu_tiles::max_rows<cpu_tiles::Avx512>(), &forward_row_avx512, &backward_row_avx512,
+            &transpose_row_avx2};
   if (choice.isa >= Isa::kAvx2)
-    return {8, &forward_row_avx2, &backward_row_avx2, &transpose_row_avx2};
-  return {8, &forward_row_baseline<float>, &backward_row_baseline<float>,
-          &transpose_row_baseline<float>};
+    return {8, cpu_tiles::max_rows<cpu_tiles::Avx2>(), &forward_row_avx2, &backward_row_avx2,
+            &transpose_row_avx2};
+  return {8, cpu_tiles::max_rows<cpu_tiles::Baseline>(), &forward_row_baseline<float>,
+          &backward_row_baseline<float>, &transpose_row_baseline<float>};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -396,17 +398,17 @@ bool prefetch_rows(const Problem& p, const at::Tensor& input, bool forward) {
   return forward && int64_t(input.nbytes()) > kPrefetchBytes;
 }
 
-// Appends to `lines` the cache lines of query rows `next` and `next` + 1 (those before `stop`)
+// Appends to `lines` the cache lines of the `count` query rows from `next` (those before `stop`)
 // of every query-side source, and of the key rows that enter their windows (not yet in the
 // ring: `tags`) of every key-side source.
 template <typename S, typename C>
-void next_pair_lines(const Tasks::Task& task, const GroupAxis& gh, const GroupAxis& gw, int next,
-                     int stop, const std::vector<int>& tags,
+void next_rows_lines(const Tasks::Task& task, const GroupAxis& gh, const GroupAxis& gw, int next,
+                     int count, int stop, int kh, const std::vector<int>& tags,
                      std::initializer_list<const Source<S, C>*> query_side,
                      std::initializer_list<const Source<S, C>*> key_side,
                      std::vector<const char*>& lines) {
-  const int slots = int(tags.size()), kh = slots - 1;
-  for (int hq = next; hq < std::min(next + 2, stop); ++hq) {
+  const int slots = int(tags.size());
+  for (int hq = next; hq < std::min(next + count, stop); ++hq) {
     for (const Source<S, C>* x : query_side)
       x->lines_of(task.batch, gh.index(hq), gw, task.head, lines);
     const int r = gh.start[hq] + kh - 1;  // windows move down by at most one row per row
@@ -446,8 +448,9 @@ Row<C> row_of(const Problem& p, const Layout& lay, const GroupAxis& gw, int dim_
 // ---------------------------------------------------------------------------------------------
 // Forward.
 
-// Query rows go two at a time (the row kernels share the key rows of their windows), so the
-// ring of key rows holds kh + 1 slots: key row r lives in slot r % (kh + 1).
+// Query rows go up to kernels.rows at a time (the row kernels share the key rows of their
+// windows), so the ring of key rows holds kh + rows - 1 slots: key row r lives in slot
+// r % slots.
 template <typename S, typename C>
 void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
              const at::Tensor& rpb, double scale, at::Tensor& out, at::Tensor& lse,
@@ -459,18 +462,18 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
   C* lse_data = lse.mutable_data_ptr<C>();
   const Layout lay(p, kernels.lanes);
   const Tasks tasks{p, blocks_for(p, kForwardBlockRows)};
-  const int kh = p.h.kernel, kw = p.w.kernel, slots = kh + 1;
+  const int kh = p.h.kernel, kw = p.w.kernel, R = kernels.rows, slots = kh + R - 1;
   const bool prefetch = prefetch_rows(p, query, true);
 
   at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
     Slots<C> kt, vp, qt, orow, scores;
     kt.init(slots, q.dim * lay.k_stride);
     vp.init(slots, lay.max_cols * v.padded);
-    qt.init(2, q.dim * lay.q_stride);
-    orow.init(2, o.in_place ? 0 : lay.max_cols * o.padded);
-    scores.init(2, lay.tile);
+    qt.init(R, q.dim * lay.q_stride);
+    orow.init(R, o.in_place ? 0 : lay.max_cols * o.padded);
+    scores.init(R, lay.tile);
     Slots<C> table;
-    std::vector<const C*> kt_rows(2 * kh), v_rows(2 * kh);
+    std::vector<const C*> kt_rows(R * kh), v_rows(R * kh);
     std::vector<int> tags(slots);
     std::vector<const char*> ahead;
 
@@ -481,8 +484,8 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
       std::fill(tags.begin(), tags.end(), -1);
       const std::pair<int, int> block = tasks.rows_of(task.block, gh.length);
 
-      Row<C> rows[2];
-      for (int x = 0; x < 2; ++x) {
+      Row<C> rows[cpu_tiles::kMaxRows];
+      for (int x = 0; x < R; ++x) {
         Row<C>& row = rows[x];
         row = row_of<C>(p, lay, gw, v.dim);
         row.v_dim = v.padded;
@@ -494,11 +497,13 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
         row.stream = o.in_place && o.stream;
         row.lse_col = int64_t(p.heads) * p.w.dilation;
       }
-      for (int hq = block.first; hq < block.second; hq += 2) {
-        const int n = std::min(2, block.second - hq);
+      for (int hq = block.first; hq < block.second; hq += R) {
+        const int n = std::min(R, block.second - hq);
+        int offset[cpu_tiles::kMaxRows];
         for (int x = 0; x < n; ++x) {
           Row<C>& row = rows[x];
           const int h = gh.index(hq + x);
+          offset[x] = gh.start[hq + x] - gh.start[hq];
           for (int i = 0; i < kh; ++i) {
             const int r = gh.start[hq + x] + i, s = r % slots, hr = gh.index(r);
             if (tags[s] != r) {
@@ -517,11 +522,10 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
         }
         ahead.clear();
         if (prefetch)
-          next_pair_lines(task, gh, gw, hq + 2, block.second, tags, {&q}, {&k, &v}, ahead);
+          next_rows_lines(task, gh, gw, hq + R, R, block.second, kh, tags, {&q}, {&k, &v}, ahead);
         rows[0].ahead = ahead.data();
         rows[0].ahead_count = int(ahead.size());
-        const int rows_shift = n == 2 ? gh.start[hq + 1] - gh.start[hq] : 0;
-        kernels.forward(rows[0], n == 2 ? &rows[1] : nullptr, rows_shift);
+        kernels.forward(rows, n, offset);
         for (int x = 0; x < n; ++x)
           o.flush(task.batch, gh.index(hq + x), gw, task.head, orow.slot(x), C(1));
       }
@@ -565,7 +569,8 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
   const C* lse_data = lse.const_data_ptr<C>();
   const C* delta_data = delta.const_data_ptr<C>();
   const Layout lay(p, lanes);
-  const int kh = p.h.kernel, kw = p.w.kernel, slots = kh + 1;
+  // query rows go up to kernels.rows at a time, as in the forward
+  const int kh = p.h.kernel, kw = p.w.kernel, R = kernels.rows, slots = kh + R - 1;
   const int bias_rows = 2 * kh - 1, bias_cols = 2 * kw - 1;
   C* parts = grad_rpb_parts.defined() ? grad_rpb_parts.mutable_data_ptr<C>() : nullptr;
   const bool prefetch = prefetch_rows(p, query, false);
@@ -577,18 +582,18 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
     kp.init(slots, lay.max_cols * k.padded);
     gk.init(slots, lay.max_cols * dk.padded);
     gv.init(slots, lay.max_cols * dv.padded);
-    qt.init(2, q.dim * lay.q_stride);
-    gt.init(2, g.dim * lay.q_stride);
-    qp.init(2, lay.max_cols * q.padded);
-    gp.init(2, lay.max_cols * g.padded);
-    dq_row.init(2, dq.in_place ? 0 : lay.max_cols * dq.padded);
-    lrow.init(2, lay.q_stride);
-    drow.init(2, lay.q_stride);
-    scores.init(2, lay.tile);
-    grads.init(2, lay.tile);
+    qt.init(R, q.dim * lay.q_stride);
+    gt.init(R, g.dim * lay.q_stride);
+    qp.init(R, lay.max_cols * q.padded);
+    gp.init(R, lay.max_cols * g.padded);
+    dq_row.init(R, dq.in_place ? 0 : lay.max_cols * dq.padded);
+    lrow.init(R, lay.q_stride);
+    drow.init(R, lay.q_stride);
+    scores.init(R, lay.tile);
+    grads.init(R, lay.tile);
     Slots<C> table, table_grad;
-    std::vector<const C*> kt_rows(2 * kh), vt_rows(2 * kh), k_rows(2 * kh), q_rows(2), g_rows(2);
-    std::vector<C*> gk_rows(2 * kh), gv_rows(2 * kh);
+    std::vector<const C*> kt_rows(R * kh), vt_rows(R * kh), k_rows(R * kh), q_rows(R), g_rows(R);
+    std::vector<C*> gk_rows(R * kh), gv_rows(R * kh);
     std::vector<int> tags(slots);
     std::vector<const char*> ahead;
 
@@ -616,8 +621,8 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
         dv.flush(task.batch, h, gw, task.head, gv.slot(s), C(1));
       };
 
-      Row<C> rows[2];
-      for (int x = 0; x < 2; ++x) {
+      Row<C> rows[cpu_tiles::kMaxRows];
+      for (int x = 0; x < R; ++x) {
         Row<C>& row = rows[x];
         row = row_of<C>(p, lay, gw, v.dim);
         row.k_dim = q.padded;
@@ -641,11 +646,13 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
         row.grad_v = gv_rows.data() + x * kh;
         row.grad_v_col = dv.padded;
       }
-      for (int hq = q_lo; hq < q_hi; hq += 2) {
-        const int n = std::min(2, q_hi - hq);
+      for (int hq = q_lo; hq < q_hi; hq += R) {
+        const int n = std::min(R, q_hi - hq);
+        int offset[cpu_tiles::kMaxRows];
         for (int x = 0; x < n; ++x) {
           Row<C>& row = rows[x];
           const int h = gh.index(hq + x);
+          offset[x] = gh.start[hq + x] - gh.start[hq];
           for (int i = 0; i < kh; ++i) {
             const int r = gh.start[hq + x] + i, s = r % slots, hr = gh.index(r);
             const bool owned = r >= first && r < last;
@@ -686,11 +693,11 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
           row.grad_q = own_query ? dq.row(task.batch, h, gw, task.head, dq_row.slot(x)) : nullptr;
         }
         ahead.clear();
-        if (prefetch) next_pair_lines(task, gh, gw, hq + 2, q_hi, tags, {&q, &g}, {&k, &v}, ahead);
+        if (prefetch)
+          next_rows_lines(task, gh, gw, hq + R, R, q_hi, kh, tags, {&q, &g}, {&k, &v}, ahead);
         rows[0].ahead = ahead.data();
         rows[0].ahead_count = int(ahead.size());
-        const int rows_shift = n == 2 ? gh.start[hq + 1] - gh.start[hq] : 0;
-        kernels.backward(rows[0], n == 2 ? &rows[1] : nullptr, rows_shift);
+        kernels.backward(rows, n, offset);
         for (int x = 0; x < n; ++x)
           if (rows[x].grad_q)
             dq.flush(task.batch, gh.index(hq + x), gw, task.head, dq_row.slot(x), C(1));

@@ -310,11 +310,12 @@ struct Ahead {
   }
 };
 
-// A row pair's prefetches spread over its tiles' key rows (the steps of tile_scores).
+// A group of rows' prefetches spread over its tiles' key rows (the steps of tile_scores; the
+// last row's window starts `last_offset` key rows below the first's).
 template <typename Isa, typename T>
-DINAT_M2F_INLINE Ahead ahead_of(const Row<T>& x, int rows_shift) {
+DINAT_M2F_INLINE Ahead ahead_of(const Row<T>& x, int last_offset) {
   constexpr int L = SimdOf<Isa, T>::kLanes;
-  const int steps = (x.cols + L - 1) / L * (x.kh + rows_shift);
+  const int steps = (x.cols + L - 1) / L * (x.kh + last_offset);
   return {x.ahead, x.ahead_count, 0, (x.ahead_count + steps - 1) / steps};
 }
 
@@ -327,10 +328,11 @@ DINAT_M2F_INLINE Ahead ahead_of(const Row<T>& x, int rows_shift) {
 // much cheaper than a permute on AMD's cores), or otherwise (the borders: load and permute).
 enum Keys { kConsecutive, kSameStart, kShifted };
 
-// One chunk of JB neighbor columns of one key row, for R (1 or 2) query rows that share it:
+// One chunk of JB neighbor columns of one key row, for the R (1 to 4) query rows that share it:
 // acc[r][j] = init[r][j] + sum_d a[r][d] * b[d][j]. `a[r]` points at the tile's first column
-// of a dim-major query-side row; `b` at column ws[w0] + j0 of a dim-major key-side row. Two
-// query rows load each key vector once for both. kKeys: how the tile's windows start (Keys).
+// of a dim-major query-side row; `b` at column ws[w0] + j0 of a dim-major key-side row. The
+// rows load each key vector once for all: an unaligned load that mostly straddles two cache
+// lines, it costs more than the R aligned query loads. kKeys: how the tile's windows start.
 template <typename Isa, typename T, int R, int JB, int kKeys>
 DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, int b_stride,
                                   int dim, const typename SimdOf<Isa, T>::Index& shift,
@@ -338,13 +340,13 @@ DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, i
   using V = typename SimdOf<Isa, T>::Vec;
   constexpr int L = SimdOf<Isa, T>::kLanes;
   V acc[R][JB];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
     for (int j = 0; j < JB; ++j) acc[r][j] = init[r] ? load<V>(init[r] + j * init_stride) : V{};
   for (int d = 0; d < dim; ++d) {
     V x[R];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) x[r] = load<V>(a[r] + d * a_stride);
     const T* bd = b + d * b_stride;
 #pragma GCC unroll 8
@@ -357,20 +359,29 @@ DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, i
       else
         y = load<V>(bd + j);
       if (R > 1) Isa::in_register(y);  // one load for both rows
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) acc[r][j] += x[r] * y;
     }
   }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
     for (int j = 0; j < JB; ++j) store(out[r] + j * L, acc[r][j]);
 }
 
-// The most neighbor columns per chunk: R * JB accumulators, R query vectors, the key vector
-// and the permutation must fit in the ISA's registers (and the cases of score_chunk_n).
+// The most query rows whose score chunks share their key loads (see score_chunk), and the
+// most neighbor columns per chunk: R * JB accumulators, R query vectors, the key vector and
+// the permutation must fit in the ISA's registers (and the cases of score_chunk_n). Four rows
+// of 7 columns take 33 of AVX-512's 32: one query vector is reloaded, which costs less than a
+// second chunk (standalone, 2 x 7 columns: 106 GFLOP/s, 3 x 7: 129, 4 x 7: 137, 4 x 4: 131).
+constexpr int kMaxRows = 4;
+template <typename Isa>
+constexpr int max_rows() {
+  return Isa::kRegisters >= 32 ? kMaxRows : 2;
+}
 constexpr int max_chunk(int registers, int rows, int keys) {
-  return registers >= 32 || rows == 1 ? 8 : (keys == kShifted ? 5 : 6);
+  if (registers >= 32) return rows <= 3 ? 8 : (keys == kShifted ? 6 : 7);
+  return rows == 1 ? 8 : (keys == kShifted ? 5 : 6);
 }
 
 template <typename Isa, typename T, int R, int kKeys>
@@ -436,33 +447,35 @@ struct ScoreSide {
 };
 
 // out[i][1 + j][lane] = sum_d a[d][lane] * b_i[d][ws[lane] + j] (+ bias) for the tile, in
-// query row x and, if `y` is given, in the next query row y, whose window starts `rows_shift`
-// (0 or 1) key rows lower: the key rows they share are read once for both.
+// each of the n (1 to max_rows) query rows `sides`, whose windows start `offset[r]` key rows
+// below the first row's (0 for the first, then nondecreasing: consecutive rows' windows move
+// down by at most one row): each key row is read once for all the rows whose windows hold it.
 template <typename Isa, typename T>
 DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<Isa, T>& t, int dim,
-                                  const ScoreSide<T>& x, const ScoreSide<T>* y, int rows_shift,
+                                  const ScoreSide<T>* const* sides, int n, const int* offset,
                                   Ahead* ahead = nullptr) {
   constexpr int L = SimdOf<Isa, T>::kLanes;
+  constexpr int kRows = max_rows<Isa>();
   const int kh = row.kh, kw = row.kw;
-  const int rows = y ? kh + rows_shift : kh;
-  for (int u = 0; u < rows; ++u) {
+  for (int u = 0; u < offset[n - 1] + kh; ++u) {
     if (ahead) ahead->step();
-    // the sides that use key row u: x as its row u, y as its row u - rows_shift
-    const ScoreSide<T>* sides[2] = {&x, &x};  // u < kh or u >= rows_shift: at least one side
-    int index[2] = {0, 0}, n_sides = 0;
-    if (u < kh) sides[n_sides] = &x, index[n_sides++] = u;
-    if (y && u >= rows_shift && u - rows_shift < kh)
-      sides[n_sides] = y, index[n_sides++] = u - rows_shift;
-    const T* key = sides[0]->b[index[0]] + t.base;
-    const int most = max_chunk(Isa::kRegisters, n_sides, t.keys);
+    // the rows that use key row u, as their window's row u - offset[r]: a run of consecutive
+    // rows, never empty
+    const ScoreSide<T>* users[kRows];
+    int index[kRows], n_users = 0;
+    for (int r = 0; r < n; ++r)
+      if (u >= offset[r] && u - offset[r] < kh)
+        users[n_users] = sides[r], index[n_users++] = u - offset[r];
+    const T* key = users[0]->b[index[0]] + t.base;
+    const int most = max_chunk(Isa::kRegisters, n_users, t.keys);
     const int chunks = (kw + most - 1) / most;
     for (int c = 0, j0 = 0; c < chunks; ++c) {
-      const int n = (kw - j0 + (chunks - c) - 1) / (chunks - c);
-      const T* a[2];
-      const T* init[2];
-      T* out[2];
-      for (int r = 0; r < n_sides; ++r) {
-        const ScoreSide<T>& side = *sides[r];
+      const int cols = (kw - j0 + (chunks - c) - 1) / (chunks - c);
+      const T* a[kRows];
+      const T* init[kRows];
+      T* out[kRows];
+      for (int r = 0; r < n_users; ++r) {
+        const ScoreSide<T>& side = *users[r];
         a[r] = side.a + t.w0;
         init[r] = side.bias ? side.bias + (index[r] * kw + j0) * row.q_stride + t.w0 : nullptr;
         out[r] = side.out + (index[r] * (kw + 2) + 1 + j0) * L;
@@ -470,7 +483,7 @@ DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<Isa, T>& t, int 
       // score_chunk_n's template arguments from the run-time pair (rows, keys)
       auto chunk = [&](auto rows, auto keys) DINAT_M2F_INLINE_LAMBDA {
         score_chunk_n<Isa, T, decltype(rows)::value, decltype(keys)::value>(
-            n, a, row.q_stride, key + j0, row.k_stride, dim, t.shift, init, row.q_stride, out);
+            cols, a, row.q_stride, key + j0, row.k_stride, dim, t.shift, init, row.q_stride, out);
       };
       auto with_keys = [&](auto rows) DINAT_M2F_INLINE_LAMBDA {
         if (t.keys == kConsecutive)
@@ -480,11 +493,21 @@ DINAT_M2F_INLINE void tile_scores(const Row<T>& row, const Tile<Isa, T>& t, int 
         else
           chunk(rows, std::integral_constant<int, kShifted>());
       };
-      if (n_sides == 2)
-        with_keys(std::integral_constant<int, 2>());
-      else
-        with_keys(std::integral_constant<int, 1>());
-      j0 += n;
+      switch (n_users) {
+        case 1:
+          with_keys(std::integral_constant<int, 1>());
+          break;
+        case 2:
+          with_keys(std::integral_constant<int, 2>());
+          break;
+        case 3:
+          if constexpr (kRows >= 3) with_keys(std::integral_constant<int, 3>());
+          break;
+        default:
+          if constexpr (kRows >= 4) with_keys(std::integral_constant<int, 4>());
+          break;
+      }
+      j0 += cols;
     }
   }
 }
@@ -828,19 +851,24 @@ DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
 }
 
 // out[q] = sum_n softmax_n(qt[q] . k_n + bias_n) v_n (in base 2), lse[q] = log2 sum exp2, for
-// query row x and, if given, the next query row y, whose window starts `rows_shift` key rows
-// lower (their scores share the key rows they have in common).
+// n (1 to max_rows) consecutive query rows, whose windows start `offset[r]` key rows below the
+// first's (their scores share the key rows they have in common: tile_scores).
 template <typename Isa, typename T>
-DINAT_M2F_INLINE void forward_rows(const Row<T>& x, const Row<T>* y, int rows_shift) {
+DINAT_M2F_INLINE void forward_rows(const Row<T>* rows, int n, const int* offset) {
   constexpr int L = SimdOf<Isa, T>::kLanes;
-  const ScoreSide<T> sx{x.qt, x.kt, x.bias, x.scores};
-  const ScoreSide<T> sy = y ? ScoreSide<T>{y->qt, y->kt, y->bias, y->scores} : sx;
-  Ahead ahead = ahead_of<Isa>(x, rows_shift);
+  constexpr int kRows = max_rows<Isa>();
+  ScoreSide<T> side[kRows];
+  const ScoreSide<T>* sides[kRows];
+  for (int r = 0; r < n; ++r) {
+    side[r] = {rows[r].qt, rows[r].kt, rows[r].bias, rows[r].scores};
+    sides[r] = &side[r];
+  }
+  const Row<T>& x = rows[0];
+  Ahead ahead = ahead_of<Isa>(x, offset[n - 1]);
   for (int w0 = 0; w0 < x.cols; w0 += L) {
     const Tile<Isa, T> t = tile_at<Isa>(x, w0);
-    tile_scores<Isa>(x, t, x.dim, sx, y ? &sy : nullptr, rows_shift, &ahead);
-    forward_tile<Isa>(x, t);
-    if (y) forward_tile<Isa>(*y, t);
+    tile_scores<Isa>(x, t, x.dim, sides, n, offset, &ahead);
+    for (int r = 0; r < n; ++r) forward_tile<Isa>(rows[r], t);
   }
 }
 
@@ -898,21 +926,33 @@ DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
   });
 }
 
-// Gradients of query row x and, if given, the next query row y (as in forward_rows).
+// Gradients of n (1 to max_rows) consecutive query rows, as in forward_rows: the scores and
+// grad_out . v of all of them at once, the key-side gradients gathered a pair of rows at a time.
 template <typename Isa, typename T>
-DINAT_M2F_INLINE void backward_rows(const Row<T>& x, const Row<T>* y, int rows_shift) {
+DINAT_M2F_INLINE void backward_rows(const Row<T>* rows, int n, const int* offset) {
   constexpr int L = SimdOf<Isa, T>::kLanes;
-  const ScoreSide<T> sx{x.qt, x.kt, x.bias, x.scores}, gx{x.gt, x.vt, nullptr, x.grads};
-  const ScoreSide<T> sy = y ? ScoreSide<T>{y->qt, y->kt, y->bias, y->scores} : sx;
-  const ScoreSide<T> gy = y ? ScoreSide<T>{y->gt, y->vt, nullptr, y->grads} : gx;
-  Ahead ahead = ahead_of<Isa>(x, rows_shift);
+  constexpr int kRows = max_rows<Isa>();
+  ScoreSide<T> side[kRows], grad_side[kRows];
+  const ScoreSide<T>* scores[kRows];
+  const ScoreSide<T>* grads[kRows];
+  for (int r = 0; r < n; ++r) {
+    const Row<T>& x = rows[r];
+    side[r] = {x.qt, x.kt, x.bias, x.scores};
+    grad_side[r] = {x.gt, x.vt, nullptr, x.grads};
+    scores[r] = &side[r];
+    grads[r] = &grad_side[r];
+  }
+  const Row<T>& x = rows[0];
+  Ahead ahead = ahead_of<Isa>(x, offset[n - 1]);
   for (int w0 = 0; w0 < x.cols; w0 += L) {
     const Tile<Isa, T> t = tile_at<Isa>(x, w0);
-    tile_scores<Isa>(x, t, x.dim, sx, y ? &sy : nullptr, rows_shift, &ahead);
-    tile_scores<Isa>(x, t, x.dim_v, gx, y ? &gy : nullptr, rows_shift);
-    backward_tile<Isa>(x, t);
-    if (y) backward_tile<Isa>(*y, t);
-    if (gathers<Isa>(x.kh)) gather_key_grads<Isa>(x, y, rows_shift, t);
+    tile_scores<Isa>(x, t, x.dim, scores, n, offset, &ahead);
+    tile_scores<Isa>(x, t, x.dim_v, grads, n, offset);
+    for (int r = 0; r < n; ++r) backward_tile<Isa>(rows[r], t);
+    if (gathers<Isa>(x.kh))
+      for (int r = 0; r < n; r += 2)
+        gather_key_grads<Isa>(rows[r], r + 1 < n ? &rows[r + 1] : nullptr,
+                              r + 1 < n ? offset[r + 1] - offset[r] : 0, t);
   }
 }
 
