@@ -358,7 +358,7 @@ DINAT_M2F_INLINE void score_chunk(const T* const* a, int a_stride, const T* b, i
         y = __builtin_shuffle(load<V>(bd + j), shift);
       else
         y = load<V>(bd + j);
-      if (R > 1) Isa::in_register(y);  // one load for both rows
+      if (R > 1) Isa::in_register(y);  // one load for every row
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) acc[r][j] += x[r] * y;
     }
