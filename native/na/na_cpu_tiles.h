@@ -310,12 +310,15 @@ struct Ahead {
   }
 };
 
-// A group of rows' prefetches spread over its tiles' key rows (the steps of tile_scores; the
-// last row's window starts `last_offset` key rows below the first's).
+// A group of rows' prefetches spread over its tiles' steps: their key rows in tile_scores (the
+// last row's window starts `last_offset` key rows below the first's) and `pair_steps` query
+// pairs in the weighted sums. Spread over the key rows alone, some 40 prefetches went out at
+// a time on a 128 x 128 map, and waiting for miss buffers took a sixth of the row kernel;
+// spread over the pairs too, the forward ran 1.02-1.10x as fast (docs/benchmarks.md, step 20).
 template <typename Isa, typename T>
-DINAT_M2F_INLINE Ahead ahead_of(const Row<T>& x, int last_offset) {
+DINAT_M2F_INLINE Ahead ahead_of(const Row<T>& x, int last_offset, int pair_steps) {
   constexpr int L = SimdOf<Isa, T>::kLanes;
-  const int steps = (x.cols + L - 1) / L * (x.kh + last_offset);
+  const int steps = (x.cols + L - 1) / L * (x.kh + last_offset + pair_steps);
   return {x.ahead, x.ahead_count, 0, (x.ahead_count + steps - 1) / steps};
 }
 
@@ -539,29 +542,53 @@ DINAT_M2F_INLINE void pair_sum(const PairWeights<T>& w, const TokenRows<T>& x, i
                                int offset, T scale_a, T scale_b, T* out_a, T* out_b, bool stream) {
   using V = typename SimdOf<Isa, T>::Vec;
   constexpr int L = SimdOf<Isa, T>::kLanes;
-  V acc_a[NV], acc_b[NV];
+  // Two sets of sums, one per key row of a pair, where one set has fewer than 8: each sum
+  // waits an FMA latency (4 cycles) per column, and two FMA units need 8 in flight.
+  constexpr int kSets = (kPair ? 2 : 1) * NV >= 8 ? 1 : 2;
+  V acc_a[kSets][NV], acc_b[kSets][NV];
+#pragma GCC unroll 2
+  for (int h = 0; h < kSets; ++h)
 #pragma GCC unroll 4
-  for (int n = 0; n < NV; ++n) acc_a[n] = acc_b[n] = V{};
-  for (int i = 0; i < kh; ++i) {
-    // pointers stepped per column (see pair_scatter)
-    const T* wa = w.a + i * w.row_stride;
-    const T* const end = wa + w.cols * L;
-    for (const T* xc = x.ptr[i] + ws_a * x.col + offset; wa != end; wa += L, xc += x.col) {
-      const V pa = Isa::broadcast(wa);
-      const V pb = kPair ? Isa::broadcast(wa + w.b_offset) : V{};
+    for (int n = 0; n < NV; ++n) acc_a[h][n] = acc_b[h][n] = V{};
+  auto column = [&](int h, const T* wa, const T* xc) DINAT_M2F_INLINE_LAMBDA {
+    const V pa = Isa::broadcast(wa);
+    const V pb = kPair ? Isa::broadcast(wa + w.b_offset) : V{};
 #pragma GCC unroll 4
-      for (int n = 0; n < NV; ++n) {
-        V v = load<V>(xc + n * L);
-        if (kPair) Isa::in_register(v);  // one load for both queries
-        acc_a[n] += pa * v;
-        if (kPair) acc_b[n] += pb * v;
+    for (int n = 0; n < NV; ++n) {
+      V v = load<V>(xc + n * L);
+      if (kPair) Isa::in_register(v);  // one load for both queries
+      acc_a[h][n] += pa * v;
+      if (kPair) acc_b[h][n] += pb * v;
+    }
+  };
+  int i = 0;
+  if constexpr (kSets == 2) {
+    for (; i + 2 <= kh; i += 2) {
+      // pointers stepped per column (see pair_scatter)
+      const T* wa = w.a + i * w.row_stride;
+      const T* const end = wa + w.cols * L;
+      const T* xd = x.ptr[i + 1] + ws_a * x.col + offset;
+      for (const T* xc = x.ptr[i] + ws_a * x.col + offset; wa != end;
+           wa += L, xc += x.col, xd += x.col) {
+        column(0, wa, xc);
+        column(1, wa + w.row_stride, xd);
       }
     }
   }
+  for (; i < kh; ++i) {
+    const T* wa = w.a + i * w.row_stride;
+    const T* const end = wa + w.cols * L;
+    for (const T* xc = x.ptr[i] + ws_a * x.col + offset; wa != end; wa += L, xc += x.col)
+      column(0, wa, xc);
+  }
+  if constexpr (kSets == 2) {
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) acc_a[0][n] += acc_a[1][n], acc_b[0][n] += acc_b[1][n];
+  }
 #pragma GCC unroll 4
   for (int n = 0; n < NV; ++n) {
-    store_out<Isa>(out_a + offset + n * L, acc_a[n] * scale_a, stream);
-    if (kPair) store_out<Isa>(out_b + offset + n * L, acc_b[n] * scale_b, stream);
+    store_out<Isa>(out_a + offset + n * L, acc_a[0][n] * scale_a, stream);
+    if (kPair) store_out<Isa>(out_b + offset + n * L, acc_b[0][n] * scale_b, stream);
   }
 }
 
@@ -825,7 +852,7 @@ DINAT_M2F_INLINE void softmax_exp2(T* scores, const int kh, const int kw, V& m, 
 
 // The rest of a forward tile once its scores are in row.scores: softmax, weighted sum of values.
 template <typename Isa, typename T>
-DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
+DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<Isa, T>& t, Ahead* ahead) {
   using V = typename SimdOf<Isa, T>::Vec;
   constexpr int L = SimdOf<Isa, T>::kLanes;
   const int w0 = t.w0;
@@ -839,6 +866,7 @@ DINAT_M2F_INLINE void forward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
   }
   for_pairs<Isa>(row, t, [&](int l, int s, auto is_pair) DINAT_M2F_INLINE_LAMBDA {
     constexpr bool kPair = decltype(is_pair)::value;
+    ahead->step();
     const int a = w0 + l;
     const PairWeights<T> w = pair_weights<Isa>(row, row.scores, l, s);
     T* out_a = row.out + a * row.out_col;
@@ -864,11 +892,11 @@ DINAT_M2F_INLINE void forward_rows(const Row<T>* rows, int n, const int* offset)
     sides[r] = &side[r];
   }
   const Row<T>& x = rows[0];
-  Ahead ahead = ahead_of<Isa>(x, offset[n - 1]);
+  Ahead ahead = ahead_of<Isa>(x, offset[n - 1], n * L / 2);
   for (int w0 = 0; w0 < x.cols; w0 += L) {
     const Tile<Isa, T> t = tile_at<Isa>(x, w0);
     tile_scores<Isa>(x, t, x.dim, sides, n, offset, &ahead);
-    for (int r = 0; r < n; ++r) forward_tile<Isa>(rows[r], t);
+    for (int r = 0; r < n; ++r) forward_tile<Isa>(rows[r], t, &ahead);
   }
 }
 
@@ -876,7 +904,7 @@ DINAT_M2F_INLINE void forward_rows(const Row<T>* rows, int n, const int* offset)
 // the score gradients, grad_q (if wanted), and the row's contributions to grad_k, grad_v and
 // grad_bias.
 template <typename Isa, typename T>
-DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
+DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<Isa, T>& t, Ahead* ahead) {
   using V = typename SimdOf<Isa, T>::Vec;
   constexpr int L = SimdOf<Isa, T>::kLanes;
   const int w0 = t.w0;
@@ -902,6 +930,7 @@ DINAT_M2F_INLINE void backward_tile(const Row<T>& row, const Tile<Isa, T>& t) {
   for_pairs<Isa>(row, t, [&](int l, int s, auto is_pair) DINAT_M2F_INLINE_LAMBDA {
     constexpr bool kPair = decltype(is_pair)::value;
     const int a = w0 + l;
+    ahead->step();
     const PairWeights<T> p = pair_weights<Isa>(row, row.scores, l, s);
     const PairWeights<T> ds = pair_weights<Isa>(row, row.grads, l, s);
     if (row.grad_q) {
@@ -943,12 +972,12 @@ DINAT_M2F_INLINE void backward_rows(const Row<T>* rows, int n, const int* offset
     grads[r] = &grad_side[r];
   }
   const Row<T>& x = rows[0];
-  Ahead ahead = ahead_of<Isa>(x, offset[n - 1]);
+  Ahead ahead = ahead_of<Isa>(x, offset[n - 1], n * L / 2);
   for (int w0 = 0; w0 < x.cols; w0 += L) {
     const Tile<Isa, T> t = tile_at<Isa>(x, w0);
     tile_scores<Isa>(x, t, x.dim, scores, n, offset, &ahead);
     tile_scores<Isa>(x, t, x.dim_v, grads, n, offset);
-    for (int r = 0; r < n; ++r) backward_tile<Isa>(rows[r], t);
+    for (int r = 0; r < n; ++r) backward_tile<Isa>(rows[r], t, &ahead);
     if (gathers<Isa>(x.kh))
       for (int r = 0; r < n; r += 2)
         gather_key_grads<Isa>(rows[r], r + 1 < n ? &rows[r + 1] : nullptr,
