@@ -285,6 +285,10 @@ struct Source {
     for (int c = 0; c < w.length; ++c) {
       const S* src = at(b, h, w.index(c), head);
       C* out = dst + int64_t(c) * padded;
+      if (float_rows() && c + 16 < w.length) {  // as transpose_row does: 1.00-1.015x
+        const char* next = reinterpret_cast<const char*>(at(b, h, w.index(c + 16), head));
+        for (int64_t o = 0; o < int64_t(sizeof(S)) * dim; o += 64) __builtin_prefetch(next + o);
+      }
       if (float_rows())
         std::memcpy(out, src, sizeof(C) * dim);
       else

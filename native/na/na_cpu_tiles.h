@@ -270,6 +270,13 @@ DINAT_M2F_INLINE void transpose_row(const T* src, int64_t col, int cols, int dim
     using I = Simd<float>::Index;
     for (; d0 + 8 <= dim; d0 += 8) {
       for (int c0 = 0; c0 < cols; c0 += 8) {
+        // The tokens two blocks on, on the first pass: a row of many heads or of a dilated
+        // group has its tokens 512 bytes or more apart, which the core's prefetchers do not
+        // follow. 1.03-1.06x on a backward (docs/benchmarks.md, step 20).
+        if (d0 == 0)
+          for (int c = c0 + 16; c < std::min(c0 + 24, cols); ++c)
+            for (int o = 0; o < dim; o += 64 / int(sizeof(T)))
+              __builtin_prefetch(src + c * col + o);
         V r[8], t[8], u[8];
 #pragma GCC unroll 8
         for (int c = 0; c < 8; ++c)
