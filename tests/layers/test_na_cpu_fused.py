@@ -1,6 +1,6 @@
 """The fused CPU NA kernels (dinat_m2f::na_fused and its backward, native/na/na_cpu_fused.cpp
 and na_cpu_tiles.h; what `na2d` / `na1d` run on CPU tensors by default) against the
-brute-force oracle: output and every gradient on the cases their code splits on.
+brute-force oracle: output, log2-sum-exp and every gradient on the cases their code splits on.
 
 The kernels take queries sixteen (AVX-512), eight (float) or four (double) to a vector along a
 row, two rows at a time, windows starting at consecutive columns (plain loads) or not
@@ -11,6 +11,8 @@ unequal lengths, outputs over 1 MiB written with non-temporal stores, and an AVX
 baseline build of the same source. Tolerances (max abs error relative to max(1, max |ref|),
 inputs rounded to the dtype first): float64 1e-12, float32 2e-5, float16 1e-2, bfloat16 4e-2.
 """
+
+import math
 
 import pytest
 import torch
@@ -197,6 +199,25 @@ def test_streamed_outputs_match_brute_force(case, isa, monkeypatch):
     assert rounded[0].numel() * 4 > 2**20  # float32 tensors over kStreamBytes
     got = outputs_and_grads(fused_cpu(case), rounded, torch.float32)
     assert_close_relative(got, oracle(case, rounded), TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("isa", ["", "avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("spread", [0.2, 2.0])
+def test_lse_is_the_log2_sum_exp_of_the_logits(isa, spread, monkeypatch):
+    """The forward's second output, which the backward trusts: log2 of the softmax sum, from
+    the kernels' own vector log2 (float). Small logits spread the sums over [1, K] (the
+    polynomial's whole range), large ones leave one logit to dominate."""
+    monkeypatch.setenv("DINAT_M2F_CPU_ISA", isa)
+    case = ((20, 23), (7, 5), (2, 3), 2, 32, 32, True)
+    q, k, v, rpb = (x * spread for x in make_inputs(case, batch=1))
+    q, k, v, rpb = (x.float() for x in (q, k, v, rpb))
+    _, lse = torch.ops.dinat_m2f.na_fused(q, k, v, rpb, [7, 5], [2, 3], 32**-0.5)
+    logits = brute.qk(q.double() * 32**-0.5, k.double(), (7, 5), (2, 3), rpb.double())
+    expected = torch.logsumexp(logits, -1) / math.log(2)
+    spans = expected - logits.amax(-1) / math.log(2)  # log2 of the sums
+    assert spans.max() > 3 or spread > 1
+    err = ((lse.double() - expected).abs() / expected.abs().clamp(min=1)).max().item()
+    assert err <= 2e-6, f"lse: relative max error {err:.2e}"
 
 
 def test_results_do_not_depend_on_the_thread_count():
