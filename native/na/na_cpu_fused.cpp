@@ -662,9 +662,12 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
             const bool owned = r >= first && r < last;
             if (tags[s] != r) {
               if (tags[s] >= 0) flush(s);
-              k.dim_major(task.batch, hr, gw, task.head, C(1), kt.slot(s), lay.k_stride, kernels);
-              v.dim_major(task.batch, hr, gw, task.head, C(1), vt.slot(s), lay.k_stride, kernels);
+              // rows needed both ways are read from the tensor once, into the token-major
+              // copy, and turned dim-major from there (1.00-1.07x on the backward)
               k.tokens(task.batch, hr, gw, task.head, kp.slot(s));
+              kernels.transpose(kp.slot(s), k.padded, gw.length, k.dim, C(1), kt.slot(s),
+                                lay.k_stride);
+              v.dim_major(task.batch, hr, gw, task.head, C(1), vt.slot(s), lay.k_stride, kernels);
               if (owned) {
                 std::fill_n(gk.slot(s), gk.size, C(0));
                 std::fill_n(gv.slot(s), gv.size, C(0));
@@ -678,11 +681,11 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
             gv_rows[x * kh + i] = owned ? gv.slot(s) : nullptr;
           }
           const bool own_query = hq + x >= first && hq + x < last;
-          q.dim_major(task.batch, h, gw, task.head, C(scale * kLog2e), qt.slot(x), lay.q_stride,
-                      kernels);
-          g.dim_major(task.batch, h, gw, task.head, C(1), gt.slot(x), lay.q_stride, kernels);
           q.tokens(task.batch, h, gw, task.head, qp.slot(x));
           g.tokens(task.batch, h, gw, task.head, gp.slot(x));
+          kernels.transpose(qp.slot(x), q.padded, gw.length, q.dim, C(scale * kLog2e), qt.slot(x),
+                            lay.q_stride);
+          kernels.transpose(gp.slot(x), g.padded, gw.length, g.dim, C(1), gt.slot(x), lay.q_stride);
           q_rows[x] = qp.slot(x);
           g_rows[x] = gp.slot(x);
           const int64_t first_token = token_of(task.batch, h, gw.index(0), p) * p.heads + task.head;
