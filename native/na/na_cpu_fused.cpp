@@ -358,37 +358,72 @@ struct Sink {
   C* row(int64_t b, int h, const GroupAxis& w, int head, C* buffer) const {
     return in_place ? reinterpret_cast<C*>(at(b, h, w.index(0), head)) : buffer;
   }
-  // Copies a row buffer out (after row() handed out the buffer), times `scale`.
-  void flush(int64_t b, int h, const GroupAxis& w, int head, const C* buffer, C scale) const {
+  // Copies a row buffer out (after row() handed out the buffer).
+  void flush(int64_t b, int h, const GroupAxis& w, int head, const C* buffer) const {
     if (in_place) return;
     for (int c = 0; c < w.length; ++c) {
       S* dst = at(b, h, w.index(c), head);
-      if constexpr (std::is_same<S, float>::value && std::is_same<C, float>::value) {
-        if (stream && dim % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
-          const float* src = buffer + int64_t(c) * padded;
-          for (int d = 0; d < dim; d += 4)
-            _mm_stream_ps(dst + d, _mm_mul_ps(_mm_loadu_ps(src + d), _mm_set1_ps(scale)));
-          continue;
+      const C* src = buffer + int64_t(c) * padded;
+      if constexpr (std::is_same<S, C>::value) {
+        if constexpr (std::is_same<S, float>::value) {
+          if (stream && dim % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+            for (int d = 0; d < dim; d += 4) _mm_stream_ps(dst + d, _mm_loadu_ps(src + d));
+            continue;
+          }
         }
+        std::memcpy(dst, src, sizeof(S) * dim);  // an element loop here took 1% of a backward
+      } else {
+        for (int d = 0; d < dim; ++d) dst[d] = S(src[d]);
       }
-      for (int d = 0; d < dim; ++d) dst[d] = S(buffer[int64_t(c) * padded + d] * scale);
     }
   }
 };
 
-// The task's RPB table [bias row][j][col] = log2 e * rpb[head][bias row][bias col of j].
+// One of the RPB tables (BiasTables): `head`'s, for the columns of group w.
 template <typename S, typename C>
-void fill_bias(const S* rpb, int head, const Problem& p, const GroupAxis& w, int q_stride,
-               Slots<C>& table) {
+void fill_table(const S* rpb, int head, const Problem& p, const GroupAxis& w, int q_stride, C* t) {
   const int rows = 2 * p.h.kernel - 1, cols = 2 * p.w.kernel - 1, kw = p.w.kernel;
-  table.init(1, rows * kw * q_stride);
-  C* t = table.slot(0);
   const S* r = rpb + int64_t(head) * rows * cols;
   for (int br = 0; br < rows; ++br)
     for (int j = 0; j < kw; ++j)
       for (int c = 0; c < w.length; ++c)
         t[(size_t(br) * kw + j) * q_stride + c] = C(r[br * cols + w.bias[c] + j]) * C(kLog2e);
 }
+
+// A problem's RPB tables, [bias row][j][col] = log2 e * rpb[head][bias row][bias col of column
+// col's neighbor j], one per head and length of a group along w (groups of one length have the
+// same windows, and the lengths differ by at most one): made once per call. Made per task
+// instead, they cost 8-15% of a forward and ~10% of a backward where groups are a kernel wide
+// (a task's work is a few microseconds): docs/benchmarks.md, step 20.
+template <typename C>
+struct BiasTables {
+  Slots<C> tables;
+  int lengths[2] = {-1, -1};
+
+  template <typename S>
+  BiasTables(const S* rpb, const Problem& p, int q_stride) {
+    if (rpb == nullptr) return;
+    int groups[2] = {0, 0}, count = 0;
+    for (int g = 0; g < p.w.dilation && count < 2; ++g) {
+      const int length = group_length(p.w, g);
+      if (count == 0 || length != lengths[0]) lengths[count] = length, groups[count++] = g;
+    }
+    tables.init(p.heads * count, (2 * p.h.kernel - 1) * p.w.kernel * q_stride);
+    at::parallel_for(0, int64_t(p.heads) * count, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t x = begin; x < end; ++x) {
+        const int head = int(x / count), which = int(x % count);
+        fill_table(rpb, head, p, GroupAxis(p.w, groups[which], q_stride), q_stride,
+                   tables.slot(int(x)));
+      }
+    });
+  }
+  // The table of `head` for group w, or null without RPB.
+  const C* of(int head, const GroupAxis& w) const {
+    if (lengths[0] < 0) return nullptr;
+    const int count = lengths[1] < 0 ? 1 : 2;
+    return tables.base + size_t(head * count + (w.length == lengths[0] ? 0 : 1)) * tables.size;
+  }
+};
 
 // Whether the tasks prefetch their next rows. A dilated group's tokens lie kilobytes apart,
 // where the core's own prefetchers do not follow (packing them took a quarter to two fifths
@@ -462,9 +497,9 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
   const RowKernels<C> kernels = row_kernels<C>(p);
   const Source<S, C> q(query, kernels.lanes), k(key, kernels.lanes), v(value, kernels.lanes);
   const Sink<S, C> o(out, p, true, kernels.lanes);
-  const S* bias = data_or_null<S>(rpb);
   C* lse_data = lse.mutable_data_ptr<C>();
   const Layout lay(p, kernels.lanes);
+  const BiasTables<C> tables(data_or_null<S>(rpb), p, lay.q_stride);
   const Tasks tasks{p, blocks_for(p, kForwardBlockRows)};
   const int kh = p.h.kernel, kw = p.w.kernel, R = kernels.rows, slots = kh + R - 1;
   const bool prefetch = prefetch_rows(p, query, true);
@@ -476,7 +511,6 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
     qt.init(R, q.dim * lay.q_stride);
     orow.init(R, o.in_place ? 0 : lay.max_cols * o.padded);
     scores.init(R, lay.tile);
-    Slots<C> table;
     std::vector<const C*> kt_rows(R * kh), v_rows(R * kh);
     std::vector<int> tags(slots);
     std::vector<const char*> ahead;
@@ -484,7 +518,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
     for (int64_t t = begin; t < end; ++t) {
       const Tasks::Task task = tasks(t);
       const GroupAxis gh(p.h, task.gh, 0), gw(p.w, task.gw, lay.q_stride);
-      if (bias) fill_bias(bias, task.head, p, gw, lay.q_stride, table);
+      const C* table = tables.of(task.head, gw);
       std::fill(tags.begin(), tags.end(), -1);
       const std::pair<int, int> block = tasks.rows_of(task.block, gh.length);
 
@@ -520,7 +554,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
           }
           q.dim_major(task.batch, h, gw, task.head, C(scale * kLog2e), qt.slot(x), lay.q_stride,
                       kernels);
-          row.bias = bias ? table.slot(0) + size_t(gh.bias[hq + x]) * kw * lay.q_stride : nullptr;
+          row.bias = table ? table + size_t(gh.bias[hq + x]) * kw * lay.q_stride : nullptr;
           row.out = o.row(task.batch, h, gw, task.head, orow.slot(x));
           row.lse = lse_data + token_of(task.batch, h, gw.index(0), p) * p.heads + task.head;
         }
@@ -531,7 +565,7 @@ void forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
         rows[0].ahead_count = int(ahead.size());
         kernels.forward(rows, n, offset);
         for (int x = 0; x < n; ++x)
-          o.flush(task.batch, gh.index(hq + x), gw, task.head, orow.slot(x), C(1));
+          o.flush(task.batch, gh.index(hq + x), gw, task.head, orow.slot(x));
       }
     }
     _mm_sfence();  // the non-temporal stores are weakly ordered: done before the threads join
@@ -569,10 +603,10 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
   // key gradients accumulate in compact slots (see Source), the query's are written once
   const Sink<S, C> dq(grad_query, p, true, lanes), dk(grad_key, p, false, lanes),
       dv(grad_value, p, false, lanes);
-  const S* bias = data_or_null<S>(rpb);
   const C* lse_data = lse.const_data_ptr<C>();
   const C* delta_data = delta.const_data_ptr<C>();
   const Layout lay(p, lanes);
+  const BiasTables<C> tables(data_or_null<S>(rpb), p, lay.q_stride);
   // query rows go up to kernels.rows at a time, as in the forward
   const int kh = p.h.kernel, kw = p.w.kernel, R = kernels.rows, slots = kh + R - 1;
   const int bias_rows = 2 * kh - 1, bias_cols = 2 * kw - 1;
@@ -595,7 +629,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
     drow.init(R, lay.q_stride);
     scores.init(R, lay.tile);
     grads.init(R, lay.tile);
-    Slots<C> table, table_grad;
+    Slots<C> table_grad;
     std::vector<const C*> kt_rows(R * kh), vt_rows(R * kh), k_rows(R * kh), q_rows(R), g_rows(R);
     std::vector<C*> gk_rows(R * kh), gv_rows(R * kh);
     std::vector<int> tags(slots);
@@ -604,10 +638,8 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
     for (int64_t t = begin; t < end; ++t) {
       const Tasks::Task task = tasks(t);
       const GroupAxis gh(p.h, task.gh, 0), gw(p.w, task.gw, lay.q_stride);
-      if (bias) {
-        fill_bias(bias, task.head, p, gw, lay.q_stride, table);
-        table_grad.init(1, table.size);
-      }
+      const C* table = tables.of(task.head, gw);
+      if (table) table_grad.init(1, tables.tables.size);
       std::fill(tags.begin(), tags.end(), -1);
       const std::pair<int, int> block = tasks.rows_of(task.block, gh.length);
       const int first = block.first, last = block.second;
@@ -621,8 +653,8 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
         const int r = tags[s];
         if (r < first || r >= last) return;
         const int h = gh.index(r);
-        dk.flush(task.batch, h, gw, task.head, gk.slot(s), C(1));
-        dv.flush(task.batch, h, gw, task.head, gv.slot(s), C(1));
+        dk.flush(task.batch, h, gw, task.head, gk.slot(s));
+        dv.flush(task.batch, h, gw, task.head, gv.slot(s));
       };
 
       Row<C> rows[cpu_tiles::kMaxRows];
@@ -695,8 +727,8 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
             drow.slot(x)[c] = delta_data[first_token + c * lse_col];
           }
           const size_t bias_at = size_t(gh.bias[hq + x]) * kw * lay.q_stride;
-          row.bias = bias ? table.slot(0) + bias_at : nullptr;
-          row.grad_bias = bias && own_query ? table_grad.slot(0) + bias_at : nullptr;
+          row.bias = table ? table + bias_at : nullptr;
+          row.grad_bias = table && own_query ? table_grad.slot(0) + bias_at : nullptr;
           row.grad_q = own_query ? dq.row(task.batch, h, gw, task.head, dq_row.slot(x)) : nullptr;
         }
         ahead.clear();
@@ -706,8 +738,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
         rows[0].ahead_count = int(ahead.size());
         kernels.backward(rows, n, offset);
         for (int x = 0; x < n; ++x)
-          if (rows[x].grad_q)
-            dq.flush(task.batch, gh.index(hq + x), gw, task.head, dq_row.slot(x), C(1));
+          if (rows[x].grad_q) dq.flush(task.batch, gh.index(hq + x), gw, task.head, dq_row.slot(x));
       }
       for (int s = 0; s < slots; ++s)
         if (tags[s] >= 0) flush(s);
