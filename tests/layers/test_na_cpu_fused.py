@@ -3,13 +3,14 @@ and na_cpu_tiles.h; what `na2d` / `na1d` run on CPU tensors by default) against 
 brute-force oracle: output, log2-sum-exp and every gradient on the cases their code splits on.
 
 The kernels take queries sixteen (AVX-512), eight (float) or four (double) to a vector along a
-row, two rows at a time, windows starting at consecutive columns (plain loads) or not
-(borders, small groups: permuted loads), neighbours in chunks of at most 8 / 6 / 5, the head
-dim in vectors of 16 / 8 / 4 with zero padding, rows in blocks of 32 (forward) and 64
-(backward, recomputing the scores of the rows just outside a block), dilation groups of
-unequal lengths, outputs over 1 MiB written with non-temporal stores, and an AVX-512, AVX2 or
-baseline build of the same source. Tolerances (max abs error relative to max(1, max |ref|),
-inputs rounded to the dtype first): float64 1e-12, float32 2e-5, float16 1e-2, bfloat16 4e-2.
+row, up to four rows at a time (AVX-512; two elsewhere), windows starting at consecutive
+columns (plain loads) or not (borders, small groups: permuted loads), neighbours in chunks of
+at most 8 / 6 / 5, the head dim in vectors of 16 / 8 / 4 with zero padding, rows in blocks of
+32 (forward) and 64 (backward, recomputing the scores of the rows just outside a block),
+dilation groups of unequal lengths, outputs over 1 MiB written with non-temporal stores, and
+an AVX-512, AVX2 or baseline build of the same source. Tolerances (max abs error relative to
+max(1, max |ref|), inputs rounded to the dtype first): float64 1e-12, float32 2e-5, float16
+1e-2, bfloat16 4e-2.
 """
 
 import math
