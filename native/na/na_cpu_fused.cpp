@@ -313,6 +313,14 @@ struct Source {
     for (int d = 0; d < dim; ++d) sum += C(xs[d * sd]) * C(ys[d * y.sd]);
     return sum;
   }
+  // The group row both ways, read from the tensor once: token-major in `row` (as tokens())
+  // and dim-major in `dst` (as dim_major()), transposed from the compact copy, which the
+  // caches hold (1.00-1.07x on the backward: docs/benchmarks.md, step 20).
+  void both_ways(int64_t b, int h, const GroupAxis& w, int head, C scale, C* row, C* dst,
+                 int stride, const RowKernels<C>& kernels) const {
+    tokens(b, h, w, head, row);
+    kernels.transpose(row, padded, w.length, dim, scale, dst, stride);
+  }
   // dst[d * stride + c] = scale * x(b, h, column c, head, d).
   void dim_major(int64_t b, int h, const GroupAxis& w, int head, C scale, C* dst, int stride,
                  const RowKernels<C>& kernels) const {
@@ -694,11 +702,8 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
             const bool owned = r >= first && r < last;
             if (tags[s] != r) {
               if (tags[s] >= 0) flush(s);
-              // rows needed both ways are read from the tensor once, into the token-major
-              // copy, and turned dim-major from there (1.00-1.07x on the backward)
-              k.tokens(task.batch, hr, gw, task.head, kp.slot(s));
-              kernels.transpose(kp.slot(s), k.padded, gw.length, k.dim, C(1), kt.slot(s),
-                                lay.k_stride);
+              k.both_ways(task.batch, hr, gw, task.head, C(1), kp.slot(s), kt.slot(s), lay.k_stride,
+                          kernels);
               v.dim_major(task.batch, hr, gw, task.head, C(1), vt.slot(s), lay.k_stride, kernels);
               if (owned) {
                 std::fill_n(gk.slot(s), gk.size, C(0));
@@ -713,11 +718,10 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
             gv_rows[x * kh + i] = owned ? gv.slot(s) : nullptr;
           }
           const bool own_query = hq + x >= first && hq + x < last;
-          q.tokens(task.batch, h, gw, task.head, qp.slot(x));
-          g.tokens(task.batch, h, gw, task.head, gp.slot(x));
-          kernels.transpose(qp.slot(x), q.padded, gw.length, q.dim, C(scale * kLog2e), qt.slot(x),
-                            lay.q_stride);
-          kernels.transpose(gp.slot(x), g.padded, gw.length, g.dim, C(1), gt.slot(x), lay.q_stride);
+          q.both_ways(task.batch, h, gw, task.head, C(scale * kLog2e), qp.slot(x), qt.slot(x),
+                      lay.q_stride, kernels);
+          g.both_ways(task.batch, h, gw, task.head, C(1), gp.slot(x), gt.slot(x), lay.q_stride,
+                      kernels);
           q_rows[x] = qp.slot(x);
           g_rows[x] = gp.slot(x);
           const int64_t first_token = token_of(task.batch, h, gw.index(0), p) * p.heads + task.head;

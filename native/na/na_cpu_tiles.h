@@ -304,9 +304,10 @@ DINAT_M2F_INLINE void transpose_row(const T* src, int64_t col, int cols, int dim
     using I = Simd<float>::Index;
     for (; d0 + 8 <= dim; d0 += 8) {
       for (int c0 = 0; c0 < cols; c0 += 8) {
-        // The tokens two blocks on, on the first pass: a row of many heads or of a dilated
-        // group has its tokens 512 bytes or more apart, which the core's prefetchers do not
-        // follow. 1.03-1.06x on a backward (docs/benchmarks.md, step 20).
+        // The tokens two blocks on, on the first pass: read from the tensor (the forward's q
+        // and k, the backward's v), a row of many heads or of a dilated group has its tokens
+        // 512 bytes or more apart, which the core's prefetchers do not follow. 1.01-1.06x on a
+        // backward that still read q, k and grad_out this way (docs/benchmarks.md, step 20).
         if (d0 == 0)
           for (int c = c0 + 16; c < std::min(c0 + 24, cols); ++c)
             for (int o = 0; o < dim; o += 64 / int(sizeof(T)))
@@ -351,15 +352,15 @@ struct Ahead {
   }
 };
 
-// A group of rows' prefetches spread over its tiles' steps: their key rows in tile_scores (the
-// last row's window starts `last_offset` key rows below the first's) and `pair_steps` query
-// pairs in the weighted sums. Spread over the key rows alone, some 40 prefetches went out at
+// The prefetches of n rows (windows `offset` key rows below the first's, x the first row)
+// spread over their tiles' steps: the key rows in tile_scores and the query pairs (L / 2 per
+// row) in the weighted sums. Spread over the key rows alone, some 40 prefetches went out at
 // a time on a 128 x 128 map, and waiting for miss buffers took a sixth of the row kernel;
 // spread over the pairs too, the forward ran 1.02-1.10x as fast (docs/benchmarks.md, step 20).
 template <typename Isa, typename T>
-DINAT_M2F_INLINE Ahead ahead_of(const Row<T>& x, int last_offset, int pair_steps) {
+DINAT_M2F_INLINE Ahead ahead_of(const Row<T>& x, int n, const int* offset) {
   constexpr int L = SimdOf<Isa, T>::kLanes;
-  const int steps = (x.cols + L - 1) / L * (x.kh + last_offset + pair_steps);
+  const int steps = (x.cols + L - 1) / L * (x.kh + offset[n - 1] + n * L / 2);
   return {x.ahead, x.ahead_count, 0, (x.ahead_count + steps - 1) / steps};
 }
 
@@ -932,7 +933,7 @@ DINAT_M2F_INLINE void forward_rows(const Row<T>* rows, int n, const int* offset)
     sides[r] = &side[r];
   }
   const Row<T>& x = rows[0];
-  Ahead ahead = ahead_of<Isa>(x, offset[n - 1], n * L / 2);
+  Ahead ahead = ahead_of<Isa>(x, n, offset);
   for (int w0 = 0; w0 < x.cols; w0 += L) {
     const Tile<Isa, T> t = tile_at<Isa>(x, w0);
     tile_scores<Isa>(x, t, x.dim, sides, n, offset, &ahead);
@@ -1012,7 +1013,7 @@ DINAT_M2F_INLINE void backward_rows(const Row<T>* rows, int n, const int* offset
     grads[r] = &grad_side[r];
   }
   const Row<T>& x = rows[0];
-  Ahead ahead = ahead_of<Isa>(x, offset[n - 1], n * L / 2);
+  Ahead ahead = ahead_of<Isa>(x, n, offset);
   for (int w0 = 0; w0 < x.cols; w0 += L) {
     const Tile<Isa, T> t = tile_at<Isa>(x, w0);
     tile_scores<Isa>(x, t, x.dim, scores, n, offset, &ahead);
