@@ -13,6 +13,9 @@
 // a large one's forward (prefetch_rows), prefetch the next rows' inputs as they go. Windows, bias
 // indices and dilation groups come from na_index.h, like every other NA kernel's.
 //
+// Where every window is its whole dilation group (whole_windows), the backward instead packs
+// each (batch, group, head) and runs it as a small dense attention (na_cpu_dense.h).
+//
 // In the backward a task owns the query rows and the key rows of its block: it also visits
 // the query rows just outside the block whose windows reach into it (recomputing their scores)
 // so that the gradients of its key rows are complete, and writes only what it owns; no two
@@ -27,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -40,6 +44,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 // The register kernels are compiled three times below (AVX-512, AVX2 + FMA, and the baseline
 // ISA); include every other header before them so that nothing else is compiled for AVX2.
+#include "na_cpu_dense.h"
 #include "na_cpu_tiles.h"
 
 namespace dinat_m2f {
@@ -147,6 +152,34 @@ RowKernels<float> row_kernels<float>(const Problem& p) {
             &transpose_row_avx2};
   return {8, cpu_tiles::max_rows<cpu_tiles::Baseline>(), &forward_row_baseline<float>,
           &backward_row_baseline<float>, &transpose_row_baseline<float>};
+}
+
+// The whole-window backward (na_cpu_dense.h) per instruction set. Its score rows hold all of
+// a group's keys (49 for kernel 7), so the widest vectors waste the least: AVX-512 wherever
+// the machine has it.
+struct GroupKernels {
+  int lanes;  // the host pads token rows and score rows to a multiple
+  void (*backward)(const cpu_dense::Group<float>& group);
+  void (*transpose)(const float* src, int64_t col, int cols, int dim, float scale, float* dst,
+                    int stride);
+};
+
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void backward_group_avx512(
+    const cpu_dense::Group<float>& group) {
+  cpu_dense::backward_group<cpu_tiles::Avx512>(group);
+}
+__attribute__((target("avx2,fma"))) void backward_group_avx2(const cpu_dense::Group<float>& group) {
+  cpu_dense::backward_group<cpu_tiles::Avx2>(group);
+}
+void backward_group_baseline(const cpu_dense::Group<float>& group) {
+  cpu_dense::backward_group<cpu_tiles::Baseline>(group);
+}
+
+GroupKernels group_kernels() {
+  const Isa isa = cpu_isa().isa;
+  if (isa == Isa::kAvx512) return {16, &backward_group_avx512, &transpose_row_avx2};
+  if (isa == Isa::kAvx2) return {8, &backward_group_avx2, &transpose_row_avx2};
+  return {8, &backward_group_baseline, &transpose_row_baseline<float>};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -761,6 +794,209 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
 }
 
 // ---------------------------------------------------------------------------------------------
+// The backward of whole-window groups (na_cpu_dense.h): one task per (batch, group, head)
+// packs the group's n = kh * kw tokens and runs their gradients as small dense products.
+
+// Groups up to this many tokens (kernel 16 x 16) take the dense kernels: their score rows
+// (n x n) stay in the core's L2.
+constexpr int kMaxGroupTokens = 256;
+
+// Whether every window of the problem is its whole dilation group: every group is exactly a
+// kernel long on both axes (window_start is then 0 for every query).
+bool whole_windows(const Problem& p) {
+  return p.h.length == p.h.kernel * p.h.dilation && p.w.length == p.w.kernel * p.w.dilation &&
+         p.h.kernel * p.w.kernel <= kMaxGroupTokens;
+}
+
+// The RPB in the order of the score rows, made once per call. Per head, one table per query
+// column qj: table[qj][r][kj] = log2 e * rpb[head][r][gw.bias[qj] + kj] (2 kh - 1 rows of kw).
+// The biases of query (qi, qj) at the keys (ki, kj), in key order ki * kw + kj, are then the n
+// consecutive values from table[qj][gh.bias[qi]] (offset `at`): a few hundred values per head
+// where a row per query would take n x n. The mask keeps the padding out of the softmax.
+struct GroupBias {
+  Slots<float> tables;
+  std::vector<int> at;      // per query token
+  std::vector<float> mask;  // per key column: 0, and -inf for the padding
+  int per_column = 0;       // values per query column's table
+
+  template <typename S>
+  GroupBias(const S* rpb, const Problem& p, int n_pad) {
+    const int kh = p.h.kernel, kw = p.w.kernel, n = kh * kw, cols = 2 * kw - 1;
+    mask.assign(n_pad, -std::numeric_limits<float>::infinity());
+    std::fill_n(mask.begin(), n, 0.f);
+    if (rpb == nullptr) return;
+    const GroupAxis gh(p.h, 0, 0), gw(p.w, 0, 0);  // every group has these windows
+    per_column = (2 * kh - 1) * kw;
+    at.resize(n);
+    for (int t = 0; t < n; ++t) at[t] = t % kw * per_column + gh.bias[t / kw] * kw;
+    // a query's last values read past its table: the padding, masked, and zeros at the end
+    tables.init(p.heads, kw * per_column + n_pad);
+    for (int head = 0; head < p.heads; ++head)
+      for (int qj = 0; qj < kw; ++qj)
+        for (int r = 0; r < 2 * kh - 1; ++r) {
+          const S* src = rpb + (int64_t(head) * (2 * kh - 1) + r) * cols + gw.bias[qj];
+          float* dst = tables.slot(head) + qj * per_column + r * kw;
+          for (int kj = 0; kj < kw; ++kj) dst[kj] = float(src[kj]) * float(kLog2e);
+        }
+  }
+  const float* of(int head) const {
+    return at.empty() ? nullptr : tables.base + size_t(head) * tables.size;
+  }
+};
+
+// A group's packed inputs and work rows: one set per thread.
+struct GroupBuffers {
+  Slots<float> q, k, kt, v, vt, g, scores, grads, grad_bias, bias_sums, grad_q, grad_k, grad_v, lse,
+      delta;
+  std::vector<float> keep;
+
+  GroupBuffers(const Problem& p, int n_pad, int q_pad, int v_pad, int dim_v) {
+    const int n = p.h.kernel * p.w.kernel;
+    q.init(1, n * q_pad);
+    k.init(1, n * q_pad);
+    kt.init(1, p.dim * n_pad);
+    v.init(1, n * v_pad);
+    scores.init(1, n * n_pad);
+    lse.init(1, n);
+    keep.assign(n_pad, 0.f);
+    std::fill_n(keep.begin(), n, 1.f);
+    vt.init(1, dim_v * n_pad);
+    g.init(1, n * v_pad);
+    grads.init(1, n * n_pad);
+    grad_bias.init(1, n * n_pad);
+    bias_sums.init(1, p.w.kernel * (2 * p.h.kernel - 1) * p.w.kernel + n_pad);
+    grad_q.init(1, n * q_pad);
+    grad_k.init(1, n * q_pad);
+    grad_v.init(1, n * v_pad);
+    delta.init(1, n);
+  }
+  // The group's tokens of `x`, token-major, group row after group row.
+  template <typename S>
+  static void pack(const Source<S, float>& x, int64_t b, const GroupAxis& gh, const GroupAxis& gw,
+                   int head, float* dst) {
+    for (int i = 0; i < gh.length; ++i)
+      x.tokens(b, gh.index(i), gw, head, dst + int64_t(i) * gw.length * x.padded);
+  }
+  // Writes a token-major group buffer out, group row after group row.
+  template <typename S>
+  static void unpack(const Sink<S, float>& x, int64_t b, const GroupAxis& gh, const GroupAxis& gw,
+                     int head, const float* src) {
+    for (int i = 0; i < gh.length; ++i)
+      x.flush(b, gh.index(i), gw, head, src + int64_t(i) * gw.length * x.padded);
+  }
+};
+
+// Appends to `lines` the cache lines of `task`'s group tokens in every source.
+template <typename S>
+void group_lines(const Problem& p, const Tasks::Task& task,
+                 std::initializer_list<const Source<S, float>*> sources,
+                 std::vector<const char*>& lines) {
+  const GroupAxis gh(p.h, task.gh, 0), gw(p.w, task.gw, 0);
+  for (const Source<S, float>* x : sources)
+    for (int i = 0; i < gh.length; ++i) x->lines_of(task.batch, gh.index(i), gw, task.head, lines);
+}
+
+// The group's fields that do not change from task to task.
+cpu_dense::Group<float> group_of(const Problem& p, int n_pad, int q_pad, int v_pad, int dim_v,
+                                 double scale, const GroupBias& bias, GroupBuffers& buf) {
+  cpu_dense::Group<float> x{};
+  x.n = p.h.kernel * p.w.kernel;
+  x.n_pad = n_pad;
+  x.dim = p.dim;
+  x.dim_v = dim_v;
+  x.q_pad = q_pad;
+  x.v_pad = v_pad;
+  x.logit_scale = float(scale * kLog2e);
+  x.scale = float(scale);
+  x.bias_at = bias.at.data();
+  x.mask = bias.mask.data();
+  x.keep = buf.keep.data();
+  x.q = buf.q.base;
+  x.k = buf.k.base;
+  x.kt = buf.kt.base;
+  x.vt = buf.vt.base;
+  x.g = buf.g.base;
+  x.scores = buf.scores.base;
+  x.grads = buf.grads.base;
+  x.grad_q = buf.grad_q.base;
+  x.lse_in = buf.lse.base;
+  x.delta = buf.delta.base;
+  x.grad_k = buf.grad_k.base;
+  x.grad_v = buf.grad_v.base;
+  return x;
+}
+
+template <typename S>
+void backward_whole(const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
+                    const at::Tensor& value, const at::Tensor& rpb, const at::Tensor& lse,
+                    const at::Tensor& delta, double scale, at::Tensor& grad_query,
+                    at::Tensor& grad_key, at::Tensor& grad_value, at::Tensor& grad_rpb_parts,
+                    const Problem& p, const Tasks& tasks) {
+  const GroupKernels kernels = group_kernels();
+  const int L = kernels.lanes, kw = p.w.kernel, n = p.h.kernel * kw, n_pad = round_up(n, L);
+  const Source<S, float> q(query, L), k(key, L), v(value, L), g(grad_out, L);
+  const Sink<S, float> dq(grad_query, p, false, L), dk(grad_key, p, false, L),
+      dv(grad_value, p, false, L);
+  const float* lse_data = lse.const_data_ptr<float>();
+  const float* delta_data = delta.const_data_ptr<float>();
+  const GroupBias bias(data_or_null<S>(rpb), p, n_pad);
+  const int bias_cols = 2 * kw - 1, part_size = (2 * p.h.kernel - 1) * bias_cols;
+  float* parts = grad_rpb_parts.defined() ? grad_rpb_parts.mutable_data_ptr<float>() : nullptr;
+  const bool prefetch = prefetch_rows(p, query, false);
+
+  at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
+    GroupBuffers buf(p, n_pad, q.padded, v.padded, v.dim);
+    cpu_dense::Group<float> x = group_of(p, n_pad, q.padded, v.padded, v.dim, scale, bias, buf);
+    x.grad_bias = parts ? buf.grad_bias.base : nullptr;
+    std::vector<const char*> ahead;
+    for (int64_t t = begin; t < end; ++t) {
+      const Tasks::Task task = tasks(t);
+      const GroupAxis gh(p.h, task.gh, 0), gw(p.w, task.gw, 0);
+      ahead.clear();
+      if (prefetch && t + 1 < end) group_lines(p, tasks(t + 1), {&q, &k, &v, &g}, ahead);
+      x.ahead = ahead.data();
+      x.ahead_count = int(ahead.size());
+      GroupBuffers::pack(q, task.batch, gh, gw, task.head, buf.q.base);
+      GroupBuffers::pack(k, task.batch, gh, gw, task.head, buf.k.base);
+      GroupBuffers::pack(v, task.batch, gh, gw, task.head, buf.v.base);
+      GroupBuffers::pack(g, task.batch, gh, gw, task.head, buf.g.base);
+      kernels.transpose(buf.k.base, q.padded, n, q.dim, 1.f, buf.kt.base, n_pad);
+      kernels.transpose(buf.v.base, v.padded, n, v.dim, 1.f, buf.vt.base, n_pad);
+      for (int i = 0, t2 = 0; i < gh.length; ++i)
+        for (int j = 0; j < kw; ++j, ++t2) {
+          const int64_t at = token_of(task.batch, gh.index(i), gw.index(j), p) * p.heads;
+          buf.lse.base[t2] = lse_data[at + task.head];
+          buf.delta.base[t2] = delta_data[at + task.head];
+        }
+      x.bias = bias.of(task.head);
+      kernels.backward(x);
+      GroupBuffers::unpack(dq, task.batch, gh, gw, task.head, buf.grad_q.base);
+      GroupBuffers::unpack(dk, task.batch, gh, gw, task.head, buf.grad_k.base);
+      GroupBuffers::unpack(dv, task.batch, gh, gw, task.head, buf.grad_v.base);
+      if (parts) {  // this task's share of grad_rpb: each score's gradient at its bias
+        // first in the tables' order (GroupBias), where a query's n gradients are consecutive
+        float* sums = buf.bias_sums.base;
+        std::fill_n(sums, buf.bias_sums.size, 0.f);
+        for (int t2 = 0; t2 < n; ++t2) {
+          const float* ds = buf.grad_bias.base + int64_t(t2) * n_pad;
+          float* dst = sums + bias.at[t2];
+          for (int key = 0; key < n; ++key) dst[key] += ds[key];
+        }
+        float* part = parts + t * part_size;
+        std::fill(part, part + part_size, 0.f);
+        for (int qj = 0; qj < kw; ++qj)
+          for (int r = 0; r < 2 * p.h.kernel - 1; ++r) {
+            const float* src = sums + qj * bias.per_column + r * kw;
+            float* dst = part + r * bias_cols + gw.bias[qj];
+            for (int kj = 0; kj < kw; ++kj) dst[kj] += src[kj];
+          }
+      }
+    }
+    _mm_sfence();  // as in forward()
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // The ops.
 
 struct Checked {
@@ -855,9 +1091,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> na_fused_backward_cpu
       const Tasks tasks{p, blocks_for(p, kBackwardBlockRows)};
       at::Tensor parts;
       if (c.rpb.defined()) parts = at::empty({tasks.count(), bias_rows * bias_cols}, lse.options());
-      backward<scalar_t, C>(view_2d(grad_out, c.rank), view_2d(query, c.rank), view_2d(key, c.rank),
-                            view_2d(value, c.rank), c.rpb, lse2, delta, scale, gq, gk, gv, parts, p,
-                            tasks);
+      bool whole = false;
+      if constexpr (std::is_same<C, float>::value) {
+        whole = whole_windows(p) && tasks.blocks == 1;
+        if (whole)
+          backward_whole<scalar_t>(view_2d(grad_out, c.rank), view_2d(query, c.rank),
+                                   view_2d(key, c.rank), view_2d(value, c.rank), c.rpb, lse2, delta,
+                                   scale, gq, gk, gv, parts, p, tasks);
+      }
+      if (!whole)
+        backward<scalar_t, C>(view_2d(grad_out, c.rank), view_2d(query, c.rank),
+                              view_2d(key, c.rank), view_2d(value, c.rank), c.rpb, lse2, delta,
+                              scale, gq, gk, gv, parts, p, tasks);
       if (parts.defined()) {
         // each head's tasks (batch-major order), summed in a fixed order
         const int64_t per_head = tasks.per_head(), size = bias_rows * bias_cols;

@@ -1,5 +1,5 @@
-"""The fused CPU NA kernels (dinat_m2f::na_fused and its backward, native/na/na_cpu_fused.cpp
-and na_cpu_tiles.h; what `na2d` / `na1d` run on CPU tensors by default) against the
+"""The fused CPU NA kernels (dinat_m2f::na_fused and its backward, native/na/na_cpu_fused.cpp,
+na_cpu_tiles.h and na_cpu_dense.h; what `na2d` / `na1d` run on CPU tensors by default) against the
 brute-force oracle: output, log2-sum-exp and every gradient on the cases their code splits on.
 
 The kernels take queries sixteen (AVX-512), eight (float) or four (double) to a vector along a
@@ -8,7 +8,9 @@ columns (plain loads) or not (borders, small groups: permuted loads), neighbours
 at most 8 / 6 / 5, the head dim in vectors of 16 / 8 / 4 with zero padding, rows in blocks of
 32 (forward) and 64 (backward, recomputing the scores of the rows just outside a block),
 dilation groups of unequal lengths, outputs over 1 MiB written with non-temporal stores, and
-an AVX-512, AVX2 or baseline build of the same source. Tolerances (max abs error relative to
+an AVX-512, AVX2 or baseline build of the same source. Where every window is its whole
+dilation group, the backward runs each group as one small dense attention instead (keys to a
+vector, padded and masked; na_cpu_dense.h). Tolerances (max abs error relative to
 max(1, max |ref|), inputs rounded to the dtype first): float64 1e-12, float32 2e-5, float16
 1e-2, bfloat16 4e-2.
 """
@@ -115,8 +117,16 @@ def test_auto_does_not_take_them_on_the_emulated_device():
         assert dispatch.resolve_backend("na2d", "auto", q, q, (3, 3)) == "unfused"
 
 
+# Whole-window problems: every dilation group exactly a kernel long on both axes (CASES[3] too).
+WHOLE_CASES = [
+    ((14, 14), (7, 7), (2, 2), 2, 32, 32, False),  # DiNAT's layout at 224 px: 7 x 7 groups
+    ((6, 15), (3, 5), (2, 3), 2, 20, 12, True),  # 15 keys: one vector and padding; dim_v != dim
+    ((13, 13), (13, 13), (1, 1), 1, 33, 8, True),  # 169 keys in chunks of vectors; head dim 33
+    ((21,), (7,), (3,), 2, 32, 32, True),  # 1D
+]
+
 PRECISION_CASES = [(c, d) for c in CASES for d in (torch.float64, torch.float32)] + [
-    (c, d) for d in (torch.float16, torch.bfloat16) for c in (CASES[2], CASES[5])
+    (c, d) for d in (torch.float16, torch.bfloat16) for c in (CASES[2], CASES[5], WHOLE_CASES[1])
 ]
 
 
@@ -203,6 +213,17 @@ def test_streamed_outputs_match_brute_force(case, isa, monkeypatch):
 
 
 @pytest.mark.parametrize("isa", ["", "avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("case", WHOLE_CASES, ids=case_id)
+def test_whole_window_groups_match_brute_force(case, isa, monkeypatch):
+    """The dense backward of whole-window groups on every build (a build the CPU lacks falls
+    back to the best it has)."""
+    monkeypatch.setenv("DINAT_M2F_CPU_ISA", isa)
+    rounded = [None if x is None else x.float().double() for x in make_inputs(case)]
+    got = outputs_and_grads(fused_cpu(case), rounded, torch.float32)
+    assert_close_relative(got, oracle(case, rounded), TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("isa", ["", "avx512", "avx2", "baseline"])
 @pytest.mark.parametrize("spread", [0.2, 2.0])
 def test_lse_is_the_log2_sum_exp_of_the_logits(isa, spread, monkeypatch):
     """The forward's second output, which the backward trusts: log2 of the softmax sum, from
@@ -221,8 +242,8 @@ def test_lse_is_the_log2_sum_exp_of_the_logits(isa, spread, monkeypatch):
     assert err <= 2e-6, f"lse: relative max error {err:.2e}"
 
 
-def test_results_do_not_depend_on_the_thread_count():
-    case = BLOCK_CASES[0]
+@pytest.mark.parametrize("case", [BLOCK_CASES[0], WHOLE_CASES[1]], ids=case_id)
+def test_results_do_not_depend_on_the_thread_count(case):
     inputs = make_inputs(case, batch=1)
     previous = torch.get_num_threads()
     try:
