@@ -1,14 +1,13 @@
-// The register-level kernels of the fused NA backward on the CPU for whole-window groups:
-// problems whose dilation groups are exactly a kernel long on both axes (a 7 x 7 map with
-// kernel 7, 14 x 14 at dilation 2, ...: DiNAT's last level and its dilated levels at 224 px).
-// There every query's window is its whole group, so a group is n = kh * kw tokens of plain
-// attention with a bias, and its five products are small dense matrix products: scores with
-// the keys in the vector lanes (all n of them, padded to whole vectors), weighted sums with
-// the head dim in them, register-blocked over several queries (or keys) at once. The row
-// kernels (na_cpu_tiles.h) tile one row of at most 7 queries there, in an 8-lane vector, and
-// scatter the key-side gradients pair by pair; these ran the backward 1.16-1.51x as fast
-// (docs/benchmarks.md, step 21). A forward built the same way was 0.83-1.02x as fast as the
-// row kernels' (their softmax needs no horizontal reductions), so the forward keeps those.
+// The register-level kernels of fused NA on the CPU for whole-window groups: problems whose
+// dilation groups are exactly a kernel long on both axes (a 7 x 7 map with kernel 7, 14 x 14
+// at dilation 2, ...: DiNAT's last level and its dilated levels at 224 px). There every
+// query's window is its whole group, so a group is n = kh * kw tokens of plain attention with
+// a bias, and its products are small dense matrix products: scores with the keys in the
+// vector lanes (all n of them, padded to whole vectors), weighted sums with the head dim in
+// them, register-blocked over several queries (or keys) at once. The row kernels
+// (na_cpu_tiles.h) tile one row of at most 7 queries there, in an 8-lane vector, and scatter
+// the key-side gradients pair by pair; against them these ran the forward 1.06-1.27x and the
+// backward 1.16-1.51x as fast (docs/benchmarks.md, step 21).
 //
 // Host side (packing, tasks, tables): na_cpu_fused.cpp. Every function is always_inline,
 // compiled into the ISA entry points there, like na_cpu_tiles.h, whose vector helpers it uses.
@@ -43,16 +42,23 @@ struct Group {
   const T* q;          // [n][q_pad]
   const T* k;          // [n][q_pad]
   const T* kt;         // [dim][n_pad], dim-major key
-  const T* vt;         // [dim_v][n_pad], dim-major value
-  const T* g;          // [n][v_pad] grad_out
+  const T* v;          // [n][v_pad] value (forward)
+  const T* vt;         // [dim_v][n_pad], dim-major value (backward)
+  const T* g;          // [n][v_pad] grad_out (backward)
   T* scores;           // [n][n_pad] work rows: the probabilities
-  T* grads;            // [n][n_pad] work rows: the score gradients
-  const T* lse_in;     // [n], as the forward wrote it
-  const T* delta;      // [n]: rowsum(grad_out * out)
-  T* grad_q;           // [n][q_pad]
-  T* grad_k;           // [n][q_pad]
-  T* grad_v;           // [n][v_pad]
-  T* grad_bias;        // [n][n_pad] score gradients without the scale, or null without RPB
+  T* grads;            // [n][n_pad] work rows: the score gradients (backward)
+  // forward
+  T* out;     // [n][v_pad]
+  T* lse;     // [n_pad]: log2 sum exp2 of each query's logits
+  T* maxima;  // [n_pad] work: each query's largest logit
+  T* inv;     // [n_pad] work: each query's sum of exp2, then its reciprocal
+  // backward
+  const T* lse_in;  // [n], as the forward wrote it
+  const T* delta;   // [n]: rowsum(grad_out * out)
+  T* grad_q;        // [n][q_pad]
+  T* grad_k;        // [n][q_pad]
+  T* grad_v;        // [n][v_pad]
+  T* grad_bias;     // [n][n_pad] score gradients without the scale, or null without RPB
   // cache lines to prefetch while this group computes (the next group's inputs), or none
   const char* const* ahead;
   int ahead_count;
@@ -63,7 +69,7 @@ struct Group {
 // ISAs: 9 + 3 + 1).
 template <typename Isa>
 constexpr int score_rows() {
-  return Isa::kRegisters >= 32 ? 6 : 3;
+  return Isa::kRegisters >= 32 ? 5 : 3;
 }
 template <typename Isa>
 constexpr int score_keys() {
@@ -189,7 +195,7 @@ DINAT_M2F_INLINE void all_scores(const Group<T>& x, const T* a, int a_stride, in
 // rows (p.v, ds.k); with (1, n_pad) score columns (the key-side gradients: p^T.do, ds^T.q).
 template <typename Isa, typename T, int R, int D>
 DINAT_M2F_INLINE void sum_block(const T* w, int64_t wr, int64_t ws, int count, const T* xs,
-                                int x_stride, int offset, T* out, int out_stride) {
+                                int x_stride, int offset, const T* scale, T* out, int out_stride) {
   using V = typename SimdOf<Isa, T>::Vec;
   constexpr int L = SimdOf<Isa, T>::kLanes;
   V acc[R][D];
@@ -214,23 +220,26 @@ DINAT_M2F_INLINE void sum_block(const T* w, int64_t wr, int64_t ws, int count, c
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-    for (int c = 0; c < D; ++c) store(out + int64_t(r) * out_stride + offset + c * L, acc[r][c]);
+    for (int c = 0; c < D; ++c)
+      store(out + int64_t(r) * out_stride + offset + c * L,
+            scale ? acc[r][c] * scale[r] : acc[r][c]);
 }
 
 // The weighted sums of all `rows` rows (see sum_block), blocks of sum_rows<Isa>() rows by
 // chunks of up to two vectors of a head dim padded to `padded`.
 template <typename Isa, typename T>
 DINAT_M2F_INLINE void all_sums(int rows, const T* w, int64_t wr, int64_t ws, int count, const T* xs,
-                               int padded, T* out) {
+                               int padded, T* out, const T* scale = nullptr) {
   constexpr int L = SimdOf<Isa, T>::kLanes, R = sum_rows<Isa>();
   auto block = [&](auto nr, int r) DINAT_M2F_INLINE_LAMBDA {
     constexpr int kR = decltype(nr)::value;
     const T* wb = w + r * wr;
+    const T* sb = scale ? scale + r : nullptr;
     T* ob = out + int64_t(r) * padded;
     int c = 0;
     for (; c + 2 * L <= padded; c += 2 * L)
-      sum_block<Isa, T, kR, 2>(wb, wr, ws, count, xs, padded, c, ob, padded);
-    if (c < padded) sum_block<Isa, T, kR, 1>(wb, wr, ws, count, xs, padded, c, ob, padded);
+      sum_block<Isa, T, kR, 2>(wb, wr, ws, count, xs, padded, c, sb, ob, padded);
+    if (c < padded) sum_block<Isa, T, kR, 1>(wb, wr, ws, count, xs, padded, c, sb, ob, padded);
   };
   int r = 0;
   for (; r + R <= rows; r += R) block(std::integral_constant<int, R>(), r);
@@ -257,6 +266,62 @@ DINAT_M2F_INLINE void all_sums(int rows, const T* w, int64_t wr, int64_t ws, int
       if constexpr (R > 1) block(std::integral_constant<int, 1>(), r);
       break;
   }
+}
+
+// One lane holding op over all of v's lanes, in log2(lanes) shuffles (the lanes of a score
+// row are keys, and each query needs the largest and the sum of its row).
+template <typename Isa, typename T, typename Op>
+DINAT_M2F_INLINE T lane_reduce(typename SimdOf<Isa, T>::Vec v, Op op) {
+  using I = typename SimdOf<Isa, T>::Index;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
+  static_assert(L == 8 || L == 16, "float vectors of 8 or 16 lanes");
+  if constexpr (L == 16)
+    v = op(v, __builtin_shuffle(v, I{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));
+  if constexpr (L == 16) {
+    v = op(v, __builtin_shuffle(v, I{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}));
+    v = op(v, __builtin_shuffle(v, I{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}));
+    v = op(v, __builtin_shuffle(v, I{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14}));
+  } else {
+    v = op(v, __builtin_shuffle(v, I{4, 5, 6, 7, 0, 1, 2, 3}));
+    v = op(v, __builtin_shuffle(v, I{2, 3, 0, 1, 6, 7, 4, 5}));
+    v = op(v, __builtin_shuffle(v, I{1, 0, 3, 2, 5, 4, 7, 6}));
+  }
+  return v[0];
+}
+
+// out[t] = softmax(q[t] . k + bias[t]) v and lse[t] (base 2) for every query t of the group:
+// the logits, each row's largest and its probabilities (not yet divided by their sum), then
+// the weighted sums, each output row divided by its sum as it is stored.
+template <typename Isa, typename T>
+DINAT_M2F_INLINE void forward_group(const Group<T>& x) {
+  using V = typename SimdOf<Isa, T>::Vec;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
+  const int vectors = x.n_pad / L;
+  cpu_tiles::Ahead ahead = ahead_of<Isa>(x, 1);
+  all_scores<Isa>(x, x.q, x.q_pad, x.dim, x.kt, x.logit_scale, true, x.scores, &ahead);
+  auto vmax = [](V a, V b) DINAT_M2F_INLINE_LAMBDA { return cpu_tiles::vmax(a, b); };
+  auto add = [](V a, V b) DINAT_M2F_INLINE_LAMBDA { return a + b; };
+  for (int t = 0; t < x.n; ++t) {
+    T* s = x.scores + int64_t(t) * x.n_pad;
+    V mv = load<V>(s);
+    for (int c = 1; c < vectors; ++c) mv = vmax(mv, load<V>(s + c * L));
+    const T m = lane_reduce<Isa, T>(mv, vmax);
+    V sum = V{};
+    for (int c = 0; c < vectors; ++c) {
+      const V p = cpu_tiles::exp2(load<V>(s + c * L) - m) * load<V>(x.keep + c * L);
+      store(s + c * L, p);
+      sum += p;
+    }
+    x.maxima[t] = m;
+    x.inv[t] = lane_reduce<Isa, T>(sum, add);
+  }
+  for (int t = x.n; t < x.n_pad; ++t) x.maxima[t] = T(0), x.inv[t] = T(1);
+  for (int c = 0; c < vectors; ++c) {
+    const V sum = load<V>(x.inv + c * L);
+    store(x.lse + c * L, load<V>(x.maxima + c * L) + cpu_tiles::log2(sum));
+    store(x.inv + c * L, splat<V>(T(1)) / sum);
+  }
+  all_sums<Isa>(x.n, x.scores, x.n_pad, 1, x.n, x.v, x.v_pad, x.out, x.inv);
 }
 
 // Every gradient of the group: the scores recomputed from lse, p = exp2(s - lse),

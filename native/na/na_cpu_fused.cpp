@@ -13,8 +13,8 @@
 // a large one's forward (prefetch_rows), prefetch the next rows' inputs as they go. Windows, bias
 // indices and dilation groups come from na_index.h, like every other NA kernel's.
 //
-// Where every window is its whole dilation group (whole_windows), the backward instead packs
-// each (batch, group, head) and runs it as a small dense attention (na_cpu_dense.h).
+// Where every window is its whole dilation group (whole_windows), both passes instead pack
+// each (batch, group, head) and run it as a small dense attention (na_cpu_dense.h).
 //
 // In the backward a task owns the query rows and the key rows of its block: it also visits
 // the query rows just outside the block whose windows reach into it (recomputing their scores)
@@ -154,22 +154,33 @@ RowKernels<float> row_kernels<float>(const Problem& p) {
           &backward_row_baseline<float>, &transpose_row_baseline<float>};
 }
 
-// The whole-window backward (na_cpu_dense.h) per instruction set. Its score rows hold all of
+// The whole-window kernels (na_cpu_dense.h) per instruction set. Its score rows hold all of
 // a group's keys (49 for kernel 7), so the widest vectors waste the least: AVX-512 wherever
 // the machine has it.
 struct GroupKernels {
   int lanes;  // the host pads token rows and score rows to a multiple
+  void (*forward)(const cpu_dense::Group<float>& group);
   void (*backward)(const cpu_dense::Group<float>& group);
   void (*transpose)(const float* src, int64_t col, int cols, int dim, float scale, float* dst,
                     int stride);
 };
 
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void forward_group_avx512(
+    const cpu_dense::Group<float>& group) {
+  cpu_dense::forward_group<cpu_tiles::Avx512>(group);
+}
 __attribute__((target("avx512f,avx512vl,avx2,fma"))) void backward_group_avx512(
     const cpu_dense::Group<float>& group) {
   cpu_dense::backward_group<cpu_tiles::Avx512>(group);
 }
+__attribute__((target("avx2,fma"))) void forward_group_avx2(const cpu_dense::Group<float>& group) {
+  cpu_dense::forward_group<cpu_tiles::Avx2>(group);
+}
 __attribute__((target("avx2,fma"))) void backward_group_avx2(const cpu_dense::Group<float>& group) {
   cpu_dense::backward_group<cpu_tiles::Avx2>(group);
+}
+void forward_group_baseline(const cpu_dense::Group<float>& group) {
+  cpu_dense::forward_group<cpu_tiles::Baseline>(group);
 }
 void backward_group_baseline(const cpu_dense::Group<float>& group) {
   cpu_dense::backward_group<cpu_tiles::Baseline>(group);
@@ -177,9 +188,10 @@ void backward_group_baseline(const cpu_dense::Group<float>& group) {
 
 GroupKernels group_kernels() {
   const Isa isa = cpu_isa().isa;
-  if (isa == Isa::kAvx512) return {16, &backward_group_avx512, &transpose_row_avx2};
-  if (isa == Isa::kAvx2) return {8, &backward_group_avx2, &transpose_row_avx2};
-  return {8, &backward_group_baseline, &transpose_row_baseline<float>};
+  if (isa == Isa::kAvx512)
+    return {16, &forward_group_avx512, &backward_group_avx512, &transpose_row_avx2};
+  if (isa == Isa::kAvx2) return {8, &forward_group_avx2, &backward_group_avx2, &transpose_row_avx2};
+  return {8, &forward_group_baseline, &backward_group_baseline, &transpose_row_baseline<float>};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -794,8 +806,8 @@ void backward(const at::Tensor& grad_out, const at::Tensor& query, const at::Ten
 }
 
 // ---------------------------------------------------------------------------------------------
-// The backward of whole-window groups (na_cpu_dense.h): one task per (batch, group, head)
-// packs the group's n = kh * kw tokens and runs their gradients as small dense products.
+// Whole-window groups (na_cpu_dense.h): one task per (batch, group, head) packs the group's
+// n = kh * kw tokens and runs them as one small dense attention, forward or backward.
 
 // Groups up to this many tokens (kernel 16 x 16) take the dense kernels: their score rows
 // (n x n) stay in the core's L2.
@@ -846,20 +858,26 @@ struct GroupBias {
 
 // A group's packed inputs and work rows: one set per thread.
 struct GroupBuffers {
-  Slots<float> q, k, kt, v, vt, g, scores, grads, grad_bias, bias_sums, grad_q, grad_k, grad_v, lse,
-      delta;
+  Slots<float> q, k, kt, v, vt, g, scores, grads, grad_bias, bias_sums, out, grad_q, grad_k, grad_v,
+      lse, maxima, inv, delta;
   std::vector<float> keep;
 
-  GroupBuffers(const Problem& p, int n_pad, int q_pad, int v_pad, int dim_v) {
+  GroupBuffers(const Problem& p, int n_pad, int q_pad, int v_pad, int dim_v, bool backward) {
     const int n = p.h.kernel * p.w.kernel;
     q.init(1, n * q_pad);
     k.init(1, n * q_pad);
     kt.init(1, p.dim * n_pad);
     v.init(1, n * v_pad);
     scores.init(1, n * n_pad);
-    lse.init(1, n);
+    lse.init(1, n_pad);
     keep.assign(n_pad, 0.f);
     std::fill_n(keep.begin(), n, 1.f);
+    if (!backward) {
+      out.init(1, n * v_pad);
+      maxima.init(1, n_pad);
+      inv.init(1, n_pad);
+      return;
+    }
     vt.init(1, dim_v * n_pad);
     g.init(1, n * v_pad);
     grads.init(1, n * n_pad);
@@ -914,16 +932,61 @@ cpu_dense::Group<float> group_of(const Problem& p, int n_pad, int q_pad, int v_p
   x.q = buf.q.base;
   x.k = buf.k.base;
   x.kt = buf.kt.base;
+  x.v = buf.v.base;
   x.vt = buf.vt.base;
   x.g = buf.g.base;
   x.scores = buf.scores.base;
   x.grads = buf.grads.base;
+  x.out = buf.out.base;
+  x.lse = buf.lse.base;
+  x.maxima = buf.maxima.base;
+  x.inv = buf.inv.base;
   x.grad_q = buf.grad_q.base;
   x.lse_in = buf.lse.base;
   x.delta = buf.delta.base;
   x.grad_k = buf.grad_k.base;
   x.grad_v = buf.grad_v.base;
   return x;
+}
+
+template <typename S>
+void forward_whole(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                   const at::Tensor& rpb, double scale, at::Tensor& out, at::Tensor& lse,
+                   const Problem& p) {
+  const GroupKernels kernels = group_kernels();
+  const int L = kernels.lanes, kw = p.w.kernel, n = p.h.kernel * kw, n_pad = round_up(n, L);
+  const Source<S, float> q(query, L), k(key, L), v(value, L);
+  const Sink<S, float> o(out, p, false, L);
+  float* lse_data = lse.mutable_data_ptr<float>();
+  const GroupBias bias(data_or_null<S>(rpb), p, n_pad);
+  const Tasks tasks{p, 1};
+  const bool prefetch = prefetch_rows(p, query, true);
+
+  at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
+    GroupBuffers buf(p, n_pad, q.padded, v.padded, v.dim, false);
+    cpu_dense::Group<float> x = group_of(p, n_pad, q.padded, v.padded, v.dim, scale, bias, buf);
+    std::vector<const char*> ahead;
+    for (int64_t t = begin; t < end; ++t) {
+      const Tasks::Task task = tasks(t);
+      const GroupAxis gh(p.h, task.gh, 0), gw(p.w, task.gw, 0);
+      ahead.clear();
+      if (prefetch && t + 1 < end) group_lines(p, tasks(t + 1), {&q, &k, &v}, ahead);
+      x.ahead = ahead.data();
+      x.ahead_count = int(ahead.size());
+      GroupBuffers::pack(q, task.batch, gh, gw, task.head, buf.q.base);
+      GroupBuffers::pack(k, task.batch, gh, gw, task.head, buf.k.base);
+      GroupBuffers::pack(v, task.batch, gh, gw, task.head, buf.v.base);
+      kernels.transpose(buf.k.base, q.padded, n, q.dim, 1.f, buf.kt.base, n_pad);
+      x.bias = bias.of(task.head);
+      kernels.forward(x);
+      GroupBuffers::unpack(o, task.batch, gh, gw, task.head, buf.out.base);
+      for (int i = 0, t2 = 0; i < gh.length; ++i)
+        for (int j = 0; j < kw; ++j, ++t2)
+          lse_data[token_of(task.batch, gh.index(i), gw.index(j), p) * p.heads + task.head] =
+              buf.lse.base[t2];
+    }
+    _mm_sfence();  // Sink::flush's non-temporal stores, as in forward()
+  });
 }
 
 template <typename S>
@@ -945,7 +1008,7 @@ void backward_whole(const at::Tensor& grad_out, const at::Tensor& query, const a
   const bool prefetch = prefetch_rows(p, query, false);
 
   at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
-    GroupBuffers buf(p, n_pad, q.padded, v.padded, v.dim);
+    GroupBuffers buf(p, n_pad, q.padded, v.padded, v.dim, true);
     cpu_dense::Group<float> x = group_of(p, n_pad, q.padded, v.padded, v.dim, scale, bias, buf);
     x.grad_bias = parts ? buf.grad_bias.base : nullptr;
     std::vector<const char*> ahead;
@@ -1048,6 +1111,13 @@ std::tuple<at::Tensor, at::Tensor> na_fused_cpu(const at::Tensor& query, const a
     at::Tensor out2 = view_2d(out, c.rank),
                lse2 = lse.view({c.p.batch, c.p.h.length, c.p.w.length, c.p.heads});
     DINAT_M2F_DISPATCH_FLOATING_TYPES(query.scalar_type(), "na_fused_cpu", [&] {
+      if constexpr (std::is_same<at::opmath_type<scalar_t>, float>::value) {
+        if (whole_windows(c.p)) {
+          forward_whole<scalar_t>(view_2d(query, c.rank), view_2d(key, c.rank),
+                                  view_2d(value, c.rank), c.rpb, scale, out2, lse2, c.p);
+          return;
+        }
+      }
       forward<scalar_t, at::opmath_type<scalar_t>>(view_2d(query, c.rank), view_2d(key, c.rank),
                                                    view_2d(value, c.rank), c.rpb, scale, out2, lse2,
                                                    c.p);

@@ -9,7 +9,7 @@ at most 8 / 6 / 5, the head dim in vectors of 16 / 8 / 4 with zero padding, rows
 32 (forward) and 64 (backward, recomputing the scores of the rows just outside a block),
 dilation groups of unequal lengths, outputs over 1 MiB written with non-temporal stores, and
 an AVX-512, AVX2 or baseline build of the same source. Where every window is its whole
-dilation group, the backward runs each group as one small dense attention instead (keys to a
+dilation group, both passes run each group as one small dense attention instead (keys to a
 vector, padded and masked; na_cpu_dense.h). Tolerances (max abs error relative to
 max(1, max |ref|), inputs rounded to the dtype first): float64 1e-12, float32 2e-5, float16
 1e-2, bfloat16 4e-2.
@@ -215,7 +215,7 @@ def test_streamed_outputs_match_brute_force(case, isa, monkeypatch):
 @pytest.mark.parametrize("isa", ["", "avx512", "avx2", "baseline"])
 @pytest.mark.parametrize("case", WHOLE_CASES, ids=case_id)
 def test_whole_window_groups_match_brute_force(case, isa, monkeypatch):
-    """The dense backward of whole-window groups on every build (a build the CPU lacks falls
+    """The dense kernels of whole-window groups on every build (a build the CPU lacks falls
     back to the best it has)."""
     monkeypatch.setenv("DINAT_M2F_CPU_ISA", isa)
     rounded = [None if x is None else x.float().double() for x in make_inputs(case)]
@@ -224,17 +224,39 @@ def test_whole_window_groups_match_brute_force(case, isa, monkeypatch):
 
 
 @pytest.mark.parametrize("isa", ["", "avx512", "avx2", "baseline"])
-@pytest.mark.parametrize("spread", [0.2, 2.0])
-def test_lse_is_the_log2_sum_exp_of_the_logits(isa, spread, monkeypatch):
-    """The forward's second output, which the backward trusts: log2 of the softmax sum, from
-    the kernels' own vector log2 (float). Small logits spread the sums over [1, K] (the
-    polynomial's whole range), large ones leave one logit to dominate."""
+def test_whole_window_padding_never_wins_the_max(isa, monkeypatch):
+    """The padding lanes of a score row read past the query's own biases, into values that
+    other queries use; masked to -inf they cannot set the softmax's maximum. A bias of 200 on
+    the last bias row (key row +3 below the query, where only the top query row sees it)
+    lands in the padding of the second query row: taken as its maximum, every probability
+    there would underflow to the same floor and the output would be a plain mean."""
     monkeypatch.setenv("DINAT_M2F_CPU_ISA", isa)
-    case = ((20, 23), (7, 5), (2, 3), 2, 32, 32, True)
+    case = ((7, 7), (7, 7), (1, 1), 1, 16, 16, True)
+    q, k, v, rpb = make_inputs(case)
+    rpb[:, -1, :] = 200.0
+    rounded = [x.float().double() for x in (q, k, v, rpb)]
+    got = outputs_and_grads(fused_cpu(case), rounded, torch.float32)
+    assert_close_relative(got, oracle(case, rounded), TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("isa", ["", "avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("spread", [0.2, 2.0])
+@pytest.mark.parametrize(
+    "case",
+    [((20, 23), (7, 5), (2, 3), 2, 32, 32, True), ((14, 10), (7, 5), (2, 2), 2, 32, 32, True)],
+    ids=["rows", "whole-windows"],
+)
+def test_lse_is_the_log2_sum_exp_of_the_logits(case, isa, spread, monkeypatch):
+    """The forward's second output, which the backward trusts: log2 of the softmax sum, from
+    the kernels' own vector log2 (float), by the row kernels and the whole-window ones. Small
+    logits spread the sums over [1, K] (the polynomial's whole range), large ones leave one
+    logit to dominate."""
+    monkeypatch.setenv("DINAT_M2F_CPU_ISA", isa)
+    _, kernel, dilation = case[:3]
     q, k, v, rpb = (x * spread for x in make_inputs(case, batch=1))
     q, k, v, rpb = (x.float() for x in (q, k, v, rpb))
-    _, lse = torch.ops.dinat_m2f.na_fused(q, k, v, rpb, [7, 5], [2, 3], 32**-0.5)
-    logits = brute.qk(q.double() * 32**-0.5, k.double(), (7, 5), (2, 3), rpb.double())
+    _, lse = torch.ops.dinat_m2f.na_fused(q, k, v, rpb, list(kernel), list(dilation), 32**-0.5)
+    logits = brute.qk(q.double() * 32**-0.5, k.double(), kernel, dilation, rpb.double())
     expected = torch.logsumexp(logits, -1) / math.log(2)
     spans = expected - logits.amax(-1) / math.log(2)  # log2 of the sums
     assert spans.max() > 3 or spread > 1
