@@ -59,9 +59,6 @@ struct Group {
   T* grad_k;        // [n][q_pad]
   T* grad_v;        // [n][v_pad]
   T* grad_bias;     // [n][n_pad] score gradients without the scale, or null without RPB
-  // cache lines to prefetch while this group computes (the next group's inputs), or none
-  const char* const* ahead;
-  int ahead_count;
 };
 
 // Query rows and key vectors per score block: R * K accumulators, K key vectors and a
@@ -80,13 +77,6 @@ constexpr int score_keys() {
 template <typename Isa>
 constexpr int sum_rows() {
   return Isa::kRegisters >= 32 ? 8 : 5;
-}
-
-// The group's prefetches spread over its `passes` passes of score blocks (see cpu_tiles::Ahead).
-template <typename Isa, typename T>
-DINAT_M2F_INLINE cpu_tiles::Ahead ahead_of(const Group<T>& x, int passes) {
-  const int steps = passes * ((x.n + score_rows<Isa>() - 1) / score_rows<Isa>());
-  return {x.ahead, x.ahead_count, 0, (x.ahead_count + steps - 1) / steps};
 }
 
 // out[r][c] = ls * sum_d a[r][d] * bt[d][c] (+ bias[r][c] + mask[c], where given) for R rows and
@@ -157,12 +147,11 @@ DINAT_M2F_INLINE void score_rows_of(const T* a, int a_stride, int dim, const T* 
 // score_rows<Isa>() rows.
 template <typename Isa, typename T>
 DINAT_M2F_INLINE void all_scores(const Group<T>& x, const T* a, int a_stride, int dim, const T* bt,
-                                 T ls, bool logits, T* out, cpu_tiles::Ahead* ahead) {
+                                 T ls, bool logits, T* out) {
   constexpr int R = score_rows<Isa>();
   const bool bias = logits && x.bias;
   auto rows = [&](auto nr, int t) DINAT_M2F_INLINE_LAMBDA {
     constexpr int kR = decltype(nr)::value;
-    ahead->step();
     const T* bias_rows[kR];
     for (int r = 0; r < kR; ++r) bias_rows[r] = bias ? x.bias + x.bias_at[t + r] : nullptr;
     score_rows_of<Isa, T, kR>(a + int64_t(t) * a_stride, a_stride, dim, bt, x.n_pad, ls,
@@ -297,8 +286,7 @@ DINAT_M2F_INLINE void forward_group(const Group<T>& x) {
   using V = typename SimdOf<Isa, T>::Vec;
   constexpr int L = SimdOf<Isa, T>::kLanes;
   const int vectors = x.n_pad / L;
-  cpu_tiles::Ahead ahead = ahead_of<Isa>(x, 1);
-  all_scores<Isa>(x, x.q, x.q_pad, x.dim, x.kt, x.logit_scale, true, x.scores, &ahead);
+  all_scores<Isa>(x, x.q, x.q_pad, x.dim, x.kt, x.logit_scale, true, x.scores);
   auto vmax = [](V a, V b) DINAT_M2F_INLINE_LAMBDA { return cpu_tiles::vmax(a, b); };
   auto add = [](V a, V b) DINAT_M2F_INLINE_LAMBDA { return a + b; };
   for (int t = 0; t < x.n; ++t) {
@@ -332,9 +320,8 @@ DINAT_M2F_INLINE void backward_group(const Group<T>& x) {
   using V = typename SimdOf<Isa, T>::Vec;
   constexpr int L = SimdOf<Isa, T>::kLanes;
   const int vectors = x.n_pad / L;
-  cpu_tiles::Ahead ahead = ahead_of<Isa>(x, 2);
-  all_scores<Isa>(x, x.q, x.q_pad, x.dim, x.kt, x.logit_scale, true, x.scores, &ahead);
-  all_scores<Isa>(x, x.g, x.v_pad, x.dim_v, x.vt, T(1), false, x.grads, &ahead);
+  all_scores<Isa>(x, x.q, x.q_pad, x.dim, x.kt, x.logit_scale, true, x.scores);
+  all_scores<Isa>(x, x.g, x.v_pad, x.dim_v, x.vt, T(1), false, x.grads);
   for (int t = 0; t < x.n; ++t) {
     const V lse = splat<V>(x.lse_in[t]), delta = splat<V>(x.delta[t]);
     T* s = x.scores + int64_t(t) * x.n_pad;

@@ -904,15 +904,19 @@ struct GroupBuffers {
   }
 };
 
-// Appends to `lines` the cache lines of `task`'s group tokens in every source.
-template <typename S>
-void group_lines(const Problem& p, const Tasks::Task& task,
-                 std::initializer_list<const Source<S, float>*> sources,
-                 std::vector<const char*>& lines) {
-  const GroupAxis gh(p.h, task.gh, 0), gw(p.w, task.gw, 0);
-  for (const Source<S, float>* x : sources)
-    for (int i = 0; i < gh.length; ++i) x->lines_of(task.batch, gh.index(i), gw, task.head, lines);
-}
+// The axes of a task's dilation group, made again only when the group changes: the tasks of
+// a thread run the heads of one group in turn, and each GroupAxis allocates.
+struct GroupAxes {
+  const Problem& p;
+  int gh = -1, gw = -1;
+  GroupAxis h, w;
+  explicit GroupAxes(const Problem& problem) : p(problem), h(problem.h, 0, 0), w(problem.w, 0, 0) {}
+  GroupAxes& of(const Tasks::Task& task) {
+    if (task.gh != gh) h = GroupAxis(p.h, gh = task.gh, 0);
+    if (task.gw != gw) w = GroupAxis(p.w, gw = task.gw, 0);
+    return *this;
+  }
+};
 
 // The group's fields that do not change from task to task.
 cpu_dense::Group<float> group_of(const Problem& p, int n_pad, int q_pad, int v_pad, int dim_v,
@@ -960,19 +964,14 @@ void forward_whole(const at::Tensor& query, const at::Tensor& key, const at::Ten
   float* lse_data = lse.mutable_data_ptr<float>();
   const GroupBias bias(data_or_null<S>(rpb), p, n_pad);
   const Tasks tasks{p, 1};
-  const bool prefetch = prefetch_rows(p, query, true);
 
   at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
     GroupBuffers buf(p, n_pad, q.padded, v.padded, v.dim, false);
     cpu_dense::Group<float> x = group_of(p, n_pad, q.padded, v.padded, v.dim, scale, bias, buf);
-    std::vector<const char*> ahead;
+    GroupAxes axes(p);
     for (int64_t t = begin; t < end; ++t) {
       const Tasks::Task task = tasks(t);
-      const GroupAxis gh(p.h, task.gh, 0), gw(p.w, task.gw, 0);
-      ahead.clear();
-      if (prefetch && t + 1 < end) group_lines(p, tasks(t + 1), {&q, &k, &v}, ahead);
-      x.ahead = ahead.data();
-      x.ahead_count = int(ahead.size());
+      const GroupAxis &gh = axes.of(task).h, &gw = axes.w;
       GroupBuffers::pack(q, task.batch, gh, gw, task.head, buf.q.base);
       GroupBuffers::pack(k, task.batch, gh, gw, task.head, buf.k.base);
       GroupBuffers::pack(v, task.batch, gh, gw, task.head, buf.v.base);
@@ -1005,20 +1004,15 @@ void backward_whole(const at::Tensor& grad_out, const at::Tensor& query, const a
   const GroupBias bias(data_or_null<S>(rpb), p, n_pad);
   const int bias_cols = 2 * kw - 1, part_size = (2 * p.h.kernel - 1) * bias_cols;
   float* parts = grad_rpb_parts.defined() ? grad_rpb_parts.mutable_data_ptr<float>() : nullptr;
-  const bool prefetch = prefetch_rows(p, query, false);
 
   at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
     GroupBuffers buf(p, n_pad, q.padded, v.padded, v.dim, true);
     cpu_dense::Group<float> x = group_of(p, n_pad, q.padded, v.padded, v.dim, scale, bias, buf);
     x.grad_bias = parts ? buf.grad_bias.base : nullptr;
-    std::vector<const char*> ahead;
+    GroupAxes axes(p);
     for (int64_t t = begin; t < end; ++t) {
       const Tasks::Task task = tasks(t);
-      const GroupAxis gh(p.h, task.gh, 0), gw(p.w, task.gw, 0);
-      ahead.clear();
-      if (prefetch && t + 1 < end) group_lines(p, tasks(t + 1), {&q, &k, &v, &g}, ahead);
-      x.ahead = ahead.data();
-      x.ahead_count = int(ahead.size());
+      const GroupAxis &gh = axes.of(task).h, &gw = axes.w;
       GroupBuffers::pack(q, task.batch, gh, gw, task.head, buf.q.base);
       GroupBuffers::pack(k, task.batch, gh, gw, task.head, buf.k.base);
       GroupBuffers::pack(v, task.batch, gh, gw, task.head, buf.v.base);
