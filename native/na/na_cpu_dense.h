@@ -40,7 +40,7 @@ struct Group {
   const T* mask;       // n_pad values: 0 for the keys, -inf for the padding
   const T* keep;       // n_pad values: 1 for the keys, 0 for the padding
   const T* q;          // [n][q_pad]
-  const T* k;          // [n][q_pad]
+  const T* k;          // [n][q_pad] (backward)
   const T* kt;         // [dim][n_pad], dim-major key
   const T* v;          // [n][v_pad] value (forward)
   const T* vt;         // [dim_v][n_pad], dim-major value (backward)
@@ -62,8 +62,8 @@ struct Group {
 };
 
 // Query rows and key vectors per score block: R * K accumulators, K key vectors and a
-// broadcast query value within the ISA's registers (AVX-512: 24 + 4 + 1 of 32; 16-register
-// ISAs: 9 + 3 + 1).
+// broadcast query value within the ISA's registers (AVX-512: 20 + 4 + 1 of 32, where 6 rows
+// spilled; 16-register ISAs: 9 + 3 + 1).
 template <typename Isa>
 constexpr int score_rows() {
   return Isa::kRegisters >= 32 ? 5 : 3;
@@ -79,6 +79,36 @@ constexpr int sum_rows() {
   return Isa::kRegisters >= 32 ? 8 : 5;
 }
 
+// acc[r][c] = sum_s w[r * wr + s * ws] * xs[s * x_stride + offset + c * L], s < count: the
+// register block of every product here, R weights broadcast against C loaded vectors per step.
+// Scores are a query row against dim-major keys ((wr, ws) = (row stride, 1), s over the head
+// dim); weighted sums are score rows ((n_pad, 1)) or columns ((1, n_pad)) against token rows.
+template <typename Isa, typename T, int R, int C>
+DINAT_M2F_INLINE void block_product(const T* w, int64_t wr, int64_t ws, int count, const T* xs,
+                                    int64_t x_stride, int offset,
+                                    typename SimdOf<Isa, T>::Vec (&acc)[R][C]) {
+  using V = typename SimdOf<Isa, T>::Vec;
+  constexpr int L = SimdOf<Isa, T>::kLanes;
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) acc[r][c] = V{};
+  for (int s = 0; s < count; ++s) {
+    V y[C];
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) {
+      y[c] = load<V>(xs + s * x_stride + offset + c * L);
+      Isa::in_register(y[c]);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const V b = Isa::broadcast(w + r * wr + s * ws);
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) acc[r][c] += b * y[c];
+    }
+  }
+}
+
 // out[r][c] = ls * sum_d a[r][d] * bt[d][c] (+ bias[r][c] + mask[c], where given) for R rows and
 // the K vectors of key columns from c0.
 template <typename Isa, typename T, int R, int K>
@@ -88,24 +118,7 @@ DINAT_M2F_INLINE void score_block(const T* a, int a_stride, int dim, const T* bt
   using V = typename SimdOf<Isa, T>::Vec;
   constexpr int L = SimdOf<Isa, T>::kLanes;
   V acc[R][K];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-    for (int x = 0; x < K; ++x) acc[r][x] = V{};
-  for (int d = 0; d < dim; ++d) {
-    V b[K];
-#pragma GCC unroll 8
-    for (int x = 0; x < K; ++x) {
-      b[x] = load<V>(bt + int64_t(d) * bt_stride + c0 + x * L);
-      Isa::in_register(b[x]);
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const V y = Isa::broadcast(a + int64_t(r) * a_stride + d);
-#pragma GCC unroll 8
-      for (int x = 0; x < K; ++x) acc[r][x] += y * b[x];
-    }
-  }
+  block_product<Isa, T, R, K>(a, a_stride, 1, dim, bt, bt_stride, c0, acc);
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
@@ -179,33 +192,17 @@ DINAT_M2F_INLINE void all_scores(const Group<T>& x, const T* a, int a_stride, in
   }
 }
 
-// out[r][offset ...] = sum_s w[r * wr + s * ws] * xs[s][offset ...] for R rows and the head-dim
-// chunk of D vectors at `offset`, s < count. With (wr, ws) = (n_pad, 1) the weights are score
-// rows (p.v, ds.k); with (1, n_pad) score columns (the key-side gradients: p^T.do, ds^T.q).
+// out[r][offset ...] = sum_s w[r * wr + s * ws] * xs[s][offset ...] (times scale[r], where
+// given) for R rows and the head-dim chunk of D vectors at `offset`, s < count. With (wr, ws) =
+// (n_pad, 1) the weights are score rows (p.v, ds.k); with (1, n_pad) score columns (the
+// key-side gradients: p^T.do, ds^T.q).
 template <typename Isa, typename T, int R, int D>
 DINAT_M2F_INLINE void sum_block(const T* w, int64_t wr, int64_t ws, int count, const T* xs,
                                 int x_stride, int offset, const T* scale, T* out, int out_stride) {
   using V = typename SimdOf<Isa, T>::Vec;
   constexpr int L = SimdOf<Isa, T>::kLanes;
   V acc[R][D];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-    for (int c = 0; c < D; ++c) acc[r][c] = V{};
-  for (int s = 0; s < count; ++s) {
-    V y[D];
-#pragma GCC unroll 8
-    for (int c = 0; c < D; ++c) {
-      y[c] = load<V>(xs + int64_t(s) * x_stride + offset + c * L);
-      Isa::in_register(y[c]);
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const V b = Isa::broadcast(w + r * wr + s * ws);
-#pragma GCC unroll 8
-      for (int c = 0; c < D; ++c) acc[r][c] += b * y[c];
-    }
-  }
+  block_product<Isa, T, R, D>(w, wr, ws, count, xs, x_stride, offset, acc);
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8

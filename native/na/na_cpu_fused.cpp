@@ -895,6 +895,22 @@ struct GroupBuffers {
     for (int i = 0; i < gh.length; ++i)
       x.tokens(b, gh.index(i), gw, head, dst + int64_t(i) * gw.length * x.padded);
   }
+  // A task's inputs: its group's tokens of q, k and v (and of grad_out, given one: the
+  // backward), and the keys (and the values, for the backward) dim-major.
+  template <typename S>
+  void pack_inputs(const Tasks::Task& task, const GroupAxis& gh, const GroupAxis& gw,
+                   const GroupKernels& kernels, int n_pad, const Source<S, float>& query,
+                   const Source<S, float>& key, const Source<S, float>& value,
+                   const Source<S, float>* grad_out) {
+    const int n = gh.length * gw.length;
+    pack(query, task.batch, gh, gw, task.head, q.base);
+    pack(key, task.batch, gh, gw, task.head, k.base);
+    pack(value, task.batch, gh, gw, task.head, v.base);
+    kernels.transpose(k.base, key.padded, n, key.dim, 1.f, kt.base, n_pad);
+    if (grad_out == nullptr) return;
+    pack(*grad_out, task.batch, gh, gw, task.head, g.base);
+    kernels.transpose(v.base, value.padded, n, value.dim, 1.f, vt.base, n_pad);
+  }
   // Writes a token-major group buffer out, group row after group row.
   template <typename S>
   static void unpack(const Sink<S, float>& x, int64_t b, const GroupAxis& gh, const GroupAxis& gw,
@@ -972,10 +988,7 @@ void forward_whole(const at::Tensor& query, const at::Tensor& key, const at::Ten
     for (int64_t t = begin; t < end; ++t) {
       const Tasks::Task task = tasks(t);
       const GroupAxis &gh = axes.of(task).h, &gw = axes.w;
-      GroupBuffers::pack(q, task.batch, gh, gw, task.head, buf.q.base);
-      GroupBuffers::pack(k, task.batch, gh, gw, task.head, buf.k.base);
-      GroupBuffers::pack(v, task.batch, gh, gw, task.head, buf.v.base);
-      kernels.transpose(buf.k.base, q.padded, n, q.dim, 1.f, buf.kt.base, n_pad);
+      buf.pack_inputs(task, gh, gw, kernels, n_pad, q, k, v, static_cast<decltype(&q)>(nullptr));
       x.bias = bias.of(task.head);
       kernels.forward(x);
       GroupBuffers::unpack(o, task.batch, gh, gw, task.head, buf.out.base);
@@ -1013,12 +1026,7 @@ void backward_whole(const at::Tensor& grad_out, const at::Tensor& query, const a
     for (int64_t t = begin; t < end; ++t) {
       const Tasks::Task task = tasks(t);
       const GroupAxis &gh = axes.of(task).h, &gw = axes.w;
-      GroupBuffers::pack(q, task.batch, gh, gw, task.head, buf.q.base);
-      GroupBuffers::pack(k, task.batch, gh, gw, task.head, buf.k.base);
-      GroupBuffers::pack(v, task.batch, gh, gw, task.head, buf.v.base);
-      GroupBuffers::pack(g, task.batch, gh, gw, task.head, buf.g.base);
-      kernels.transpose(buf.k.base, q.padded, n, q.dim, 1.f, buf.kt.base, n_pad);
-      kernels.transpose(buf.v.base, v.padded, n, v.dim, 1.f, buf.vt.base, n_pad);
+      buf.pack_inputs(task, gh, gw, kernels, n_pad, q, k, v, &g);
       for (int i = 0, t2 = 0; i < gh.length; ++i)
         for (int j = 0; j < kw; ++j, ++t2) {
           const int64_t at = token_of(task.batch, gh.index(i), gw.index(j), p) * p.heads;
