@@ -6,8 +6,8 @@
 // vector lanes (all n of them, padded to whole vectors), weighted sums with the head dim in
 // them, register-blocked over several queries (or keys) at once. The row kernels
 // (na_cpu_tiles.h) tile one row of at most 7 queries there, in an 8-lane vector, and scatter
-// the key-side gradients pair by pair; against them these ran the forward 1.06-1.27x and the
-// backward 1.16-1.51x as fast (docs/benchmarks.md, step 21).
+// the key-side gradients pair by pair; against them these ran the forward 1.16-1.32x and the
+// backward 1.32-1.53x as fast (docs/benchmarks.md, step 21).
 //
 // Host side (packing, tasks, tables): na_cpu_fused.cpp. Every function is always_inline,
 // compiled into the ISA entry points there, like na_cpu_tiles.h, whose vector helpers it uses.
