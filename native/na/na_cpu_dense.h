@@ -79,6 +79,25 @@ constexpr int sum_rows() {
   return Isa::kRegisters >= 32 ? 8 : 5;
 }
 
+// Calls body(std::integral_constant<int, kMost>(), i) for i = 0, kMost, ... while a whole block
+// of kMost fits in `count`, then body(std::integral_constant<int, r>(), i) once for the r left
+// (0 < r < kMost): the register blocks' sizes are compile-time, their count is not.
+template <int kLeft, typename Body>
+DINAT_M2F_INLINE void last_block(int left, int i, Body& body) {
+  if constexpr (kLeft > 0) {
+    if (left == kLeft)
+      body(std::integral_constant<int, kLeft>(), i);
+    else
+      last_block<kLeft - 1>(left, i, body);
+  }
+}
+template <int kMost, typename Body>
+DINAT_M2F_INLINE void for_blocks(int count, Body&& body) {
+  int i = 0;
+  for (; i + kMost <= count; i += kMost) body(std::integral_constant<int, kMost>(), i);
+  last_block<kMost - 1>(count - i, i, body);
+}
+
 // acc[r][c] = sum_s w[r * wr + s * ws] * xs[s * x_stride + offset + c * L], s < count: the
 // register block of every product here, R weights broadcast against C loaded vectors per step.
 // Scores are a query row against dim-major keys ((wr, ws) = (row stride, 1), s over the head
@@ -140,19 +159,7 @@ DINAT_M2F_INLINE void score_rows_of(const T* a, int a_stride, int dim, const T* 
     score_block<Isa, T, R, decltype(nk)::value>(a, a_stride, dim, bt, n_pad, x * L, ls, bias, mask,
                                                 out, n_pad);
   };
-  int x = 0;
-  for (; x + K <= vectors; x += K) block(std::integral_constant<int, K>(), x);
-  switch (vectors - x) {
-    case 3:
-      if constexpr (K > 3) block(std::integral_constant<int, 3>(), x);
-      break;
-    case 2:
-      if constexpr (K > 2) block(std::integral_constant<int, 2>(), x);
-      break;
-    case 1:
-      if constexpr (K > 1) block(std::integral_constant<int, 1>(), x);
-      break;
-  }
+  for_blocks<K>(vectors, block);
 }
 
 // Score rows of all n rows of `a` (token-major, stride a_stride) against dim-major `bt`:
@@ -171,25 +178,7 @@ DINAT_M2F_INLINE void all_scores(const Group<T>& x, const T* a, int a_stride, in
                               bias ? bias_rows : nullptr, logits ? x.mask : nullptr,
                               out + int64_t(t) * x.n_pad);
   };
-  int t = 0;
-  for (; t + R <= x.n; t += R) rows(std::integral_constant<int, R>(), t);
-  switch (x.n - t) {
-    case 5:
-      if constexpr (R > 5) rows(std::integral_constant<int, 5>(), t);
-      break;
-    case 4:
-      if constexpr (R > 4) rows(std::integral_constant<int, 4>(), t);
-      break;
-    case 3:
-      if constexpr (R > 3) rows(std::integral_constant<int, 3>(), t);
-      break;
-    case 2:
-      if constexpr (R > 2) rows(std::integral_constant<int, 2>(), t);
-      break;
-    case 1:
-      if constexpr (R > 1) rows(std::integral_constant<int, 1>(), t);
-      break;
-  }
+  for_blocks<R>(x.n, rows);
 }
 
 // out[r][offset ...] = sum_s w[r * wr + s * ws] * xs[s][offset ...] (times scale[r], where
@@ -227,31 +216,7 @@ DINAT_M2F_INLINE void all_sums(int rows, const T* w, int64_t wr, int64_t ws, int
       sum_block<Isa, T, kR, 2>(wb, wr, ws, count, xs, padded, c, sb, ob, padded);
     if (c < padded) sum_block<Isa, T, kR, 1>(wb, wr, ws, count, xs, padded, c, sb, ob, padded);
   };
-  int r = 0;
-  for (; r + R <= rows; r += R) block(std::integral_constant<int, R>(), r);
-  switch (rows - r) {
-    case 7:
-      if constexpr (R > 7) block(std::integral_constant<int, 7>(), r);
-      break;
-    case 6:
-      if constexpr (R > 6) block(std::integral_constant<int, 6>(), r);
-      break;
-    case 5:
-      if constexpr (R > 5) block(std::integral_constant<int, 5>(), r);
-      break;
-    case 4:
-      if constexpr (R > 4) block(std::integral_constant<int, 4>(), r);
-      break;
-    case 3:
-      if constexpr (R > 3) block(std::integral_constant<int, 3>(), r);
-      break;
-    case 2:
-      if constexpr (R > 2) block(std::integral_constant<int, 2>(), r);
-      break;
-    case 1:
-      if constexpr (R > 1) block(std::integral_constant<int, 1>(), r);
-      break;
-  }
+  for_blocks<R>(rows, block);
 }
 
 // One lane holding op over all of v's lanes, in log2(lanes) shuffles (the lanes of a score
