@@ -1160,12 +1160,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> na_fused_backward_cpu
       using C = at::opmath_type<scalar_t>;
       row_dots<scalar_t, C>(view_2d(grad_out, c.rank), view_2d(out, c.rank), p,
                             delta.mutable_data_ptr<C>());
-      const Tasks tasks{p, blocks_for(p, kBackwardBlockRows)};
+      // whole-window groups: one task per group, which holds all of its rows
+      const bool whole = std::is_same<C, float>::value && whole_windows(p);
+      const Tasks tasks{p, whole ? 1 : blocks_for(p, kBackwardBlockRows)};
       at::Tensor parts;
       if (c.rpb.defined()) parts = at::empty({tasks.count(), bias_rows * bias_cols}, lse.options());
-      bool whole = false;
       if constexpr (std::is_same<C, float>::value) {
-        whole = whole_windows(p) && tasks.blocks == 1;
         if (whole)
           backward_whole<scalar_t>(view_2d(grad_out, c.rank), view_2d(query, c.rank),
                                    view_2d(key, c.rank), view_2d(value, c.rank), c.rpb, lse2, delta,
