@@ -824,11 +824,13 @@ bool whole_windows(const Problem& p) {
 // column qj: table[qj][r][kj] = log2 e * rpb[head][r][gw.bias[qj] + kj] (2 kh - 1 rows of kw).
 // The biases of query (qi, qj) at the keys (ki, kj), in key order ki * kw + kj, are then the n
 // consecutive values from table[qj][gh.bias[qi]] (offset `at`): a few hundred values per head
-// where a row per query would take n x n. The mask keeps the padding out of the softmax.
+// where a row per query would take n x n. The mask keeps the padding out of each row's
+// maximum, the keep factor out of its sum.
 struct GroupBias {
   Slots<float> tables;
   std::vector<int> at;      // per query token
   std::vector<float> mask;  // per key column: 0, and -inf for the padding
+  std::vector<float> keep;  // per key column: 1, and 0 for the padding
   int per_column = 0;       // values per query column's table
 
   template <typename S>
@@ -836,6 +838,8 @@ struct GroupBias {
     const int kh = p.h.kernel, kw = p.w.kernel, n = kh * kw, cols = 2 * kw - 1;
     mask.assign(n_pad, -std::numeric_limits<float>::infinity());
     std::fill_n(mask.begin(), n, 0.f);
+    keep.assign(n_pad, 0.f);
+    std::fill_n(keep.begin(), n, 1.f);
     if (rpb == nullptr) return;
     const GroupAxis gh(p.h, 0, 0), gw(p.w, 0, 0);  // every group has these windows
     per_column = (2 * kh - 1) * kw;
@@ -860,7 +864,6 @@ struct GroupBias {
 struct GroupBuffers {
   Slots<float> q, k, kt, v, vt, g, scores, grads, grad_bias, bias_sums, out, grad_q, grad_k, grad_v,
       lse, maxima, inv, delta;
-  std::vector<float> keep;
 
   GroupBuffers(const Problem& p, int n_pad, int q_pad, int v_pad, int dim_v, bool backward) {
     const int n = p.h.kernel * p.w.kernel;
@@ -870,8 +873,6 @@ struct GroupBuffers {
     v.init(1, n * v_pad);
     scores.init(1, n * n_pad);
     lse.init(1, n_pad);
-    keep.assign(n_pad, 0.f);
-    std::fill_n(keep.begin(), n, 1.f);
     if (!backward) {
       out.init(1, n * v_pad);
       maxima.init(1, n_pad);
@@ -948,7 +949,7 @@ cpu_dense::Group<float> group_of(const Problem& p, int n_pad, int q_pad, int v_p
   x.scale = float(scale);
   x.bias_at = bias.at.data();
   x.mask = bias.mask.data();
-  x.keep = buf.keep.data();
+  x.keep = bias.keep.data();
   x.q = buf.q.base;
   x.k = buf.k.base;
   x.kt = buf.kt.base;
