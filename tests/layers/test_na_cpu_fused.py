@@ -212,6 +212,63 @@ def test_streamed_outputs_match_brute_force(case, isa, monkeypatch):
     assert_close_relative(got, oracle(case, rounded), TOLERANCE[torch.float32])
 
 
+# Outputs of at least 32 MiB (kHugePageBytes in na_cpu_fused.cpp) ask for transparent huge
+# pages before their first write. float32, batch 1: 33.6 MB each.
+HUGE_CASE = ((512, 512), (3, 3), (1, 1), 1, 32, 32, True)
+
+
+def transparent_huge_pages():
+    """The kernel's THP mode ("always", "madvise" or "never"), or None off Linux."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return None
+
+
+def asks_for_huge_pages(address):
+    """Whether the mapping of this process that holds `address` was madvised MADV_HUGEPAGE
+    (flag "hg" in /proc/self/smaps). Whether the pages then are huge depends on the heap: a
+    region glibc reuses keeps the pages it already has."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                start, end = (int(x, 16) for x in head.split("-"))
+                inside = start <= address < end
+            elif inside and head == "VmFlags:":
+                return "hg" in line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def test_huge_outputs_match_the_unfused_ops():
+    q, k, v, rpb = (x.float() for x in make_inputs(HUGE_CASE, batch=1))
+    assert q.numel() * 4 >= 32 * 2**20
+    got = outputs_and_grads(fused_cpu(HUGE_CASE), (q, k, v, rpb), torch.float32)
+    with dispatch.backend_env("unfused"):
+        expected = outputs_and_grads(fused_cpu(HUGE_CASE), (q, k, v, rpb), torch.float32)
+    assert_close_relative(got, [x.double() for x in expected], TOLERANCE[torch.float32])
+
+
+@pytest.mark.skipif(
+    transparent_huge_pages() in (None, "never"), reason="no transparent huge pages here"
+)
+@pytest.mark.parametrize("op", ["forward", "backward"])
+def test_huge_outputs_live_on_huge_pages(op):
+    q, k, v, rpb = (x.float() for x in make_inputs(HUGE_CASE, batch=1))
+    kernel, dilation, scale = [3, 3], [1, 1], 32**-0.5
+    out, lse = torch.ops.dinat_m2f.na_fused(q, k, v, rpb, kernel, dilation, scale)
+    outputs = [out]
+    if op == "backward":
+        outputs = torch.ops.dinat_m2f.na_fused_backward(
+            torch.ones_like(out), q, k, v, rpb, out, lse, kernel, dilation, scale
+        )[:3]
+    for x in outputs:
+        assert x.nbytes >= 32 * 2**20
+        assert asks_for_huge_pages(x.data_ptr() + x.nbytes // 2)  # whole pages inside
+
+
 @pytest.mark.parametrize("isa", ["", "avx512", "avx2", "baseline"])
 @pytest.mark.parametrize("case", WHOLE_CASES, ids=case_id)
 def test_whole_window_groups_match_brute_force(case, isa, monkeypatch):
