@@ -1104,11 +1104,13 @@ at::ScalarType lse_type(const at::Tensor& like) {
   return like.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// An output of the op, not yet written. glibc maps an allocation of 32 MiB or more (its
-// largest mmap threshold) afresh on every call, and each 4 KiB page then faults on its first
-// write: 13% of a forward on a 256 x 256 map with 6 heads (50 MB outputs). Asked for 2 MiB
-// pages first (transparent huge pages, where the kernel allows them), such maps ran forward
-// 1.10-1.14x and backward 1.16-1.21x as fast (docs/benchmarks.md, step 22).
+// An output of the op, not yet written. glibc serves an allocation of 32 MiB or more (its
+// largest mmap threshold) from a fresh mapping unless its heap has that much free, and each
+// 4 KiB page then faults on its first write: 13% of a forward on a 256 x 256 map with 6 heads
+// (50 MB outputs). Asked for 2 MiB pages first (transparent huge pages, where the kernel
+// allows them), such maps ran forward 1.10-1.14x and backward 1.16-1.21x as fast
+// (docs/benchmarks.md, step 22). Pages already in place (a reused heap region) stay as they
+// are; the hint covers only whole 2 MiB pages inside the tensor, so no memory is added.
 constexpr int64_t kHugePageBytes = int64_t(32) << 20;
 at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
   at::Tensor out = at::empty(sizes, options);
@@ -1118,7 +1120,7 @@ at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
     const auto start = reinterpret_cast<uintptr_t>(out.data_ptr());
     const uintptr_t first = (start + kPage - 1) & ~(kPage - 1),
                     last = (start + out.nbytes()) & ~(kPage - 1);
-    // only whole huge pages inside the tensor; a refusal (no THP) leaves 4 KiB pages
+    // a refusal (no THP) leaves 4 KiB pages
     if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
   }
 #endif
