@@ -19,6 +19,7 @@ namespace dinat_m2f {
 namespace na {
 namespace cpu_dense {
 
+using cpu_tiles::for_blocks;
 using cpu_tiles::load;
 using cpu_tiles::SimdOf;
 using cpu_tiles::splat;
@@ -77,25 +78,6 @@ constexpr int score_keys() {
 template <typename Isa>
 constexpr int sum_rows() {
   return Isa::kRegisters >= 32 ? 8 : 5;
-}
-
-// Calls body(std::integral_constant<int, kMost>(), i) for i = 0, kMost, ... while a whole block
-// of kMost fits in `count`, then body(std::integral_constant<int, r>(), i) once for the r left
-// (0 < r < kMost): the register blocks' sizes are compile-time, their count is not.
-template <int kLeft, typename Body>
-DINAT_M2F_INLINE void last_block(int left, int i, Body& body) {
-  if constexpr (kLeft > 0) {
-    if (left == kLeft)
-      body(std::integral_constant<int, kLeft>(), i);
-    else
-      last_block<kLeft - 1>(left, i, body);
-  }
-}
-template <int kMost, typename Body>
-DINAT_M2F_INLINE void for_blocks(int count, Body&& body) {
-  int i = 0;
-  for (; i + kMost <= count; i += kMost) body(std::integral_constant<int, kMost>(), i);
-  last_block<kMost - 1>(count - i, i, body);
 }
 
 // acc[r][c] = sum_s w[r * wr + s * ws] * xs[s * x_stride + offset + c * L], s < count: the

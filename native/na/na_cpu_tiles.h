@@ -668,26 +668,35 @@ DINAT_M2F_INLINE void pair_scatter(const PairWeights<T>& w, const T* g_a, const 
   }
 }
 
+// The last, partial block of for_blocks: body(std::integral_constant<int, left>(), i), found
+// by counting down from kLeft (left < kMost, known only at run time).
+template <int kLeft, typename Body>
+DINAT_M2F_INLINE void last_block(int left, int i, Body& body) {
+  if constexpr (kLeft > 0) {
+    if (left == kLeft)
+      body(std::integral_constant<int, kLeft>(), i);
+    else
+      last_block<kLeft - 1>(left, i, body);
+  }
+}
+
+// Calls body(std::integral_constant<int, kMost>(), i) for i = 0, kMost, ... while a whole block
+// of kMost fits in `count`, then body(std::integral_constant<int, r>(), i) once for the r left
+// (0 < r < kMost): the register blocks' sizes are compile-time, their count is not.
+template <int kMost, typename Body>
+DINAT_M2F_INLINE void for_blocks(int count, Body&& body) {
+  int i = 0;
+  for (; i + kMost <= count; i += kMost) body(std::integral_constant<int, kMost>(), i);
+  last_block<kMost - 1>(count - i, i, body);
+}
+
 // Runs `body(NV, offset)` over the padded head dim `dim` in chunks of at most kMost (1 to 4)
 // vectors.
 template <typename Isa, typename T, int kMost = 4, typename Body>
 DINAT_M2F_INLINE void for_dim_chunks(int dim, Body&& body) {
   static_assert(kMost >= 1 && kMost <= 4, "chunks of 1 to 4 vectors");
   constexpr int L = SimdOf<Isa, T>::kLanes;
-  const int vectors = dim / L;
-  int n = 0;
-  for (; n + kMost <= vectors; n += kMost) body(std::integral_constant<int, kMost>(), n * L);
-  switch (vectors - n) {  // fewer than kMost left
-    case 3:
-      if constexpr (kMost > 3) body(std::integral_constant<int, 3>(), n * L);
-      break;
-    case 2:
-      if constexpr (kMost > 2) body(std::integral_constant<int, 2>(), n * L);
-      break;
-    case 1:
-      if constexpr (kMost > 1) body(std::integral_constant<int, 1>(), n * L);
-      break;
-  }
+  for_blocks<kMost>(dim / L, [&](auto nv, int n) DINAT_M2F_INLINE_LAMBDA { body(nv, n * L); });
 }
 
 // Calls pair(lane, s, is_pair) for the tile's queries two by two.
