@@ -91,6 +91,9 @@ kernel-resources: setup
 DATASETS ?= datasets
 DEMO_OUT ?= output/builtin_shapes
 DEMO_CONFIG := configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml
+# extra train_net.py KEY VALUE opts, e.g. DEMO_OPTS="SOLVER.AMP.ENABLED True
+# SOLVER.AMP.PRECISION bfloat16" (mixed precision: faster on CPUs with bfloat16 units)
+DEMO_OPTS ?=
 
 # --resume: an interrupted run continues from its last checkpoint; a finished one only
 # re-evaluates. Results: $(DEMO_OUT)/log.txt, inference/, metrics.json; pictures: demo/;
@@ -98,7 +101,7 @@ DEMO_CONFIG := configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml
 demo: setup
 	$(PY) -m dinat_m2f.data.generate_builtin --root $(DATASETS)
 	DETECTRON2_DATASETS=$(DATASETS) $(PY) train_net.py --config-file $(DEMO_CONFIG) --resume \
-		OUTPUT_DIR $(DEMO_OUT)
+		OUTPUT_DIR $(DEMO_OUT) $(DEMO_OPTS)
 	DETECTRON2_DATASETS=$(DATASETS) $(PY) demo/demo.py --config-file $(DEMO_CONFIG) \
 		--input $(DATASETS)/builtin_shapes/val --output $(DEMO_OUT)/demo \
 		--opts MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth

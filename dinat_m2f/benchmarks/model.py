@@ -57,7 +57,7 @@ def model_opts(opts: list[str], device: str) -> list[str]:
     if "MODEL.TVSWIN.WEIGHTS_IMAGENET" not in keys:
         extra += ["MODEL.TVSWIN.WEIGHTS_IMAGENET", ""]
     if device == "cpu" and "SOLVER.AMP.ENABLED" not in keys:
-        extra += ["SOLVER.AMP.ENABLED", "False"]  # detectron2's AMP is CUDA-only
+        extra += ["SOLVER.AMP.ENABLED", "False"]  # the configs' float16 AMP is for GPUs
     return list(opts) + extra
 
 

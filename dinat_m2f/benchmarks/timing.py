@@ -265,6 +265,17 @@ def device_description(device: torch.device) -> str:
     return f"{model}, {torch.get_num_threads()} threads"
 
 
+def cpu_bfloat16_units(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's bfloat16 arithmetic as cpuinfo's flags name it ("avx512_bf16 amx_bf16"), or
+    "none" (then bfloat16 runs by conversion) or "unknown" (no cpuinfo)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    return " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "none"
+
+
 def memory_note(device: torch.device) -> str:
     """What the tables' peak-memory column means on `device`."""
     if device.type == "cuda":

@@ -10,6 +10,10 @@ data/loaders.py: samples_in_flight, share_by_filename):
     fused NA                  NA backend "auto" (the fused CPU NA kernels), the loop
     fused NA + step           "auto" and the fused optimizer step
     fused NA + step + loader  and the tuned loader: what train_net.py runs
+    ... + AMP bfloat16        the same with SOLVER.AMP.PRECISION bfloat16 (mixed precision,
+                              engine/amp.py): a change of recipe, not of implementation, so
+                              shown beside the float32 rows; fast on CPUs with bfloat16 units
+                              (the header says whether this one has them)
     NA skipped (bound)        as train_net.py, but each NA layer's attention replaced by its
                               value (out = v, no NA work forward or backward): not a model,
                               the time the step would take if NA cost nothing, so its speed-up
@@ -37,6 +41,7 @@ import time
 import torch
 
 from dinat_m2f.benchmarks.timing import (
+    cpu_bfloat16_units,
     device_description,
     load_average,
     markdown_header,
@@ -46,13 +51,14 @@ from dinat_m2f.benchmarks.timing import (
 DEMO_CONFIG = "configs/builtin/maskformer2_dinat_mini_builtin_shapes.yaml"
 AS_FILED = "as filed"
 SKIPPED = "skipped"  # not a backend: the attention replaced by its value (na_skipped)
-# name -> (NA backend, fused optimizer step, tuned loader transfer)
+# name -> (NA backend, fused optimizer step, tuned loader transfer, autocast dtype)
 VARIANTS = {
-    AS_FILED: ("unfused", False, False),
-    "fused NA": ("auto", False, False),
-    "fused NA + step": ("auto", True, False),
-    "fused NA + step + loader": ("auto", True, True),
-    "NA skipped (bound)": (SKIPPED, True, True),
+    AS_FILED: ("unfused", False, False, None),
+    "fused NA": ("auto", False, False, None),
+    "fused NA + step": ("auto", True, False, None),
+    "fused NA + step + loader": ("auto", True, True, None),
+    "NA skipped (bound)": (SKIPPED, True, True, None),
+    "fused NA + step + loader + AMP bfloat16": ("auto", True, True, torch.bfloat16),
 }
 
 
@@ -137,8 +143,10 @@ def main(argv=None) -> int:
     mapper = build_dataset_mapper(cfg, is_train=True)
     loaders = {t: iter(build_train_loader(cfg, mapper, tuned_transfer=t)) for t in (True, False)}
 
-    def step(optimizer, tuned: bool) -> None:
-        losses = model(next(loaders[tuned]))
+    def step(optimizer, tuned: bool, amp: torch.dtype | None = None) -> None:
+        # as engine/amp.py's trainer: the forward autocast, no scaler for bfloat16
+        with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+            losses = model(next(loaders[tuned]))
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()
@@ -149,36 +157,31 @@ def main(argv=None) -> int:
         for tuned in loaders:
             step(optimizers[True], tuned)
     for _ in range(args.rounds):
-        for name, (backend, fused, tuned) in variants.items():
+        for name, (backend, fused, tuned, amp) in variants.items():
             with na_skipped() if backend == SKIPPED else backend_env(backend):
-                step(optimizers[fused], tuned)
+                step(optimizers[fused], tuned, amp)
                 for _ in range(args.block):
                     t0 = time.perf_counter()
-                    step(optimizers[fused], tuned)
+                    step(optimizers[fused], tuned, amp)
                     times[name].append(time.perf_counter() - t0)
     print(f"# Training step: {device_description(torch.device('cpu'))}")
     print(
         f"# torch {torch.__version__}, {args.config_file}, {cfg.SOLVER.IMS_PER_BATCH} images per "
         f"step; {args.rounds} rounds of {args.block} timed iterations per variant, interleaved; "
-        f"load average at start: {start_load}"
+        f"load average at start: {start_load}; bfloat16 units: {cpu_bfloat16_units()}"
     )
-    print(
-        markdown_header(
-            ["variant", "NA backend", "optimizer step", "loader", "median s/it", "speed-up"]
-        )
-    )
+    columns = ["variant", "NA backend", "optimizer step", "loader", "precision", "median s/it"]
+    print(markdown_header([*columns, "speed-up"]))
     # speed-ups from the medians as printed, so that every row checks out from the table alone
     medians = {name: round(statistics.median(times[name]), 3) for name in variants}
     base = medians[AS_FILED]
-    for name, (backend, fused, tuned) in variants.items():
+    for name, (backend, fused, tuned, amp) in variants.items():
         median = medians[name]
         step_kind = "fused" if fused else "per-parameter loop"
         loader = "tuned" if tuned else "torch defaults"
-        print(
-            markdown_row(
-                [name, backend, step_kind, loader, f"{median:.3f}", f"{base / median:.2f}x"]
-            )
-        )
+        precision = "float32" if amp is None else f"AMP {str(amp).removeprefix('torch.')}"
+        cells = [name, backend, step_kind, loader, precision, f"{median:.3f}"]
+        print(markdown_row([*cells, f"{base / median:.2f}x"]))
     if blockers:
         print(
             "# NA skipped (bound): left out, NA layers with attention dropout would still do "

@@ -14,10 +14,11 @@ import math
 from collections.abc import Mapping
 
 import torch
-from detectron2.engine import AMPTrainer, SimpleTrainer
+from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 
 from ..checkpoint.finite_weights import NonFiniteError
+from .amp import DeviceAMPTrainer
 
 
 class NonFiniteLossError(NonFiniteError):
@@ -68,8 +69,8 @@ def check_finite_losses(loss_dict: Mapping[str, torch.Tensor], iteration: int) -
 
 
 class _FiniteLossCheck:
-    """Mixin for detectron2's SimpleTrainer / AMPTrainer: `_write_metrics` runs after the
-    backward and before the optimizer step in their `run_step`; the check is placed there."""
+    """Mixin for detectron2's SimpleTrainer / our DeviceAMPTrainer: `_write_metrics` runs after
+    the backward and before the optimizer step in their `run_step`; the check is placed there."""
 
     def run_step(self) -> None:
         try:
@@ -97,8 +98,9 @@ class FiniteLossSimpleTrainer(_FiniteLossCheck, SimpleTrainer):
         super().__init__(*args, **kwargs)
 
 
-class FiniteLossAMPTrainer(_FiniteLossCheck, AMPTrainer):
-    """AMPTrainer that stops on a non-finite loss term (see the module docstring)."""
+class FiniteLossAMPTrainer(_FiniteLossCheck, DeviceAMPTrainer):
+    """DeviceAMPTrainer (GPU or CPU) that stops on a non-finite loss term (see the module
+    docstring)."""
 
     def __init__(self, *args, **kwargs) -> None:
         if kwargs.get("async_write_metrics"):

@@ -27,17 +27,20 @@ def check_cfg(cfg: CfgNode) -> None:
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(
             f"MODEL.DEVICE={cfg.MODEL.DEVICE} but no CUDA GPU is available; add MODEL.DEVICE cpu "
-            "(and SOLVER.AMP.ENABLED False)"
+            "(and SOLVER.AMP.ENABLED False, or SOLVER.AMP.PRECISION bfloat16)"
         )
     amp = cfg.SOLVER.AMP
     if amp.PRECISION not in AMP_PRECISIONS:
         raise ValueError(
             f"SOLVER.AMP.PRECISION={amp.PRECISION!r}; use one of {sorted(AMP_PRECISIONS)}"
         )
-    if amp.ENABLED and cfg.MODEL.DEVICE == "cpu":
+    if amp.ENABLED and amp.PRECISION == "float16" and cfg.MODEL.DEVICE == "cpu":
+        # CPUs compute float16 by conversion (slower than float32); bfloat16 has units on
+        # AVX512-BF16 and AMX CPUs and needs no gradient scaling
         raise ValueError(
-            "SOLVER.AMP.ENABLED=True needs a GPU (detectron2's AMPTrainer is CUDA-only) but "
-            "MODEL.DEVICE=cpu; add SOLVER.AMP.ENABLED False"
+            "SOLVER.AMP.ENABLED=True with SOLVER.AMP.PRECISION=float16 is for GPUs, but "
+            "MODEL.DEVICE=cpu; add SOLVER.AMP.PRECISION bfloat16 (mixed precision on the CPU) "
+            "or SOLVER.AMP.ENABLED False"
         )
 
 

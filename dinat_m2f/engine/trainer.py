@@ -1,10 +1,10 @@
 """The detectron2 trainer of the project: Mask2Former dataset mappers, evaluators per dataset,
-the paper's optimizer and schedules, AMP in float16 or bfloat16, DDP on GPUs (NCCL) and CPUs
-(gloo), semantic test-time augmentation, a checkpoint on interruption, the project's
-checkpointer (files read as plain data only, dinat_m2f/checkpoint/checkpointer.py) with
-atomic checkpoint files and an exact resume (`checkpoint.atomic_files`, `train_state`,
-`data.loaders`), broken samples named or skipped, and a stop on non-finite losses
-(`loss_guard`)."""
+the paper's optimizer and schedules, AMP in float16 or bfloat16 (bfloat16 on the CPU too,
+`amp`), DDP on GPUs (NCCL) and CPUs (gloo), semantic test-time augmentation, a checkpoint on
+interruption, the project's checkpointer (files read as plain data only,
+dinat_m2f/checkpoint/checkpointer.py) with atomic checkpoint files and an exact resume
+(`checkpoint.atomic_files`, `train_state`, `data.loaders`), broken samples named or skipped,
+and a stop on non-finite losses (`loss_guard`)."""
 
 from __future__ import annotations
 

@@ -57,8 +57,10 @@ def test_table_has_every_variant_against_the_as_filed_one(datasets_root, attn_dr
     assert f"# Training step: {cpu_name_with_one_thread()}" in out
     rows = table_rows(out)
     assert rows[0] == [
-        "variant", "NA backend", "optimizer step", "loader", "median s/it", "speed-up"
+        "variant", "NA backend", "optimizer step", "loader", "precision", "median s/it",
+        "speed-up",
     ]  # fmt: skip
+    assert "; bfloat16 units: " in out
     dropout = float(attn_drop) > 0
     expected = [
         [
@@ -66,11 +68,13 @@ def test_table_has_every_variant_against_the_as_filed_one(datasets_root, attn_dr
             backend,
             "fused" if fused else "per-parameter loop",
             "tuned" if tuned else "torch defaults",
+            "float32" if amp is None else f"AMP {str(amp).removeprefix('torch.')}",
         ]
-        for name, (backend, fused, tuned) in training.VARIANTS.items()
+        for name, (backend, fused, tuned, amp) in training.VARIANTS.items()
         if not (dropout and backend == training.SKIPPED)
     ]
-    assert [r[:4] for r in rows[1:]] == expected
+    assert [r[:5] for r in rows[1:]] == expected
+    assert expected[-1][4] == "AMP bfloat16"
     assert len(expected) == len(training.VARIANTS) - dropout
     note = [line for line in out.splitlines() if line.startswith("# NA skipped (bound):")]
     assert len(note) == 1
@@ -79,12 +83,12 @@ def test_table_has_every_variant_against_the_as_filed_one(datasets_root, attn_dr
         assert "(p=0.1)" in note[0]
     else:
         assert "left out" not in note[0]
-    assert rows[1][5] == "1.00x"
-    base = float(rows[1][4])
+    assert rows[1][6] == "1.00x"
+    base = float(rows[1][5])
     for row in rows[1:]:
-        median = float(row[4])
+        median = float(row[5])
         assert median > 0
-        assert row[5] == f"{base / median:.2f}x"
+        assert row[6] == f"{base / median:.2f}x"
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """timing.time_runs on a fake clock: a call shorter than min_seconds is repeated within each
 sample, the sample's time is divided by its calls, and without min_seconds each sample is one
 call. timing.keep_freed_memory: after it, freeing and allocating again faults in no new pages
-(counted by the OS), where blocks mapped afresh fault them in on every round."""
+(counted by the OS), where blocks mapped afresh fault them in on every round.
+timing.cpu_bfloat16_units reads the bfloat16 flags of a cpuinfo file."""
 
 import os
 import subprocess
@@ -89,3 +90,18 @@ def test_kept_memory_is_reused_without_new_page_faults():
     pages = 10 * 3 * 2**23 // os.sysconf("SC_PAGE_SIZE")  # every tensor's pages, every round
     assert faults("mapped") > pages // 2  # the fault this guards against, shown happening
     assert faults("kept") < pages // 100
+
+
+@pytest.mark.parametrize(
+    "flags,units",
+    [
+        ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "avx512_bf16 amx_bf16"),
+        ("fpu avx2 fma avx512f avx512_bf16", "avx512_bf16"),
+        ("fpu avx2 fma avx512f avx512_fp16", "none"),
+    ],
+)
+def test_cpu_bfloat16_units_are_read_from_the_flags(tmp_path, flags, units):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n")
+    assert timing.cpu_bfloat16_units(str(cpuinfo)) == units
+    assert timing.cpu_bfloat16_units(str(tmp_path / "missing")) == "unknown"

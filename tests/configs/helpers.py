@@ -73,7 +73,7 @@ def load_config(
     """The frozen config of a YAML file as train_net.py reads it (`load_cfg`: default_cfg(), the
     file and its _BASE_ chain read as data, then `opts`), cached. `defaults`: (key, value)
     pairs set in default_cfg() before the file merges (values hashable: tuples for lists).
-    Without load_cfg's run checks (a CUDA device, AMP needs a GPU): reading needs no GPU."""
+    Without load_cfg's run checks (a CUDA device, float16 AMP needs a GPU): reading needs no GPU."""
     return _load(str(path), tuple(opts), tuple(defaults))
 
 
