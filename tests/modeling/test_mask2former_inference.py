@@ -141,3 +141,69 @@ def test_instance_inference_drops_stuff_for_panoptic_models(predictions):
         mask_cls, mask_pred, num_classes=NUM_CLASSES, topk=4, thing_classes=THINGS
     )
     assert sorted(result.pred_classes.tolist()) == [0, 1]
+
+
+def _panoptic_by_query(mask_cls, mask_pred, *, num_classes, thing_classes, threshold, overlap):
+    """The reference: panoptic_inference's rules applied one query at a time, with full-map
+    masks for each (won, own, both)."""
+    scores, labels = mask_cls.softmax(-1).max(-1)
+    seg = torch.zeros(mask_pred.shape[-2:], dtype=torch.int32)
+    kept = [q for q in range(len(labels)) if labels[q] != num_classes and scores[q] > threshold]
+    if not kept:
+        return seg, []
+    masks = mask_pred[kept].sigmoid()
+    winner = (scores[kept].view(-1, 1, 1) * masks).argmax(0)
+    segments, stuff = [], {}
+    for k, q in enumerate(kept):
+        category = int(labels[q])
+        won, own = winner == k, masks[k] >= 0.5
+        both = won & own
+        if not both.any() or own.sum() == 0 or won.sum() / own.sum() < overlap:
+            continue
+        if category not in thing_classes and category in stuff:
+            seg[both] = stuff[category]
+            continue
+        segments.append(
+            {"id": len(segments) + 1, "isthing": category in thing_classes, "category_id": category}
+        )
+        if category not in thing_classes:
+            stuff[category] = len(segments)
+        seg[both] = len(segments)
+    return seg, segments
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_panoptic_inference_equals_the_query_by_query_rules(seed):
+    """Random predictions with many competing queries: the whole-map counts give the same map
+    and segments as applying the rules query by query."""
+    generator = torch.Generator().manual_seed(seed)
+    num_classes, queries = 7, 16
+    things = [0, 1, 2, 3]
+    mask_cls = torch.randn(queries, num_classes + 1, generator=generator) * 3
+    # each query a random rectangle of coarse logits (ties; some exactly 0: sigmoid 0.5)
+    mask_pred = -torch.randint(1, 4, (queries, 12, 10), generator=generator).float()
+    for q in range(queries):
+        top, left = torch.randint(0, 9, (2,), generator=generator).tolist()
+        rows, cols = torch.randint(2, 7, (2,), generator=generator).tolist()
+        mask_pred[q, top : top + rows, left : left + cols] += 4
+    mask_pred[torch.rand(mask_pred.shape, generator=generator) < 0.03] = 0.0
+    for threshold, overlap in [(0.3, 0.8), (0.0, 0.5), (0.5, 0.2)]:
+        seg, segments = panoptic_inference(
+            mask_cls,
+            mask_pred,
+            num_classes=num_classes,
+            thing_classes=things,
+            object_mask_threshold=threshold,
+            overlap_threshold=overlap,
+        )
+        ref_seg, ref_segments = _panoptic_by_query(
+            mask_cls,
+            mask_pred,
+            num_classes=num_classes,
+            thing_classes=things,
+            threshold=threshold,
+            overlap=overlap,
+        )
+        assert segments == ref_segments
+        assert torch.equal(seg, ref_seg)
+        assert len(segments) >= 2  # the case has real segments to get wrong

@@ -40,37 +40,44 @@ def panoptic_inference(
     {"id", "isthing", "category_id"} (contiguous category id).
     """
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
-    masks = mask_pred.sigmoid()
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], masks[keep]
+    # sigmoid of the kept queries only: the masks are (queries, H, W) at the output size
+    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], mask_pred[keep].sigmoid()
     height, width = mask_pred.shape[-2:]
     panoptic_seg = torch.zeros((height, width), dtype=torch.int32, device=mask_pred.device)
     segments_info: list[dict] = []
     if cur_masks.shape[0] == 0:
         return panoptic_seg, segments_info
 
+    # Each pixel belongs to one query (its winner), so the per-query areas come from whole-map
+    # counts, and the map from one lookup, instead of several full-map passes per query:
+    # won = pixels the query wins, own = its mask (sigmoid >= 0.5), area = won and own.
+    num_kept = cur_masks.shape[0]
     winner = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
+    winner_owns = cur_masks.gather(0, winner.unsqueeze(0)).squeeze(0) >= 0.5
+    won_areas = torch.bincount(winner.flatten(), minlength=num_kept).tolist()
+    own_areas = (cur_masks >= 0.5).flatten(1).sum(1).tolist()
+    areas = torch.bincount(winner[winner_owns], minlength=num_kept).tolist()
+    segment_of_query = [0] * num_kept
     stuff_segment_of_class: dict[int, int] = {}
     thing_set = set(int(c) for c in thing_classes)
-    for k in range(cur_classes.shape[0]):
-        category = int(cur_classes[k])
-        won = winner == k
-        own = cur_masks[k] >= 0.5
-        mask = won & own
-        won_area, own_area, area = int(won.sum()), int(own.sum()), int(mask.sum())
+    for k, category in enumerate(cur_classes.tolist()):
+        won_area, own_area, area = won_areas[k], own_areas[k], areas[k]
         if won_area == 0 or own_area == 0 or area == 0:
             continue
         if won_area / own_area < overlap_threshold:
             continue
         is_thing = category in thing_set
         if not is_thing and category in stuff_segment_of_class:
-            panoptic_seg[mask] = stuff_segment_of_class[category]
+            segment_of_query[k] = stuff_segment_of_class[category]
             continue
         segment_id = len(segments_info) + 1
         if not is_thing:
             stuff_segment_of_class[category] = segment_id
-        panoptic_seg[mask] = segment_id
+        segment_of_query[k] = segment_id
         segments_info.append({"id": segment_id, "isthing": is_thing, "category_id": category})
+    segments = torch.tensor(segment_of_query, dtype=torch.int32, device=mask_pred.device)
+    panoptic_seg = torch.where(winner_owns, segments[winner], panoptic_seg)
     return panoptic_seg, segments_info
 
 
