@@ -181,9 +181,11 @@ def gflops(
 
 
 def autocast_of(cfg, device: torch.device):
+    """The config's AMP as a context factory: autocast on `device` in SOLVER.AMP.PRECISION
+    (on the CPU only bfloat16 gets here: load_cfg refuses float16 there), else none."""
     amp = cfg.SOLVER.AMP
-    if amp.ENABLED and device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=getattr(torch, amp.PRECISION))
+    if amp.ENABLED:
+        return lambda: torch.autocast(device.type, dtype=getattr(torch, amp.PRECISION))
     return nullcontext
 
 

@@ -96,3 +96,15 @@ def test_layer_flag_runs_the_layer_benchmark(capsys):
     with pytest.raises(SystemExit):
         benchmark_model.main(["--layer", "--kernel", "4"])
     assert "--kernel must be odd and >= 3, got 4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_cpu_configs_with_bfloat16_amp_time_the_model_under_autocast(enabled):
+    """SOLVER.AMP on the CPU (bfloat16; load_cfg refuses float16 there) times the model under
+    CPU autocast, as train_net trains it; without AMP nothing is autocast."""
+    opts = ["SOLVER.AMP.ENABLED", str(enabled), "SOLVER.AMP.PRECISION", "bfloat16"]
+    cfg = benchmark_model.load_config(DINAT_MINI, opts, "cpu", nat=False)
+    with benchmark_model.autocast_of(cfg, torch.device("cpu"))():
+        assert torch.is_autocast_enabled("cpu") == enabled
+        out = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
+    assert out.dtype == (torch.bfloat16 if enabled else torch.float32)
