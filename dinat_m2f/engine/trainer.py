@@ -33,6 +33,7 @@ from ..data.loaders import base_seed_of, build_test_loader, build_train_loader
 from ..evaluation.evaluator_factory import build_evaluator
 from ..modeling.semantic_tta import SemanticSegmentorWithTTA
 from ..solver import build_lr_scheduler, build_optimizer
+from .amp import device_type_of
 from .interrupt_checkpoint import CheckpointOnInterrupt
 from .loss_guard import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
 from .train_state import ResumableTrainingState
@@ -44,8 +45,7 @@ def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
     """DistributedDataParallel over all processes; CPU models take no device_ids (gloo)."""
     if comm.get_world_size() == 1:
         return model
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    device_ids = None if on_cpu else [comm.get_local_rank()]
+    device_ids = None if device_type_of(model) == "cpu" else [comm.get_local_rank()]
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
