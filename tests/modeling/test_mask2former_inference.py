@@ -1,13 +1,34 @@
 """Mask2Former post-processing on hand-made predictions with known results."""
 
+import numpy as np
 import pytest
 import torch
+from detectron2.modeling.postprocessing import sem_seg_postprocess
 
+from dinat_m2f.export.deploy import postprocess as numpy_postprocess
+from dinat_m2f.modeling.meta_arch import mask_former_inference
 from dinat_m2f.modeling.meta_arch.mask_former_inference import (
+    _pixel_winners,
     instance_inference,
     panoptic_inference,
+    resize_to_output,
     semantic_inference,
 )
+
+# how the CPU code walks the maps: its defaults, blocks that do not divide the maps (7 pixels
+# and 5 maps: the last block partial), and every query or pixel at once as on other devices
+PASSES = ["cpu defaults", "small blocks", "all at once"]
+
+
+@pytest.fixture(params=PASSES)
+def passes(request, monkeypatch):
+    if request.param == "small blocks":
+        monkeypatch.setattr(mask_former_inference, "CPU_PIXELS_PER_PASS", 7)
+        monkeypatch.setattr(mask_former_inference, "CPU_MAPS_PER_PASS", 5)
+    elif request.param == "all at once":
+        monkeypatch.setattr(mask_former_inference, "_all_at_once", lambda tensor: True)
+    return request.param
+
 
 NUM_CLASSES = 3  # classes 0, 1 are things, 2 is stuff; index 3 is "no object"
 THINGS = [0, 1]
@@ -173,7 +194,7 @@ def _panoptic_by_query(mask_cls, mask_pred, *, num_classes, thing_classes, thres
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_panoptic_inference_equals_the_query_by_query_rules(seed):
+def test_panoptic_inference_equals_the_query_by_query_rules(seed, passes):
     """Random predictions with many competing queries: the whole-map counts give the same map
     and segments as applying the rules query by query."""
     generator = torch.Generator().manual_seed(seed)
@@ -207,3 +228,79 @@ def test_panoptic_inference_equals_the_query_by_query_rules(seed):
         assert segments == ref_segments
         assert torch.equal(seg, ref_seg)
         assert len(segments) >= 2  # the case has real segments to get wrong
+
+
+def _random_predictions(seed, queries=9, num_classes=4, size=(13, 17)):
+    generator = torch.Generator().manual_seed(seed)
+    mask_cls = torch.randn(queries, num_classes + 1, generator=generator) * 3
+    mask_pred = torch.randn(queries, *size, generator=generator) * 4
+    return mask_cls, mask_pred
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_semantic_inference_equals_the_formula_in_float64(seed, passes):
+    """Blocks of pixels (13 x 17 = 221 = 31 blocks of 7 + 4) give the whole-map formula."""
+    mask_cls, mask_pred = _random_predictions(seed)
+    expected = torch.einsum(
+        "qc,qhw->chw", mask_cls.double().softmax(-1)[:, :-1], mask_pred.double().sigmoid()
+    )
+    scores = semantic_inference(mask_cls, mask_pred)
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_instance_inference_equals_the_numpy_reference(seed, passes):
+    """Against the independent numpy post-processing of exported models, with an empty mask
+    (zero box and score) and a one-pixel mask in a corner among the top pairs."""
+    mask_cls, mask_pred = _random_predictions(seed)
+    mask_cls[0] = torch.tensor([9.0, -9, -9, -9, -9])  # top pair: query 0 as class 0
+    mask_pred[0] = -1.0  # ... with an empty mask
+    mask_cls[1] = torch.tensor([-9.0, 8, -9, -9, -9])  # query 1 as class 1
+    mask_pred[1] = -1.0
+    mask_pred[1, -1, -1] = 2.0  # ... only the bottom-right pixel
+    result = instance_inference(mask_cls, mask_pred, num_classes=4, topk=12)
+    ref = numpy_postprocess.instance_inference(
+        mask_cls.numpy(), mask_pred.numpy(), num_classes=4, topk=12
+    )
+    # the reference comes highest class probability first; ours in topk's order
+    order = sorted(range(len(result)), key=lambda i: -float(result.scores[i]))
+    ref_order = np.argsort(-ref["scores"], kind="stable")
+    assert result.pred_masks.dtype == torch.float32
+    np.testing.assert_array_equal(result.pred_masks[order].bool().numpy(), ref["masks"][ref_order])
+    np.testing.assert_array_equal(result.pred_boxes.tensor[order].numpy(), ref["boxes"][ref_order])
+    np.testing.assert_array_equal(result.pred_classes[order].numpy(), ref["classes"][ref_order])
+    np.testing.assert_allclose(
+        result.scores[order].numpy(), ref["scores"][ref_order], rtol=1e-5, atol=1e-7
+    )
+    boxes = {tuple(box) for box in result.pred_boxes.tensor.tolist()}
+    assert (0.0, 0.0, 0.0, 0.0) in boxes and (16.0, 12.0, 17.0, 13.0) in boxes
+
+
+@pytest.mark.parametrize("all_at_once", [False, True])
+def test_pixel_winners_are_the_first_highest_query(all_at_once, monkeypatch):
+    """Ties (logits rounded to halves) go to the earlier query, as argmax does."""
+    monkeypatch.setattr(mask_former_inference, "_all_at_once", lambda tensor: all_at_once)
+    generator = torch.Generator().manual_seed(0)
+    mask_pred = (torch.randn(8, 6, 7, generator=generator) * 2).round() / 2
+    keep = torch.tensor([True, False, True, True, False, True, True, True])
+    scores = torch.tensor([0.5, 0.5, 0.9, 0.5, 0.25, 0.5])
+    winner, winner_owns, own_areas = _pixel_winners(scores, mask_pred, keep)
+    masks = mask_pred[keep].sigmoid()
+    products = scores.view(-1, 1, 1) * masks
+    best = products.max(0).values
+    is_best = products == best
+    assert (is_best.sum(0) > 1).any()  # the case has ties to break
+    first = is_best.int().argmax(0)  # index of the first query at the maximum
+    assert torch.equal(winner, first)
+    assert torch.equal(winner_owns, masks.gather(0, first[None])[0] >= 0.5)
+    assert own_areas.tolist() == [int((m >= 0.5).sum()) for m in masks]
+
+
+def test_resize_to_output_equals_detectron2_sem_seg_postprocess():
+    """The crop and resize of detectron2, bit for bit; at the output size already, no resize."""
+    logits = torch.randn(5, 32, 40) * 4
+    for image_size, output in [((32, 40), (32, 40)), ((30, 37), (30, 37)), ((30, 37), (61, 50))]:
+        ours = resize_to_output(logits, image_size, *output)
+        assert torch.equal(ours, sem_seg_postprocess(logits, image_size, *output))
+    assert resize_to_output(logits, (32, 40), 32, 40).data_ptr() == logits.data_ptr()

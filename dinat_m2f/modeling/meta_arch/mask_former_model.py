@@ -12,14 +12,18 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
 from detectron2.modeling.backbone import Backbone
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList
 from detectron2.utils.memory import retry_if_cuda_oom
 from torch import nn
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
-from .mask_former_inference import instance_inference, panoptic_inference, semantic_inference
+from .mask_former_inference import (
+    instance_inference,
+    panoptic_inference,
+    resize_to_output,
+    semantic_inference,
+)
 
 
 @META_ARCH_REGISTRY.register()
@@ -204,14 +208,14 @@ class MaskFormer(nn.Module):
             width = input_per_image.get("width", image_size[1])
             result = {}
             if self.sem_seg_postprocess_before_inference:
-                mask_pred = retry_if_cuda_oom(sem_seg_postprocess)(
+                mask_pred = retry_if_cuda_oom(resize_to_output)(
                     mask_pred, image_size, height, width
                 )
                 mask_cls = mask_cls.to(mask_pred)
             if self.semantic_on:
                 sem_seg = retry_if_cuda_oom(semantic_inference)(mask_cls, mask_pred)
                 if not self.sem_seg_postprocess_before_inference:
-                    sem_seg = retry_if_cuda_oom(sem_seg_postprocess)(
+                    sem_seg = retry_if_cuda_oom(resize_to_output)(
                         sem_seg, image_size, height, width
                     )
                 result["sem_seg"] = sem_seg
