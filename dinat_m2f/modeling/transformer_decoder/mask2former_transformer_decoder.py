@@ -166,7 +166,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         for i in range(self.num_layers):
             level = i % self.NUM_FEATURE_LEVELS
             # a query whose mask is empty at this scale attends everywhere instead of nowhere
-            attn_mask[torch.where(attn_mask.sum(-1) == attn_mask.shape[-1])] = False
+            attn_mask[attn_mask.all(-1)] = False
             output = self.transformer_cross_attention_layers[i](
                 output, src[level], memory_mask=attn_mask, pos=pos[level], query_pos=query_embed
             )
