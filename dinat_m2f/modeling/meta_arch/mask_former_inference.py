@@ -44,9 +44,10 @@ def resize_to_output(
     cropped = result[:, : image_size[0], : image_size[1]]
     if tuple(cropped.shape[-2:]) == (height, width):
         return cropped
-    return F.interpolate(cropped[None], size=(height, width), mode="bilinear", align_corners=False)[
-        0
-    ]
+    resized = F.interpolate(
+        cropped[None], size=(height, width), mode="bilinear", align_corners=False
+    )
+    return resized[0]
 
 
 def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
