@@ -145,6 +145,17 @@ def _worker(main: Callable, args: argparse.Namespace) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
+    end_process_groups()
+
+
+def end_process_groups() -> None:
+    """The end of a run that succeeded everywhere: once every process is here, each takes its
+    process groups down itself. Left to the interpreter's teardown, their C++ threads were once
+    destroyed still running and aborted a process that had finished its work (SIGABRT,
+    "terminate called without an active exception", in a two-process CPU run of the tests)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 @contextmanager

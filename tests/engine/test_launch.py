@@ -14,6 +14,7 @@ from dinat_m2f.engine.interrupt_checkpoint import TrainingInterrupted
 from dinat_m2f.engine.launch import (
     EXIT_INPUT,
     EXIT_NON_FINITE,
+    _worker,
     argument_parser,
     is_peer_lost,
     run_main,
@@ -98,3 +99,21 @@ def test_dist_timeout_default_is_detectron2s():
     args = argument_parser().parse_args(["--config-file", "x.yaml", "--dist-timeout", "2.5"])
     assert args.dist_timeout == 2.5
     assert argument_parser().parse_args([]).dist_timeout * 60 == DEFAULT_TIMEOUT.total_seconds()
+
+
+def test_a_worker_that_succeeded_takes_its_process_groups_down(tmp_path):
+    """A one-process gloo group (and a subgroup, as detectron2's local group) is gone once the
+    worker returns: not left to the interpreter's teardown."""
+    dist = torch.distributed
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        dist.new_group([0])
+        ran = []
+        _worker(lambda args: ran.append(args), argparse.Namespace(dist_timeout=30.0))
+        assert len(ran) == 1
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
