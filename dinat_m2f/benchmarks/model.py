@@ -12,7 +12,7 @@ temporaries, gradients; not the weights); timing and memory: dinat_m2f/benchmark
 
     python -m dinat_m2f.benchmarks.model --configs A.yaml B.yaml [--nat] [--resolution 512x512]
         [--batch-size 1] [--warmup 1] [--repeats 3] [--backbone-only] [--flops]
-        [--skip-train] [--device cpu|cuda] [--threads N] [KEY VALUE ...]
+        [--skip-train [--interleave]] [--device cpu|cuda] [--threads N] [KEY VALUE ...]
     python -m dinat_m2f.benchmarks.model --layer ...   # dinat_m2f/benchmarks/layer.py
     (tools/benchmark_model.py is the same command.)
 """
@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -189,17 +191,10 @@ def autocast_of(cfg, device: torch.device):
     return nullcontext
 
 
-def benchmark_config(config_file: str, args, nat: bool = False) -> dict:
-    """One table row: build, (GFLOPs), inference, training step."""
-    from dinat_m2f.solver.optimizer import build_optimizer
-
-    device = torch.device(args.device)
-    cfg = load_config(config_file, args.opts, args.device, nat)
-    label = backbone_label(cfg)
-    name = Path(config_file).stem + (" (NAT)" if nat else "")
-    row = dict(
-        config=name,
-        backbone=label,
+def _empty_row(config_file: str, cfg, nat: bool) -> dict:
+    return dict(
+        config=Path(config_file).stem + (" (NAT)" if nat else ""),
+        backbone=backbone_label(cfg),
         backbone_name=cfg.MODEL.BACKBONE.NAME,
         params=None,
         gflops=None,
@@ -212,6 +207,24 @@ def benchmark_config(config_file: str, args, nat: bool = False) -> dict:
         train_mem=None,
         note="",
     )
+
+
+class _Prepared(NamedTuple):
+    """A config's row so far, its model (random weights, eval mode), inputs and inference."""
+
+    row: dict
+    cfg: object
+    model: nn.Module
+    batch: list[dict]
+    images: torch.Tensor
+    autocast: Callable
+    infer: Callable[[], object]
+
+
+def _prepare(config_file: str, args, nat: bool) -> _Prepared:
+    device = torch.device(args.device)
+    cfg = load_config(config_file, args.opts, args.device, nat)
+    row = _empty_row(config_file, cfg, nat)
     height, width = args.resolution
     torch.manual_seed(0)
     model = build(cfg, args.backbone_only)
@@ -220,22 +233,36 @@ def benchmark_config(config_file: str, args, nat: bool = False) -> dict:
     generator = torch.Generator().manual_seed(0)
     batch = synthetic_batch(cfg, height, width, args.batch, args.instances, device, generator)
     images = torch.randn(args.batch, 3, height, width, generator=generator).to(device)
+    model.eval()
 
+    def infer():
+        with torch.no_grad(), autocast():
+            if args.backbone_only:
+                return model(images)
+            return model([{k: v for k, v in x.items() if k != "instances"} for x in batch])
+
+    return _Prepared(row, cfg, model, batch, images, autocast, infer)
+
+
+def _record_inference(prepared: _Prepared, times: list[float], args) -> None:
+    row = prepared.row
+    row["fwd"], row["fwd_iqr"] = median_iqr(times)
+    row["imgs"] = args.batch / row["fwd"]
+    row["fwd_mem"] = peak_memory_mb(prepared.infer, torch.device(args.device))
+
+
+def benchmark_config(config_file: str, args, nat: bool = False) -> dict:
+    """One table row: build, (GFLOPs), inference, training step."""
+    from dinat_m2f.solver.optimizer import build_optimizer
+
+    device = torch.device(args.device)
+    prepared = _prepare(config_file, args, nat)
+    row, cfg, model, batch, images, autocast, infer = prepared
+    height, width = args.resolution
     try:
         if args.flops:
             row["gflops"] = gflops(model, args.backbone_only, height, width, device)
-        model.eval()
-
-        def infer():
-            with torch.no_grad(), autocast():
-                if args.backbone_only:
-                    return model(images)
-                return model([{k: v for k, v in x.items() if k != "instances"} for x in batch])
-
-        times = time_runs(infer, device, args.warmup, args.repeats)
-        row["fwd"], row["fwd_iqr"] = median_iqr(times)
-        row["imgs"] = args.batch / row["fwd"]
-        row["fwd_mem"] = peak_memory_mb(infer, device)
+        _record_inference(prepared, time_runs(infer, device, args.warmup, args.repeats), args)
 
         if not args.skip_train:
             model.train()
@@ -262,10 +289,34 @@ def benchmark_config(config_file: str, args, nat: bool = False) -> dict:
         if not args.keep_going:
             raise
         row["note"] = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}"
-    model = None  # free the model before the next row
+    prepared = model = None  # free the model before the next row
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row
+
+
+def interleaved_rows(args) -> list[dict]:
+    """--interleave: every model built first, then each of --repeats rounds times one inference
+    of every model in turn, so that all of them see the same machine state (a shared
+    machine's speed drifts by more than two close models differ)."""
+    device = torch.device(args.device)
+    height, width = args.resolution
+    prepared = []
+    for config_file in args.configs:
+        prepared.append(_prepare(config_file, args, nat=False))
+        if args.nat and prepared[-1].row["backbone_name"] in DINAT_BACKBONES:
+            prepared.append(_prepare(config_file, args, nat=True))
+    for entry in prepared:
+        if args.flops:
+            entry.row["gflops"] = gflops(entry.model, args.backbone_only, height, width, device)
+        time_runs(entry.infer, device, args.warmup, 0)
+    times = [[] for _ in prepared]
+    for _ in range(args.repeats):
+        for entry, samples in zip(prepared, times):
+            samples += time_runs(entry.infer, device, 0, 1)
+    for entry, samples in zip(prepared, times):
+        _record_inference(entry, samples, args)
+    return [entry.row for entry in prepared]
 
 
 MODEL_COLUMNS = (
@@ -313,15 +364,22 @@ def run_models(args) -> list[dict]:
         if args.backbone_only
         else f"{args.instances} random masks with random classes per image"
     )
+    interleaved = "; each round one run of every config in turn" if args.interleave else ""
     print(
         f"# torch {torch.__version__}, input {height}x{width}, batch {args.batch}, "
-        f"median ± IQR of {args.repeats} after {args.warmup} warm-up; train step = forward "
-        f"({targets}) + backward + the config's optimizer step; peak MB: {memory}; load "
+        f"median ± IQR of {args.repeats} after {args.warmup} warm-up{interleaved}; train step "
+        f"= forward ({targets}) + backward + the config's optimizer step; peak MB: {memory}; load "
         f"average at start: {load_average()}"
     )
     if args.opts:
         print(f"# opts: {' '.join(args.opts)}")
     print(markdown_header(MODEL_COLUMNS), flush=True)
+    if args.interleave:
+        rows = interleaved_rows(args)
+        for row in rows:
+            print(format_model_row(row))
+        print(f"# load average at end: {load_average()}")
+        return rows
     rows = []
     for config_file in args.configs:  # rows print as they finish
         rows.append(benchmark_config(config_file, args))
@@ -377,6 +435,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="a config that fails gets a note in its row instead of stopping",
     )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="build every model first, then time the inferences in rounds, one run of every "
+        "config per round (needs --skip-train)",
+    )
     add_plot_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
@@ -397,6 +461,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     check_run_args(parser, args, batch_flag="--batch-size")
     if args.instances < 1:
         parser.error(f"--instances must be >= 1, got {args.instances}")
+    if args.interleave and not args.skip_train:
+        parser.error("--interleave times inference only: add --skip-train")
+    if args.interleave and args.keep_going:
+        parser.error("--interleave builds every model first: without --keep-going")
     return args
 
 

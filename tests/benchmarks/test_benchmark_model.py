@@ -77,6 +77,37 @@ def test_backbone_only_inference_with_flops(capsys):
     assert 0.1 < row["gflops"] < 1.0  # Swin-T: 4.5 GFLOPs at 224 x 224, here 64 x 96 (~1/8)
 
 
+@pytest.mark.parametrize("interleave", [True, False])
+def test_interleave_times_the_configs_in_turns(interleave, capsys, monkeypatch):
+    """With --interleave every round runs each model once (after each one's warm-up, before
+    each one's memory run); without it each config's runs come in one block."""
+    calls = []
+    real_build = benchmark_model.build
+
+    def build(cfg, backbone_only):
+        model = real_build(cfg, backbone_only)
+        name = cfg.MODEL.BACKBONE.NAME
+        model.register_forward_pre_hook(lambda module, args: calls.append(name))
+        return model
+
+    monkeypatch.setattr(benchmark_model, "build", build)
+    flags = ["--skip-train", "--interleave"] if interleave else ["--skip-train"]
+    rows = benchmark_model.main(["--configs", DINAT_MINI, SWIN_TINY, *flags, *TOY, *SMALL_HEAD])
+    out = capsys.readouterr().out
+    dinat, swin = "D2DiNAT", "D2TorchvisionSwin"
+    if interleave:
+        assert calls == [dinat, swin] * 4  # warm-up, 2 timed rounds, memory
+        assert "each round one run of every config in turn" in out
+    else:
+        assert calls == [dinat] * 4 + [swin] * 4
+    assert [r["config"] for r in rows] == [
+        "maskformer2_dinat_mini_builtin_shapes",
+        "maskformer2_tvswin_tiny_bs16_160k_res512",
+    ]
+    for row in rows:
+        assert row["fwd"] > 0 and row["fwd_mem"] is not None and row["train"] is None
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -84,6 +115,8 @@ def test_backbone_only_inference_with_flops(capsys):
         ["--configs", DINAT_MINI, "MODEL.DEVICE"],
         ["--configs", "missing.yaml"],
         ["--configs", DINAT_MINI, "--batch-size", "0"],
+        ["--configs", DINAT_MINI, "--interleave"],
+        ["--configs", DINAT_MINI, "--interleave", "--skip-train", "--keep-going"],
     ],
 )
 def test_bad_arguments_are_reported(argv, capsys):
