@@ -309,7 +309,7 @@ def interleaved_rows(args) -> list[dict]:
     for entry in prepared:
         if args.flops:
             entry.row["gflops"] = gflops(entry.model, args.backbone_only, height, width, device)
-        time_runs(entry.infer, device, args.warmup, 0)
+        time_runs(entry.infer, device, args.warmup, 0)  # its warm-up only
     times = [[] for _ in prepared]
     for _ in range(args.repeats):
         for entry, samples in zip(prepared, times):
