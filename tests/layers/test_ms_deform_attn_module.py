@@ -1,6 +1,7 @@
 """The MSDeformAttn module (Mask2Former's names, Deformable DETR's initialisation and forward)
 and the pure-PyTorch fallback of ms_deform_attn."""
 
+import importlib
 import math
 import os
 import subprocess
@@ -117,6 +118,15 @@ def written_out(module, query, reference, inputs, shapes, starts, mask=None):
     logits = query @ module.attention_weights.weight.T + module.attention_weights.bias
     weights = logits.reshape(batch, len_q, heads, -1).softmax(-1)
     weights = weights.reshape(batch, len_q, heads, levels, points)
+    locations = written_out_locations(offsets, reference, shapes)
+    out = ms_deform_attn_reference(value, shapes, starts, locations, weights)
+    return out @ module.output_proj.weight.T + module.output_proj.bias
+
+
+def written_out_locations(offsets, reference, shapes):
+    """Sampling locations from (batch, len_q, heads, levels, points, 2) offsets, one level and
+    point at a time, with Deformable DETR's operations in its order."""
+    points = offsets.shape[4]
     locations = torch.empty_like(offsets)
     for level, (height, width) in enumerate(shapes.tolist()):
         for p in range(points):
@@ -127,8 +137,14 @@ def written_out(module, query, reference, inputs, shapes, starts, mask=None):
                 box = reference[:, :, None, level]
                 step = offsets[:, :, :, level, p] / points * box[..., 2:] * 0.5
                 locations[:, :, :, level, p] = box[..., :2] + step
-    out = ms_deform_attn_reference(value, shapes, starts, locations, weights)
-    return out @ module.output_proj.weight.T + module.output_proj.bias
+    return locations
+
+
+def with_boxes(reference):
+    """The reference points with random box sizes appended: (cx, cy, w, h)."""
+    g = torch.Generator().manual_seed(5)
+    size = torch.rand(reference.shape, generator=g, dtype=reference.dtype) * 0.5
+    return torch.cat([reference, size], dim=-1)
 
 
 @requires_native
@@ -137,9 +153,7 @@ def test_forward_equals_the_computation_written_out(reference_kind):
     module = randomised(MSDeformAttn(d_model=32, n_levels=3, n_heads=4, n_points=2).double())
     query, reference, inputs, shapes, starts = pyramid()
     if reference_kind == "boxes":
-        g = torch.Generator().manual_seed(5)
-        size = torch.rand(reference.shape, generator=g, dtype=torch.float64) * 0.5
-        reference = torch.cat([reference, size], dim=-1)
+        reference = with_boxes(reference)
     mask = torch.zeros(inputs.shape[:2], dtype=torch.bool)
     mask[1, -10:] = True
     out = module(query, reference, inputs, shapes, starts, mask)
@@ -148,6 +162,32 @@ def test_forward_equals_the_computation_written_out(reference_kind):
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
     # the padding mask matters
     assert not torch.allclose(out[1], module(query, reference, inputs, shapes, starts)[1])
+
+
+@pytest.mark.parametrize("reference_kind", ["points", "boxes"])
+def test_sampling_locations_and_weights_have_deformable_detrs_bits(reference_kind, monkeypatch):
+    """In float32 the module hands the op exactly the locations and weights of Deformable
+    DETR's operations (its reshaped broadcasts are a speed-up, not another formula)."""
+    module = randomised(MSDeformAttn(d_model=32, n_levels=3, n_heads=4, n_points=2))
+    query, reference, inputs, shapes, starts = pyramid(dtype=torch.float32, seed=3)
+    query = query * 40  # offsets of many pixels, so that every quotient rounds
+    if reference_kind == "boxes":
+        reference = with_boxes(reference)
+    handed = {}
+
+    def capture(value, spatial_shapes, level_start_index, locations, weights):
+        handed.update(locations=locations, weights=weights)
+        return value.new_zeros(value.shape[0], locations.shape[1], value.shape[2] * value.shape[3])
+
+    # the package exports the function under the module's name: reach the module itself
+    module_file = importlib.import_module("dinat_m2f.layers.ms_deform_attn")
+    monkeypatch.setattr(module_file, "ms_deform_attn", capture)
+    module(query, reference, inputs, shapes, starts)
+    batch, len_q, _ = query.shape
+    offsets = module.sampling_offsets(query).view(batch, len_q, 4, 3, 2, 2)
+    logits = module.attention_weights(query).view(batch, len_q, 4, 6)
+    assert torch.equal(handed["locations"], written_out_locations(offsets, reference, shapes))
+    assert torch.equal(handed["weights"], logits.softmax(-1).view(batch, len_q, 4, 3, 2))
 
 
 @requires_native
