@@ -190,7 +190,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self, output: torch.Tensor, mask_features: torch.Tensor, attn_mask_target_size
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """output: queries (Q, N, C). Returns class logits (N, Q, K + 1), mask logits (N, Q,
-        H, W) and the next cross-attention mask (N * heads, Q, h * w), True = blocked."""
+        H, W) and the next cross-attention mask, True = blocked: (N * heads, Q, h * w), or
+        (Q, h * w) for all heads when N is 1."""
         decoder_output = self.decoder_norm(output).transpose(0, 1)
         outputs_class = self.class_embed(decoder_output)
         mask_embed = self.mask_embed(decoder_output)
@@ -198,12 +199,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         attn_mask = F.interpolate(
             outputs_mask, size=attn_mask_target_size, mode="bilinear", align_corners=False
         )
-        attn_mask = (
-            attn_mask.sigmoid()
-            .flatten(2)
-            .unsqueeze(1)
-            .repeat(1, self.num_heads, 1, 1)
-            .flatten(0, 1)
-            < 0.5
-        ).detach()
+        attn_mask = (attn_mask.sigmoid().flatten(2) < 0.5).detach()
+        if attn_mask.shape[0] == 1:
+            # nn.MultiheadAttention broadcasts a 2-d mask over the heads: one image's mask
+            # need not be copied per head (at 1024 x 1024 its float form is 105 MB a layer)
+            return outputs_class, outputs_mask, attn_mask[0]
+        # several images: one mask per (image, head), image-major, as the attention wants
+        attn_mask = attn_mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
         return outputs_class, outputs_mask, attn_mask
