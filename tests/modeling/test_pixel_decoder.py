@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 
+import dinat_m2f.modeling.pixel_decoder.ms_deform_attn_pixel_decoder as pixel_decoder_module
 from dinat_m2f.modeling.pixel_decoder import MSDeformAttnPixelDecoder
+from dinat_m2f.modeling.pixel_decoder.ms_deform_attn_pixel_decoder import canonical_strides
 
 CHANNELS = {"res2": 16, "res3": 24, "res4": 40, "res5": 48}
 STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
@@ -188,3 +190,42 @@ def test_bad_settings_name_the_config_key():
     not_dividing = "COMMON_STRIDE=16 must divide the finest encoder stride 8"
     with pytest.raises(ValueError, match=not_dividing):
         build(common_stride=16)
+
+
+def test_one_images_upsampling_keeps_its_bits_without_a_layout_round_trip(monkeypatch):
+    """With one image the finest encoder map is handed to the FPN upsampling with canonical
+    channels-last strides: the upsampled map comes out channels-last (no conversion), and
+    every output is bit-equal to the run that upsamples the map as the encoder leaves it."""
+    decoder = build().eval()
+    features = backbone_features(96, 160, batch=1)
+    upsampled = []
+    real_interpolate = F.interpolate
+
+    def recording(*args, **kwargs):
+        out = real_interpolate(*args, **kwargs)
+        upsampled.append(out)
+        return out
+
+    monkeypatch.setattr(F, "interpolate", recording)
+    with torch.no_grad():
+        outputs = decoder.forward_features(features)
+        (up,) = upsampled
+        assert up.is_contiguous(memory_format=torch.channels_last)
+        monkeypatch.setattr(pixel_decoder_module, "canonical_strides", lambda x: x)
+        as_left = decoder.forward_features(features)
+    assert not upsampled[1].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(outputs[0], as_left[0])
+    for a, b in zip(outputs[2], as_left[2]):
+        assert torch.equal(a, b)
+
+
+def test_canonical_strides_only_restrides_one_channels_last_image():
+    tokens = torch.randn(2, 6 * 4, 8)
+    for batch in (1, 2):
+        # (N, H*W, C) tokens as the encoder leaves them: a channels-last (N, C, H, W) view
+        x = tokens[:batch].transpose(1, 2).reshape(batch, 8, 6, 4)
+        y = canonical_strides(x)
+        assert torch.equal(y, x) and y.data_ptr() == x.data_ptr()
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    nchw = torch.randn(1, 8, 6, 4)
+    assert canonical_strides(nchw) is nchw
