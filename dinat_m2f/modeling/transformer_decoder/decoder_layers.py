@@ -45,7 +45,8 @@ class _AttentionSublayer(_ResidualSublayer):
 
     The attention is called as Mask2Former calls it (need_weights left on, so the same
     kernels and the same bits) but without averaging the weights over the heads: nobody reads
-    them, and at 1024 x 1024 the average reads 105 MB per cross-attention layer."""
+    them, and at 1024 x 1024 the average reads 105 MB per finest-level cross-attention
+    layer."""
 
     def __init__(
         self, attn_name: str, d_model: int, nhead: int, dropout: float, normalize_before: bool
