@@ -6,7 +6,7 @@ namespace dinat_m2f {
 namespace cpu {
 
 template <typename Acc, typename T>
-inline Acc dot(const Acc* a, const T* b, int n) {
+__attribute__((always_inline)) inline Acc dot(const Acc* a, const T* b, int n) {
   Acc sum = Acc(0);
 #pragma omp simd reduction(+ : sum)
   for (int i = 0; i < n; ++i) sum += a[i] * Acc(b[i]);
@@ -15,7 +15,7 @@ inline Acc dot(const Acc* a, const T* b, int n) {
 
 // y += alpha * x
 template <typename Acc, typename T>
-inline void axpy(Acc alpha, const T* x, Acc* y, int n) {
+__attribute__((always_inline)) inline void axpy(Acc alpha, const T* x, Acc* y, int n) {
 #pragma omp simd
   for (int i = 0; i < n; ++i) y[i] += alpha * Acc(x[i]);
 }

@@ -40,6 +40,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "../common/cpu_isa.h"
 #include "../common/cpu_simd.h"
 #include "na_ops.h"
 // Vectors pass only between always_inline functions: GCC's note that their ABI differs
@@ -106,30 +107,9 @@ void transpose_row_baseline(const C* src, int64_t col, int cols, int dim, C scal
   cpu_tiles::transpose_row(src, col, cols, dim, scale, dst, stride);
 }
 
-enum class Isa { kBaseline, kAvx2, kAvx512 };
-struct IsaChoice {
-  Isa isa;
-  bool asked;  // named by DINAT_M2F_CPU_ISA
-};
-
-// The build for this machine: AVX-512 on Intel cores that have it (measured faster there;
-// AMD's Zen 4 runs 512-bit vectors as two halves and was not measured), else AVX2 + FMA, else
-// the baseline. DINAT_M2F_CPU_ISA=baseline, avx2 or avx512 asks for one (tests run each; a
-// build the machine cannot run falls back to the best below it that it can).
-IsaChoice cpu_isa() {
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const bool avx512 =
-      avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-  const Isa best = avx512 ? Isa::kAvx512 : avx2 ? Isa::kAvx2 : Isa::kBaseline;
-  const char* asked = std::getenv("DINAT_M2F_CPU_ISA");
-  if (asked == nullptr || *asked == '\0')
-    return {__builtin_cpu_is("intel") ? best : std::min(best, Isa::kAvx2), false};
-  const std::string name(asked);
-  TORCH_CHECK(name == "baseline" || name == "avx2" || name == "avx512",
-              "DINAT_M2F_CPU_ISA must be baseline, avx2 or avx512 (or unset), got '", name, "'");
-  const Isa want = name == "avx512" ? Isa::kAvx512 : name == "avx2" ? Isa::kAvx2 : Isa::kBaseline;
-  return {std::min(want, best), true};
-}
+using cpu::cpu_isa;
+using cpu::Isa;
+using cpu::IsaChoice;
 
 // The AVX-512 kernels tile 16 queries of a row; rows of at most 8 (a dilated group's often
 // are) fit one AVX2 tile, where the wider one was 0.88-0.99x as fast (docs/benchmarks.md,
