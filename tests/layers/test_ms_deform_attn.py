@@ -103,6 +103,44 @@ def test_sampling_matches_pixels_and_padding():
     assert at(-0.3, 0.5).item() == 0.0 and at(0.5, 1.4).item() == 0.0
 
 
+def relative_errors(got, expected):
+    """Max error of each output relative to max(1, max |expected|)."""
+    return {
+        name: (a.double() - b).abs().max().item() / max(1.0, b.abs().max().item())
+        for name, a, b in zip(NAMES, got, expected)
+    }
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+@pytest.mark.parametrize("case", [*CASES, LARGE], ids=case_id)
+def test_float32_builds_match_float64(case, isa, monkeypatch):
+    """float32 runs a build for AVX2 + FMA where the CPU has them, the baseline build
+    elsewhere (DINAT_M2F_CPU_ISA picks one): both against float64 on the same rounded
+    inputs, float64 checked against the brute-force oracle above."""
+    monkeypatch.setenv("DINAT_M2F_CPU_ISA", isa)
+    rounded = [x.float() if x.is_floating_point() else x for x in make_inputs(case)]
+    got = outputs_and_grads(ms_deform_attn, rounded)
+    expected = outputs_and_grads(
+        ms_deform_attn, [x.double() if x.is_floating_point() else x for x in rounded]
+    )
+    for name, err in relative_errors(got, expected).items():
+        assert err <= 1e-5, f"{name}: relative max error {err:.2e}"
+
+
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="no AVX2 here"
+)
+def test_float32_runs_the_avx2_build_where_the_cpu_has_it(monkeypatch):
+    """The AVX2 build sums with fused multiply-adds, so its float32 results differ from the
+    baseline build's in the last bits: it is the one that runs by default."""
+    inputs = [x.float() if x.is_floating_point() else x for x in make_inputs(LARGE)]
+    default = outputs_and_grads(ms_deform_attn, inputs)
+    monkeypatch.setenv("DINAT_M2F_CPU_ISA", "baseline")
+    baseline = outputs_and_grads(ms_deform_attn, inputs)
+    for name, a, b in zip(NAMES, default, baseline):
+        assert not torch.equal(a, b), name
+
+
 @pytest.mark.parametrize("case", [CASES[2], CASES[4]], ids=case_id)
 def test_gradcheck_native_op(case):
     value, shapes, starts, locations, weights = make_inputs(case, batch=1, seed=3)
@@ -144,9 +182,8 @@ def test_reduced_precision_matches_float64(dtype, tolerance):
     expected = outputs_and_grads(
         ms_deform_attn, [x.double() if x.is_floating_point() else x for x in rounded]
     )
-    for name, a, b in zip(NAMES, got, expected):
-        assert a.dtype == dtype
-        err = (a.double() - b).abs().max().item() / max(1.0, b.abs().max().item())
+    assert all(a.dtype == dtype for a in got)
+    for name, err in relative_errors(got, expected).items():
         assert err <= tolerance, f"{name}: relative max error {err:.2e}"
 
 
