@@ -21,8 +21,7 @@ using cpu::dot;
 
 // The per-task loops are forced inline into each entry point below, so that the compiler
 // builds them twice for float: for the baseline ISA and for AVX2 + FMA (chosen at run time,
-// cpu_isa.h; 1.6x faster on the Zen 4, docs/benchmarks.md step 25).
-#define DINAT_M2F_INLINE inline __attribute__((always_inline))
+// cpu_isa.h; forward 1.4-1.7x faster on the Zen 4, docs/benchmarks.md step 25).
 
 // Forward, queries [begin, end) of (batch * len_q): the rows of all heads of each query.
 template <typename T>

@@ -36,9 +36,7 @@
 #include <cstring>
 #include <type_traits>
 
-#define DINAT_M2F_INLINE __attribute__((always_inline)) inline
-// Lambdas too: an outlined lambda would be compiled for the baseline ISA.
-#define DINAT_M2F_INLINE_LAMBDA __attribute__((always_inline))
+#include "../common/cpu_simd.h"  // DINAT_M2F_INLINE, DINAT_M2F_INLINE_LAMBDA
 
 namespace dinat_m2f {
 namespace na {
