@@ -135,17 +135,18 @@ def run_main(main: Callable, args: argparse.Namespace) -> int:
 
 def _worker(main: Callable, args: argparse.Namespace) -> None:
     """The function of every spawned process: its status becomes the process's exit status.
-    A failed process leaves through os._exit once its logs are flushed: the interpreter's
-    teardown would destroy the process group's C++ threads, which may still be tied to peers
-    that failed too, and that sometimes aborts the process (SIGABRT, "terminate called without
-    an active exception") instead of letting it exit with its status."""
+    Every process leaves through os._exit once its logs are flushed (a successful one after
+    end_process_groups): the interpreter's teardown destroys C++ threads of the distributed
+    backend that may still be running, or tied to peers that failed, and that sometimes
+    aborted a process that had finished its work (SIGABRT, "terminate called without an active
+    exception"; after a successful two-process run, even with its groups taken down)."""
     status = run_main(main, args)
-    if status:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    end_process_groups()
+    if not status:
+        end_process_groups()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def end_process_groups() -> None:

@@ -4,6 +4,8 @@ killed or frozen), and --dist-timeout's checks. The multi-process behaviour is i
 test_multi_machine.py and test_submit.py."""
 
 import argparse
+import logging
+import os
 import signal
 
 import pytest
@@ -101,9 +103,29 @@ def test_dist_timeout_default_is_detectron2s():
     assert argument_parser().parse_args([]).dist_timeout * 60 == DEFAULT_TIMEOUT.total_seconds()
 
 
-def test_a_worker_that_succeeded_takes_its_process_groups_down(tmp_path):
-    """A one-process gloo group (and a subgroup, as detectron2's local group) is gone once the
-    worker returns: not left to the interpreter's teardown."""
+class _Exited(Exception):
+    pass
+
+
+@pytest.fixture
+def exits(monkeypatch):
+    """The statuses a worker leaves with through os._exit, which raises here instead; the
+    logging shutdown before it is recorded, not done (it would close pytest's handlers)."""
+    statuses = []
+
+    def exit_(status):
+        statuses.append(status)
+        raise _Exited
+
+    monkeypatch.setattr(os, "_exit", exit_)
+    monkeypatch.setattr(logging, "shutdown", lambda: statuses.append("logs"))
+    return statuses
+
+
+def test_a_worker_that_succeeded_takes_its_process_groups_down_and_skips_teardown(tmp_path, exits):
+    """A one-process gloo group (and a subgroup, as detectron2's local group) is gone when the
+    worker leaves, and it leaves through os._exit(0) after flushing its logs: nothing is left
+    to the interpreter's teardown."""
     dist = torch.distributed
     dist.init_process_group(
         "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
@@ -111,9 +133,20 @@ def test_a_worker_that_succeeded_takes_its_process_groups_down(tmp_path):
     try:
         dist.new_group([0])
         ran = []
-        _worker(lambda args: ran.append(args), argparse.Namespace(dist_timeout=30.0))
+        with pytest.raises(_Exited):
+            _worker(lambda args: ran.append(args), argparse.Namespace(dist_timeout=30.0))
         assert len(ran) == 1
         assert not dist.is_initialized()
+        assert exits == ["logs", 0]
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_a_worker_that_failed_leaves_with_its_status(exits):
+    def interrupted(args):
+        raise TrainingInterrupted(signal.SIGUSR2)
+
+    with pytest.raises(_Exited):
+        _worker(interrupted, argparse.Namespace(dist_timeout=30.0))
+    assert exits == ["logs", 128 + signal.SIGUSR2]
