@@ -10,6 +10,11 @@ Each round's ratio compares neighbouring runs, since these machines change speed
 minute; the summary is the median of the per-round ratios.
 
     python tools/train_speed_vs_commit.py c5d36be --rounds 3 --iters 100
+    python tools/train_speed_vs_commit.py c5d36be \
+        SOLVER.AMP.ENABLED True SOLVER.AMP.PRECISION bfloat16
+
+KEY VALUE opts apply to this checkout's runs only, as `make demo DEMO_OPTS="..."` does: the
+second line compares the old code's recipe with this one's in mixed precision.
 """
 
 from __future__ import annotations
@@ -41,11 +46,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iters", type=int, default=100, help="iterations per run")
     parser.add_argument("--worktree", default=None, help="where to check COMMIT out")
-    args = parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", help="train_net KEY VALUE opts for this checkout's runs")
+    # intermixed: options may follow the KEY VALUE opts, as in the examples above
+    args = parser.parse_intermixed_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.iters < 10:  # detectron2 leaves the first iterations out of its average
         parser.error(f"--iters must be at least 10, got {args.iters}")
+    if len(args.opts) % 2:
+        parser.error(f"opts come in KEY VALUE pairs, got {args.opts}")
     return args
 
 
@@ -81,13 +90,13 @@ def prepare(full: str, worktree: str) -> None:
     _run([sys.executable, "-m", "dinat_m2f.data.generate_builtin", "--root", root], worktree)
 
 
-def train(checkout: str, iters: int, out: str) -> float:
+def train(checkout: str, iters: int, out: str, opts: list[str] = ()) -> float:
     env = dict(os.environ, DETECTRON2_DATASETS=os.path.join(checkout, "datasets"))
     env.pop("PYTHONPATH", None)  # each checkout imports its own dinat_m2f
     cmd = [
         sys.executable, "train_net.py", "--config-file", CONFIG,
         "SOLVER.MAX_ITER", str(iters), "SOLVER.CHECKPOINT_PERIOD", "1000000",
-        "DATASETS.TEST", "()", "OUTPUT_DIR", out,
+        "DATASETS.TEST", "()", "OUTPUT_DIR", out, *opts,
     ]  # fmt: skip
     return seconds_per_iteration(_run(cmd, checkout, env))
 
@@ -100,13 +109,15 @@ def main(argv=None) -> int:
     head = resolve("HEAD")
     _run([sys.executable, "-m", "dinat_m2f.data.generate_builtin", "--root", "datasets"], REPO)
     print(f"# make demo's training, {args.iters} iterations per run: {full[:7]} vs {head[:7]}")
+    if args.opts:
+        print(f"# opts of {head[:7]}'s runs: {' '.join(args.opts)}")
     print("| round | old s/it | new s/it | old / new |")
     print("|---|---|---|---|")
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(1, args.rounds + 1):
             old = train(worktree, args.iters, os.path.join(tmp, f"old{r}"))
-            new = train(REPO, args.iters, os.path.join(tmp, f"new{r}"))
+            new = train(REPO, args.iters, os.path.join(tmp, f"new{r}"), args.opts)
             ratios.append(old / new)
             print(f"| {r} | {old:.4f} | {new:.4f} | {old / new:.2f}x |", flush=True)
     print(f"# median of the rounds' ratios: {statistics.median(ratios):.2f}x")

@@ -32,6 +32,7 @@ def test_a_log_without_the_speed_line_is_an_error():
     [
         (["c5d36be", "--rounds", "0"], "--rounds must be at least 1, got 0"),
         (["c5d36be", "--iters", "5"], "--iters must be at least 10, got 5"),
+        (["c5d36be", "SOLVER.AMP.ENABLED"], "KEY VALUE pairs, got ['SOLVER.AMP.ENABLED']"),
     ],
 )
 def test_bad_arguments_are_named(argv, named, capsys):
@@ -39,6 +40,38 @@ def test_bad_arguments_are_named(argv, named, capsys):
         tool.parse_args(argv)
     assert stop.value.code == 2
     assert named in capsys.readouterr().err
+
+
+def test_opts_reach_only_the_runs_of_this_checkout(monkeypatch):
+    """KEY VALUE opts are for this checkout's train_net (as make demo's DEMO_OPTS), after
+    the tool's own, so that they win; the old commit trains as it was."""
+    args = tool.parse_args(["c5d36be", "--rounds", "2", "SOLVER.AMP.PRECISION", "bfloat16"])
+    assert (args.rounds, args.opts) == (2, ["SOLVER.AMP.PRECISION", "bfloat16"])
+    commands = []
+
+    def fake_run(cmd, cwd, env=None):
+        commands.append(cmd)
+        return LOG
+
+    monkeypatch.setattr(tool, "_run", fake_run)
+    assert tool.train("old", 20, "out-old") == 1.3141
+    assert tool.train(tool.REPO, 20, "out-new", args.opts) == 1.3141
+    old, new = commands
+    assert "SOLVER.AMP.PRECISION" not in old
+    assert new[-2:] == ["SOLVER.AMP.PRECISION", "bfloat16"]
+    assert new[:-2] == [a if a != "out-old" else "out-new" for a in old]
+
+
+def test_main_passes_the_opts_to_this_checkouts_runs(monkeypatch, capsys):
+    trained = []
+    monkeypatch.setattr(tool, "prepare", lambda full, worktree: None)
+    monkeypatch.setattr(tool, "_run", lambda cmd, cwd, env=None: "")
+    monkeypatch.setattr(
+        tool, "train", lambda where, iters, out, opts=(): trained.append((where, list(opts))) or 1.0
+    )
+    assert tool.main(["HEAD", "--rounds", "1", "--worktree", "old", "K", "V"]) == 0
+    assert trained == [("old", []), (tool.REPO, ["K", "V"])]
+    assert "opts of" in capsys.readouterr().out
 
 
 def test_a_worktree_at_another_commit_is_refused(tmp_path):
